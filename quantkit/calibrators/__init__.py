@@ -1,0 +1,59 @@
+"""Calibrators: streaming, mergeable statistics that turn activations into INT8 scales.
+
+Built-in methods: ``entropy`` (TensorRT-exact KL), ``minmax``, ``percentile``, ``mse``.
+Plugins subclass :class:`Calibrator` and register with :func:`register_calibrator`.
+The legacy TensorRT adapters live in :mod:`quantkit.calibrators.tensorrt` (imported on demand).
+"""
+
+from quantkit.calibrators.base import (
+    CACHE_ALGORITHMS,
+    Calibrator,
+    NonFiniteError,
+    available_methods,
+    create_calibrator,
+    get_calibrator_class,
+    load_calibrator_plugin,
+    register_calibrator,
+)
+from quantkit.calibrators.cache import (
+    ScaleTable,
+    parse_scales_json,
+    parse_trt_cache,
+    read_scales,
+)
+from quantkit.calibrators.entropy import entropy_amax, kl_divergences
+from quantkit.calibrators.histogram import AbsHistogram
+from quantkit.calibrators.methods import (
+    EntropyCalibrator,
+    HistogramCalibrator,
+    MinMaxCalibrator,
+    MSECalibrator,
+    PercentileCalibrator,
+)
+from quantkit.calibrators.mse import mse_amax
+from quantkit.calibrators.percentile import percentile_amax
+
+__all__ = [
+    "CACHE_ALGORITHMS",
+    "AbsHistogram",
+    "Calibrator",
+    "EntropyCalibrator",
+    "HistogramCalibrator",
+    "MSECalibrator",
+    "MinMaxCalibrator",
+    "NonFiniteError",
+    "PercentileCalibrator",
+    "ScaleTable",
+    "available_methods",
+    "create_calibrator",
+    "entropy_amax",
+    "get_calibrator_class",
+    "kl_divergences",
+    "load_calibrator_plugin",
+    "mse_amax",
+    "parse_scales_json",
+    "parse_trt_cache",
+    "percentile_amax",
+    "read_scales",
+    "register_calibrator",
+]

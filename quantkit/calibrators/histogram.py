@@ -1,0 +1,214 @@
+"""Streaming, mergeable histogram of |x|, binned as TensorRT's reference calibrator bins it.
+
+The reference is ``HistogramCalibrator`` in pytorch-quantization 2.1.3 / ModelOpt (see
+``TENSORRT_FACTS.md``, "Entropy (KL) calibration"):
+
+1. The first batch fixes the range ``[0, hi0]`` with ``hi0 = max|x|`` and 2048 bins, so the bin
+   width is ``w = hi0 / 2048``. A value goes to bin ``int(float32(float32(x * 2048) / hi0))``
+   (``torch.histc``'s arithmetic) and the top value ``x == hi0`` goes to the last bin.
+2. A later batch with a larger max grows the histogram, keeping ``w``; old counts stay in the
+   first bins.
+
+Here the bin of a value is a pure function of ``(x, hi0)`` -- the same float32 formula, applied
+beyond ``hi0`` too -- so histograms that share ``hi0`` merge exactly (zero-pad and add) and a
+sharded run equals one sequential pass. For batches that stay inside the first range this is
+the reference's binning bit for bit; when the range grows, the reference re-bins the new batch
+over ``[0, edges[-1]]`` with float32 edges and so agrees with an exact-width histogram only to
+about one bin (documented in ``TENSORRT_FACTS.md``).
+
+Two deliberate differences from the reference:
+
+* An all-zero first batch (which crashes the reference: width 0) is counted as zeros and the
+  width is taken from the first batch that has a non-zero value.
+* The number of bins is capped (:data:`MAX_BINS`): a later outlier millions of times larger than
+  the first batch's max would otherwise allocate an unbounded array. Past the cap, adjacent bins
+  are merged pairwise (the width doubles), which every shard does identically, so merging stays
+  exact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from quantkit.errors import PipelineError
+
+#: bins of the first batch's range, as in TensorRT / pytorch-quantization.
+BASE_BINS = 2048
+#: upper bound on the number of bins of one histogram (2 MiB of int64 counts).
+MAX_BINS = 1 << 18
+_CHUNK = 1 << 16  # elements per binning block (256 KiB of float32: stays in cache)
+
+CountArray = npt.NDArray[np.int64]
+
+
+def bin_indices(absx: npt.NDArray[np.float32], hi0: np.float32, base_bins: int,
+                coarsen: int) -> npt.NDArray[np.int64]:
+    """Bin index of every value of ``absx`` (non-negative, finite float32).
+
+    ``int(float32(float32(x * base_bins) / hi0))`` as ``torch.histc`` computes it, with the
+    first range's top value in the last base bin, then divided by ``2**coarsen`` when the
+    histogram has been coarsened.
+    """
+    q = (absx * np.float32(base_bins)) / hi0  # float32 arithmetic, as the reference
+    idx = q.astype(np.int64)
+    # histc puts x == max into the last bin; beyond the first range bins are left-closed.
+    idx[q == np.float32(base_bins)] = base_bins - 1
+    if coarsen:
+        idx >>= coarsen
+    return idx
+
+
+@dataclass
+class AbsHistogram:
+    """Histogram of |x| with a fixed bin width that grows to the right.
+
+    Attributes:
+        hi0: float32 max of the first batch with a non-zero value (``None`` before it).
+        base_bins: bins spanning ``[0, hi0]``.
+        coarsen: log2 of the factor by which bins were merged past :data:`MAX_BINS`.
+        counts: int64 counts; bin ``i`` spans ``[i * width, (i + 1) * width)``.
+        pending_zeros: zeros seen before ``hi0`` was known (added to bin 0 once it is).
+    """
+
+    hi0: float | None = None
+    base_bins: int = BASE_BINS
+    coarsen: int = 0
+    counts: CountArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    pending_zeros: int = 0
+
+    @property
+    def width(self) -> float:
+        """Bin width (0 while no non-zero value was seen)."""
+        if self.hi0 is None:
+            return 0.0
+        return float(self.hi0) / self.base_bins * (1 << self.coarsen)
+
+    @property
+    def total(self) -> int:
+        """Number of values counted."""
+        return int(self.counts.sum()) + self.pending_zeros
+
+    def edges(self) -> npt.NDArray[np.float64]:
+        """Bin edges ``i * width`` for ``i`` in ``0..len(counts)``."""
+        return np.arange(len(self.counts) + 1, dtype=np.float64) * self.width
+
+    def update(self, values: npt.NDArray[np.float32], absmax: float | None = None) -> None:
+        """Add the |x| of finite float32 ``values`` (any shape, any sign).
+
+        Args:
+            values: the batch's values; their absolute values are binned.
+            absmax: ``max(|values|)`` if the caller already knows it.
+        """
+        flat = values.reshape(-1)
+        if flat.size == 0:
+            return
+        top = float(np.abs(flat).max()) if absmax is None else absmax
+        if self.hi0 is None:
+            if top == 0.0:
+                self.pending_zeros += flat.size
+                return
+            self.hi0 = float(np.float32(top))
+            self.counts = np.zeros(self.base_bins, dtype=np.int64)
+            self.counts[0] += self.pending_zeros
+            self.pending_zeros = 0
+        hi0 = np.float32(self.hi0)
+        # The largest bin index this batch needs, from its max alone (bin_indices is monotonic).
+        need = int(bin_indices(np.array([top], dtype=np.float32), hi0, self.base_bins,
+                               self.coarsen)[0]) + 1
+        while need > MAX_BINS:
+            self._coarsen_once()
+            need = (need + 1) // 2
+        self._grow(need)
+        self._accumulate(flat, hi0, reaches_top=bool(top >= hi0))
+
+    def _accumulate(self, flat: npt.NDArray[np.float32], hi0: np.float32,
+                    reaches_top: bool) -> None:
+        # bin_indices() in cache-sized chunks with preallocated buffers: the same float32
+        # arithmetic, without materialising |x|, the quotients and the indices of the whole
+        # tensor (several full-size temporaries and memory passes otherwise).
+        n = len(self.counts)
+        size = min(_CHUNK, flat.size)
+        q_buf = np.empty(size, dtype=np.float32)
+        i_buf = np.empty(size, dtype=np.intp)
+        base = np.float32(self.base_bins)
+        acc = np.zeros(n, dtype=np.int64)
+        for lo in range(0, flat.size, _CHUNK):
+            chunk = flat[lo: lo + _CHUNK]
+            q = q_buf[: chunk.size]
+            idx = i_buf[: chunk.size]
+            np.abs(chunk, out=q)
+            np.multiply(q, base, out=q)
+            np.divide(q, hi0, out=q)
+            np.copyto(idx, q, casting="unsafe")  # truncation toward zero, as int() in C
+            if reaches_top:
+                idx[q == base] = self.base_bins - 1
+            if self.coarsen:
+                np.right_shift(idx, self.coarsen, out=idx)
+            acc += np.bincount(idx, minlength=n)
+        self.counts += acc
+
+    def _grow(self, nbins: int) -> None:
+        if nbins > len(self.counts):
+            grown = np.zeros(nbins, dtype=np.int64)
+            grown[: len(self.counts)] = self.counts
+            self.counts = grown
+
+    def _coarsen_once(self) -> None:
+        n = len(self.counts)
+        padded = np.zeros(n + (n & 1), dtype=np.int64)
+        padded[:n] = self.counts
+        self.counts = padded.reshape(-1, 2).sum(axis=1)
+        self.coarsen += 1
+
+    def merge(self, other: AbsHistogram, name: str = "?") -> None:
+        """Add ``other``'s counts; both must share ``hi0`` (or one has none yet)."""
+        if other.hi0 is None:
+            self.pending_zeros += other.pending_zeros
+            if self.hi0 is not None:
+                self.counts[0] += self.pending_zeros
+                self.pending_zeros = 0
+            return
+        if self.hi0 is None:
+            zeros = self.pending_zeros
+            self.hi0, self.base_bins, self.coarsen = other.hi0, other.base_bins, other.coarsen
+            self.counts = other.counts.copy()
+            self.counts[0] += zeros
+            self.pending_zeros = 0
+            return
+        if np.float32(self.hi0) != np.float32(other.hi0) or self.base_bins != other.base_bins:
+            raise PipelineError(
+                f"tensor '{name}': cannot merge histograms with different bin widths "
+                f"({self.width!r} vs {other.width!r}). Shards must start from the same first "
+                "batch: seed them with Calibrator.empty_like() of a calibrator that has seen it, "
+                "or fix the widths with `widths=`."
+            )
+        src = other
+        if other.coarsen > self.coarsen:
+            while self.coarsen < other.coarsen:
+                self._coarsen_once()
+        elif other.coarsen < self.coarsen:
+            src = AbsHistogram(other.hi0, other.base_bins, other.coarsen, other.counts.copy())
+            while src.coarsen < self.coarsen:
+                src._coarsen_once()
+        self._grow(len(src.counts))
+        self.counts[: len(src.counts)] += src.counts
+
+    def empty_like(self) -> AbsHistogram:
+        """A histogram with the same width and no counts (to seed a shard)."""
+        return AbsHistogram(self.hi0, self.base_bins, self.coarsen,
+                            np.zeros(len(self.counts), dtype=np.int64))
+
+    def state(self) -> dict[str, Any]:
+        """Plain-data state (for checkpoints and distributed executors)."""
+        return {"hi0": self.hi0, "base_bins": self.base_bins, "coarsen": self.coarsen,
+                "counts": self.counts.copy(), "pending_zeros": self.pending_zeros}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> AbsHistogram:
+        """Inverse of :meth:`state`."""
+        return cls(state["hi0"], int(state["base_bins"]), int(state["coarsen"]),
+                   np.asarray(state["counts"], dtype=np.int64), int(state["pending_zeros"]))

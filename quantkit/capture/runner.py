@@ -1,0 +1,218 @@
+"""Activation capture with ONNX Runtime and the one-call :func:`calibrate`.
+
+The model is copied in memory with every activation tensor added as a graph output, run one
+batch at a time, and each batch's activations are handed to a sink (the calibrators) and then
+dropped: peak memory is the model plus one batch of activations, whatever the number of
+samples.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from quantkit._log import track
+from quantkit.calibrators.base import Calibrator, create_calibrator
+from quantkit.calibrators.cache import DEFAULT_TRT_VERSION, ScaleTable
+from quantkit.data.base import Batch, DataSource, InputSpec, check_batch_args, validate_batch
+from quantkit.errors import InputError, PipelineError
+from quantkit.model import ActivationInfo, activation_tensors, input_specs, load_model
+
+logger = logging.getLogger(__name__)
+
+Sink = Callable[[Mapping[str, np.ndarray]], None]
+
+
+class ActivationCapture:
+    """Runs an ONNX model with its floating-point activations exposed as outputs.
+
+    Args:
+        model_path: the FP32 ONNX model.
+        tensors: activation names to capture (default: every float activation).
+        providers: ONNX Runtime execution providers (default: CUDA when available, else CPU).
+        threads: intra-op threads for ONNX Runtime (default: ONNX Runtime's choice).
+    """
+
+    def __init__(self, model_path: str | os.PathLike[str], tensors: Sequence[str] | None = None,
+                 *, providers: Sequence[str] | None = None, threads: int | None = None) -> None:
+        import onnx
+
+        self.model_path = Path(model_path)
+        model = load_model(self.model_path)
+        self.inputs: list[InputSpec] = input_specs(model)
+        acts = activation_tensors(model)
+        if tensors is not None:
+            known = {a.name: a for a in acts}
+            unknown = [t for t in tensors if t not in known]
+            if unknown:
+                raise InputError(f"{self.model_path}: no activation tensor named "
+                                 f"{', '.join(repr(t) for t in unknown[:5])}.")
+            acts = [known[t] for t in tensors]
+        self.activations: list[ActivationInfo] = acts
+        existing = {o.name for o in model.graph.output}
+        for a in acts:
+            if a.name not in existing:
+                model.graph.output.append(onnx.ValueInfoProto(name=a.name))
+        self._session = _make_session(model, providers, threads, self.model_path)
+        self._outputs = [o.name for o in self._session.get_outputs()]
+        self._wanted = {a.name for a in acts}
+
+    @property
+    def providers(self) -> list[str]:
+        """Execution providers in use."""
+        return list(self._session.get_providers())
+
+    def run_batch(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run one (validated) batch; return ``{activation name: array}``.
+
+        Graph inputs are returned as given. Models whose batch axis is static are fed in
+        chunks of that size.
+        """
+        feeds = {s.name: batch[s.name] for s in self.inputs}
+        try:
+            values = self._session.run(self._outputs, feeds)
+        except Exception as err:
+            raise PipelineError(
+                f"{self.model_path}: ONNX Runtime failed on a batch of shapes "
+                f"{ {k: tuple(v.shape) for k, v in feeds.items()} }: {err}"
+            ) from err
+        result: dict[str, np.ndarray] = {}
+        for s in self.inputs:
+            if s.name in self._wanted:
+                result[s.name] = feeds[s.name]
+        for name, value in zip(self._outputs, values, strict=True):
+            if name in self._wanted and isinstance(value, np.ndarray) and value.dtype.kind == "f":
+                result[name] = value
+        return result
+
+    def _chunks(self, batch: Batch) -> Iterator[Batch]:
+        static = {s.shape[0] for s in self.inputs if isinstance(s.shape[0], int)
+                  and s.shape[0] > 0}
+        if not static:
+            yield batch
+            return
+        size = min(static)
+        n = len(next(iter(batch.values())))
+        for lo in range(0, n - size + 1, size):
+            yield {k: v[lo: lo + size] for k, v in batch.items()}
+        if n % size:
+            logger.warning("dropping %d samples: the model's batch axis is fixed at %d",
+                           n % size, size)
+
+    def run(self, batches: Iterable[Mapping[str, np.ndarray]], sink: Sink, *,
+            source: str = "<data>", allow_nonfinite: bool = False, total: int | None = None,
+            description: str = "calibrating") -> int:
+        """Validate, run and hand every batch's activations to ``sink``.
+
+        Returns:
+            The number of samples processed.
+
+        Raises:
+            InputError: empty data, a batch that does not match the model's inputs, or
+                non-finite input values (unless ``allow_nonfinite``).
+        """
+        samples = 0
+        for raw in track(batches, total=total, description=description):
+            batch = validate_batch(raw, self.inputs, source)
+            for name, arr in batch.items():
+                if arr.dtype.kind == "f" and not allow_nonfinite and not np.isfinite(arr).all():
+                    raise InputError(
+                        f"data {source}: input '{name}' contains NaN or Inf values (after "
+                        f"{samples} good samples). Clean the data, or pass --allow-nonfinite "
+                        "to skip non-finite values during calibration."
+                    )
+            for chunk in self._chunks(batch):
+                sink(self.run_batch(chunk))
+                samples += len(next(iter(chunk.values())))
+        if samples == 0:
+            raise InputError(f"data {source}: contains no samples. Give at least one sample.")
+        return samples
+
+
+def _make_session(model: Any, providers: Sequence[str] | None, threads: int | None,
+                  path: Path) -> Any:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    if threads:
+        opts.intra_op_num_threads = threads
+    if providers is None:
+        avail = ort.get_available_providers()
+        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in avail]
+    try:
+        try:
+            payload: Any = model.SerializeToString()
+        except ValueError:  # > 2 GB: go through a temporary copy with external data
+            import onnx
+
+            tmp = tempfile.mkdtemp(prefix="quantkit-capture-")
+            payload = os.path.join(tmp, "model.onnx")
+            onnx.save(model, payload, save_as_external_data=True, location="weights.bin")
+        return ort.InferenceSession(payload, sess_options=opts, providers=list(providers))
+    except Exception as err:
+        raise InputError(f"{path}: ONNX Runtime cannot load the model: {err}") from err
+
+
+@dataclass
+class CalibrationResult:
+    """What :func:`calibrate` produced."""
+
+    scales: ScaleTable
+    calibrator: Calibrator
+    num_samples: int
+    tensors: list[str] = field(default_factory=list)
+
+
+def calibrate(model: str | os.PathLike[str], data: Any, *, method: str = "entropy",
+              batch_size: int = 32, max_samples: int | None = None,
+              calibrator: Calibrator | None = None, allow_nonfinite: bool = False,
+              method_options: Mapping[str, Any] | None = None,
+              data_options: Mapping[str, Any] | None = None,
+              providers: Sequence[str] | None = None,
+              trt_version: int = DEFAULT_TRT_VERSION) -> CalibrationResult:
+    """Calibrate every floating-point activation of ``model`` on ``data``.
+
+    Args:
+        model: path of the FP32 ONNX model.
+        data: anything :func:`quantkit.data.open_source` accepts (a path, ``hf:...``, a
+            :class:`~quantkit.data.DataSource`, an iterable of batches).
+        method: ``entropy`` (default), ``minmax``, ``percentile``, ``mse`` or a plugin's name.
+        batch_size: samples per batch.
+        max_samples: stop after this many samples.
+        calibrator: use this calibrator instead of creating one from ``method``.
+        allow_nonfinite: skip NaN/Inf values instead of failing.
+        method_options: options for the method (e.g. ``{"percentile": 99.9}``).
+        data_options: options for ``open_source`` (``preprocess``, ``columns``, ``seed``...).
+        providers: ONNX Runtime execution providers.
+        trt_version: version number written in the TensorRT cache header.
+
+    Returns:
+        The scales (TensorRT cache / JSON ready) and the calibrator with its statistics.
+    """
+    from quantkit.data import open_source
+
+    check_batch_args(batch_size, max_samples)
+    cal = calibrator or create_calibrator(method, allow_nonfinite=allow_nonfinite,
+                                          **dict(method_options or {}))
+    capture = ActivationCapture(model, providers=providers)
+    source = open_source(data, capture.inputs, **dict(data_options or {}))
+    desc = source.description if isinstance(source, DataSource) else str(data)
+    n = capture.run(
+        source.batches(batch_size, max_samples), cal.update_many, source=desc,
+        allow_nonfinite=allow_nonfinite, total=source.num_batches(batch_size, max_samples),
+    )
+    amax = cal.compute_amax()
+    table = ScaleTable.from_amax(
+        amax, method=cal.method, model=str(model), num_samples=n,
+        algorithm=cal.cache_algorithm, trt_version=trt_version,
+        settings={k: v for k, v in cal.settings().items() if k != "num_bins"},
+    )
+    return CalibrationResult(table, cal, n, list(amax))

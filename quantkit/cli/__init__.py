@@ -1,0 +1,1 @@
+"""The ``quantkit`` command line: one thin module per subcommand."""

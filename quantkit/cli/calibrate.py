@@ -1,0 +1,94 @@
+"""``quantkit calibrate``: collect activation statistics and write scales."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from quantkit._io import check_output_path
+from quantkit.cli.options import build_data_options, data_options
+from quantkit.cli.render import print_table
+from quantkit.errors import InputError
+
+
+def parse_trt_version(text: str) -> int:
+    """``10.13.0`` -> 101300; a plain integer (``8601``) is taken as is."""
+    if text.isdigit():
+        return int(text)
+    parts = text.split(".")
+    if not 1 <= len(parts) <= 3 or not all(p.isdigit() for p in parts):
+        raise InputError(f"--trt-version {text}: expected MAJOR.MINOR.PATCH, e.g. 10.13.0.")
+    major, minor, patch = (int(p) for p in (parts + ["0", "0"])[:3])
+    return major * 10000 + minor * 100 + patch
+
+
+@click.command("calibrate")
+@click.argument("model", type=click.Path(dir_okay=False))
+@data_options
+@click.option("--method", default="entropy", show_default=True,
+              help="entropy | minmax | percentile | mse (or a plugin's name).")
+@click.option("--percentile", type=float, default=None,
+              help="Percentile for --method percentile (default 99.99).")
+@click.option("--cache", "cache_out", type=click.Path(dir_okay=False), default=None,
+              help="Write a TensorRT calibration cache here.")
+@click.option("--scales", "scales_out", type=click.Path(dir_okay=False), default=None,
+              help="Write quantkit's scales JSON here.")
+@click.option("--allow-nonfinite", is_flag=True,
+              help="Skip NaN/Inf values instead of failing.")
+@click.option("--calibrator", "plugin", type=click.Path(dir_okay=False), default=None,
+              help="Python file registering a custom calibration method.")
+@click.option("--trt-version", default="10.13.0", show_default=True,
+              help="TensorRT version written in the cache header.")
+@click.option("--json", "as_json", is_flag=True, help="Print the scales JSON to stdout.")
+def calibrate_cmd(model: str, data: str, batch_size: int, max_samples: int | None,
+                  seed: int | None, preprocess_file: str | None, columns: tuple[str, ...],
+                  streaming: bool, method: str, percentile: float | None,
+                  cache_out: str | None, scales_out: str | None, allow_nonfinite: bool,
+                  plugin: str | None, trt_version: str, as_json: bool) -> None:
+    r"""Calibrate every floating-point activation of MODEL on representative data.
+
+    \b
+    Examples:
+      quantkit calibrate model.onnx --data calib.npz --cache model.cache
+      quantkit calibrate model.onnx --data images/ --preprocess recipe.yaml \\
+          --method percentile --percentile 99.99 --scales scales.json
+    """
+    from quantkit.calibrators import get_calibrator_class, load_calibrator_plugin
+    from quantkit.capture import calibrate
+
+    if plugin:
+        load_calibrator_plugin(plugin)
+    get_calibrator_class(method)  # unknown method: exit 2 before any work
+    options = {}
+    if percentile is not None:
+        if method != "percentile":
+            raise InputError(f"--percentile {percentile}: only valid with --method percentile.")
+        options["percentile"] = percentile
+    version = parse_trt_version(trt_version)
+    outs = [p for p in (cache_out, scales_out) if p]
+    for flag, path in (("--cache", cache_out), ("--scales", scales_out)):
+        if path:
+            check_output_path(path, model, data, flag=flag)
+    if cache_out and scales_out and cache_out == scales_out:
+        raise InputError("--cache and --scales name the same file; give two paths.")
+    result = calibrate(
+        model, data, method=method, batch_size=batch_size, max_samples=max_samples,
+        allow_nonfinite=allow_nonfinite, method_options=options,
+        data_options=build_data_options(preprocess_file, columns, streaming, seed),
+        trt_version=version,
+    )
+    table = result.scales
+    if cache_out:
+        table.write(cache_out, "cache")
+    if scales_out:
+        table.write(scales_out, "json")
+    if as_json:
+        click.echo(json.dumps(table.to_json_dict(), indent=2))
+        return
+    rows = [(n, f"{table.amaxes[n]:.6g}", f"{s:.6g}") for n, s in table.scales.items()]
+    print_table(["tensor", "amax", "scale"], rows)
+    skipped = sum(result.calibrator.nonfinite_counts.values())
+    click.echo(f"\n{len(rows)} tensors calibrated with {method} on {result.num_samples} samples"
+               + (f"; {skipped} non-finite values skipped" if skipped else "")
+               + (f"; wrote {', '.join(outs)}" if outs else ""))

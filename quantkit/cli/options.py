@@ -1,0 +1,74 @@
+"""Option groups shared by several subcommands."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from quantkit.errors import InputError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def data_options(func: F) -> F:
+    """``--data`` and the options that shape how it is read (CLI.md, "Data sources")."""
+    opts = [
+        click.option("--data", "data", required=True, metavar="D",
+                     help="FILE.npz, FILE.npy, DIR/ of images, or hf:NAME[:CONFIG][:SPLIT]."),
+        click.option("--batch-size", type=int, default=32, show_default=True,
+                     help="Samples per batch."),
+        click.option("--max-samples", type=int, default=None,
+                     help="Use at most N samples (default: all)."),
+        click.option("--seed", type=int, default=None,
+                     help="With --max-samples: take a seeded random subset instead of the "
+                          "first N."),
+        click.option("--preprocess", "preprocess_file", type=click.Path(dir_okay=False),
+                     default=None,
+                     help="YAML with a preprocess: block (images / hf: image columns)."),
+        click.option("--column", "columns", multiple=True, metavar="INPUT=COLUMN",
+                     help="hf: map a dataset column to a model input (repeatable)."),
+        click.option("--streaming", is_flag=True, help="hf: stream the dataset."),
+    ]
+    for opt in reversed(opts):
+        func = opt(func)
+    return func
+
+
+def build_data_options(preprocess_file: str | None, columns: tuple[str, ...],
+                       streaming: bool, seed: int | None) -> dict[str, Any]:
+    """Turn the data option values into keyword arguments for ``open_source``."""
+    out: dict[str, Any] = {"seed": seed, "streaming": streaming}
+    if columns:
+        mapping = {}
+        for item in columns:
+            name, sep, col = item.partition("=")
+            if not sep or not name or not col:
+                raise InputError(f"--column {item}: expected INPUT=COLUMN.")
+            mapping[name] = col
+        out["columns"] = mapping
+    if preprocess_file:
+        out["preprocess"] = load_preprocess(preprocess_file)
+    return out
+
+
+def load_preprocess(path: str) -> Any:
+    """Read a ``preprocess:`` block (or a bare mapping) from a YAML file."""
+    import yaml
+
+    from quantkit.data import PreprocessSpec
+
+    p = Path(path)
+    try:
+        doc = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"--preprocess {p}: no such file.") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise InputError(f"--preprocess {p}: not readable YAML: {err}") from err
+    if isinstance(doc, dict) and "preprocess" in doc:
+        doc = doc["preprocess"]
+    if not isinstance(doc, dict):
+        raise InputError(f"--preprocess {p}: expected a mapping (or a preprocess: block).")
+    return PreprocessSpec.from_mapping(doc, where=str(p))

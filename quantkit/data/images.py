@@ -1,0 +1,136 @@
+"""A folder of images as a data source."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from quantkit.data._common import iter_chunks, no_samples, select_indices, single_input
+from quantkit.data.base import Batch, DataSource, InputSpec, check_batch_args, validate_batch
+from quantkit.data.preprocess import PreprocessSpec
+from quantkit.errors import InputError
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+logger = logging.getLogger(__name__)
+
+#: file extensions (lower case) read as images
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def find_images(root: Path) -> list[Path]:
+    """Image files under ``root``, recursively, sorted by relative path.
+
+    Hidden files and folders (names starting with ``.``, e.g. macOS ``._x.jpg`` resource
+    forks) are skipped. The order is deterministic across platforms: paths are compared as
+    tuples of their components.
+    """
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for name in filenames:
+            if not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
+                found.append(Path(dirpath, name))
+    return sorted(found, key=lambda p: p.relative_to(root).parts)
+
+
+def load_image(path: Path, source: str) -> Image.Image:
+    """Decode an image file fully.
+
+    Raises:
+        InputError: the file is not a decodable image; the message names it.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
+            Image.DecompressionBombError) as err:
+        raise InputError(
+            f"data {source}: cannot decode image {path} ({err}). Remove or replace the file."
+        ) from err
+
+
+def stack_samples(samples: Sequence[np.ndarray], items: Sequence[object], source: str,
+                  what: str) -> np.ndarray:
+    """Stack preprocessed samples into a batch, explaining mismatched sizes."""
+    first = samples[0].shape
+    for sample, item in zip(samples, items, strict=True):
+        if sample.shape != first:
+            raise InputError(
+                f"data {source}: {what} {item} gives a sample of shape {sample.shape} but "
+                f"the first one in the batch has shape {first}. Set preprocess.resize (and "
+                "center_crop) so that every image has the same size."
+            )
+    return np.stack(samples)
+
+
+class ImageFolderSource(DataSource):
+    """A folder of images (searched recursively) for a single-input image model.
+
+    Files with the extensions in :data:`IMAGE_EXTENSIONS` are read in sorted path order,
+    decoded with Pillow and preprocessed with a :class:`PreprocessSpec` (by default
+    :meth:`PreprocessSpec.default_for` the model input). Only one batch of decoded images is
+    in memory at a time.
+
+    Args:
+        path: the folder.
+        inputs: the model's inputs (exactly one).
+        preprocess: how to turn images into tensors; default derived from the input shape.
+        seed: if given and ``max_samples`` is smaller than the number of images, read a
+            seeded random subset of images (in sorted order) instead of the first ones.
+
+    Raises:
+        InputError: the folder is missing or holds no images, the model has several inputs,
+            or the default preprocessing cannot be derived.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], inputs: Sequence[InputSpec], *,
+                 preprocess: PreprocessSpec | None = None, seed: int | None = None) -> None:
+        self.path = Path(path)
+        self.description = f"{self.path}{os.sep}"
+        if not self.path.is_dir():
+            raise InputError(f"data {self.path}: no such folder. Check the path given to --data.")
+        self._inputs = tuple(inputs)
+        self._seed = seed
+        spec = single_input(self._inputs, self.description, "image-folder")
+        self.preprocess = preprocess or PreprocessSpec.default_for(spec)
+        self.files = find_images(self.path)
+        if not self.files:
+            raise no_samples(
+                self.description,
+                f"no image files ({', '.join(IMAGE_EXTENSIONS)}) found, searched recursively",
+            )
+        self._name = spec.name
+        logger.debug("%s: %d images", self.description, len(self.files))
+
+    @property
+    def num_samples(self) -> int:
+        """Number of image files found."""
+        return len(self.files)
+
+    def batches(self, batch_size: int, max_samples: int | None = None) -> Iterator[Batch]:
+        """Yield batches of at most ``batch_size`` preprocessed images, ``max_samples`` in all.
+
+        Raises:
+            InputError: an image cannot be decoded (naming the file), or the preprocessed
+                images do not fit the model input.
+        """
+        check_batch_args(batch_size, max_samples)
+        return self._generate(batch_size, max_samples)
+
+    def _generate(self, batch_size: int, max_samples: int | None) -> Iterator[Batch]:
+        selection = select_indices(len(self.files), max_samples, self._seed)
+        for chunk in iter_chunks(selection, batch_size):
+            paths = [self.files[int(i)] for i in chunk]
+            samples = [self.preprocess.apply(load_image(p, self.description)) for p in paths]
+            array = stack_samples(samples, paths, self.description, "image")
+            yield validate_batch({self._name: array}, self._inputs, self.description)

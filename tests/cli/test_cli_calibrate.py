@@ -1,0 +1,121 @@
+"""`quantkit calibrate` through the command line: outputs and bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from _models import small_cnn
+
+from quantkit.calibrators import read_scales
+from quantkit.cli.main import main
+
+
+@pytest.fixture()
+def setup(tmp_path: Path) -> Path:
+    small_cnn(tmp_path / "m.onnx")
+    x = np.random.default_rng(0).standard_normal((24, 3, 8, 8)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    np.savez(tmp_path / "x.npz", x=x)
+    return tmp_path
+
+
+def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = main(args)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("method", ["entropy", "minmax", "percentile", "mse"])
+def test_calibrate_writes_cache_and_json(setup: Path, method: str,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    d = setup
+    code, out, err = run(["calibrate", str(d / "m.onnx"), "--data", str(d / "x.npz"),
+                          "--method", method, "--batch-size", "8",
+                          "--cache", str(d / "o.cache"), "--scales", str(d / "o.json")], capsys)
+    assert code == 0, err
+    assert f"10 tensors calibrated with {method} on 24 samples" in out
+    doc = json.loads((d / "o.json").read_text())
+    assert doc["format"] == "quantkit-scales/1" and doc["method"] == method
+    assert doc["num_samples"] == 24 and len(doc["tensors"]) == 10
+    first = (d / "o.cache").read_text().splitlines()[0]
+    assert first == ("TRT-101300-MinMaxCalibration" if method == "minmax"
+                     else "TRT-101300-EntropyCalibration2")
+    for name, entry in doc["tensors"].items():
+        assert entry["scale"] == pytest.approx(entry["amax"] / 127, rel=1e-6)
+        assert read_scales(d / "o.cache").scales[name] == entry["scale"]
+
+
+def test_percentile_option_is_recorded(setup: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    d = setup
+    code, _, err = run(["calibrate", str(d / "m.onnx"), "--data", str(d / "x.npy"),
+                        "--method", "percentile", "--percentile", "99.9",
+                        "--scales", str(d / "p.json")], capsys)
+    assert code == 0, err
+    assert json.loads((d / "p.json").read_text())["settings"] == {"percentile": 99.9}
+
+
+def test_console_script_runs_in_a_subprocess(setup: Path) -> None:
+    d = setup
+    proc = subprocess.run([sys.executable, "-m", "quantkit.cli.main", "calibrate",
+                           str(d / "m.onnx"), "--data", str(d / "x.npy"), "--json",
+                           "--max-samples", "10"], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["num_samples"] == 10
+
+
+BAD_INPUTS = [
+    ("missing model", ["calibrate", "{d}/nope.onnx", "--data", "{d}/x.npy"], "nope.onnx"),
+    ("non-onnx model", ["calibrate", "{d}/x.npz", "--data", "{d}/x.npy"], "not a readable ONNX"),
+    ("corrupt model", ["calibrate", "{d}/corrupt.onnx", "--data", "{d}/x.npy"], "corrupt.onnx"),
+    ("unknown method", ["calibrate", "{d}/m.onnx", "--data", "{d}/x.npy", "--method", "kl"],
+     "--method kl: unknown calibration method"),
+    ("wrong input name", ["calibrate", "{d}/m.onnx", "--data", "{d}/wrongname.npz"],
+     "missing input(s) x"),
+    ("wrong rank", ["calibrate", "{d}/m.onnx", "--data", "{d}/rank.npy"], "rank 3"),
+    ("wrong static dim", ["calibrate", "{d}/m.onnx", "--data", "{d}/dims.npy"], "axis 1 must be 3"),
+    ("wrong dtype", ["calibrate", "{d}/m.onnx", "--data", "{d}/str.npy"], "dtype"),
+    ("empty data", ["calibrate", "{d}/m.onnx", "--data", "{d}/empty.npy"], "no samples"),
+    ("nan in data", ["calibrate", "{d}/m.onnx", "--data", "{d}/nan.npy"], "NaN"),
+    ("missing data", ["calibrate", "{d}/m.onnx", "--data", "{d}/none.npz"], "none.npz"),
+    ("bad batch size", ["calibrate", "{d}/m.onnx", "--data", "{d}/x.npy", "--batch-size", "0"],
+     "--batch-size"),
+    ("percentile without method", ["calibrate", "{d}/m.onnx", "--data", "{d}/x.npy",
+                                   "--percentile", "99"], "--percentile"),
+    ("percentile out of range", ["calibrate", "{d}/m.onnx", "--data", "{d}/x.npy", "--method",
+                                 "percentile", "--percentile", "120"], "(0, 100]"),
+    ("output folder missing", ["calibrate", "{d}/m.onnx", "--data", "{d}/x.npy", "--cache",
+                               "{d}/no/such/dir/o.cache"], "does not exist"),
+    ("output is input", ["calibrate", "{d}/m.onnx", "--data", "{d}/x.npy", "--cache",
+                         "{d}/m.onnx"], "same file as the input"),
+    ("bad trt version", ["calibrate", "{d}/m.onnx", "--data", "{d}/x.npy", "--trt-version",
+                         "ten"], "--trt-version"),
+]
+
+
+@pytest.mark.parametrize("label, args, needle", BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
+def test_bad_input(setup: Path, capsys: pytest.CaptureFixture[str], label: str,
+                   args: list[str], needle: str) -> None:
+    d = setup
+    (d / "corrupt.onnx").write_bytes((d / "m.onnx").read_bytes()[:50])
+    np.savez(d / "wrongname.npz", images=np.zeros((2, 3, 8, 8), np.float32))
+    np.save(d / "rank.npy", np.zeros((2, 3, 8), np.float32))
+    np.save(d / "dims.npy", np.zeros((2, 4, 8, 8), np.float32))
+    np.save(d / "str.npy", np.array([["a"] * 8] * 2))
+    np.save(d / "empty.npy", np.zeros((0, 3, 8, 8), np.float32))
+    nan = np.zeros((4, 3, 8, 8), np.float32)
+    nan[2, 1, 1, 1] = np.nan
+    np.save(d / "nan.npy", nan)
+    before = {p.name for p in d.rglob("*")}
+    out_args = [a.format(d=d) for a in args]
+    code, out, err = run([*out_args, "--scales", str(d / "out.json")]
+                         if "--cache" not in args and "--scales" not in args else out_args,
+                         capsys)
+    assert code == 2, (label, err)
+    assert needle in " ".join(err.split()), err
+    assert "Traceback" not in err and err.startswith("error:")
+    assert {p.name for p in d.rglob("*")} == before  # no output, no temp file left behind
