@@ -62,7 +62,6 @@ class ActivationCapture:
                 model.graph.output.append(onnx.ValueInfoProto(name=a.name))
         self._session = _make_session(model, providers, threads, self.model_path)
         self._outputs = [o.name for o in self._session.get_outputs()]
-        self._wanted = {a.name for a in acts}
 
     @property
     def providers(self) -> list[str]:
@@ -83,13 +82,14 @@ class ActivationCapture:
                 f"{self.model_path}: ONNX Runtime failed on a batch of shapes "
                 f"{ {k: tuple(v.shape) for k, v in feeds.items()} }: {err}"
             ) from err
+        produced = dict(zip(self._outputs, values, strict=True))
+        produced.update(feeds)
+        # graph order, so that a NaN is reported at the first tensor that has it
         result: dict[str, np.ndarray] = {}
-        for s in self.inputs:
-            if s.name in self._wanted:
-                result[s.name] = feeds[s.name]
-        for name, value in zip(self._outputs, values, strict=True):
-            if name in self._wanted and isinstance(value, np.ndarray) and value.dtype.kind == "f":
-                result[name] = value
+        for a in self.activations:
+            value = produced.get(a.name)
+            if isinstance(value, np.ndarray) and value.dtype.kind == "f":
+                result[a.name] = value
         return result
 
     def _chunks(self, batch: Batch) -> Iterator[Batch]:

@@ -119,3 +119,29 @@ def test_bad_input(setup: Path, capsys: pytest.CaptureFixture[str], label: str,
     assert needle in " ".join(err.split()), err
     assert "Traceback" not in err and err.startswith("error:")
     assert {p.name for p in d.rglob("*")} == before  # no output, no temp file left behind
+
+
+def test_nan_in_a_captured_activation_names_the_tensor(tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])
+    graph = helper.make_graph([helper.make_node("Log", ["x"], ["logx"], name="log"),
+                               helper.make_node("Relu", ["logx"], ["y"], name="relu")],
+                              "g", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "log.onnx"))
+    data = np.abs(np.random.default_rng(0).standard_normal((8, 4))).astype(np.float32) + 0.1
+    data[3, 2] = -1.0  # log(-1) = NaN inside the graph, not in the data
+    np.save(tmp_path / "d.npy", data)
+    args = ["calibrate", str(tmp_path / "log.onnx"), "--data", str(tmp_path / "d.npy"),
+            "--scales", str(tmp_path / "s.json")]
+    code, _, err = run(args, capsys)
+    assert code == 2 and "tensor 'logx'" in err and "--allow-nonfinite" in " ".join(err.split())
+    assert not (tmp_path / "s.json").exists()
+    code, out, err = run([*args, "--allow-nonfinite"], capsys)
+    assert code == 0, err
+    assert "2 non-finite values skipped" in out  # logx and y
