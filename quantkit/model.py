@@ -123,3 +123,39 @@ def activation_tensors(model: onnx.ModelProto) -> list[ActivationInfo]:
                 out.append(ActivationInfo(name, types.get(name, 0), node.name or None,
                                           node.op_type))
     return out
+
+
+#: models above this size are saved with external data (protobuf's limit is 2 GiB).
+EXTERNAL_DATA_THRESHOLD = 1800 * 1024 * 1024
+
+
+def save_model(model: onnx.ModelProto, path: str | os.PathLike[str]) -> None:
+    """Save ``model`` atomically; large models get an external-data file ``<name>.data``.
+
+    Both files are written under temporary names in the destination folder and renamed into
+    place only when complete (data first, then the model that references it).
+    """
+    import tempfile
+
+    import onnx
+
+    dest = Path(path)
+    folder = dest.parent if str(dest.parent) else Path(".")
+    with tempfile.TemporaryDirectory(prefix=f".{dest.name}.", dir=folder) as tmp:
+        tmp_model = Path(tmp) / dest.name
+        large = model.ByteSize() > EXTERNAL_DATA_THRESHOLD
+        data_name = f"{dest.name}.data"
+        if large:
+            onnx.save_model(model, str(tmp_model), save_as_external_data=True,
+                            all_tensors_to_one_file=True, location=data_name,
+                            size_threshold=0)
+            data = Path(tmp) / data_name
+            if data.exists():  # absent when no tensor reached the size threshold
+                with open(data, "rb+") as fh:
+                    os.fsync(fh.fileno())
+                os.replace(data, folder / data_name)
+        else:
+            onnx.save_model(model, str(tmp_model))
+        with open(tmp_model, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp_model, dest)

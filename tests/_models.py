@@ -68,3 +68,31 @@ def two_input_model(path: Path) -> Path:
     model.ir_version = 8
     onnx.save(model, str(path))
     return path
+
+
+def matmul_model(path: Path, *, convtranspose: bool = False, opset: int = 17) -> Path:
+    """x[N,4,6,6] -> (ConvTranspose) -> Flatten -> MatMul(W[.., 5]) -> MatMul(x2 activation)."""
+    rng = np.random.default_rng(1)
+    nodes, inits = [], []
+    src = "x"
+    if convtranspose:
+        inits.append(_init("wt", rng.standard_normal((4, 3, 3, 3)) * 0.3))  # [Cin, Cout, k, k]
+        nodes.append(helper.make_node("ConvTranspose", ["x", "wt"], ["ct"], name="/up/ConvT"))
+        src = "ct"
+    nodes.append(helper.make_node("ReduceMean", [src], ["m"], name="/pool/ReduceMean",
+                                  axes=[2, 3], keepdims=0) if opset < 18 else
+                 helper.make_node("GlobalAveragePool", [src], ["m4"], name="/pool/GAP"))
+    if opset >= 18:
+        nodes.append(helper.make_node("Flatten", ["m4"], ["m"], name="/pool/Flatten"))
+    c = 3 if convtranspose else 4
+    inits.append(_init("wm", rng.standard_normal((c, 5))))
+    nodes.append(helper.make_node("MatMul", ["m", "wm"], ["h"], name="/fc/MatMul"))
+    nodes.append(helper.make_node("Transpose", ["h"], ["ht"], name="/t/Transpose"))
+    nodes.append(helper.make_node("MatMul", ["h", "ht"], ["y"], name="/gram/MatMul"))
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4, 6, 6])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", "N"])
+    model = helper.make_model(helper.make_graph(nodes, "mm", [x], [y], initializer=inits),
+                              opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path

@@ -14,9 +14,18 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def data_options(func: F) -> F:
-    """``--data`` and the options that shape how it is read (CLI.md, "Data sources")."""
+    """``--data`` (required) and the options that shape how it is read (CLI.md)."""
+    return _data_options(func, required=True)
+
+
+def data_options_optional(func: F) -> F:
+    """Like :func:`data_options` with ``--data`` optional (e.g. ``quantize --scales``)."""
+    return _data_options(func, required=False)
+
+
+def _data_options(func: F, required: bool) -> F:
     opts = [
-        click.option("--data", "data", required=True, metavar="D",
+        click.option("--data", "data", required=required, default=None, metavar="D",
                      help="FILE.npz, FILE.npy, DIR/ of images, or hf:NAME[:CONFIG][:SPLIT]."),
         click.option("--batch-size", type=int, default=32, show_default=True,
                      help="Samples per batch."),

@@ -1,0 +1,69 @@
+"""``quantkit quantize``: write an explicitly quantized (Q/DQ) ONNX model."""
+
+from __future__ import annotations
+
+import click
+
+from quantkit._io import check_output_path
+from quantkit.cli.options import build_data_options, data_options_optional
+from quantkit.cli.render import print_table
+from quantkit.errors import InputError
+
+
+@click.command("quantize")
+@click.argument("model", type=click.Path(dir_okay=False))
+@data_options_optional
+@click.option("--method", default="entropy", show_default=True,
+              help="Calibration method with --data.")
+@click.option("--scales", "scales_file", type=click.Path(dir_okay=False), default=None,
+              help="Scales JSON or TensorRT calibration cache (instead of --data).")
+@click.option("--precision", "precision_file", type=click.Path(dir_okay=False), default=None,
+              help="Precision YAML: default, default_float and ordered overrides.")
+@click.option("--fp16", is_flag=True, help="Make the non-INT8 part FP16 (strongly typed).")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="Output Q/DQ ONNX model.")
+@click.option("--json", "as_json", is_flag=True, help="Print the precision plan as JSON.")
+def quantize_cmd(model: str, data: str | None, batch_size: int, max_samples: int | None,
+                 seed: int | None, preprocess_file: str | None, columns: tuple[str, ...],
+                 streaming: bool, method: str, scales_file: str | None,
+                 precision_file: str | None, fp16: bool, output: str, as_json: bool) -> None:
+    r"""Insert Q/DQ following TensorRT's placement rules, with per-layer precision overrides.
+
+    \b
+    Examples:
+      quantkit quantize model.onnx --scales scales.json -o model.int8.onnx
+      quantkit quantize model.onnx --data calib.npz --precision p.yaml --fp16 -o model.q.onnx
+    """
+    import json
+
+    from quantkit.calibrators import read_scales
+    from quantkit.model import load_model, save_model
+    from quantkit.qdq.plan import PrecisionConfig
+    from quantkit.qdq.writer import quantize_model
+
+    if (data is None) == (scales_file is None):
+        raise InputError("give exactly one of --data (calibrate now) or --scales S.json.")
+    check_output_path(output, model, data, scales_file, precision_file, flag="-o")
+    config = PrecisionConfig.from_yaml(precision_file) if precision_file else PrecisionConfig()
+    onnx_model = load_model(model)
+    if scales_file:
+        scales = read_scales(scales_file)
+    else:
+        from quantkit.capture import calibrate
+
+        scales = calibrate(model, data, method=method, batch_size=batch_size,
+                           max_samples=max_samples,
+                           data_options=build_data_options(preprocess_file, columns,
+                                                           streaming, seed)).scales
+    result = quantize_model(onnx_model, scales, config, fp16=fp16, source=model)
+    save_model(result.model, output)
+    plan = result.plan
+    if as_json:
+        click.echo(json.dumps(plan.to_dict(), indent=2))
+        return
+    rows = [(n.name, n.op_type, n.precision, n.reason) for n in plan.nodes.values()]
+    print_table(["node", "op", "precision", "why"], rows)
+    c = plan.counts()
+    click.echo(f"\nwrote {output}: {c['int8']} int8, {c['fp16']} fp16, {c['fp32']} fp32 nodes; "
+               f"Q/DQ on {len(result.activation_qdq)} activations and "
+               f"{len(result.weight_qdq)} weights (default_float {plan.default_float})")

@@ -1,0 +1,305 @@
+"""Write an explicitly quantized (Q/DQ) ONNX model that TensorRT 10/11 and TensorRT-RTX parse.
+
+Placement follows TENSORRT_FACTS.md ("Q/DQ placement rules TensorRT expects"):
+
+* activations: one ``QuantizeLinear -> DequantizeLinear`` pair per tensor (shared by all its
+  INT8 consumers; other consumers keep reading the original tensor), symmetric INT8, zero
+  point 0, per-tensor scale from calibration;
+* weights: stored as INT8 initializers followed by a per-channel ``DequantizeLinear``
+  (axis 0, axis 1 for ConvTranspose, the output axis of Gemm/MatMul weights) -- the form
+  TensorRT folds into INT8 kernels ("quantized constants only before DQ");
+* biases are never quantized (an int32 bias DQ is rejected by TensorRT's ONNX parser);
+* a residual Add gets Q/DQ only on the branch that is not fused into its convolution.
+
+Node names stay stable: the new nodes are named after the tensors they quantize
+(``<tensor>_QuantizeLinear`` / ``<tensor>_DequantizeLinear``).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from quantkit.calibrators.cache import ScaleTable
+from quantkit.errors import InputError
+from quantkit.qdq._model import (
+    FP16_QDQ_OPSET,
+    MIN_OPSET,
+    GraphIndex,
+    constants_to_initializers,
+    model_opset,
+    name_nodes,
+    remove_unused_initializers,
+    upgrade_opset,
+)
+from quantkit.qdq.plan import NodeView, PrecisionConfig, PrecisionPlan, make_plan
+from quantkit.qdq.rules import FUSES_RESIDUAL, QUANTIZABLE_OPS, QuantInput, quantized_inputs
+
+logger = logging.getLogger(__name__)
+
+PLAN_METADATA_KEY = "quantkit.plan"
+_QMAX = 127.0
+
+
+@dataclass
+class QuantizeResult:
+    """A quantized model and what was done to it."""
+
+    model: onnx.ModelProto
+    plan: PrecisionPlan
+    activation_qdq: list[str] = field(default_factory=list)
+    weight_qdq: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def prepare(model: onnx.ModelProto, *, fp16: bool, source: str) -> onnx.ModelProto:
+    """Copy ``model`` with named nodes, Constant weights as initializers and a Q/DQ opset."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    out = upgrade_opset(out, FP16_QDQ_OPSET if fp16 else MIN_OPSET, source)
+    name_nodes(out)
+    constants_to_initializers(out)
+    return out
+
+
+def _rank(index: GraphIndex, name: str) -> int | None:
+    t = index.initializers.get(name)
+    return len(t.dims) if t is not None else None
+
+
+def _node_inputs(node: onnx.NodeProto, index: GraphIndex) -> list[QuantInput]:
+    attrs = {a.name: int(a.i) for a in node.attribute if a.type == onnx.AttributeProto.INT}
+    names = list(node.input)
+    return quantized_inputs(node.op_type, attrs, [bool(n) and index.is_constant(n)
+                                                  for n in names] + [False] * 3,
+                            [_rank(index, n) for n in names] + [None] * 3)
+
+
+def residual_adds(index: GraphIndex) -> list[tuple[str, str, int]]:
+    """``(add, fused producer, index of the other input)`` for residual Adds.
+
+    A residual Add has two non-constant inputs, at least one produced directly by a
+    Conv/ConvTranspose; the later such producer is the one TensorRT fuses the Add into.
+    """
+    out = []
+    for node in index.model.graph.node:
+        if node.op_type != "Add" or len(node.input) != 2:
+            continue
+        if any(not n or index.is_constant(n) for n in node.input):
+            continue
+        prods = [index.producer.get(n) for n in node.input]
+        fusable = [(index.order[p.name], i) for i, p in enumerate(prods)
+                   if p is not None and p.op_type in FUSES_RESIDUAL]
+        if not fusable:
+            continue
+        _, fused_input = max(fusable)
+        other = 1 - fused_input
+        producer = prods[fused_input]
+        assert producer is not None
+        out.append((node.name, producer.name, other))
+    return out
+
+
+def plan_model(model: onnx.ModelProto, config: PrecisionConfig) -> PrecisionPlan:
+    """The precision plan of a prepared model (see :func:`prepare`)."""
+    index = GraphIndex(model)
+    views = [NodeView(n.name, n.op_type,
+                      n.op_type in QUANTIZABLE_OPS and bool(_node_inputs(n, index)))
+             for n in model.graph.node]
+    return make_plan(views, config, [(a, p) for a, p, _ in residual_adds(index)])
+
+
+def _scale_for(tensor: str, scales: ScaleTable) -> float:
+    if tensor not in scales.scales:
+        raise InputError(
+            f"no scale for tensor '{tensor}', which the plan quantizes. Calibrate with this "
+            "model (quantkit calibrate MODEL --data ... --scales S.json), or keep its consumer "
+            "out of INT8 with a precision override."
+        )
+    s = scales.scales[tensor]
+    if not np.isfinite(s) or s < 0:
+        raise InputError(f"tensor '{tensor}': scale {s} is not a finite positive number; "
+                         "re-calibrate or override its consumer to fp16/fp32.")
+    if s == 0.0:
+        logger.warning("tensor '%s' has scale 0 (all zeros in calibration); using 1/127", tensor)
+        return 1.0 / _QMAX
+    return float(s)
+
+
+def quantize_weight(w: np.ndarray, axis: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric INT8 weights and scales, per channel on ``axis`` (per tensor if None).
+
+    ``scale = max|w| / 127`` per channel (1.0 for an all-zero channel, whose values are 0
+    either way); values rounded half to even and clipped to [-127, 127].
+    """
+    w32 = w.astype(np.float32)
+    if axis is None:
+        amax = np.array(np.abs(w32).max() if w32.size else 0.0, dtype=np.float32)
+        shape: tuple[int, ...] = ()
+    else:
+        reduce = tuple(i for i in range(w32.ndim) if i != axis)
+        amax = np.abs(w32).max(axis=reduce).astype(np.float32)
+        shape = tuple(w32.shape[i] if i == axis else 1 for i in range(w32.ndim))
+    scale = np.where(amax > 0, amax / np.float32(_QMAX), np.float32(1.0)).astype(np.float32)
+    q = np.clip(np.round(w32 / scale.reshape(shape)), -_QMAX, _QMAX).astype(np.int8)
+    return q, scale
+
+
+class _Writer:
+    def __init__(self, model: onnx.ModelProto) -> None:
+        self.model = model
+        self.index = GraphIndex(model)
+        self.new_nodes: dict[str, list[onnx.NodeProto]] = {}  # insert before node name
+        self.taken = ({n.name for n in model.graph.node} | set(self.index.initializers)
+                      | {o for n in model.graph.node for o in n.output}
+                      | {i.name for i in model.graph.input})
+        self.act: dict[str, str] = {}
+        self.wgt: dict[tuple[str, int | None], str] = {}
+
+    def unique(self, base: str) -> str:
+        name, k = base, 1
+        while name in self.taken:
+            name, k = f"{base}_{k}", k + 1
+        self.taken.add(name)
+        return name
+
+    def _insert(self, before: str, nodes: list[onnx.NodeProto]) -> None:
+        self.new_nodes.setdefault(before, []).extend(nodes)
+
+    def activation(self, tensor: str, scale: float, first_consumer: str) -> str:
+        if tensor in self.act:
+            return self.act[tensor]
+        s = self.unique(f"{tensor}_scale")
+        z = self.unique(f"{tensor}_zero_point")
+        q_out, dq_out = self.unique(f"{tensor}_quantized"), self.unique(f"{tensor}_dequantized")
+        g = self.model.graph
+        g.initializer.append(numpy_helper.from_array(np.array(scale, dtype=np.float32), s))
+        g.initializer.append(numpy_helper.from_array(np.array(0, dtype=np.int8), z))
+        q = helper.make_node("QuantizeLinear", [tensor, s, z], [q_out],
+                             name=self.unique(f"{tensor}_QuantizeLinear"))
+        dq = helper.make_node("DequantizeLinear", [q_out, s, z], [dq_out],
+                              name=self.unique(f"{tensor}_DequantizeLinear"))
+        producer = self.index.producer.get(tensor)
+        # right after the producer keeps the graph topologically sorted; before the first
+        # consumer for graph inputs
+        anchor = first_consumer if producer is None else self._after(producer.name)
+        self._insert(anchor, [q, dq])
+        self.act[tensor] = dq_out
+        return dq_out
+
+    def _after(self, node_name: str) -> str:
+        nodes = self.model.graph.node
+        i = self.index.order[node_name] + 1
+        return nodes[i].name if i < len(nodes) else ""
+
+    def weight(self, tensor: str, axis: int | None, consumer: str) -> str:
+        key = (tensor, axis)
+        if key in self.wgt:
+            return self.wgt[key]
+        w = self.index.array(tensor)
+        if w.dtype.kind != "f":
+            raise InputError(f"weight '{tensor}' of node '{consumer}' has dtype {w.dtype}; "
+                             "only float weights can be quantized.")
+        if axis is not None and not -w.ndim <= axis < w.ndim:
+            axis = None
+        q, scale = quantize_weight(w, axis)
+        qn = self.unique(f"{tensor}_int8")
+        s = self.unique(f"{tensor}_scale")
+        z = self.unique(f"{tensor}_zero_point")
+        g = self.model.graph
+        g.initializer.append(numpy_helper.from_array(q, qn))
+        g.initializer.append(numpy_helper.from_array(
+            scale if axis is not None else scale.reshape(()), s))
+        g.initializer.append(numpy_helper.from_array(np.zeros(scale.shape, dtype=np.int8), z))
+        out = self.unique(f"{tensor}_dequantized")
+        dq = helper.make_node("DequantizeLinear", [qn, s, z], [out],
+                              name=self.unique(f"{tensor}_DequantizeLinear"))
+        if axis is not None:
+            dq.attribute.append(helper.make_attribute("axis", axis))
+        self._insert(consumer, [dq])
+        self.wgt[key] = out
+        return out
+
+    def finish(self) -> None:
+        g = self.model.graph
+        nodes = list(g.node)
+        del g.node[:]
+        for node in nodes:
+            g.node.extend(self.new_nodes.get(node.name, []))
+            g.node.append(node)
+        g.node.extend(self.new_nodes.get("", []))
+
+
+def insert_qdq(model: onnx.ModelProto, plan: PrecisionPlan, scales: ScaleTable) -> QuantizeResult:
+    """Insert Q/DQ into a prepared model (in place) for every int8 node of ``plan``."""
+    w = _Writer(model)
+    residual = {a: other for a, _, other in residual_adds(w.index)}
+    for node in list(model.graph.node):
+        if plan.nodes.get(node.name) is None or plan.precision(node.name) != "int8":
+            continue
+        if node.op_type == "Add" and node.name in residual:
+            todo = [QuantInput(residual[node.name], "activation")]
+        else:
+            todo = _node_inputs(node, w.index)
+        for qi in todo:
+            name = node.input[qi.index]
+            if qi.kind == "activation":
+                node.input[qi.index] = w.activation(name, _scale_for(name, scales), node.name)
+            else:
+                node.input[qi.index] = w.weight(name, qi.axis, node.name)
+    w.finish()
+    remove_unused_initializers(model)
+    return QuantizeResult(model, plan, sorted(w.act), sorted(t for t, _ in w.wgt))
+
+
+def quantize_model(model: onnx.ModelProto, scales: ScaleTable | None,
+                   config: PrecisionConfig | None = None, *, fp16: bool | None = None,
+                   source: str = "model.onnx") -> QuantizeResult:
+    """Plan, insert Q/DQ and (with ``default_float: fp16``) convert the rest to FP16.
+
+    Args:
+        model: the FP32 model (not modified).
+        scales: activation scales (from ``quantkit calibrate``, a scales JSON or a TensorRT
+            cache); may be ``None`` when the plan has no int8 node.
+        config: the precision file (default: everything quantizable in INT8, rest FP32).
+        fp16: force ``default_float`` to fp16 (the ``--fp16`` flag).
+        source: the model's path, for messages.
+    """
+    from quantkit.qdq.fp16 import apply_float_types
+
+    config = config or PrecisionConfig()
+    if fp16:
+        config = config.model_copy(update={"default_float": "fp16"})
+    needs_fp16 = config.default_float == "fp16" or config.default == "fp16" or any(
+        r.precision == "fp16" for r in config.overrides)
+    prepared = prepare(model, fp16=needs_fp16, source=source)
+    if model_opset(prepared) > 24:
+        logger.warning("%s: opset %d is above what TensorRT's ONNX parser supports (9-24)",
+                       source, model_opset(prepared))
+    plan = plan_model(prepared, config)
+    if plan.counts()["int8"] and scales is None:
+        raise InputError("the plan quantizes nodes to int8 but no scales were given: pass "
+                         "--scales S.json (or a TensorRT cache) or --data to calibrate.")
+    result = insert_qdq(prepared, plan, scales or ScaleTable(scales={}))
+    result.warnings.extend(plan.warnings)
+    if any(plan.float_type(n) == "fp16" for n in plan.nodes):
+        apply_float_types(prepared, plan)
+    meta = {p.key: p for p in prepared.metadata_props}
+    if PLAN_METADATA_KEY in meta:
+        meta[PLAN_METADATA_KEY].value = plan.to_json()
+    else:
+        prepared.metadata_props.append(
+            onnx.StringStringEntryProto(key=PLAN_METADATA_KEY, value=plan.to_json()))
+    try:
+        onnx.checker.check_model(prepared)
+    except onnx.checker.ValidationError as err:  # a bug in the writer, not the user's fault
+        raise RuntimeError(f"quantkit wrote an invalid model: {err}") from err
+    return result
+
+
+__all__ = ["PLAN_METADATA_KEY", "QuantizeResult", "insert_qdq", "plan_model", "prepare",
+           "quantize_model", "quantize_weight", "residual_adds"]
