@@ -43,11 +43,13 @@ def cli(debug: bool, verbose: bool, quiet: bool) -> None:
 
 
 def _register() -> None:
-    from quantkit.cli import cache, calibrate, demo, quantize
+    from quantkit.cli import build, cache, calibrate, demo, inspect, quantize
 
+    cli.add_command(build.build_cmd)
     cli.add_command(calibrate.calibrate_cmd)
     cli.add_command(cache.cache_group)
     cli.add_command(demo.demo_cmd)
+    cli.add_command(inspect.inspect_cmd)
     cli.add_command(quantize.quantize_cmd)
 
 

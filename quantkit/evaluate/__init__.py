@@ -1,6 +1,6 @@
 """Evaluation: task metrics, agreement with the FP32 reference, per-layer SQNR, latency."""
 
-from quantkit.evaluate.latency import LatencyStats, measure, summarize
+from quantkit.evaluate.latency import LatencyStats, measure
 from quantkit.evaluate.layers import LayerSQNR, layer_sqnr
 from quantkit.evaluate.metrics import (
     Agreement,
@@ -26,5 +26,4 @@ __all__ = [
     "measure",
     "register_metric",
     "sqnr_db",
-    "summarize",
 ]

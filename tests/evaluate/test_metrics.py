@@ -9,9 +9,10 @@ import onnx
 import pytest
 from _models import small_cnn
 
+from quantkit.backends.base import LatencyStats
 from quantkit.capture import calibrate
 from quantkit.errors import InputError
-from quantkit.evaluate.latency import measure, summarize
+from quantkit.evaluate.latency import measure
 from quantkit.evaluate.layers import layer_sqnr
 from quantkit.evaluate.metrics import Agreement, create_metric, edit_distance
 from quantkit.model import save_model
@@ -68,8 +69,8 @@ def test_agreement_against_direct_formulas() -> None:
 
 
 def test_latency_summary_percentiles() -> None:
-    times = [0.001 * k for k in range(1, 101)]
-    s = summarize(times, batch_size=8)
+    times = [float(k) for k in range(1, 101)]
+    s = LatencyStats.from_times(times, warmup=0, batch_size=8)
     assert s.p50_ms == pytest.approx(np.percentile(np.arange(1, 101), 50))
     assert s.p99_ms == pytest.approx(np.percentile(np.arange(1, 101), 99))
     assert s.throughput == pytest.approx(8 / (s.mean_ms / 1000))

@@ -1,0 +1,499 @@
+"""Lint explicitly quantized (Q/DQ) ONNX models against TensorRT's Q/DQ rules.
+
+:func:`lint_model` gives each node the precision TensorRT would give it (a Conv/Gemm/MatMul is
+INT8 when its data and weight inputs both come from DequantizeLinear of INT8 data:
+TENSORRT_FACTS.md, "TensorRT-RTX 1.7 on a CPU-only machine") and reports findings against
+TENSORRT_FACTS.md, "Q/DQ placement rules TensorRT expects". Messages marked *verified* were
+reproduced with the TensorRT-RTX 1.7 parser/builder on CPU (kernel precisions from its log).
+Severities: ``error`` = TensorRT rejects the model or the Q/DQ cannot take effect (the node runs
+in float); ``warning`` = it builds but is slower or less accurate than intended; ``info``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import onnx
+from onnx import TensorProto
+
+from quantkit.qdq import _graph as gx
+from quantkit.qdq._graph import QDQ, GraphIndex, attr, type_name
+from quantkit.qdq.rules import FUSES_RESIDUAL, QUANTIZABLE_OPS, quantized_inputs
+
+logger = logging.getLogger(__name__)
+
+Severity = Literal["error", "warning", "info"]
+
+#: code -> (severity, meaning).
+CODES: dict[str, tuple[Severity, str]] = {
+    "QK100": ("error", "the model fails onnx.checker (invalid ONNX)"),
+    "QK101": ("error", "int32 DequantizeLinear (quantized bias, ONNX Runtime's default)"),
+    "QK102": ("error", "non-zero zero point (asymmetric quantization)"),
+    "QK103": ("error", "quantized type TensorRT rejects (uint8 weights, int16, int32 Q...)"),
+    "QK104": ("warning", "uint8 activation quantization instead of symmetric int8"),
+    "QK105": ("warning", "per-tensor weight scale where per-channel is expected"),
+    "QK106": ("error", "per-channel weight scale on the wrong axis (node runs in float)"),
+    "QK107": ("error", "quantized (int8) constant not consumed by DequantizeLinear"),
+    "QK108": ("error", "QOperator / integer op TensorRT does not support (QLinearConv...)"),
+    "QK109": ("error", "per-channel activation quantization (consumer runs in float)"),
+    "QK110": ("error", "per-channel Q/DQ in a model with opset < 13"),
+    "QK111": ("warning", "opset outside the TensorRT ONNX parser's range 9-24"),
+    "QK112": ("warning", "Q/DQ between a compute op and the activation/BN fused into it"),
+    "QK113": ("warning", "residual Add with both branches quantized"),
+    "QK114": ("info", "residual Add with neither branch quantized next to an INT8 conv"),
+    "QK115": ("warning", "DequantizeLinear feeding only float ops or graph outputs"),
+    "QK116": ("warning", "QuantizeLinear without a following DequantizeLinear"),
+    "QK117": ("warning", "compute op with only one of data/weight quantized"),
+    "QK118": ("info", "compute op left in float while most compute ops are INT8"),
+    "QK119": ("warning", "Q/DQ scale type differs from the float type around it (Cast pair)"),
+    "QK120": ("error", "element type mismatch at a Q/DQ (scale type vs data type)"),
+    "QK121": ("warning", "Q and DQ of a pair use different scales or zero points"),
+    "QK122": ("error", "zero, negative or non-finite scale"),
+}
+_RANK = {"error": 0, "warning": 1, "info": 2}
+_CONST_HINT = (" This weight is a Constant node, which onnxruntime's quantize_static quantizes "
+               "like an activation (TENSORRT_FACTS.md, weights as Constant nodes).")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One lint finding.
+
+    Attributes:
+        code: ``QK1xx`` (see :data:`CODES`).
+        severity: ``error``, ``warning`` or ``info``.
+        node: name of the node at fault (None for model-level findings and initializers).
+        tensor: the tensor concerned, if any.
+        message: what is wrong for TensorRT and how to fix it.
+    """
+
+    code: str
+    severity: Severity
+    node: str | None
+    tensor: str | None
+    message: str
+
+
+@dataclass(frozen=True)
+class ScaleInfo:
+    """The Q/DQ scale on one input of a compute node.
+
+    Attributes:
+        input: input position on the node; tensor: the (dequantized) tensor it reads.
+        kind: ``weight`` (quantizes a constant) or ``activation``.
+        qtype: quantized type (``int8``, ``uint8``...).
+        channels: number of scales (1 = per tensor); axis: their axis when per channel.
+        scale_min, scale_max: smallest and largest scale (None when not a constant).
+    """
+
+    input: int
+    tensor: str
+    kind: Literal["weight", "activation"]
+    qtype: str
+    channels: int
+    axis: int | None
+    scale_min: float | None
+    scale_max: float | None
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """Precision and quantization of one node, as TensorRT would see it.
+
+    Attributes:
+        name: node name (``op_type_index`` when the node has none).
+        op_type: ONNX op type.
+        precision: ``int8`` (``fp8``) for a compute op whose data and weight inputs are both
+            dequantized from that type and usable by TensorRT; otherwise the float type it
+            computes in (``fp32``, ``fp16``, ``bf16``); for Q/DQ nodes the quantized type;
+            ``unsupported`` for QOperator ops; ``-`` when unknown.
+        weights: ``per-channel`` / ``per-tensor`` for compute ops with a quantized weight;
+            weight_axis: the axis of per-channel weight scales.
+        scales: Q/DQ scales of the node's inputs (compute ops).
+        notes: short remarks, then the codes of the findings on this node.
+    """
+
+    name: str
+    op_type: str
+    precision: str
+    weights: str | None = None
+    weight_axis: int | None = None
+    scales: tuple[ScaleInfo, ...] = ()
+    notes: tuple[str, ...] = ()
+
+
+@dataclass
+class LintReport:
+    """Result of :func:`lint_model`: findings (errors first) and per-node precision."""
+
+    source: str
+    opset: int
+    findings: list[Finding] = field(default_factory=list)
+    nodes: list[NodeInfo] = field(default_factory=list)
+
+    def count(self, severity: Severity) -> int:
+        """Number of findings of one severity."""
+        return sum(f.severity == severity for f in self.findings)
+
+    @property
+    def has_errors(self) -> bool:
+        """Whether any finding is an error."""
+        return self.count("error") > 0
+
+    def summary(self) -> dict[str, Any]:
+        """Counts: findings by severity, nodes, Q/DQ nodes, compute ops by precision."""
+        compute = Counter(n.precision for n in self.nodes if n.op_type in QUANTIZABLE_OPS)
+        return {"errors": self.count("error"), "warnings": self.count("warning"),
+                "info": self.count("info"), "opset": self.opset, "nodes": len(self.nodes),
+                "qdq_nodes": sum(n.op_type in gx.QDQ_OPS for n in self.nodes),
+                "compute_ops": sum(compute.values()), "compute_precision": dict(compute)}
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready ``nodes``, ``findings`` and ``summary``."""
+        return {"nodes": [asdict(n) for n in self.nodes],
+                "findings": [asdict(f) for f in self.findings], "summary": self.summary()}
+
+
+def lint_model(model: onnx.ModelProto, *, source: str = "model.onnx",
+               base_dir: str = "") -> LintReport:
+    """Check a (Q/DQ) ONNX model against TensorRT's Q/DQ placement rules.
+
+    Linear in the graph size; only scales and zero points are decoded, never weights.
+
+    Args:
+        model: the model (its external data need not be loaded).
+        source: file name used in messages.
+        base_dir: folder of the model, to read scales stored as external data.
+
+    Returns:
+        The report: findings sorted errors first (then graph order), one NodeInfo per node.
+    """
+    return _Linter(model, source, base_dir).run()
+
+
+class _Linter:
+    def __init__(self, model: onnx.ModelProto, source: str, base_dir: str) -> None:
+        self.model, self.source, self.g = model, source, GraphIndex(model, base_dir=base_dir)
+        self.qdq = self.g.qdq
+        self.raw: list[tuple[int, int, Finding]] = []
+        self.flagged: set[int] = set()
+        self.precision: dict[int, str] = {}
+
+    def add(self, code: str, idx: int | None, tensor: str | None, message: str) -> None:
+        sev, pos = CODES[code][0], -1 if idx is None else idx
+        self.flagged.add(pos)
+        node = None if idx is None else self.g.names[idx]
+        text = " ".join(message.split())
+        self.raw.append((_RANK[sev], pos, Finding(code, sev, node, tensor, text)))
+
+    def run(self) -> LintReport:
+        g = self.g
+        self._model_checks()
+        for q in self.qdq.values():
+            self._check_qdq(q)
+        self._check_constants()
+        infos = [self._node(i, n) for i, n in enumerate(g.nodes)]
+        self._check_float_compute()
+        self._check_dq_use()
+        for i, node in enumerate(g.nodes):
+            if node.op_type == "Add" and len(node.input) == 2:
+                self._check_residual(i, node)
+            if node.op_type in gx.SAME_TYPE_OPS:
+                self._check_types(i, node)
+            if node.op_type in QUANTIZABLE_OPS:
+                self._check_output_qdq(i)
+        self.raw.sort(key=lambda r: (r[0], r[1]))
+        findings = [f for _, _, f in self.raw]
+        codes: dict[str | None, dict[str, None]] = {}
+        for f in findings:
+            codes.setdefault(f.node, {})[f.code] = None  # ordered set
+        nodes = [NodeInfo(n.name, n.op_type, n.precision, n.weights, n.weight_axis, n.scales,
+                          n.notes + tuple(codes.get(n.name, ()))) for n in infos]
+        return LintReport(self.source, g.opset, findings, nodes)
+
+    def _model_checks(self) -> None:
+        g, model = self.g, self.model
+        external = any(t.data_location == TensorProto.EXTERNAL for t in g.initializers.values())
+        if not external and model.ByteSize() < (2 << 30) - 1:
+            try:
+                onnx.checker.check_model(model)
+            except Exception as err:  # ValidationError and friends
+                first = (str(err).strip() or repr(err)).splitlines()[0].rstrip(".")
+                self.add("QK100", None, None, f"{self.source}: onnx.checker rejects the model: "
+                         f"{first}. ONNX Runtime will not load it either; fix that node.")
+        if not 9 <= g.opset <= 24:
+            self.add("QK111", None, None, f"{self.source}: opset {g.opset}; the TensorRT parser "
+                     "supports opsets 9-24 (TENSORRT_FACTS.md). Convert it (onnx.version_converter"
+                     ".convert_version(model, 17)) or re-export.")
+        for i, node in enumerate(g.nodes):
+            if gx.is_qoperator(node):
+                self.add("QK108", i, None, f"{node.op_type} ({node.domain or 'ai.onnx'}): TensorRT "
+                         "takes explicit Q/DQ only (TENSORRT_FACTS.md; verified). Quantize in QDQ "
+                         "format (quantkit quantize, or onnxruntime QuantFormat.QDQ).")
+
+    def _check_qdq(self, q: QDQ) -> None:
+        g, name = self.g, self.g.names[q.idx]
+        consumers, is_output = g.final_consumers(q.y)
+        cnodes = [g.nodes[c] for c in consumers]
+        kind = "weight" if q.weight else "activation"
+        bias = q.weight and any(n.op_type in ("Conv", "ConvTranspose", "Gemm")
+                                and len(n.input) > 2 and g.source(n.input[2]) == g.source(q.y)
+                                for n in cnodes)
+        what = (f"{'Quantize' if q.is_q else 'Dequantize'}Linear {name} "
+                f"({'bias' if bias else kind} {q.x})")
+        hint = _CONST_HINT if q.weight and g.is_constant_node(g.weight_source(q.x)) else ""
+        dqs = [c for c in consumers if c in self.qdq and not self.qdq[c].is_q] if q.is_q else []
+        paired = bool(dqs) and not is_output and len(dqs) == len(consumers)
+        self._check_scale_type(q, what, cnodes, paired)
+        if q.is_q:
+            for c in dqs:
+                self._check_pair(q, self.qdq[c])
+            if (is_output or len(dqs) < len(consumers)) and not any(map(gx.is_qoperator, cnodes)):
+                users = ", ".join([g.names[c] for c in consumers if c not in dqs]
+                                  + (["a graph output"] if is_output else []))
+                self.add("QK116", q.idx, q.y, f"{what}: its output is used without a "
+                         f"DequantizeLinear (by {users}). TensorRT expects each Q to be followed "
+                         "by a DQ feeding the op that runs in INT8. Add the DequantizeLinear or "
+                         "remove the QuantizeLinear.")
+            if paired:
+                return  # the rest is checked once per pair, at the DequantizeLinear
+        s = q.scale.astype(np.float64) if q.scale is not None else np.ones(1)
+        if not np.all(np.isfinite(s) & (s > 0)):
+            self.add("QK122", q.idx, q.x, f"{what} has scales <= 0 or not finite ("
+                     f"{gx.fmt_array(q.scale)}): the parser rejects it (\"Scale coefficients must"
+                     " all be positive\", verified). Clamp them (e.g. 1/127 for all-zero data).")
+        if q.qtype == TensorProto.INT32 and not q.is_q:
+            self.add("QK101", q.idx, q.x, f"{what} dequantizes int32 data: the TensorRT parser "
+                     "rejects it (\"input has type Int32 but must have type FP8, FP4, Int4, Int8,"
+                     " or UInt8\", verified; onnxruntime#14229, onnx-tensorrt#850). Keep biases "
+                     "float (onnxruntime: extra_options={'QuantizeBias': False}).")
+        elif q.qtype == TensorProto.UINT8 and not q.weight:
+            self.add("QK104", q.idx, q.x, f"{what} is uint8; TensorRT's explicit quantization "
+                     "is symmetric INT8 (TENSORRT_FACTS.md). Use int8 (onnxruntime: activation_"
+                     "type=QuantType.QInt8, extra_options={'ActivationSymmetric': True}).")
+        elif q.qtype and (q.qtype not in gx.ACCEPTED_QTYPES or q.qtype == TensorProto.UINT8):
+            self.add("QK103", q.idx, q.x, f"{what} is {type_name(q.qtype)}: the TensorRT parser "
+                     "takes int8 (fp8, int4/fp4 weights, uint8 activations) and rejects it "
+                     f"(verified for uint8 weights). Quantize to int8.{hint}")
+        if q.zp is not None and q.zp.size and np.any(q.zp.astype(np.float64) != 0):
+            self.add("QK102", q.idx, q.x, f"{what} has a non-zero zero point ({gx.fmt_array(q.zp)})"
+                     ": the TensorRT parser rejects it (\"Non-zero zero point is not supported\","
+                     " verified). Use symmetric quantization (onnxruntime: extra_options="
+                     f"{{'ActivationSymmetric': True, 'WeightSymmetric': True}}).{hint}")
+        if q.channels > 1 and g.opset < 13:
+            self.add("QK110", q.idx, q.x, f"{what} is per-channel in an opset-{g.opset} model: "
+                     "per-channel Q/DQ needs opset 13, so the model is invalid ONNX. Convert it "
+                     "with onnx.version_converter.convert_version(model, 13) (output-identical, "
+                     "TENSORRT_FACTS.md).")
+        if q.channels > 1 and not q.weight and q.axis is not None:
+            self.add("QK109", q.idx, q.x, f"{what} has {q.channels} per-channel scales on axis "
+                     f"{q.axis}: TensorRT quantizes activations per tensor, and the consumer runs "
+                     "in float (verified). Use one scale for the tensor.")
+
+    def _check_pair(self, q: QDQ, dq: QDQ) -> None:
+        if q.scale is None or dq.scale is None:
+            return
+        zq = np.zeros(1) if q.zp is None else q.zp.astype(np.float64).ravel()
+        zd = np.zeros(1) if dq.zp is None else dq.zp.astype(np.float64).ravel()
+        same_zp = (1 in (zq.size, zd.size) or zq.size == zd.size) and bool(np.all(zq == zd))
+        same_scale = np.array_equal(q.scale, dq.scale)
+        if not (same_scale and same_zp):
+            self.add("QK121", dq.idx, dq.x, f"{self.g.names[q.idx]} and {self.g.names[dq.idx]} "
+                     f"use different {'zero points' if same_scale else 'scales'}: the Q/DQ pair "
+                     "rescales the tensor. Give both the same scale and zero point.")
+
+    def _check_scale_type(self, q: QDQ, what: str, cnodes: list[onnx.NodeProto],
+                          paired: bool) -> None:
+        g, st = self.g, q.scale_type
+        if st not in gx.FLOAT_TYPES:
+            return
+        if st != TensorProto.FLOAT and g.opset < 19 and not paired:
+            self.add("QK120", q.idx, q.x, f"{what} has a {type_name(st)} scale at opset "
+                     f"{g.opset}; Q/DQ take float32 scales before opset 19. Convert the model.")
+            return
+        if q.is_q and (xt := g.elem_type(q.x)) in gx.FLOAT_TYPES and xt != st:
+            self.add("QK120", q.idx, q.x, f"{what}: its input is {type_name(xt)} but its scale "
+                     f"is {type_name(st)}; ONNX requires one type and TensorRT rejects the mix. "
+                     f"Write the scale as {type_name(xt)} (FP16 scales are allowed in strongly "
+                     "typed FP16 graphs, TENSORRT_FACTS.md).")
+        if not q.is_q and cnodes and all(n.op_type == "Cast" for n in cnodes):
+            # a Cast pair around the Q/DQ: x(T) -> Cast -> Q -> DQ -> Cast(to T)
+            back = {int(attr(n, "to", 0)) for n in cnodes}
+            pq = self.qdq.get(g.producer.get(g.source(q.x), -1))
+            cast = g.producer_node(pq.x) if pq is not None else None
+            t = g.elem_type(cast.input[0]) if cast is not None and cast.op_type == "Cast" else None
+            if t in gx.FLOAT_TYPES and back == {t} and t != st:
+                self.add("QK119", q.idx, q.x, f"{what} uses {type_name(st)} scales in a "
+                         f"{type_name(t)} region, with Casts to {type_name(st)} and back around "
+                         f"it: write the Q/DQ with {type_name(t)} scales (opset >= 19) and drop "
+                         "the Casts, as strongly typed FP16 networks expect (TENSORRT_FACTS.md).")
+
+    def _check_constants(self) -> None:
+        """QK107: TensorRT accepts a quantized (int8/int4/fp8) constant only before a DQ."""
+        g = self.g
+        names = [n for n, t in g.initializers.items() if t.data_type in gx.QUANT_CONST_TYPES]
+        names += [n.output[0] for n in g.nodes if n.op_type == "Constant" and n.output
+                  and g.elem_type(n.output[0]) in gx.QUANT_CONST_TYPES]
+        for name in names:
+            consumers, is_output = g.final_consumers(name)
+            ok = {c for c in consumers if gx.is_qoperator(g.nodes[c]) or c in self.qdq and (
+                not self.qdq[c].is_q or name != g.source(g.nodes[c].input[0]))}
+            bad = [g.names[c] for c in consumers if c not in ok]
+            if bad or is_output:
+                where = ", ".join(bad + (["a graph output"] if is_output else []))
+                self.add("QK107", g.producer.get(name), name, f"{type_name(g.elem_type(name))} "
+                         f"constant {name} is used by {where}, not by a DequantizeLinear: the "
+                         "build fails (\"Quantized constant is only allowed before DQ\", "
+                         "verified). Dequantize it, or store it as float/int32.")
+
+    def _node(self, i: int, node: onnx.NodeProto) -> NodeInfo:
+        g, name, op = self.g, self.g.names[i], node.op_type
+        if i in self.qdq:
+            q = self.qdq[i]
+            axis = f" axis {q.axis}" if q.axis is not None else ""
+            return NodeInfo(name, op, type_name(q.qtype), notes=(
+                "weight" if q.weight else "activation", f"scale {gx.fmt_array(q.scale)}{axis}"))
+        if gx.is_qoperator(node):
+            return NodeInfo(name, op, "unsupported")
+        ftype = next((t for t in map(g.elem_type, node.input) if t in gx.FLOAT_TYPES), None)
+        if ftype is None and node.output:
+            ftype = g.elem_type(node.output[0])
+        fname = type_name(ftype) if ftype else "-"
+        if op not in QUANTIZABLE_OPS or len(node.input) < 2:
+            return NodeInfo(name, op, fname)
+        dqs = [g.input_dq(node.input[k]) for k in (0, 1)]
+        scales = tuple(ScaleInfo(k, node.input[k], "weight" if d.weight else "activation",
+                                 type_name(d.qtype), d.channels, d.axis, *gx.minmax(d.scale))
+                       for k, d in enumerate(dqs) if d is not None)
+        consts = [d.weight if d else g.is_constant(g.source(node.input[k]))
+                  for k, d in enumerate(dqs)]
+        ranks = [g.weight_rank(d, node.input[k]) for k, d in enumerate(dqs)]
+        attrs = {"transA": int(attr(node, "transA", 0)), "transB": int(attr(node, "transB", 0))}
+        notes: list[str] = []
+        weights, w_axis, usable = None, None, True
+        for spec in quantized_inputs(op, attrs, consts, ranks):
+            d = dqs[spec.index] if spec.index < 2 else None
+            if d is None or spec.kind != "weight" or spec.axis is None:
+                continue
+            weights, w_axis = ("per-channel" if d.channels > 1 else "per-tensor"), d.axis
+            # through a Transpose/Reshape the axis is not comparable: leave it unchecked
+            if g.source(node.input[spec.index]) == node.input[spec.index]:
+                usable &= self._check_weight(i, node, d, spec.axis)
+        a, b = dqs
+        precision = fname
+        if a is not None and b is not None:
+            # uint8 activations with zero point 0 still get INT8 kernels (verified)
+            kinds = {TensorProto.INT8 if d.qtype == TensorProto.UINT8 and not d.weight
+                     else d.qtype for d in (a, b)}
+            act_pc = any(d.channels > 1 and d.axis is not None and not d.weight for d in (a, b))
+            if len(kinds) == 1 and kinds <= gx.LOW_PRECISION.keys() and usable and not act_pc:
+                precision = gx.LOW_PRECISION[kinds.pop()]
+            else:
+                notes.append(f"inputs {type_name(a.qtype)}/{type_name(b.qtype)}: runs in float")
+        elif (d := a if a is not None else b) is not None:
+            weight_only = d.weight and (op in ("Gemm", "MatMul") or d.axis is None
+                                        and d.channels > 1)
+            notes.append("weight-only quantized" if weight_only else "partially quantized")
+            if not weight_only:
+                missing = node.input[1 if a is not None else 0]
+                self.add("QK117", i, missing, f"{name}: input {missing} has no Q/DQ but the other "
+                         f"input has: TensorRT runs the node in {fname} and the Q/DQ only adds "
+                         "rounding. Quantize data and weight inputs (TENSORRT_FACTS.md), or none.")
+        self.precision[i] = precision
+        return NodeInfo(name, op, precision, weights, w_axis, scales, tuple(notes))
+
+    def _check_weight(self, i: int, node: onnx.NodeProto, d: QDQ, expected: int) -> bool:
+        """QK106 / QK105 for one weight input; False when TensorRT cannot use it in INT8."""
+        g, name = self.g, self.g.names[i]
+        hint = _CONST_HINT if g.is_constant_node(g.weight_source(d.x)) else ""
+        if d.channels > 1 and d.axis is not None and d.axis != expected:
+            self.add("QK106", i, d.x, f"{name}: weight {d.x} has per-channel scales on axis "
+                     f"{d.axis}, but {node.op_type} needs the output-channel axis {expected}: "
+                     "TensorRT then runs the node in float (verified). Quantize on axis "
+                     f"{expected}.")
+            return False
+        dims = g.const_dims(g.weight_source(d.x)) or ()
+        if d.channels == 1 and d.qtype == TensorProto.INT8 and (
+                len(dims) <= expected or dims[expected] > 1):  # one output channel: same thing
+            self.add("QK105", i, d.x, f"{name}: weight {d.x} has one scale for the whole "
+                     f"tensor; TensorRT expects per-channel weight scales on axis {expected} "
+                     "(TENSORRT_FACTS.md), which keep small-range channels accurate. Quantize "
+                     f"it per channel (onnxruntime: per_channel=True).{hint}")
+        return True
+
+    def _check_float_compute(self) -> None:
+        """QK118: stragglers left in float when most compute ops are INT8."""
+        prec = self.precision
+        low = sum(p in gx.LOW_PRECISION.values() for p in prec.values())
+        if not low or low * 2 < len(prec):
+            return
+        for i, p in prec.items():
+            if p not in gx.LOW_PRECISION.values() and i not in self.flagged:
+                self.add("QK118", i, None, f"{self.g.names[i]} runs in {p} while {low} of "
+                         f"{len(prec)} compute ops are INT8. Fine if intended (a sensitive "
+                         "layer); otherwise quantize its data and weight inputs.")
+
+    def _check_residual(self, i: int, node: onnx.NodeProto) -> None:
+        g = self.g
+        if any(g.is_constant(g.source(n)) for n in node.input):
+            return
+        (qa, ca, qqa), (qb, cb, qqb) = (g.branch(n, FUSES_RESIDUAL) for n in node.input)
+        conv, q = (ca, qqa) if ca is not None else (cb, qqb)
+        if conv is None:
+            return
+        cname = g.names[conv]
+        if qa and qb:
+            self.add("QK113", i, node.input[0 if conv == ca else 1], f"{g.names[i]}: both inputs "
+                     f"are quantized, including the output of {cname}. TensorRT fuses a residual "
+                     "Add into the preceding convolution: quantize only the other branch "
+                     f"(TENSORRT_FACTS.md) and remove {g.names[q.idx] if q else 'the Q/DQ'}.")
+        elif not qa and not qb and self.precision.get(conv) in gx.LOW_PRECISION.values():
+            other = node.input[1 if conv == ca else 0]
+            self.add("QK114", i, other, f"{g.names[i]}: neither input is quantized although "
+                     f"{cname} is INT8. Quantize the branch {other} (not the output of {cname}) "
+                     f"so TensorRT can fuse the Add into {cname} in INT8 (TENSORRT_FACTS.md).")
+
+    def _check_types(self, i: int, node: onnx.NodeProto) -> None:
+        """QK120: a DQ output whose type differs from the node's other inputs (verified)."""
+        g = self.g
+        floats = {n: t for n in node.input if n and (t := g.elem_type(n)) in gx.FLOAT_TYPES}
+        dq_in = [n for n in floats if g.input_dq(n) is not None]
+        if len(set(floats.values())) > 1 and dq_in:
+            desc = ", ".join(f"{n} is {type_name(t)}" for n, t in floats.items())
+            self.add("QK120", i, dq_in[0], f"{g.names[i]} mixes element types ({desc}); a "
+                     "DequantizeLinear outputs its scale's type. TensorRT rejects the node "
+                     "(\"input and kernel must be of same type\", verified). Write the scales in "
+                     "the graph's float type (FP16 scales need opset >= 19).")
+
+    def _check_output_qdq(self, i: int) -> None:
+        """QK112: compute op -> Q -> DQ -> the Relu/BN that TensorRT fuses into it."""
+        g = self.g
+        for c in g.consumers.get(g.nodes[i].output[0], []):
+            q = self.qdq.get(c)
+            for d in g.final_consumers(q.y)[0] if q is not None and q.is_q else []:
+                fused = [g.nodes[n].op_type for n in g.final_consumers(g.nodes[d].output[0])[0]
+                         if g.nodes[n].op_type in gx.FUSED_AFTER_OPS]
+                if fused and d in self.qdq:
+                    self.add("QK112", c, g.nodes[c].input[0], f"{g.names[c]} quantizes the "
+                             f"output of {g.names[i]} before the {fused[0]} TensorRT fuses into "
+                             "it. Quantize compute-op inputs, not outputs: move this Q/DQ after "
+                             f"the {fused[0]} (TENSORRT_FACTS.md).")
+                    break
+
+    def _check_dq_use(self) -> None:
+        """QK115: activation DQs whose only users run in float (or are graph outputs)."""
+        g = self.g
+        for q in self.qdq.values():
+            if q.is_q or q.weight:
+                continue
+            consumers, is_output = g.final_consumers(q.y)
+            ops = sorted({g.nodes[c].op_type for c in consumers})
+            if (ops or is_output) and all(op in gx.FLOAT_ONLY_OPS for op in ops):
+                users = " and ".join([", ".join(ops)] * bool(ops) + ["a graph output"] * is_output)
+                self.add("QK115", q.idx, q.x, f"DequantizeLinear {g.names[q.idx]} feeds only "
+                         f"{users}, with no INT8 use in TensorRT: the Q/DQ pair only adds rounding"
+                         " error. Remove it; quantize compute-op inputs (TENSORRT_FACTS.md).")
