@@ -11,6 +11,7 @@ from _models import matmul_model, small_cnn
 
 from quantkit.capture import calibrate
 from quantkit.model import save_model
+from quantkit.qdq.lint import lint_model
 from quantkit.qdq.plan import PrecisionConfig
 from quantkit.qdq.writer import quantize_model
 
@@ -38,6 +39,9 @@ def test_cnn_parses_builds_and_matches_plan(tmp_path: Path, label: str) -> None:
     res = quantize_model(onnx.load(str(path)), scales,
                          PrecisionConfig.from_mapping(CONFIGS[label]))
     save_model(res.model, tmp_path / "q.onnx")
+    findings = [(f.code, f.severity, f.message) for f in lint_model(res.model).findings
+                if f.severity != "info"]
+    assert findings == []  # quantkit's own output lints clean
     layers = rtx.parse_layers(tmp_path / "q.onnx")
     checked = 0
     for node in res.plan.nodes.values():
