@@ -95,7 +95,7 @@ def build_cmd(model: str, output: str, backend: str | None, shapes: str | None,
               min_shapes: str | None, max_shapes: str | None, workspace: int | None,
               timing_cache: str | None, opt_level: int | None,
               compute_capabilities: tuple[str, ...], no_engine_log: bool, as_json: bool) -> None:
-    r"""Build an engine from MODEL and record each layer's precision next to it.
+    """Build an engine from MODEL and record each layer's precision next to it.
 
     Writes OUTPUT and OUTPUT.json (backend, version, build time, shapes, per-layer precision of
     the parsed network, the engine's per-kernel precision where the builder reports it, and any

@@ -46,7 +46,7 @@ def calibrate_cmd(model: str, data: str, batch_size: int, max_samples: int | Non
                   streaming: bool, method: str, percentile: float | None,
                   cache_out: str | None, scales_out: str | None, allow_nonfinite: bool,
                   plugin: str | None, trt_version: str, as_json: bool) -> None:
-    r"""Calibrate every floating-point activation of MODEL on representative data.
+    """Calibrate every floating-point activation of MODEL on representative data.
 
     \b
     Examples:

@@ -41,7 +41,7 @@ _HIDDEN = ("QuantizeLinear", "DequantizeLinear", "Constant")
 @click.option("--all", "show_all", is_flag=True,
               help="Also list QuantizeLinear/DequantizeLinear/Constant nodes in the table.")
 def inspect_cmd(file: str, as_json: bool, strict: bool, show_all: bool) -> None:
-    r"""Show Q/DQ placement, per-node precision and TensorRT lint findings.
+    """Show Q/DQ placement, per-node precision and TensorRT lint findings.
 
     FILE is an .onnx model (linted against TensorRT's Q/DQ rules) or an .engine built by
     quantkit build (its FILE.engine.json sidecar is shown). Findings do not change the exit
@@ -53,7 +53,7 @@ def inspect_cmd(file: str, as_json: bool, strict: bool, show_all: bool) -> None:
       quantkit inspect model.int8.onnx --json > lint.json
       quantkit inspect model.int8.onnx --strict     # exit 1 on error findings
       quantkit inspect model.engine
-    """
+    """  # noqa: D301 -- a real backspace: click keeps the \b paragraph unwrapped
     path = Path(file)
     if not path.exists():
         raise InputError(f"{path}: no such file. Give an .onnx model, or an .engine built by "

@@ -26,7 +26,7 @@ _state = {"debug": False}
 @click.option("-v", "--verbose", is_flag=True, help="Log progress details (INFO level).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars, warnings and errors only.")
 def cli(debug: bool, verbose: bool, quiet: bool) -> None:
-    r"""quantkit: INT8 calibration, mixed FP16/INT8 Q/DQ models and reports for TensorRT.
+    """quantkit: INT8 calibration, mixed FP16/INT8 Q/DQ models and reports for TensorRT.
 
     \b
     Examples:
@@ -58,14 +58,15 @@ _register()
 
 def _error(message: str) -> None:
     text = " ".join(message.split())
-    click.echo(textwrap.fill(f"error: {text}", width=100), err=True)
+    click.echo(textwrap.fill(f"error: {text}", width=100, break_on_hyphens=False,
+                             break_long_words=False), err=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return the exit code (used by the console script)."""
     try:
-        cli.main(args=list(argv) if argv is not None else None, prog_name="quantkit",
-                 standalone_mode=False)
+        code = cli.main(args=list(argv) if argv is not None else None, prog_name="quantkit",
+                        standalone_mode=False)
     except click.exceptions.Exit as ex:
         return ex.exit_code
     except click.exceptions.Abort:
@@ -88,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _error(f"internal error ({type(err).__name__}: {err}). This is a bug in quantkit; "
                "re-run with --debug for the traceback and report it.")
         return 1
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ def quantize_cmd(model: str, data: str | None, batch_size: int, max_samples: int
                  seed: int | None, preprocess_file: str | None, columns: tuple[str, ...],
                  streaming: bool, method: str, scales_file: str | None,
                  precision_file: str | None, fp16: bool, output: str, as_json: bool) -> None:
-    r"""Insert Q/DQ following TensorRT's placement rules, with per-layer precision overrides.
+    """Insert Q/DQ following TensorRT's placement rules, with per-layer precision overrides.
 
     \b
     Examples:

@@ -167,6 +167,8 @@ class GraphIndex:
         graph_inputs: real graph inputs (not initializers).
         graph_outputs: graph output names.
         opset: version of the default ONNX domain (0 if absent).
+        types: tensor name -> ONNX element type (0 when unknown).
+        qdq: node index -> :class:`QDQ` for every QuantizeLinear/DequantizeLinear node.
         base_dir: folder for tensors stored as external data.
     """
 

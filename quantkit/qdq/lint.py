@@ -206,13 +206,13 @@ class _Linter:
                 self._check_types(i, node)
             if node.op_type in QUANTIZABLE_OPS:
                 self._check_output_qdq(i)
-        self.raw.sort(key=lambda r: (r[0], r[1]))
-        findings = [f for _, _, f in self.raw]
+        findings = [f for _, _, f in sorted(self.raw, key=lambda r: (r[0], r[1]))]
         codes: dict[str | None, dict[str, None]] = {}
         for f in findings:
             codes.setdefault(f.node, {})[f.code] = None  # ordered set
         nodes = [NodeInfo(n.name, n.op_type, n.precision, n.weights, n.weight_axis, n.scales,
                           n.notes + tuple(codes.get(n.name, ()))) for n in infos]
+        logger.debug("%s: %d nodes, %d findings", self.source, len(nodes), len(findings))
         return LintReport(self.source, g.opset, findings, nodes)
 
     def _model_checks(self) -> None:

@@ -137,6 +137,9 @@ class NodePlan:
     op_type: str
     precision: Precision
     reason: str
+    #: a residual Add whose non-fused branch gets Q/DQ so TensorRT can fuse the Add into the
+    #: INT8 convolution (the Add itself stays a float op)
+    quantize_residual: bool = False
 
 
 @dataclass
@@ -178,7 +181,9 @@ class PrecisionPlan:
             "default": self.default,
             "default_float": self.default_float,
             "nodes": {n.name: {"op_type": n.op_type, "precision": n.precision,
-                               "reason": n.reason} for n in self.nodes.values()},
+                               "reason": n.reason,
+                               **({"quantize_residual": True} if n.quantize_residual else {})}
+                      for n in self.nodes.values()},
         }
 
     def to_json(self) -> str:
@@ -190,7 +195,8 @@ class PrecisionPlan:
         """Inverse of :meth:`to_dict`."""
         if doc.get("format") != PLAN_FORMAT:
             raise InputError(f"not a quantkit plan (expected format {PLAN_FORMAT}).")
-        nodes = {name: NodePlan(name, v["op_type"], v["precision"], v.get("reason", ""))
+        nodes = {name: NodePlan(name, v["op_type"], v["precision"], v.get("reason", ""),
+                                bool(v.get("quantize_residual", False)))
                  for name, v in doc["nodes"].items()}
         return cls(nodes, doc.get("default", "int8"), doc.get("default_float", "fp32"))
 
@@ -211,8 +217,8 @@ def make_plan(nodes: Sequence[NodeView], config: PrecisionConfig,
     Args:
         nodes: the graph's nodes in order (names must be unique and non-empty).
         config: the precision file.
-        residual_adds: ``(add node, fusing producer node)`` pairs: such an Add is int8 when
-            its producer is (only its other branch gets Q/DQ, see TENSORRT_FACTS.md).
+        residual_adds: ``(add node, fusing producer node)`` pairs: when the producer is int8
+            and no rule names the Add, its other branch gets Q/DQ (TENSORRT_FACTS.md).
 
     Raises:
         InputError: a rule that matches no node (with the closest node names).
@@ -248,7 +254,8 @@ def make_plan(nodes: Sequence[NodeView], config: PrecisionConfig,
         if (entry is not None and entry.reason.startswith("default_float")
                 and plan.get(producer) is not None and plan[producer].precision == "int8"
                 and plan[producer].op_type in FUSES_RESIDUAL):
-            entry.precision, entry.reason = "int8", f"residual Add fused into '{producer}'"
+            entry.quantize_residual = True
+            entry.reason += f"; residual branch quantized for fusion into '{producer}'"
     unused = [r for r, u in zip(config.overrides, matched, strict=True) if not u]
     if unused:
         _raise_unused(unused, config, nodes)

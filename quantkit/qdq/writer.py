@@ -239,12 +239,15 @@ def insert_qdq(model: onnx.ModelProto, plan: PrecisionPlan, scales: ScaleTable) 
     w = _Writer(model)
     residual = {a: other for a, _, other in residual_adds(w.index)}
     for node in list(model.graph.node):
-        if plan.nodes.get(node.name) is None or plan.precision(node.name) != "int8":
+        entry = plan.nodes.get(node.name)
+        if entry is None:
             continue
-        if node.op_type == "Add" and node.name in residual:
+        if entry.quantize_residual and node.name in residual:
             todo = [QuantInput(residual[node.name], "activation")]
-        else:
+        elif entry.precision == "int8":
             todo = _node_inputs(node, w.index)
+        else:
+            continue
         for qi in todo:
             name = node.input[qi.index]
             if qi.kind == "activation":

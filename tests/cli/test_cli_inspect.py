@@ -189,3 +189,9 @@ def test_engine_built_with_rtx(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert code == 0
     rows = {line.split()[0]: line.split() for line in out.splitlines() if line.startswith("/")}
     assert rows["/conv/Conv"][2] == "int8" and rows["/fc/Gemm"][2] == "int8"
+
+
+def test_help_keeps_examples(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(["inspect", "--help"], capsys)
+    assert code == 0 and "\n    quantkit inspect model.engine\n" in out and "\\b" not in out
+    assert "--strict" in out and "--json" in out and "--all" in out

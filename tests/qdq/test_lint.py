@@ -560,7 +560,7 @@ def test_lint_is_linear_in_graph_size() -> None:
     timed(small)  # warm-up
     t_small, t_big = timed(small), timed(big)
     assert t_big < 10.0
-    assert t_big / max(t_small, 1e-3) < 8  # 4x the nodes: ~4x the time, far from 16x
+    assert t_big / max(t_small, 1e-3) < 10  # 4x the nodes: ~4-5x the time; quadratic = 16x
 
 
 # --- cross-check with the real TensorRT-RTX parser and builder (CPU) --------------------------

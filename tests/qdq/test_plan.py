@@ -61,9 +61,12 @@ def test_int8_on_a_non_quantizable_op_is_a_warning() -> None:
 def test_residual_add_follows_its_fused_conv() -> None:
     nodes = [NodeView("conv", "Conv", True), NodeView("add", "Add", False)]
     plan = make_plan(nodes, PrecisionConfig(), residual_adds=[("add", "conv")])
-    assert plan.nodes["add"].precision == "int8"
+    add = plan.nodes["add"]
+    assert (add.precision, add.quantize_residual) == ("fp32", True)  # a float op, fused
     cfg = PrecisionConfig.from_mapping({"overrides": [{"name": "conv", "precision": "fp16"}]})
-    assert make_plan(nodes, cfg, [("add", "conv")]).nodes["add"].precision == "fp32"
+    assert not make_plan(nodes, cfg, [("add", "conv")]).nodes["add"].quantize_residual
+    cfg = PrecisionConfig.from_mapping({"overrides": [{"name": "add", "precision": "fp32"}]})
+    assert not make_plan(nodes, cfg, [("add", "conv")]).nodes["add"].quantize_residual
 
 
 @pytest.mark.parametrize("text, needle", [

@@ -62,7 +62,8 @@ def test_placement_follows_tensorrt_rules(cnn: tuple[Path, ScaleTable]) -> None:
     assert original <= set(nodes)  # node names are stable
     plan = PrecisionPlan.from_dict(__import__("json").loads(
         {p.key: p.value for p in res.model.metadata_props}[PLAN_METADATA_KEY]))
-    assert plan.counts() == {"int8": 4, "fp16": 0, "fp32": 5}
+    assert plan.counts() == {"int8": 3, "fp16": 0, "fp32": 6}
+    assert plan.nodes["/add/Add"].quantize_residual
 
 
 def test_weight_quantisation_matches_independent_math() -> None:
