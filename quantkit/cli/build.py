@@ -50,13 +50,19 @@ def _render(doc: dict[str, Any], engine: Path, sidecar: Path) -> None:
     has_engine = any("engine_precision" in x for x in layers)
     headers = ["layer", "type", "precision"] + (["plan"] if has_plan else []) + (
         ["engine"] if has_engine else []) + ["outputs"]
+    flagged = {(d.get("layer"), d.get("kind")) for d in doc.get("disagreements", [])}
     rows = []
     for x in layers:
         row = [x["name"], x["type"].lower(), x["precision"]]
-        for key, shown in (("plan_precision", has_plan), ("engine_precision", has_engine)):
+        for key, kind, shown in (("plan_precision", "plan", has_plan),
+                                 ("engine_precision", "engine", has_engine)):
             if shown:
                 value = x.get(key, "")
-                row.append(f"{value} (!)" if value and value != x["precision"] else value)
+                # mark what the sidecar lists as a disagreement (a helper layer such as a
+                # Gemm's bias add may differ from its node's plan without being one)
+                hit = (x["name"], kind) in flagged or (x.get("onnx_node"), kind) in flagged
+                row.append(f"{value} (!)" if value and value != x["precision"] and hit
+                           else value)
         rows.append(row + [",".join(x["output_dtypes"])])
     print_table(headers, rows)
     counts = ", ".join(f"{n} {p}" for p, n in precision_counts(doc).items())
