@@ -211,6 +211,7 @@ class NoBackendError(MissingExtraError):
 _REGISTRY: dict[str, str | Callable[[], Backend]] = {
     "tensorrt": "quantkit.backends.tensorrt:TensorRTBackend",
     "tensorrt-rtx": "quantkit.backends.tensorrt_rtx:TensorRTRTXBackend",
+    "onnxruntime": "quantkit.backends.onnxruntime:OnnxRuntimeBackend",
 }
 _instances: dict[str, Backend] = {}
 

@@ -44,6 +44,7 @@ def cli(debug: bool, verbose: bool, quiet: bool) -> None:
 
 def _register() -> None:
     from quantkit.cli import build, cache, calibrate, demo, inspect, quantize
+    from quantkit.cli import eval as eval_
 
     cli.add_command(build.build_cmd)
     cli.add_command(calibrate.calibrate_cmd)
@@ -51,6 +52,7 @@ def _register() -> None:
     cli.add_command(demo.demo_cmd)
     cli.add_command(inspect.inspect_cmd)
     cli.add_command(quantize.quantize_cmd)
+    cli.add_command(eval_.eval_cmd)
 
 
 _register()

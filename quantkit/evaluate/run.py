@@ -1,0 +1,166 @@
+"""Evaluate one model: task metric, agreement with the FP32 reference, latency, environment."""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from quantkit.backends.base import LatencyStats
+from quantkit.errors import InputError, PipelineError
+from quantkit.evaluate.metrics import Agreement, AgreementResult, create_metric
+
+
+@dataclass
+class EvalResult:
+    """What :func:`evaluate_model` measured."""
+
+    model: str
+    samples: int
+    metric: str | None = None
+    accuracy: float | None = None
+    agreement: AgreementResult | None = None
+    latency: LatencyStats | None = None
+    model_bytes: int = 0
+    environment: dict[str, Any] = field(default_factory=dict)
+
+    def as_row(self) -> dict[str, Any]:
+        """Flat dict with the results.csv column names (CLI.md, ``quantkit sweep``)."""
+        a, lat = self.agreement, self.latency
+        return {
+            "metric": self.metric, "accuracy": self.accuracy,
+            "agreement": a.top1_agreement if a else None,
+            "cosine": a.mean_cosine if a else None,
+            "sqnr_db": a.sqnr_db if a else None,
+            "max_abs_error": a.max_abs_error if a else None,
+            "latency_ms_p50": lat.p50_ms if lat else None,
+            "latency_ms_p90": lat.p90_ms if lat else None,
+            "latency_ms_p99": lat.p99_ms if lat else None,
+            "throughput": lat.throughput if lat else None,
+            "model_bytes": self.model_bytes,
+            "backend": self.environment.get("backend"),
+            "device": self.environment.get("device"),
+            "samples": self.samples,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form."""
+        out = asdict(self)
+        if self.latency is not None:
+            out["latency"] = self.latency.to_json()
+        return out
+
+
+def load_labels(path: str | os.PathLike[str]) -> np.ndarray:
+    """Integer labels from ``.npy`` (no pickle), or ``.txt`` / ``.csv`` (first column)."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"--labels {p}: no such file (.npy, .txt or .csv, one label per "
+                         "sample in data order).")
+    try:
+        if p.suffix.lower() == ".npy":
+            arr = np.load(p, allow_pickle=False)
+        else:
+            rows = [ln.split(",")[0].strip() for ln in p.read_text(encoding="utf-8").splitlines()
+                    if ln.strip()]
+            if rows and not rows[0].lstrip("-").isdigit():
+                rows = rows[1:]  # a header line
+            arr = np.array([int(r) for r in rows])
+    except (ValueError, OSError) as err:
+        raise InputError(f"--labels {p}: not readable as integer labels: {err}") from err
+    return np.asarray(arr).reshape(-1)
+
+
+def environment(runner_description: dict[str, Any]) -> dict[str, Any]:
+    """Backend, device and library versions for the report."""
+    import onnx
+
+    from quantkit import __version__
+
+    env = dict(runner_description)
+    env.update({"quantkit": __version__, "onnx": onnx.__version__, "numpy": np.__version__,
+                "python": platform.python_version(), "os": platform.platform()})
+    return env
+
+
+def evaluate_model(model: str | os.PathLike[str], data: Any, *,
+                   labels: np.ndarray | None = None,
+                   reference: str | os.PathLike[str] | None = None,
+                   metric: str | None = None, output: str | None = None,
+                   batch_size: int = 32, max_samples: int | None = None,
+                   latency_iterations: int = 30, latency_warmup: int = 5,
+                   threads: int | None = None,
+                   data_options: dict[str, Any] | None = None) -> EvalResult:
+    """Accuracy, agreement with ``reference`` and latency of an ONNX model on ONNX Runtime.
+
+    Args:
+        model: the model to evaluate (FP32, FP16 or Q/DQ ONNX).
+        data: a data source (``--data`` value, iterable of batches, ...).
+        labels: integer labels in data order (for top-1/top-5).
+        reference: the FP32 model for agreement metrics (top-1 agreement, cosine, SQNR).
+        metric: task metric name (default ``top1`` when labels are given).
+        output: which model output the metrics use (default: the first).
+        batch_size: samples per batch (also the latency batch).
+        max_samples: evaluate at most this many samples.
+        latency_iterations: timed runs for latency (0 to skip).
+        latency_warmup: untimed runs before timing.
+        threads: ONNX Runtime intra-op threads.
+        data_options: extra options for ``open_source``.
+    """
+    from quantkit.backends.onnxruntime import OrtRunner
+    from quantkit.data import open_source
+    from quantkit.data.base import check_batch_args
+    from quantkit.model import input_specs, load_model
+
+    check_batch_args(batch_size, max_samples)
+    specs = input_specs(load_model(model, load_external_data=False))
+    runner = OrtRunner(model, threads=threads)
+    ref_runner = OrtRunner(reference, threads=threads) if reference is not None else None
+    out_name = output or runner.output_names[0]
+    if out_name not in runner.output_names:
+        raise InputError(f"--output {out_name}: the model's outputs are "
+                         f"{', '.join(runner.output_names)}.")
+    task = create_metric(metric or "top1") if (labels is not None or metric) else None
+    agree = Agreement() if ref_runner is not None else None
+    source = open_source(data, specs, **(data_options or {}))
+    seen = 0
+    first: dict[str, np.ndarray] | None = None
+    for batch in source.batches(batch_size, max_samples):
+        out = runner.infer(batch)[out_name]
+        n = len(out)
+        if first is None:
+            first = batch
+        if task is not None:
+            if labels is None:
+                raise InputError(f"metric {task.name} needs --labels.")
+            if seen + n > len(labels):
+                raise InputError(f"--labels: {len(labels)} labels, but the data has more "
+                                 f"samples (at least {seen + n}); give one label per sample.")
+            task.update(out, labels[seen: seen + n])
+        if agree is not None and ref_runner is not None:
+            agree.update(out, ref_runner.infer(batch)[out_name])
+        seen += n
+    if seen == 0:
+        raise InputError(f"data {getattr(source, 'description', data)}: contains no samples.")
+    if labels is not None and max_samples is None and seen != len(labels):
+        raise InputError(f"--labels: {len(labels)} labels for {seen} samples; give one label "
+                         "per sample, in data order.")
+    accuracy = task.result() if task is not None else None
+    if accuracy is not None and math.isnan(accuracy):
+        raise PipelineError(f"metric {task.name if task else '?'} returned NaN; check the "
+                            "metric and the labels.")
+    latency = None
+    if latency_iterations > 0 and first is not None:
+        latency = runner.latency(first, warmup=latency_warmup, iterations=latency_iterations)
+    size = Path(model).stat().st_size
+    data_file = Path(f"{model}.data")
+    if data_file.exists():
+        size += data_file.stat().st_size
+    return EvalResult(str(model), seen, task.name if task else None, accuracy,
+                      agree.result() if agree else None, latency, size,
+                      environment(runner.describe()))
