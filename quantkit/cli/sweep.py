@@ -1,0 +1,185 @@
+"""``quantkit sweep``, ``quantkit sensitivity`` and ``quantkit autotune``."""
+
+from __future__ import annotations
+
+import csv
+import io
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from quantkit._io import check_output_path, write_text_atomic
+from quantkit.cli.options import build_data_options, data_options
+from quantkit.cli.render import print_table
+from quantkit.errors import InputError, PipelineError
+
+
+def _fmt(v: Any) -> str:
+    if v is None or v == "":
+        return "-"
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def _write_report(out: Path) -> Path | None:
+    try:
+        from quantkit.report import write_report
+    except ImportError:  # report stage not installed in this build
+        return None
+    return Path(write_report(out))
+
+
+@click.command("sweep")
+@click.argument("recipe", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Output folder (results.csv, configs/, report.html).")
+@click.option("--force", is_flag=True, help="Re-run configs whose results already exist.")
+@click.option("--executor", type=click.Choice(["local"]), default="local", show_default=True,
+              help="Where configs run.")
+def sweep_cmd(recipe: str, out_dir: str, force: bool, executor: str) -> None:
+    """Run every precision configuration of RECIPE; write results.csv and report.html.
+
+    Re-running resumes: configs with results are skipped unless --force.
+    """
+    from quantkit.sweep import run_sweep
+
+    def done(name: str, row: dict[str, Any]) -> None:
+        status = row.get("status")
+        click.echo(f"  {name}: {status}"
+                   + (f", accuracy {_fmt(row.get('accuracy'))}" if status == "ok" else
+                      f" ({row.get('error')})"), err=True)
+
+    result = run_sweep(recipe, out_dir, force=force, on_config=done)
+    rows = [(r["config"], _fmt(r.get("accuracy")), _fmt(r.get("agreement")),
+             _fmt(r.get("sqnr_db")), _fmt(r.get("latency_ms_p50")), _fmt(r.get("model_bytes")),
+             r.get("status")) for r in result.rows]
+    print_table(["config", "accuracy", "agreement", "sqnr_db", "p50_ms", "bytes", "status"],
+                rows)
+    report = _write_report(result.out_dir)
+    click.echo(f"\nwrote {result.out_dir / 'results.csv'}"
+               + (f" and {report}" if report else ""))
+    if result.failed:
+        raise PipelineError(f"{len(result.failed)} config(s) failed: "
+                            f"{', '.join(result.failed)}; see results.csv (status, error).")
+
+
+def _evaluator(model: str, eval_data: str | None, data: str, labels: str | None,
+               metric: str | None, batch_size: int, max_samples: int | None,
+               data_opts: dict[str, Any]) -> Any:
+    from quantkit.data import open_source
+    from quantkit.evaluate.run import load_labels
+    from quantkit.model import input_specs, load_model
+    from quantkit.sweep import Evaluator
+
+    specs = input_specs(load_model(model, load_external_data=False))
+    src = open_source(eval_data or data, specs, **data_opts)
+    batches = list(src.batches(batch_size, max_samples))
+    lab = load_labels(labels) if labels else None
+    if lab is not None and max_samples is not None:
+        lab = lab[:max_samples]
+    return Evaluator(model, batches, lab, metric)
+
+
+def _eval_options(func: Any) -> Any:
+    for opt in reversed([
+        click.option("--eval-data", default=None,
+                     help="Evaluation data (default: the --data set)."),
+        click.option("--labels", default=None, help="Labels of the evaluation data."),
+        click.option("--metric", default=None,
+                     help="Task metric (default top1 with labels, else FP32 agreement)."),
+        click.option("--method", default="entropy", show_default=True,
+                     help="Calibration method."),
+        click.option("--fp16", is_flag=True, help="Layers kept out of INT8 run in FP16 "
+                                                 "(default: FP32), and the rest too."),
+    ]):
+        func = opt(func)
+    return func
+
+
+@click.command("sensitivity")
+@click.argument("model", type=click.Path(dir_okay=False))
+@data_options
+@_eval_options
+@click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False))
+def sensitivity_cmd(model: str, data: str, batch_size: int, max_samples: int | None,
+                    seed: int | None, preprocess_file: str | None, columns: tuple[str, ...],
+                    streaming: bool, eval_data: str | None, labels: str | None,
+                    metric: str | None, method: str, fp16: bool, out_dir: str) -> None:
+    """Per-layer sensitivity: each layer alone in INT8, and each layer alone left out."""
+    import onnx
+
+    from quantkit.capture import calibrate
+    from quantkit.qdq.plan import PrecisionConfig
+    from quantkit.sweep import layer_sensitivity, rank
+
+    opts = build_data_options(preprocess_file, columns, streaming, seed)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    scales = calibrate(model, data, method=method, batch_size=batch_size,
+                       max_samples=max_samples, data_options=opts).scales
+    ev = _evaluator(model, eval_data, data, labels, metric, batch_size, max_samples, opts)
+    base = PrecisionConfig(default_float="fp16" if fp16 else "fp32")
+    fp = onnx.load(model)
+    results = layer_sensitivity(fp, scales, ev, base)
+    from quantkit.qdq.writer import quantize_model
+
+    all_int8 = ev.score(quantize_model(fp, scales, base).model)
+    ranked = rank(results, all_int8, ev.higher_is_better)
+    order = {r.layer: i + 1 for i, r in enumerate(ranked)}
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["layer", "op_type", "sqnr_int8_only", "metric_int8_only", "sqnr_fp16_only",
+                "metric_fp16_only", "rank"])
+    for r in results:
+        w.writerow([r.layer, r.op_type, r.int8_only.sqnr_db, r.int8_only.accuracy,
+                    r.fp16_only.sqnr_db, r.fp16_only.accuracy, order[r.layer]])
+    write_text_atomic(out / "sensitivity.csv", buf.getvalue())
+    print_table(["rank", "layer", "op", "int8-only SQNR dB", "left-out accuracy"],
+                [(order[r.layer], r.layer, r.op_type, _fmt(r.int8_only.sqnr_db),
+                  _fmt(r.fp16_only.accuracy)) for r in ranked])
+    click.echo(f"\nall-INT8 accuracy {_fmt(all_int8.accuracy)} (FP32 "
+               f"{_fmt(ev.reference_score().accuracy)}); {ev.evaluations} evaluations; "
+               f"wrote {out / 'sensitivity.csv'}")
+
+
+@click.command("autotune")
+@click.argument("model", type=click.Path(dir_okay=False))
+@data_options
+@_eval_options
+@click.option("--max-accuracy-drop", type=float, required=True,
+              help="Largest acceptable drop vs FP32, in metric points (e.g. 0.5).")
+@click.option("--max-evaluations", type=int, default=200, show_default=True)
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="Precision YAML to write.")
+def autotune_cmd(model: str, data: str, batch_size: int, max_samples: int | None,
+                 seed: int | None, preprocess_file: str | None, columns: tuple[str, ...],
+                 streaming: bool, eval_data: str | None, labels: str | None,
+                 metric: str | None, method: str, fp16: bool, max_accuracy_drop: float,
+                 max_evaluations: int, output: str) -> None:
+    """Fewest layers kept out of INT8 so accuracy stays within --max-accuracy-drop of FP32."""
+    import onnx
+
+    from quantkit.capture import calibrate
+    from quantkit.qdq.plan import PrecisionConfig
+    from quantkit.sweep import autotune
+
+    if max_accuracy_drop < 0:
+        raise InputError("--max-accuracy-drop must be >= 0 (metric points, e.g. 0.5).")
+    check_output_path(output, model, data, eval_data, labels, flag="-o")
+    opts = build_data_options(preprocess_file, columns, streaming, seed)
+    scales = calibrate(model, data, method=method, batch_size=batch_size,
+                       max_samples=max_samples, data_options=opts).scales
+    ev = _evaluator(model, eval_data, data, labels, metric, batch_size, max_samples, opts)
+    res = autotune(onnx.load(model), scales, ev, max_accuracy_drop,
+                   base=PrecisionConfig(default_float="fp16" if fp16 else "fp32"),
+                   max_evaluations=max_evaluations)
+    write_text_atomic(output, res.to_yaml())
+    click.echo(f"FP32 {_fmt(res.fp32.accuracy)}, all-INT8 {_fmt(res.all_int8.accuracy)}, "
+               f"final {_fmt(res.final.accuracy)} with {len(res.kept)} layer(s) kept "
+               f"{res.keep_as}: {', '.join(res.kept) or '-'}; {res.evaluations} evaluations; "
+               f"wrote {output}")
+    if not res.reached:
+        click.echo("warning: the target was not reached; the file holds the best found.",
+                   err=True)
+        sys.exit(1)

@@ -1,0 +1,236 @@
+"""Recipes: a model, its data, a metric and the precision configurations to compare.
+
+```yaml
+name: demo-cnn
+model: demo_cnn.onnx                # paths are relative to the recipe file
+metric: top1                        # a registered metric; without labels: FP32 agreement
+data:
+  calibration: {source: calib.npy, max_samples: 256, batch_size: 32}
+  evaluation: {source: val.npy, labels: val_labels.npy, batch_size: 32}
+calibration: {method: entropy}      # default method of int8 configs
+configs:
+  - {name: fp32, precision: fp32}
+  - {name: fp16, precision: fp16}
+  - {name: int8-entropy, precision: int8, method: entropy}
+  - {name: int8-minmax, precision: int8, method: minmax}
+  - name: mixed
+    precision: {default: int8, default_float: fp16,
+                overrides: [{op_type: Softmax, precision: fp32}]}
+  - {name: auto, autotune: {max_accuracy_drop: 0.5}}
+build: {backend: tensorrt-rtx, shapes: "input:1x1x28x28"}   # optional
+latency: {iterations: 30, warmup: 5}
+```
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from quantkit.errors import InputError
+from quantkit.qdq.plan import PrecisionConfig
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataSpec(_Strict):
+    """One data set: a ``--data`` source and how to read it."""
+
+    source: str
+    labels: str | None = None
+    batch_size: int = Field(32, ge=1)
+    max_samples: int | None = Field(None, ge=1)
+    seed: int | None = None
+    preprocess: dict[str, Any] | None = None
+    columns: dict[str, str] | None = None
+    streaming: bool = False
+
+
+class DataSets(_Strict):
+    """Calibration and evaluation sets (evaluation defaults to the calibration set)."""
+
+    calibration: DataSpec
+    evaluation: DataSpec | None = None
+
+
+class CalibrationSpec(_Strict):
+    """Default calibration settings."""
+
+    method: str = "entropy"
+    percentile: float | None = Field(None, gt=0, le=100)
+
+
+class AutotuneSpec(_Strict):
+    """Accuracy target for ``auto`` configs."""
+
+    max_accuracy_drop: float = Field(0.5, ge=0)
+    max_evaluations: int = Field(200, ge=1)
+
+
+class ConfigSpec(_Strict):
+    """One precision configuration."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    precision: Literal["fp32", "fp16", "int8"] | PrecisionConfig | None = None
+    precision_file: str | None = None
+    method: str | None = None
+    percentile: float | None = Field(None, gt=0, le=100)
+    fp16: bool = False
+    autotune: AutotuneSpec | None = None
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _precision(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            try:
+                return PrecisionConfig.model_validate(value)
+            except ValidationError as err:
+                first = err.errors()[0]
+                got = "" if first["type"] == "missing" else f" (got {first.get('input')!r})"
+                raise ValueError(f"{_loc(first['loc'])}: {first['msg']}{got}") from None
+        if isinstance(value, str) and value not in ("fp32", "fp16", "int8"):
+            raise ValueError(f"{value!r} is not one of fp32, fp16, int8 (or a precision mapping)")
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ConfigSpec:
+        given = [k for k in ("precision", "precision_file", "autotune")
+                 if getattr(self, k) is not None]
+        if len(given) > 1:
+            raise ValueError(f"give one of precision / precision_file / autotune, not "
+                             f"{' and '.join(given)}")
+        if not given:
+            raise ValueError("give one of precision (fp32 | fp16 | int8 | a mapping), "
+                             "precision_file or autotune")
+        return self
+
+    @property
+    def kind(self) -> str:
+        """``fp32``, ``fp16``, ``auto`` or ``int8`` (any plan with INT8 layers)."""
+        if self.autotune is not None:
+            return "auto"
+        if isinstance(self.precision, str):
+            return self.precision
+        return "int8"
+
+
+class BuildSpec(_Strict):
+    """Engine builds (optional; skipped with a note when the backend is not installed)."""
+
+    backend: Literal["tensorrt", "tensorrt-rtx"] = "tensorrt-rtx"
+    shapes: str | None = None
+    min_shapes: str | None = None
+    max_shapes: str | None = None
+    opt_level: int | None = Field(None, ge=0, le=5)
+
+
+class LatencySpec(_Strict):
+    """Latency measurement settings."""
+
+    iterations: int = Field(30, ge=0)
+    warmup: int = Field(5, ge=0)
+    batch_size: int | None = Field(None, ge=1)
+
+
+class Recipe(_Strict):
+    """A validated recipe; paths are resolved relative to the recipe file."""
+
+    name: str = "recipe"
+    model: str
+    metric: str | None = None
+    output: str | None = None
+    data: DataSets
+    calibration: CalibrationSpec = CalibrationSpec()
+    configs: tuple[ConfigSpec, ...]
+    build: BuildSpec | None = None
+    latency: LatencySpec = LatencySpec()
+    base_dir: str = "."
+
+    @field_validator("configs")
+    @classmethod
+    def _unique(cls, configs: tuple[ConfigSpec, ...]) -> tuple[ConfigSpec, ...]:
+        names = [c.name for c in configs]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"config names must be unique; repeated: {', '.join(dup)}")
+        if not configs:
+            raise ValueError("at least one config is needed")
+        return configs
+
+    def path(self, relative: str) -> Path:
+        """Resolve a recipe path (relative to the recipe's folder) and check it exists."""
+        p = Path(relative)
+        if relative.startswith("hf:"):
+            return p
+        full = p if p.is_absolute() else Path(self.base_dir) / p
+        return full
+
+    def source(self, relative: str) -> str:
+        """A data ``source`` resolved like :meth:`path` (``hf:`` specs unchanged)."""
+        return relative if relative.startswith("hf:") else str(self.path(relative))
+
+    def precision_config(self, config: ConfigSpec) -> PrecisionConfig:
+        """The precision file of an int8/fp16 config."""
+        if config.precision_file is not None:
+            cfg = PrecisionConfig.from_yaml(self.path(config.precision_file))
+        elif isinstance(config.precision, PrecisionConfig):
+            cfg = config.precision
+        elif config.precision == "fp16":
+            cfg = PrecisionConfig(default="fp16", default_float="fp16")
+        else:
+            cfg = PrecisionConfig()
+        if config.fp16:
+            cfg = cfg.model_copy(update={"default_float": "fp16"})
+        return cfg
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("str", "PrecisionConfig", "literal['fp32','fp16','int8']"):
+            continue
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Read and validate a recipe; errors name the file and the YAML path of the bad field."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"{p}: no such recipe file.") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise InputError(f"{p}: cannot read the recipe: {err}") from err
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark
+        where = f"{p}:{mark.line + 1}:{mark.column + 1}" if mark else str(p)
+        raise InputError(f"{where}: YAML syntax error: {err.problem}.") from err
+    except yaml.YAMLError as err:
+        raise InputError(f"{p}: YAML error: {err}") from err
+    if not isinstance(doc, dict):
+        raise InputError(f"{p}: a recipe is a mapping with model, data and configs.")
+    doc.setdefault("base_dir", str(p.resolve().parent))
+    try:
+        recipe = Recipe.model_validate(doc)
+    except ValidationError as err:
+        first = err.errors()[0]
+        got = ("" if first["type"] in ("missing", "value_error")
+               else f" (got {first.get('input')!r})")
+        msg = str(first["msg"]).removeprefix("Value error, ")
+        raise InputError(f"{p}: {_loc(first['loc']) or 'recipe'}: {msg}{got}.") from err
+    model = recipe.path(recipe.model)
+    if not model.is_file():
+        raise InputError(f"{p}: model: {model} does not exist (paths are relative to the "
+                         "recipe's folder).")
+    return recipe

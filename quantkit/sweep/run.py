@@ -1,0 +1,320 @@
+"""``quantkit sweep``: run every precision configuration of a recipe and record the results.
+
+Output folder (resumable: a config whose ``result.json`` exists is skipped unless ``force``)::
+
+    DIR/results.csv                one row per config (CLI.md columns first)
+    DIR/configs/<name>/            model.onnx, plan.json, result.json, precision.yaml (auto),
+                                   model.engine + model.engine.json (when built)
+    DIR/calibration/<method>.json  scales, computed once per method and reused
+    DIR/sensitivity.csv, DIR/autotune.json   when a config uses autotune
+    DIR/environment.json, DIR/recipe.yaml
+
+Each artefact is written atomically and ``result.json`` last, so a killed sweep resumes
+without half-written configs. A failed config is recorded (status, error) and the others
+continue; the command exits non-zero at the end when any failed.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from quantkit._io import write_text_atomic
+from quantkit.calibrators.cache import ScaleTable
+from quantkit.errors import InputError, QuantkitError
+from quantkit.model import load_model, save_model
+from quantkit.qdq.plan import PrecisionConfig
+from quantkit.qdq.writer import quantize_model
+from quantkit.sweep.executor import Executor, LocalExecutor
+from quantkit.sweep.recipe import ConfigSpec, Recipe, load_recipe
+from quantkit.sweep.scoring import Evaluator, Score
+
+logger = logging.getLogger(__name__)
+
+COLUMNS = ["config", "method", "accuracy", "agreement", "sqnr_db", "latency_ms_p50",
+           "latency_ms_p99", "throughput", "model_bytes", "backend", "device",
+           "status", "error", "metric", "higher_is_better", "latency_ms_p90", "cosine",
+           "int8_layers", "fp16_layers", "fp32_layers", "engine_backend", "engine_bytes",
+           "engine_build_s"]
+
+
+@dataclass
+class SweepResult:
+    """Rows of results.csv and where they were written."""
+
+    out_dir: Path
+    rows: list[dict[str, Any]]
+
+    @property
+    def failed(self) -> list[str]:
+        """Configs whose status is not ``ok``."""
+        return [r["config"] for r in self.rows if r.get("status") != "ok"]
+
+    def dataframe(self) -> Any:
+        """The results as a pandas DataFrame."""
+        import pandas as pd
+
+        return pd.DataFrame(self.rows, columns=COLUMNS)
+
+
+class _Context:
+    def __init__(self, recipe: Recipe, out: Path) -> None:
+        from quantkit.data import open_source
+        from quantkit.evaluate.run import load_labels
+        from quantkit.model import input_specs
+
+        self.recipe = recipe
+        self.out = out
+        self.model_path = recipe.path(recipe.model)
+        self.model = load_model(self.model_path)
+        self.inputs = input_specs(self.model)
+        ev = recipe.data.evaluation or recipe.data.calibration
+        src = open_source(recipe.source(ev.source), self.inputs, **self._opts(ev))
+        batches = list(src.batches(ev.batch_size, ev.max_samples))
+        labels = load_labels(recipe.path(ev.labels)) if ev.labels else None
+        if labels is not None and ev.max_samples is not None:
+            labels = labels[: ev.max_samples]
+        self.evaluator = Evaluator(str(self.model_path), batches, labels, recipe.metric,
+                                   recipe.output)
+        self.fp32 = self.evaluator.reference_score()
+        self.scales: dict[str, ScaleTable] = {}
+
+    def _opts(self, spec: Any) -> dict[str, Any]:
+        return {"preprocess": spec.preprocess, "columns": spec.columns,
+                "streaming": spec.streaming, "seed": spec.seed}
+
+    def calibration(self, method: str, percentile: float | None) -> ScaleTable:
+        key = method if percentile is None else f"{method}-p{percentile:g}"
+        if key in self.scales:
+            return self.scales[key]
+        path = self.out / "calibration" / f"{key}.json"
+        if path.exists():
+            from quantkit.calibrators import read_scales
+
+            table = read_scales(path)
+        else:
+            from quantkit.capture import calibrate
+
+            cal = self.recipe.data.calibration
+            opts = {"percentile": percentile} if percentile is not None else {}
+            table = calibrate(self.model_path, self.recipe.source(cal.source), method=method,
+                              batch_size=cal.batch_size, max_samples=cal.max_samples,
+                              method_options=opts, data_options=self._opts(cal)).scales
+            path.parent.mkdir(parents=True, exist_ok=True)
+            table.write(path, "json")
+        self.scales[key] = table
+        return table
+
+
+def _environment(recipe: Recipe, path: Path) -> dict[str, Any]:
+    import onnxruntime
+
+    from quantkit.backends.onnxruntime import OrtRunner
+    from quantkit.evaluate.run import environment
+
+    env = environment(OrtRunner(recipe.path(recipe.model)).describe())
+    env.update({"onnxruntime": onnxruntime.__version__, "recipe": str(path),
+                "model": str(recipe.path(recipe.model)),
+                "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+    try:
+        from quantkit.backends import get_backend
+
+        rtx = get_backend("tensorrt-rtx")
+        env["tensorrt_rtx"] = rtx.version() if rtx.available() else None
+    except QuantkitError:
+        env["tensorrt_rtx"] = None
+    return env
+
+
+def _row(config: ConfigSpec, score: Score, ctx: _Context, model_file: Path,
+         method: str | None, plan_counts: dict[str, int]) -> dict[str, Any]:
+    from quantkit.backends.onnxruntime import OrtRunner
+
+    lat_spec = ctx.recipe.latency
+    row: dict[str, Any] = dict.fromkeys(COLUMNS)
+    row.update({"config": config.name, "method": method or "", "accuracy": score.accuracy,
+                "agreement": score.agreement, "sqnr_db": score.sqnr_db,
+                "cosine": score.cosine, "status": "ok", "error": "",
+                "metric": ctx.evaluator.metric or "agreement",
+                "higher_is_better": ctx.evaluator.higher_is_better,
+                "int8_layers": plan_counts.get("int8", 0),
+                "fp16_layers": plan_counts.get("fp16", 0),
+                "fp32_layers": plan_counts.get("fp32", 0)})
+    runner = OrtRunner(model_file)
+    desc = runner.describe()
+    row["backend"], row["device"] = desc["backend"], desc["device"]
+    size = model_file.stat().st_size
+    if Path(f"{model_file}.data").exists():
+        size += Path(f"{model_file}.data").stat().st_size
+    row["model_bytes"] = size
+    if lat_spec.iterations:
+        batch = ctx.evaluator.batches[0]
+        if lat_spec.batch_size:
+            batch = {k: v[: lat_spec.batch_size] for k, v in batch.items()}
+        lat = runner.latency(batch, warmup=lat_spec.warmup, iterations=lat_spec.iterations)
+        row.update({"latency_ms_p50": lat.p50_ms, "latency_ms_p90": lat.p90_ms,
+                    "latency_ms_p99": lat.p99_ms, "throughput": lat.throughput})
+    return row
+
+
+def _build(ctx: _Context, model_file: Path, row: dict[str, Any]) -> None:
+    spec = ctx.recipe.build
+    if spec is None:
+        return
+    from quantkit.backends import BuildOptions, get_backend, parse_shapes
+
+    backend = get_backend(spec.backend)
+    if not backend.available():
+        row["engine_backend"] = f"{spec.backend} not installed"
+        return
+    try:
+        res = backend.build(model_file, model_file.with_suffix(".engine"), BuildOptions(
+            shapes=parse_shapes(spec.shapes), min_shapes=parse_shapes(spec.min_shapes,
+                                                                      "--min-shapes"),
+            max_shapes=parse_shapes(spec.max_shapes, "--max-shapes"), opt_level=spec.opt_level))
+    except QuantkitError as err:
+        row.update({"status": "build_failed", "error": str(err), "engine_backend": spec.backend})
+        return
+    row.update({"engine_backend": f"{spec.backend} {res.sidecar.get('backend_version', '')}",
+                "engine_bytes": res.sidecar.get("engine_bytes"),
+                "engine_build_s": res.sidecar.get("build_time_s")})
+
+
+def _run_config(ctx: _Context, config: ConfigSpec) -> dict[str, Any]:
+    from quantkit.sweep.autotune import autotune
+
+    folder = ctx.out / "configs" / config.name
+    folder.mkdir(parents=True, exist_ok=True)
+    model_file = folder / "model.onnx"
+    method: str | None = None
+    if config.kind == "fp32":
+        shutil.copyfile(ctx.model_path, folder / ".model.onnx.tmp")
+        (folder / ".model.onnx.tmp").replace(model_file)
+        counts = {"fp32": len(ctx.model.graph.node)}
+        plan_doc: dict[str, Any] | None = None
+        score = ctx.fp32
+    else:
+        cal = ctx.recipe.calibration
+        method = config.method or cal.method
+        pct = config.percentile if config.percentile is not None else cal.percentile
+        scales = None if config.kind == "fp16" else ctx.calibration(method, pct)
+        if config.kind == "auto":
+            assert config.autotune is not None and scales is not None
+            base = PrecisionConfig(default_float="fp16" if config.fp16 else "fp32")
+            tuned = autotune(ctx.model, scales, ctx.evaluator,
+                             config.autotune.max_accuracy_drop, base=base,
+                             max_evaluations=config.autotune.max_evaluations)
+            write_text_atomic(folder / "precision.yaml", tuned.to_yaml())
+            write_text_atomic(ctx.out / "autotune.json",
+                              json.dumps(tuned.to_dict(), indent=2) + "\n")
+            _write_sensitivity(ctx, tuned)
+            precision = tuned.config
+        else:
+            precision = ctx.recipe.precision_config(config)
+            method = None if config.kind == "fp16" else method
+        result = quantize_model(ctx.model, scales, precision, source=str(ctx.model_path))
+        save_model(result.model, model_file)
+        plan_doc = result.plan.to_dict()
+        counts = result.plan.counts()
+        score = ctx.evaluator.score(str(model_file))
+    if plan_doc is not None:
+        write_text_atomic(folder / "plan.json", json.dumps(plan_doc, indent=1) + "\n")
+    row = _row(config, score, ctx, model_file, method, counts)
+    _build(ctx, model_file, row)
+    if method and method in {k.split("-p")[0] for k in ctx.scales}:
+        table = next(t for k, t in ctx.scales.items() if k.split("-p")[0] == method)
+        row_doc = {**row, "calibration": {"method": method, "num_samples": table.num_samples,
+                                          "settings": table.settings}}
+    else:
+        row_doc = dict(row)
+    write_text_atomic(folder / "result.json", json.dumps(row_doc, indent=1, default=float) + "\n")
+    return row
+
+
+def _write_sensitivity(ctx: _Context, tuned: Any) -> None:
+    from quantkit.sweep.sensitivity import rank
+
+    ranked = rank(tuned.sensitivity, tuned.all_int8, ctx.evaluator.higher_is_better)
+    order = {r.layer: i + 1 for i, r in enumerate(ranked)}
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["layer", "op_type", "sqnr_int8_only", "metric_int8_only", "sqnr_fp16_only",
+                "metric_fp16_only", "rank"])
+    for r in tuned.sensitivity:
+        w.writerow([r.layer, r.op_type, r.int8_only.sqnr_db, r.int8_only.accuracy,
+                    r.fp16_only.sqnr_db, r.fp16_only.accuracy, order[r.layer]])
+    write_text_atomic(ctx.out / "sensitivity.csv", buf.getvalue())
+
+
+def _failed_row(config: ConfigSpec, err: BaseException) -> dict[str, Any]:
+    row: dict[str, Any] = dict.fromkeys(COLUMNS)
+    row.update({"config": config.name, "method": config.method or "", "status": "failed",
+                "error": f"{type(err).__name__}: {err}" if not isinstance(err, QuantkitError)
+                else str(err)})
+    return row
+
+
+def write_results(out: Path, rows: list[dict[str, Any]]) -> None:
+    """Write results.csv (atomically) with the contract's columns first."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n", extrasaction="ignore")
+    w.writeheader()
+    for row in rows:
+        w.writerow({k: ("" if v is None else v) for k, v in row.items()})
+    write_text_atomic(out / "results.csv", buf.getvalue())
+
+
+def run_sweep(recipe_path: str | Path, out_dir: str | Path, *, force: bool = False,
+              executor: Executor | None = None,
+              on_config: Callable[[str, dict[str, Any]], None] | None = None) -> SweepResult:
+    """Run every config of a recipe into ``out_dir`` (see the module docstring).
+
+    Args:
+        recipe_path: the recipe YAML.
+        out_dir: output folder (created; existing results are reused unless ``force``).
+        force: re-run configs whose results exist.
+        executor: where configs run (default: in-process, in order).
+        on_config: called with ``(config name, row)`` as each config finishes.
+    """
+    recipe = load_recipe(recipe_path)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"-o {out}: exists and is not a folder.")
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / "recipe.yaml", Path(recipe_path).read_text(encoding="utf-8"))
+    ctx = _Context(recipe, out)
+    write_text_atomic(out / "environment.json",
+                      json.dumps(_environment(recipe, Path(recipe_path)), indent=2) + "\n")
+    done: dict[str, dict[str, Any]] = {}
+    todo = []
+    for config in recipe.configs:
+        result_file = out / "configs" / config.name / "result.json"
+        if result_file.exists() and not force:
+            doc = json.loads(result_file.read_text(encoding="utf-8"))
+            doc.pop("calibration", None)
+            done[config.name] = doc
+            logger.info("%s: results exist, skipped (use --force to re-run)", config.name)
+        else:
+            todo.append(config)
+    ex = executor or LocalExecutor()
+    for config, result in ex.map_unordered(lambda c: _run_config(ctx, c), todo):
+        row = _failed_row(config, result) if isinstance(result, BaseException) else result
+        if isinstance(result, BaseException):
+            logger.error("%s failed: %s", config.name, row["error"])
+        done[config.name] = row
+        write_results(out, [done[c.name] for c in recipe.configs if c.name in done])
+        if on_config is not None:
+            on_config(config.name, row)
+    rows = [done[c.name] for c in recipe.configs]
+    write_results(out, rows)
+    return SweepResult(out, rows)
+
+
