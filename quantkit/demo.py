@@ -1,100 +1,85 @@
-"""``quantkit demo``: the calibration pipeline on a model and data made by the package.
+"""``quantkit demo``: the whole pipeline on the model and data shipped in the package.
 
-The model is a small residual CNN built in code with fixed weights (no download), and the
-calibration data are smooth synthetic images. The demo calibrates it with every built-in
-method and writes the TensorRT caches and scales JSON side by side. (The trained demo model,
-quantization, evaluation and the HTML report arrive with the later pipeline stages.)
+The package ships a small CNN trained on MNIST digits (``assets/demo_cnn.onnx``: 7 quantizable
+layers, a residual Add, a Softmax; trained by ``recipes/demo/train_demo_cnn.py``) and 256
+calibration + 500 labelled evaluation digits (``assets/demo_data.npz``). The demo writes them
+and a recipe into the output folder, then runs the sweep: calibration (entropy, minmax,
+percentile), FP32 / FP16 / INT8 / mixed / autotuned configurations, evaluation on ONNX Runtime
+(accuracy, agreement, latency), TensorRT-RTX engine builds when ``quantkit[rtx]`` is installed,
+``results.csv`` and ``report.html``. No download.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import shutil
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
 from quantkit._io import atomic_write, write_text_atomic
 
-METHODS = ("entropy", "minmax", "percentile", "mse")
+RECIPE = """\
+# quantkit demo recipe (written by `quantkit demo`; edit and re-run with `quantkit sweep`)
+name: demo-cnn (MNIST digits)
+model: demo_cnn.onnx
+metric: top1
+data:
+  calibration: {source: data/calibration.npy, batch_size: 64}
+  evaluation: {source: data/evaluation.npy, labels: data/evaluation_labels.npy, batch_size: 100}
+calibration: {method: entropy}
+configs:
+  - {name: fp32, precision: fp32}
+  - {name: fp16, precision: fp16}
+  - {name: int8-entropy, precision: int8, method: entropy}
+  - {name: int8-minmax, precision: int8, method: minmax}
+  - {name: int8-percentile, precision: int8, method: percentile, percentile: 99.99}
+  - name: mixed-fp16
+    precision:
+      default: int8
+      default_float: fp16
+      overrides:
+        - {name: /conv1/Conv, precision: fp16}
+        - {op_type: Softmax, precision: fp32}
+  - {name: auto, method: entropy, autotune: {max_accuracy_drop: 0.5}}
+build: {backend: tensorrt-rtx, shapes: "input:1x1x28x28"}
+latency: {iterations: 50, warmup: 10, batch_size: 1}
+"""
 
 
-def build_demo_model(path: Path, seed: int = 0) -> Path:
-    """Write the demo CNN (Conv-Relu-Conv + residual Add, pool, Gemm, Softmax) to ``path``."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(seed)
-
-    def init(name: str, *shape: int, scale: float) -> onnx.TensorProto:
-        return numpy_helper.from_array((rng.standard_normal(shape) * scale).astype(np.float32),
-                                       name)
-
-    inits = [init("conv1.w", 16, 1, 3, 3, scale=0.4), init("conv1.b", 16, scale=0.1),
-             init("conv2.w", 16, 16, 3, 3, scale=0.12), init("conv2.b", 16, scale=0.1),
-             init("conv3.w", 32, 16, 3, 3, scale=0.12), init("conv3.b", 32, scale=0.1),
-             init("fc.w", 10, 32, scale=0.3), init("fc.b", 10, scale=0.1)]
-    n = helper.make_node
-    nodes = [
-        n("Conv", ["input", "conv1.w", "conv1.b"], ["c1"], name="/conv1/Conv", pads=[1] * 4),
-        n("Relu", ["c1"], ["r1"], name="/relu1/Relu"),
-        n("Conv", ["r1", "conv2.w", "conv2.b"], ["c2"], name="/conv2/Conv", pads=[1] * 4),
-        n("Add", ["c2", "r1"], ["res"], name="/res/Add"),
-        n("Relu", ["res"], ["r2"], name="/relu2/Relu"),
-        n("MaxPool", ["r2"], ["p"], name="/pool/MaxPool", kernel_shape=[2, 2], strides=[2, 2]),
-        n("Conv", ["p", "conv3.w", "conv3.b"], ["c3"], name="/conv3/Conv", pads=[1] * 4),
-        n("Relu", ["c3"], ["r3"], name="/relu3/Relu"),
-        n("GlobalAveragePool", ["r3"], ["gap"], name="/gap/GlobalAveragePool"),
-        n("Flatten", ["gap"], ["flat"], name="/flatten/Flatten"),
-        n("Gemm", ["flat", "fc.w", "fc.b"], ["logits"], name="/fc/Gemm", transB=1),
-        n("Softmax", ["logits"], ["probs"], name="/softmax/Softmax", axis=1),
-    ]
-    graph = helper.make_graph(
-        nodes, "quantkit_demo",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, 28, 28])],
-        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", 10])],
-        initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    with atomic_write(path, "wb") as fh:
-        fh.write(model.SerializeToString())
-    return path
+def asset(name: str) -> Path:
+    """Path of a file shipped in ``quantkit/assets``."""
+    return Path(str(resources.files("quantkit") / "assets" / name))
 
 
-def demo_data(num: int = 256, seed: int = 0) -> np.ndarray:
-    """Smooth synthetic 28x28 images in [0, 1] (blurred noise with bright strokes)."""
-    rng = np.random.default_rng(seed)
-    x = rng.random((num, 1, 28, 28))
-    for _ in range(3):  # cheap blur
-        x = (x + np.roll(x, 1, 2) + np.roll(x, 1, 3) + np.roll(x, -1, 2)) / 4
-    out: np.ndarray = np.clip((x - 0.45) * 4, 0, 1).astype(np.float32)
-    return out
-
-
-@dataclass
-class DemoResult:
-    """Where the demo wrote its outputs and the amax of each method."""
-
-    out_dir: Path
-    amax: dict[str, dict[str, float]]
-
-
-def run_demo(out_dir: str | Path, *, samples: int = 256, batch_size: int = 32) -> DemoResult:
-    """Build the demo model and data in ``out_dir`` and calibrate with every method."""
-    from quantkit.capture import calibrate
-
+def prepare_demo(out_dir: str | Path) -> Path:
+    """Write the demo model, data and recipe into ``out_dir``; return the recipe path."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    model = build_demo_model(out / "demo_cnn.onnx")
-    with atomic_write(out / "calib.npy", "wb") as fh:
-        np.save(fh, demo_data(samples))
-    amax: dict[str, dict[str, float]] = {}
-    for method in METHODS:
-        res = calibrate(model, str(out / "calib.npy"), method=method, batch_size=batch_size)
-        res.scales.write(out / f"{method}.cache", "cache")
-        res.scales.write(out / f"{method}.json", "json")
-        amax[method] = res.scales.amaxes
-    lines = ["tensor," + ",".join(METHODS)]
-    for name in amax["entropy"]:
-        lines.append(name + "," + ",".join(f"{amax[m][name]:.6g}" for m in METHODS))
-    write_text_atomic(out / "amax_by_method.csv", "\n".join(lines) + "\n")
-    return DemoResult(out, amax)
+    (out / "data").mkdir(parents=True, exist_ok=True)
+    tmp = out / ".demo_cnn.onnx.tmp"
+    shutil.copyfile(asset("demo_cnn.onnx"), tmp)
+    tmp.replace(out / "demo_cnn.onnx")
+    with np.load(asset("demo_data.npz"), allow_pickle=False) as data:
+        arrays = {
+            "calibration": data["calibration"].astype(np.float32)[:, None] / 255.0,
+            "evaluation": data["evaluation"].astype(np.float32)[:, None] / 255.0,
+            "evaluation_labels": data["evaluation_labels"].astype(np.int64),
+        }
+    for name, arr in arrays.items():
+        with atomic_write(out / "data" / f"{name}.npy", "wb") as fh:
+            np.save(fh, arr)
+    write_text_atomic(out / "recipe.yaml", RECIPE)
+    return out / "recipe.yaml"
+
+
+def run_demo(out_dir: str | Path) -> tuple[Path, object]:
+    """Prepare the demo and run its sweep into ``out_dir/results``.
+
+    Returns:
+        ``(results folder, SweepResult)``.
+    """
+    from quantkit.sweep import run_sweep
+
+    recipe = prepare_demo(out_dir)
+    results = Path(out_dir) / "results"
+    return results, run_sweep(recipe, results, force=True)

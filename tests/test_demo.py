@@ -3,29 +3,37 @@
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 
-from quantkit.calibrators import read_scales
 from quantkit.cli.main import main
-from quantkit.demo import METHODS
+from quantkit.demo import asset
 
 
-def test_demo_writes_every_method(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    out = tmp_path / "demo"
-    assert main(["demo", "-o", str(out)]) == 0
-    stdout = capsys.readouterr().out
-    assert "wrote TensorRT caches" in stdout and "probs" in stdout
-    x = np.load(out / "calib.npy")
-    for method in METHODS:
-        doc = json.loads((out / f"{method}.json").read_text())
-        assert doc["num_samples"] == len(x) and doc["method"] == method
-        assert read_scales(out / f"{method}.cache").scales == {
-            k: v["scale"] for k, v in doc["tensors"].items()}
-    minmax = json.loads((out / "minmax.json").read_text())["tensors"]
-    assert minmax["input"]["amax"] == float(np.abs(x).max())
-    rows = list(csv.reader((out / "amax_by_method.csv").open()))
-    assert rows[0] == ["tensor", *METHODS] and len(rows) == 1 + len(minmax)
+def test_shipped_demo_assets() -> None:
+    model = onnx.load(str(asset("demo_cnn.onnx")))
+    ops = [n.op_type for n in model.graph.node]
+    assert sum(op in ("Conv", "Gemm", "MatMul") for op in ops) >= 6
+    assert "Add" in ops and "Softmax" in ops
+    with np.load(asset("demo_data.npz")) as d:
+        assert d["calibration"].shape == (256, 28, 28) and d["evaluation"].shape == (500, 28, 28)
+        assert len(np.unique(d["evaluation_labels"])) == 10
+    assert asset("demo_cnn.onnx").stat().st_size + asset("demo_data.npz").stat().st_size < 1e6
+
+
+def test_demo_runs_the_pipeline(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["demo", "-o", str(tmp_path / "demo")])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    with open(tmp_path / "demo" / "results" / "results.csv") as fh:
+        rows = {r["config"]: r for r in csv.DictReader(fh)}
+    assert list(rows) == ["fp32", "fp16", "int8-entropy", "int8-minmax", "int8-percentile",
+                          "mixed-fp16", "auto"]
+    assert all(r["status"] == "ok" for r in rows.values())
+    fp32 = float(rows["fp32"]["accuracy"])
+    assert fp32 > 90  # a trained network, evaluated on held-out digits
+    assert fp32 - float(rows["auto"]["accuracy"]) <= 0.5 + 1e-9
+    assert "results:" in out and "int8-entropy" in out

@@ -1,22 +1,52 @@
-"""``quantkit demo``: run the pipeline on the model and data the package makes itself."""
+"""``quantkit demo``: the whole pipeline on the model and data shipped in the package."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import click
 
 from quantkit.cli.render import print_table
+from quantkit.errors import PipelineError
+
+
+def _fmt(v: Any, spec: str = ".4g") -> str:
+    return "-" if v in (None, "") else format(v, spec) if isinstance(v, float) else str(v)
 
 
 @click.command("demo")
 @click.option("-o", "--output", "out_dir", default="quantkit-demo", show_default=True,
               type=click.Path(file_okay=False), help="Folder for the demo's outputs.")
 def demo_cmd(out_dir: str) -> None:
-    """Calibrate the built-in demo CNN with every method (no download, ~10 s on a CPU)."""
-    from quantkit.demo import METHODS, run_demo
+    """Calibrate, quantize, evaluate and report on the shipped MNIST CNN (no download).
 
-    result = run_demo(out_dir)
-    names = list(result.amax["entropy"])
-    rows = [(n, *(f"{result.amax[m][n]:.4g}" for m in METHODS)) for n in names]
-    print_table(["tensor", *METHODS], rows)
-    click.echo(f"\nwrote TensorRT caches, scales JSON and amax_by_method.csv to "
-               f"{result.out_dir}/")
+    Writes the model, data and recipe to the folder, runs the sweep (FP32, FP16, INT8 with
+    three calibration methods, a mixed plan and an autotuned plan), builds TensorRT-RTX engines
+    when quantkit[rtx] is installed, and writes results.csv and report.html.
+    """
+    from pathlib import Path
+
+    from quantkit.cli.sweep import _write_report
+    from quantkit.demo import run_demo
+
+    results, sweep = run_demo(out_dir)
+    rows = sweep.rows  # type: ignore[attr-defined]
+    print_table(["config", "top-1 %", "agreement %", "SQNR dB", "p50 ms", "size KiB",
+                 "INT8 layers", "engine"],
+                [(r["config"], _fmt(r.get("accuracy"), ".2f"), _fmt(r.get("agreement"), ".1f"),
+                  _fmt(r.get("sqnr_db"), ".1f"), _fmt(r.get("latency_ms_p50"), ".3f"),
+                  _fmt((r.get("model_bytes") or 0) / 1024, ".0f"), r.get("int8_layers"),
+                  "built" if r.get("engine_bytes") else (r.get("engine_backend") or "-"))
+                 for r in rows])
+    report = _write_report(results)
+    engines = [r for r in rows if r.get("engine_bytes")]
+    click.echo("")
+    if not engines:
+        click.echo("TensorRT-RTX engines were not built (pip install 'quantkit[rtx]' to build "
+                   "them; they build on a CPU-only machine too).")
+    click.echo(f"results: {Path(results) / 'results.csv'}")
+    if report:
+        click.echo(f"report:  {report}")
+    failed = [r["config"] for r in rows if r.get("status") != "ok"]
+    if failed:
+        raise PipelineError(f"demo configs failed: {', '.join(failed)} (see results.csv)")
