@@ -614,3 +614,13 @@ def test_single_output_channel_needs_no_per_channel_scale() -> None:
         initializer=b.inits)
     report = lint_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
     assert report.findings == [] and precision(report) == {"conv": "int8"}
+
+
+def test_docs_list_every_code() -> None:
+    from pathlib import Path
+
+    from quantkit.qdq.lint import CODES
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "lint.md").read_text()
+    for code, (severity, _) in CODES.items():
+        assert f"| {code} | {severity} |" in doc, code
