@@ -16,6 +16,9 @@ from typing import IO, Any
 
 from quantkit.errors import InputError
 
+_UMASK = os.umask(0o022)  # read the process umask once (setting it back right away)
+os.umask(_UMASK)
+
 
 def check_output_path(output: str | os.PathLike[str], *inputs: str | os.PathLike[str] | None,
                       flag: str = "-o") -> Path:
@@ -57,6 +60,8 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "w",
     dest = Path(path)
     folder = dest.parent if str(dest.parent) else Path(".")
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=folder)
+    # mkstemp creates 0600 files; outputs get the usual permissions (0666 minus the umask)
+    os.chmod(tmp, 0o666 & ~_UMASK)
     try:
         if "b" in mode:
             fh: IO[Any] = os.fdopen(fd, mode)

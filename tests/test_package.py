@@ -42,3 +42,16 @@ def test_version_flag() -> None:
     out = subprocess.run([sys.executable, "-m", "quantkit.cli.main", "--version"],
                          capture_output=True, text=True, check=True).stdout
     assert quantkit.__version__ in out
+
+
+def test_outputs_get_normal_permissions(tmp_path: object) -> None:
+    import os
+    from pathlib import Path
+
+    from quantkit._io import write_text_atomic
+
+    out = Path(str(tmp_path)) / "f.txt"
+    write_text_atomic(out, "x")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask

@@ -43,7 +43,7 @@ def cli(debug: bool, verbose: bool, quiet: bool) -> None:
 
 
 def _register() -> None:
-    from quantkit.cli import build, cache, calibrate, demo, inspect, quantize, sweep
+    from quantkit.cli import build, cache, calibrate, demo, inspect, quantize, report, sweep
     from quantkit.cli import eval as eval_
 
     cli.add_command(build.build_cmd)
@@ -53,6 +53,7 @@ def _register() -> None:
     cli.add_command(inspect.inspect_cmd)
     cli.add_command(quantize.quantize_cmd)
     cli.add_command(eval_.eval_cmd)
+    cli.add_command(report.report_cmd)
     cli.add_command(sweep.sweep_cmd)
     cli.add_command(sweep.sensitivity_cmd)
     cli.add_command(sweep.autotune_cmd)

@@ -70,42 +70,53 @@ class Evaluator:
         if self.output not in ref.output_names:
             raise InputError(f"output {self.output!r}: the model's outputs are "
                              f"{', '.join(ref.output_names)}.")
-        self.reference = [ref.infer(b)[self.output] for b in self.batches]
+        self.compare = _pre_softmax(reference_model, self.output)
+        outs = self.outputs(reference_model, count=False)
+        self.reference = [o[1] for o in outs]
         self.higher_is_better = (create_metric(self.metric).higher_is_better
                                  if self.metric else True)
+        self.reference_outputs = [o[0] for o in outs]
         self.evaluations = 0
 
-    def outputs(self, model: str | bytes) -> list[np.ndarray]:
-        """The candidate's outputs for every batch."""
+    def outputs(self, model: str | bytes | Any,
+                count: bool = True) -> list[tuple[np.ndarray, np.ndarray]]:
+        """``(scored output, compared tensor)`` of a model for every batch.
+
+        The compared tensor is the scored output, or the logits when the output is a Softmax
+        (probabilities saturate to 0/1 and hide quantisation error from SQNR and agreement).
+        """
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
         if self.threads:
             opts.intra_op_num_threads = self.threads
+        names = [self.output] if self.compare == self.output else [self.output, self.compare]
+        payload = model if self.compare == self.output and isinstance(model, (str, bytes)) \
+            else _with_output(model, self.compare)
         try:
-            sess = ort.InferenceSession(model, sess_options=opts,
+            sess = ort.InferenceSession(payload, sess_options=opts,
                                         providers=["CPUExecutionProvider"])
-            return [sess.run([self.output], b)[0] for b in self.batches]
+            runs = [sess.run(names, b) for b in self.batches]
         except Exception as err:
             raise PipelineError(f"ONNX Runtime could not run the candidate model: {err}") \
                 from err
+        if count:
+            self.evaluations += 1
+        return [(r[0], r[-1]) for r in runs]
 
     def score(self, model: str | bytes | Any) -> Score:
         """Score a model (path, serialized bytes or ``onnx.ModelProto``)."""
-        if not isinstance(model, (str, bytes)):
-            model = model.SerializeToString()
         outs = self.outputs(model)
-        self.evaluations += 1
         agree = Agreement()
-        for out, ref in zip(outs, self.reference, strict=True):
-            agree.update(out, ref)
+        for (_, cmp), ref in zip(outs, self.reference, strict=True):
+            agree.update(cmp, ref)
         a = agree.result()
         accuracy = a.top1_agreement
         if self.metric is not None and self.labels is not None:
             task = create_metric(self.metric)
             seen = 0
-            for out in outs:
+            for out, _ in outs:
                 task.update(out, self.labels[seen: seen + len(out)])
                 seen += len(out)
             accuracy = task.result()
@@ -119,7 +130,7 @@ class Evaluator:
         if self.metric is not None and self.labels is not None:
             task = create_metric(self.metric)
             seen = 0
-            for out in self.reference:
+            for out in self.reference_outputs:
                 task.update(out, self.labels[seen: seen + len(out)])
                 seen += len(out)
             accuracy = task.result()
@@ -129,3 +140,33 @@ class Evaluator:
         """Accuracy drop in points (positive = worse), respecting the metric's direction."""
         d = reference.accuracy - candidate.accuracy
         return d if self.higher_is_better else -d
+
+
+def _load(model: str | bytes | Any) -> Any:
+    import onnx
+
+    if isinstance(model, str):
+        return onnx.load(model)
+    if isinstance(model, bytes):
+        return onnx.load_from_string(model)
+    return model
+
+
+def _pre_softmax(model: str, output: str) -> str:
+    """The Softmax input if ``output`` is produced by a Softmax, else ``output``."""
+    graph = _load(model).graph
+    for node in graph.node:
+        if output in node.output and node.op_type == "Softmax":
+            return str(node.input[0])
+    return output
+
+
+def _with_output(model: str | bytes | Any, tensor: str) -> bytes:
+    """Serialized ``model`` with ``tensor`` exposed as an extra graph output."""
+    import onnx
+
+    m = onnx.ModelProto()
+    m.CopyFrom(_load(model))
+    if tensor not in {o.name for o in m.graph.output}:
+        m.graph.output.append(onnx.ValueInfoProto(name=tensor))
+    return bytes(m.SerializeToString())

@@ -72,7 +72,8 @@ def test_build_json_and_default_backend(tmp_path: Path,
     (["--shapes", "x:1x3x8"], "rank 4"),
     (["--shapes", "x=1x3x8x8"], "is not NAME:DIMS"),
     (["--shapes", "x:1x3x8x8", "--opt-level", "9"], "--opt-level 9"),
-    (["--shapes", "x:1x3x8x8", "--backend", "onnxruntime"], "unknown backend"),
+    (["--shapes", "x:1x3x8x8", "--backend", "tvm"], "unknown backend"),
+    (["--shapes", "x:1x3x8x8", "--backend", "onnxruntime"], "has no build step"),
 ])
 def test_bad_input_exits_2_and_writes_nothing(tmp_path: Path, extra: list[str], match: str,
                                               capsys: pytest.CaptureFixture[str]) -> None:

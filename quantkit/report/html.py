@@ -1,0 +1,380 @@
+"""The self-contained HTML report: inline CSS and base64 images, no script, no network.
+
+The page opens from a file in any browser without network access: every image is a ``data:``
+URI, the stylesheet is inline, and no text the sweep recorded (paths, errors, the recipe) can
+become a link (``://`` is written as an entity, so not even a URL string stays in the file).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from quantkit.report import figures
+from quantkit.report.load import Sweep, load_sweep, quality_column, with_derived
+from quantkit.report.markdown import (
+    DASH,
+    fmt_bytes,
+    fmt_ms,
+    fmt_num,
+    fmt_pct,
+    fmt_ratio,
+    fmt_signed,
+    headline,
+    headline_text,
+    render_markdown,
+    verdict,
+    warnings,
+)
+
+_CSS = """
+:root{--fg:#1d2329;--muted:#5f6b76;--line:#d9dee3;--bg:#ffffff;--soft:#f5f7f9;--bad:#fdecea;
+--badfg:#a4262c;--good:#009E73;--accent:#C0392B}
+*{box-sizing:border-box}
+body{margin:0;font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif;
+color:var(--fg);background:var(--bg)}
+main{max-width:1360px;margin:0 auto;padding:24px 28px 48px}
+h1{font-size:24px;margin:0 0 2px}h2{font-size:18px;margin:34px 0 10px;padding-bottom:4px;
+border-bottom:1px solid var(--line)}h3{font-size:15px;margin:18px 0 6px}
+.sub{color:var(--muted);margin:0 0 18px}
+.cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(190px,1fr));gap:12px;margin:14px 0}
+.card{border:1px solid var(--line);border-radius:8px;padding:10px 14px;background:var(--soft)}
+.card .k{font-size:12px;color:var(--muted);text-transform:uppercase;letter-spacing:.04em}
+.card .v{font-size:22px;font-weight:600;margin-top:2px;overflow-wrap:anywhere}
+.card .n{font-size:12px;color:var(--muted)}
+.headline{font-size:15px;margin:6px 0 4px}
+.warn{border-left:4px solid var(--accent);background:#fff6f4;padding:8px 14px;margin:12px 0;
+border-radius:4px}.warn ul{margin:4px 0;padding-left:20px}
+.scroll{overflow-x:auto;max-width:100%;border:1px solid var(--line);border-radius:6px}
+table{border-collapse:collapse;font-size:12.5px;width:100%}
+th,td{padding:4px 7px;border-bottom:1px solid var(--line);text-align:left;vertical-align:top}
+th{background:var(--soft);font-weight:600;vertical-align:bottom}
+td.cfg{white-space:nowrap}.dot{display:inline-block;width:10px;height:10px;border-radius:2px;
+margin-right:6px;vertical-align:-1px}
+td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}td.num{white-space:nowrap}
+tbody tr:nth-child(even){background:#fafbfc}
+tr.failed,tr.failed:nth-child(even){background:var(--bad)}tr.failed td{color:var(--badfg)}
+tr.failed td.err{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12px;
+white-space:pre-wrap;overflow-wrap:anywhere}
+tr.best td:first-child{font-weight:700}
+.pareto-mark{color:var(--accent);margin-left:4px}
+.int8{background:#009E73}.fp16{background:#3a93c8}.fp32{background:#c98a00}
+.st-ok{color:var(--good)}.mono{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12px}
+figure{margin:8px 0 4px}figure img{max-width:100%;height:auto;display:block}
+.wide img{max-width:none}figcaption{color:var(--muted);font-size:12.5px;margin-top:4px}
+dl.kv{display:grid;grid-template-columns:max-content 1fr;gap:3px 16px;margin:6px 0}
+dl.kv dt{color:var(--muted)}dl.kv dd{margin:0;overflow-wrap:anywhere}
+details pre{background:var(--soft);padding:10px;border-radius:6px;overflow-x:auto;font-size:12px}
+footer{margin-top:40px;color:var(--muted);font-size:12px}
+"""
+
+
+def _e(value: Any) -> str:
+    """Escape text for HTML; ``://`` becomes an entity so no URL string appears in the file."""
+    return html.escape(str(value), quote=True).replace("://", ":&#47;&#47;")
+
+
+def _img(fig: Any, alt: str, caption: str, *, dpi: int = 110) -> str:
+    """An inline PNG shown at 96 px per figure inch; wider than the page, it scrolls."""
+    width = int(fig.get_figwidth() * 96)
+    src = figures.data_uri(fig, "png", dpi=dpi, palette=96)
+    wide = width > 1300
+    cls = ' class="wide"' if wide else ""
+    body = f'<img src="{src}" alt="{_e(alt)}" width="{width}">'
+    if wide:
+        body = f'<div class="scroll">{body}</div>'
+    return f"<figure{cls}>{body}<figcaption>{_e(caption)}</figcaption></figure>"
+
+
+def _table(headers: list[tuple[str, bool]], rows: list[list[str]], cls: str = "") -> str:
+    """Rows are already-escaped cells; headers are (text, numeric)."""
+    head = "".join(f'<th class="num">{_e(h)}</th>' if num else f"<th>{_e(h)}</th>"
+                   for h, num in headers)
+    body = "".join(
+        "<tr>" + "".join(f'<td class="num">{c}</td>' if num else f"<td>{c}</td>"
+                         for c, (_, num) in zip(r, headers, strict=True)) + "</tr>"
+        for r in rows)
+    return (f'<div class="scroll"><table class="{cls}"><thead><tr>{head}</tr></thead>'
+            f"<tbody>{body}</tbody></table></div>")
+
+
+def _kv(items: dict[str, Any]) -> str:
+    return '<dl class="kv">' + "".join(
+        f"<dt>{_e(k)}</dt><dd>{_e(v if v is not None else DASH)}</dd>"
+        for k, v in items.items()) + "</dl>"
+
+
+def _date(sweep: Sweep) -> str:
+    stamp = sweep.environment.get("created_utc")
+    if stamp:
+        try:
+            dt = datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
+            return dt.strftime("%Y-%m-%d %H:%M UTC")
+        except ValueError:
+            return str(stamp)
+    mtime = os.path.getmtime(sweep.directory / "results.csv")
+    return datetime.fromtimestamp(mtime, tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _cards(sweep: Sweep, df: pd.DataFrame) -> str:
+    h = headline(sweep, df)
+    speed_note = f"p50 on {h.measured_on}"
+    direction = "higher" if h.higher_is_better else "lower"
+    cards = [("best INT8 config", h.best or DASH, f"{len(sweep.ok)} of {len(df)} configs ran"),
+             (f"{h.metric} vs FP32", fmt_signed(h.delta),
+              f"{verdict(h.delta, h.higher_is_better)}; {direction} is better"),
+             ("latency speed-up", fmt_ratio(h.speedup), speed_note),
+             ("model size", fmt_ratio(h.size_ratio), "INT8 bytes / FP32 bytes"),
+             ("TensorRT engine", "built" if h.engine_built else "not built", h.engine)]
+    out = "".join(f'<div class="card"><div class="k">{_e(k)}</div><div class="v">{_e(v)}</div>'
+                  f'<div class="n">{_e(n)}</div></div>' for k, v, n in cards)
+    return (f'<p class="headline">{_e(headline_text(h, markdown=False))}</p>'
+            f'<div class="cards">{out}</div>')
+
+
+def _results_table(sweep: Sweep, df: pd.DataFrame) -> str:
+    h = headline(sweep, df)
+    col = quality_column(df)
+    metric = h.metric
+    # without labels the metric is agreement itself: one column for it, not two
+    show_metric = col != "agreement"
+    headers = [("config", False), ("method", False), ("status", False)] + (
+        [(metric, True)] if show_metric else []) + [
+               ("Δ vs FP32", True), ("agree\u00adment", True), ("SQNR dB", True),
+               ("p50 ms", True), ("p99 ms", True), ("through\u00adput /s", True),
+               ("speed-up", True), ("model size (ratio)", True),
+               ("layers int8 / fp16 / fp32", True), ("engine", False)]
+    head = "".join(f'<th class="num">{_e(t)}</th>' if n else f"<th>{_e(t)}</th>"
+                   for t, n in headers)
+    rows = []
+    for r in df.itertuples():
+        mark = '<span class="pareto-mark" title="on the Pareto front">★</span>' if r.pareto else ""
+        cls = ["failed"] if r.status != "ok" else []
+        cls += ["pareto"] if r.pareto else []
+        cls += ["best"] if r.config == h.best else []
+        first = (f'<td class="cfg"><span class="dot {_e(r.kind)}" title="{_e(r.kind)}"></span>'
+                 f"{_e(r.config)}{mark}</td><td>{_e(r.method or DASH)}</td>")
+        attrs = f' class="{" ".join(cls)}"' if cls else ""
+        attrs += f' data-config="{_e(r.config)}"'
+        if r.status != "ok":
+            err = str(r.error).strip() or "no error message recorded"
+            rows.append(f"<tr{attrs}>{first}<td>{_e(str(r.status).replace('_', ' '))}</td>"
+                        f'<td class="err" colspan="{len(headers) - 3}">{_e(err)}</td></tr>')
+            continue
+        counts = " / ".join(fmt_num(getattr(r, c), 0) for c in
+                            ("int8_layers", "fp16_layers", "fp32_layers"))
+        engine = str(r.engine_backend).strip() if pd.notna(r.engine_bytes) else "not built"
+        if pd.notna(r.engine_bytes):
+            engine += f" ({fmt_bytes(r.engine_bytes)})"
+        size = fmt_bytes(r.model_bytes)
+        if pd.notna(r.size_ratio):
+            size += f" ({fmt_ratio(r.size_ratio)})"
+        cells = ([fmt_num(getattr(r, col))] if show_metric else []) + [
+            fmt_signed(r.delta), fmt_pct(r.agreement), fmt_num(r.sqnr_db, 1),
+            fmt_ms(r.latency_ms_p50), fmt_ms(r.latency_ms_p99), fmt_num(r.throughput, 0),
+            fmt_ratio(r.speedup), size, counts]
+        rows.append(f"<tr{attrs}>{first}<td class=\"st-ok\">ok</td>"
+                    + "".join(f'<td class="num">{_e(c)}</td>' for c in cells)
+                    + f"<td>{_e(engine)}</td></tr>")
+    note = ("Colour: precision kind (green INT8, blue FP16, orange FP32). "
+            f"★ on the Pareto front of {metric} against p50 latency. Δ, speed-up and size ratio "
+            f"are against {h.baseline or 'no FP32 config'}; latency measured on "
+            f"{h.measured_on} (p90, cosine and the engine build time are in results.csv). "
+            "Failed configs are listed with their error and left out of the plot.")
+    return (f'<div class="scroll"><table id="results-table"><thead><tr>{head}</tr></thead>'
+            "<tbody>" + "".join(rows) + f'</tbody></table></div><p class="sub">{_e(note)}</p>')
+
+
+def _precision(sweep: Sweep) -> str:
+    if not sweep.plans:
+        return "<p>No <code>configs/*/plan.json</code> in the sweep: no precision map.</p>"
+    n_all = len(figures.layer_order(sweep.plans))
+    quant = n_all > 100
+    fig = figures.precision_map(sweep.plans, quantizable_only=quant)
+    shown = len(figures.quantizable_layers(sweep.plans)) if quant else n_all
+    caption = (f"Planned precision of {shown} nodes in graph order, one row per config."
+               + (f" {n_all - shown} nodes that TensorRT does not quantize (kept at each "
+                  "plan's default_float) are left out." if quant else ""))
+    rows = [[_e(c), _e(p.default), _e(p.default_float),
+             *(_e(p.counts()[k]) for k in ("int8", "fp16", "fp32"))]
+            for c, p in sweep.plans.items()]
+    table = _table([("config", False), ("default", False), ("default_float", False),
+                    ("int8 nodes", True), ("fp16 nodes", True), ("fp32 nodes", True)], rows)
+    return _img(fig, "per-layer precision map", caption) + table
+
+
+def _sensitivity(sweep: Sweep, df: pd.DataFrame) -> str:
+    sens = sweep.sensitivity
+    if sens is None:
+        return ""
+    h = headline(sweep, df)
+    ref = None
+    if h.baseline is not None and h.metric == sweep.metric:
+        ref = float(df.loc[df["config"] == h.baseline, "accuracy"].iloc[0])
+    fig = figures.sensitivity(sens, reference=ref, higher_is_better=h.higher_is_better,
+                              metric=h.metric)
+    rows = [[_e(r.rank if pd.notna(r.rank) else DASH), _e(r.layer), _e(r.op_type),
+             _e(fmt_num(r.sqnr_int8_only, 1)), _e(fmt_num(r.metric_int8_only)),
+             _e(fmt_num(r.sqnr_fp16_only, 1)), _e(fmt_num(r.metric_fp16_only))]
+            for r in sens.head(15).itertuples()]
+    table = _table([("rank", True), ("layer", False), ("op", False), ("SQNR int8-only", True),
+                    (f"{h.metric} int8-only", True), ("SQNR fp16-only", True),
+                    (f"{h.metric} fp16-only", True)], rows)
+    return ("<h2 id=\"sensitivity\">Per-layer sensitivity</h2>"
+            + _img(fig, "per-layer sensitivity", "int8-only: only this layer is INT8, the rest "
+                   "float; fp16-only: only this layer is left FP16, the rest INT8.")
+            + f"<h3>Most sensitive layers (top {len(rows)} of {len(sens)})</h3>" + table)
+
+
+def _autotune(sweep: Sweep) -> str:
+    at = sweep.autotune
+    if at is None:
+        return ""
+    kept = at.get("kept_fp16") or []
+    items = {k: at.get(k) for k in ("target_drop", "fp32_accuracy", "final_accuracy",
+                                    "reached", "evaluations")}
+    items["layers kept FP16"] = f"{len(kept)}: " + ", ".join(map(str, kept)) if kept else "none"
+    out = "<h2 id=\"autotune\">Autotune</h2>" + _kv(items)
+    steps = [s for s in at.get("steps") or [] if isinstance(s, dict)]
+    if steps:
+        keys = list(dict.fromkeys(k for s in steps for k in s))
+        rows = [[_e(s.get(k, "")) if not isinstance(s.get(k), float) else _e(fmt_num(s[k], 3))
+                 for k in keys] for s in steps[:50]]
+        out += "<h3>Search steps</h3>" + _table([(k, False) for k in keys], rows)
+    return out
+
+
+def _calibration(sweep: Sweep) -> str:
+    rows = []
+    for config, doc in sweep.config_results.items():
+        cal = doc.get("calibration")
+        if isinstance(cal, dict):
+            settings = cal.get("settings") or {}
+            text = ", ".join(f"{k}={v}" for k, v in settings.items()) if isinstance(
+                settings, dict) else str(settings)
+            rows.append([_e(config), _e(cal.get("method", DASH)),
+                         _e(cal.get("num_samples", DASH)), _e(text or DASH)])
+    if not rows:
+        return "<p>No config recorded calibration settings (no INT8 config ran).</p>"
+    return _table([("config", False), ("method", False), ("samples", True),
+                   ("settings", False)], rows)
+
+
+def _engines(sweep: Sweep) -> str:
+    if not sweep.engines:
+        return "<p>No engine sidecar (<code>configs/*/engine.json</code>): no engine was built.</p>"
+    out = []
+    for config, eng in sweep.engines.items():
+        lay = eng.layers
+        counts = lay["precision"].value_counts().to_dict() if len(lay) else {}
+        plan_n = int(lay["plan_precision"].notna().sum()) if len(lay) else 0
+        eng_n = int(lay["engine_precision"].notna().sum()) if len(lay) else 0
+        summary = (f"{eng.backend or 'engine'} {eng.backend_version}: {len(lay)} layers ("
+                   + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+                   + f"); {plan_n} checked against the plan, {eng_n} against the engine's "
+                   f"kernels; {len(eng.disagreements)} disagreement"
+                   f"{'' if len(eng.disagreements) == 1 else 's'}.")
+        out.append(f"<h3>{_e(config)}</h3><p>{_e(summary)}</p>")
+        if eng.disagreements:
+            rows = [[_e(d.get("layer", DASH)), _e(d.get("kind", DASH)), _e(d.get("plan", DASH)),
+                     _e(d.get("network", DASH)), _e(d.get("engine", DASH)),
+                     _e(d.get("message", ""))] for d in eng.disagreements]
+            out.append(_table([("layer", False), ("kind", False), ("plan", False),
+                               ("parsed network", False), ("engine", False),
+                               ("message", False)], rows))
+    return "".join(out)
+
+
+def _environment(sweep: Sweep, df: pd.DataFrame) -> str:
+    env = dict(sweep.environment)
+    where = sorted({f"{b} / {d}" for b, d in zip(df["backend"], df["device"], strict=True)
+                    if str(b).strip()})
+    env.setdefault("backend", ", ".join(where) or None)
+    env.setdefault("tensorrt_rtx", None)
+    items = {k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in env.items()}
+    items["tensorrt_rtx"] = items["tensorrt_rtx"] or "not installed (pip install 'quantkit[rtx]')"
+    out = _kv(items)
+    if sweep.recipe:
+        out += f"<details><summary>recipe.yaml</summary><pre>{_e(sweep.recipe)}</pre></details>"
+    return out
+
+
+def render_html(sweep: Sweep) -> str:
+    """The whole report as one self-contained HTML string (see the module docstring)."""
+    from quantkit import __version__
+
+    df = with_derived(sweep)
+    h = headline(sweep, df)
+    notes = warnings(sweep)
+    warn = ("<div class=\"warn\" id=\"warnings\"><strong>Warnings</strong><ul>"
+            + "".join(f"<li>{_e(n.replace('`', ''))}</li>" for n in notes) + "</ul></div>"
+            if notes else "")
+    title = f"quantkit report: {sweep.model_name}"
+    fig = figures.accuracy_latency(df, y=quality_column(df), higher_is_better=h.higher_is_better,
+                                   metric=h.metric, baseline=h.baseline)
+    plot = _img(fig, f"{h.metric} vs latency", f"Each point is a config that ran; the red "
+                f"rings and dashed steps mark the Pareto front; the dotted line is "
+                f"{h.baseline or 'FP32'}; the thin line runs from p50 to p99 latency.")
+    parts = [
+        f"<h1>{_e(title)}</h1><p class=\"sub\">{_e(_date(sweep))} · sweep "
+        f"<span class=\"mono\">{_e(sweep.directory.resolve().name)}</span> · {len(df)} configs"
+        f" · metric {_e(h.metric)} ({'higher' if h.higher_is_better else 'lower'} is better)"
+        "</p>",
+        _cards(sweep, df), warn,
+        f"<h2 id=\"pareto\">{_e(h.metric)} vs latency</h2>", plot,
+        "<h2 id=\"results\">Results</h2>", _results_table(sweep, df),
+        "<h2 id=\"precision\">Per-layer precision</h2>", _precision(sweep),
+        _sensitivity(sweep, df), _autotune(sweep),
+        "<h2 id=\"calibration\">Calibration</h2>", _calibration(sweep),
+        "<h2 id=\"engine\">Engine: plan vs parsed network vs engine</h2>", _engines(sweep),
+        "<h2 id=\"environment\">Environment</h2>", _environment(sweep, df),
+        f"<footer>Generated by quantkit {_e(__version__)} (quantkit report). Self-contained: "
+        "no scripts, no external files.</footer>",
+    ]
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+            f"<title>{_e(title)} ({_e(_date(sweep))})</title><style>{_CSS}</style></head>"
+            f"<body><main>{''.join(parts)}</main></body></html>\n")
+
+
+def write_report(directory: str | os.PathLike[str] | Sweep,
+                 output: str | os.PathLike[str] | None = None,
+                 summary: str | os.PathLike[str] | None = None) -> Path:
+    """Write ``report.html`` and ``summary.md`` for a sweep directory.
+
+    Both documents are rendered in memory first and then written atomically, so a failure
+    leaves no partial file behind.
+
+    Args:
+        directory: the sweep directory (or a :class:`Sweep` already loaded from it).
+        output: the HTML file (default ``DIR/report.html``).
+        summary: the Markdown summary (default ``summary.md`` next to the HTML file).
+
+    Returns:
+        The path of the HTML report.
+
+    Raises:
+        InputError: the sweep directory is unusable (see :func:`load_sweep`) or an output
+            folder does not exist.
+    """
+    from quantkit._io import check_output_path, write_text_atomic
+
+    sweep = directory if isinstance(directory, Sweep) else load_sweep(directory)
+    out = Path(output) if output is not None else sweep.directory / "report.html"
+    md = Path(summary) if summary is not None else out.parent / "summary.md"
+    check_output_path(out, flag="-o")
+    check_output_path(md, flag="--summary")
+    page = render_html(sweep)
+    text = render_markdown(sweep)
+    write_text_atomic(out, page)
+    write_text_atomic(md, text)
+    return out
+
+
+__all__ = ["render_html", "write_report"]
