@@ -236,10 +236,13 @@ def _autotune(sweep: Sweep) -> str:
     at = sweep.autotune
     if at is None:
         return ""
-    kept = at.get("kept_fp16") or []
-    items = {k: at.get(k) for k in ("target_drop", "fp32_accuracy", "final_accuracy",
-                                    "reached", "evaluations")}
-    items["layers kept FP16"] = f"{len(kept)}: " + ", ".join(map(str, kept)) if kept else "none"
+    kept = at.get("kept") or []
+    precision = str(at.get("kept_precision") or "fp16").upper()
+    items = {k: at.get(k) for k in ("target_drop", "fp32_accuracy", "int8_accuracy",
+                                    "final_accuracy", "reached", "evaluations")
+             if at.get(k) is not None}
+    items[f"layers kept {precision}"] = (f"{len(kept)}: " + ", ".join(map(str, kept))
+                                         if kept else "none")
     out = "<h2 id=\"autotune\">Autotune</h2>" + _kv(items)
     steps = [s for s in at.get("steps") or [] if isinstance(s, dict)]
     if steps:

@@ -52,7 +52,7 @@ class AutotuneResult:
             "target_drop": self.target_drop, "reached": self.reached,
             "fp32_accuracy": self.fp32.accuracy, "int8_accuracy": self.all_int8.accuracy,
             "final_accuracy": self.final.accuracy, "final_agreement": self.final.agreement,
-            "kept_fp16": self.kept, "default_float": self.config.default_float,
+            "kept": self.kept, "kept_precision": self.keep_as,
             "evaluations": self.evaluations, "steps": self.steps,
         }
 

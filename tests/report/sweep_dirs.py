@@ -180,7 +180,7 @@ def _optional(root: Path, layers: list[tuple[str, str]], lower: bool) -> None:
     _write_csv(root / "sensitivity.csv", sens_rows, list(sens_rows[0]))
     autotune = {"target_drop": 0.5, "reached": True, "fp32_accuracy": 76.13,
                 "int8_accuracy": 75.61, "final_accuracy": 75.95, "final_agreement": 98.9,
-                "kept_fp16": [quant[0][0], quant[1][0]], "default_float": "fp32",
+                "kept": [quant[0][0], quant[1][0]], "kept_precision": "fp16",
                 "evaluations": 4,
                 "steps": [{"layer": quant[0][0], "accuracy": 75.8, "kept": True},
                           {"layer": quant[1][0], "accuracy": 75.95, "kept": True}]}
