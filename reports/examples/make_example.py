@@ -1,8 +1,8 @@
-"""Regenerate ``reports/examples/demo`` from a real run of ``quantkit demo``.
+r"""Regenerate ``reports/examples/demo`` from a real run of ``quantkit demo``.
 
 Usage::
 
-    python reports/examples/make_example.py            # needs quantkit (and quantkit[rtx] for engines)
+    python reports/examples/make_example.py   # quantkit[rtx] adds the engine builds
 
 Writes ``report.html``, ``summary.md`` and ``results.csv`` of the demo sweep here; take the
 screenshot with headless Chromium::
