@@ -40,20 +40,11 @@ class OrtRunner:
 
     def __init__(self, model: str | os.PathLike[str], *,
                  providers: Sequence[str] | None = None, threads: int | None = None) -> None:
-        import onnxruntime as ort
+        from quantkit._ort import session
 
         self.model = Path(model)
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        if threads:
-            opts.intra_op_num_threads = threads
-        if providers is None:
-            avail = ort.get_available_providers()
-            providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
-                         if p in avail]
         try:
-            self._session = ort.InferenceSession(str(self.model), sess_options=opts,
-                                                 providers=list(providers))
+            self._session = session(str(self.model), providers=providers, threads=threads)
         except Exception as err:
             raise InputError(f"{self.model}: ONNX Runtime cannot load the model: {err}") from err
         self.input_names = [i.name for i in self._session.get_inputs()]

@@ -138,15 +138,8 @@ class ActivationCapture:
 
 def _make_session(model: Any, providers: Sequence[str] | None, threads: int | None,
                   path: Path) -> Any:
-    import onnxruntime as ort
+    from quantkit._ort import session
 
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    if threads:
-        opts.intra_op_num_threads = threads
-    if providers is None:
-        avail = ort.get_available_providers()
-        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in avail]
     try:
         try:
             payload: Any = model.SerializeToString()
@@ -156,7 +149,7 @@ def _make_session(model: Any, providers: Sequence[str] | None, threads: int | No
             tmp = tempfile.mkdtemp(prefix="quantkit-capture-")
             payload = os.path.join(tmp, "model.onnx")
             onnx.save(model, payload, save_as_external_data=True, location="weights.bin")
-        return ort.InferenceSession(payload, sess_options=opts, providers=list(providers))
+        return session(payload, providers=providers, threads=threads)
     except Exception as err:
         raise InputError(f"{path}: ONNX Runtime cannot load the model: {err}") from err
 

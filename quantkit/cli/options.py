@@ -65,17 +65,11 @@ def build_data_options(preprocess_file: str | None, columns: tuple[str, ...],
 
 def load_preprocess(path: str) -> Any:
     """Read a ``preprocess:`` block (or a bare mapping) from a YAML file."""
-    import yaml
-
+    from quantkit._yaml import load_yaml
     from quantkit.data import PreprocessSpec
 
     p = Path(path)
-    try:
-        doc = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"--preprocess {p}: no such file.") from None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
-        raise InputError(f"--preprocess {p}: not readable YAML: {err}") from err
+    doc = load_yaml(p, "--preprocess")
     if isinstance(doc, dict) and "preprocess" in doc:
         doc = doc["preprocess"]
     if not isinstance(doc, dict):

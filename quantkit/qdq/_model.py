@@ -134,3 +134,18 @@ def remove_unused_initializers(model: onnx.ModelProto) -> None:
     inputs = [i for i in model.graph.input if i.name not in dropped]
     del model.graph.input[:]
     model.graph.input.extend(inputs)
+
+
+class UniqueNames:
+    """Hands out names not yet used in a graph (``base``, ``base_1``, ``base_2``...)."""
+
+    def __init__(self, taken: set[str]) -> None:
+        self.taken = taken
+
+    def __call__(self, base: str) -> str:
+        """A fresh name derived from ``base`` (and reserve it)."""
+        name, k = base, 1
+        while name in self.taken:
+            name, k = f"{base}_{k}", k + 1
+        self.taken.add(name)
+        return name

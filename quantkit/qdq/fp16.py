@@ -23,7 +23,12 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from quantkit.qdq._model import GraphIndex, model_opset, remove_unused_initializers
+from quantkit.qdq._model import (
+    GraphIndex,
+    UniqueNames,
+    model_opset,
+    remove_unused_initializers,
+)
 from quantkit.qdq.plan import PrecisionPlan
 
 logger = logging.getLogger(__name__)
@@ -85,18 +90,12 @@ class _Pass:
         self.cur.update({t.name: int(t.data_type) for t in model.graph.initializer})
         self.casts: dict[tuple[str, int], str] = {}
         self.init_copies: dict[tuple[str, int], str] = {}
-        self.taken = set(self.index.initializers) | {o for n in model.graph.node
-                                                     for o in n.output}
+        self.unique = UniqueNames(set(self.index.initializers)
+                                  | {o for n in model.graph.node for o in n.output})
         self.qdq_scales = {n.input[1] for n in model.graph.node
                            if n.op_type in ("QuantizeLinear", "DequantizeLinear")
                            and len(n.input) > 1}
 
-    def unique(self, base: str) -> str:
-        name, k = base, 1
-        while name in self.taken:
-            name, k = f"{base}_{k}", k + 1
-        self.taken.add(name)
-        return name
 
     def node_type(self, node: onnx.NodeProto) -> int:
         entry = self.plan.nodes.get(node.name)

@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
+from quantkit._yaml import load_yaml
 from quantkit.errors import InputError
 from quantkit.qdq.rules import FUSES_RESIDUAL
 
@@ -93,22 +93,8 @@ class PrecisionConfig(BaseModel):
     @classmethod
     def from_yaml(cls, path: str | Path) -> PrecisionConfig:
         """Load and validate a precision file; errors name the file, line or key."""
-        p = Path(path)
-        try:
-            text = p.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise InputError(f"--precision {p}: no such file.") from None
-        except (OSError, UnicodeDecodeError) as err:
-            raise InputError(f"--precision {p}: cannot read it: {err}") from err
-        try:
-            doc = yaml.safe_load(text)
-        except yaml.MarkedYAMLError as err:
-            mark = err.problem_mark
-            where = f"{p}:{mark.line + 1}:{mark.column + 1}" if mark else str(p)
-            raise InputError(f"{where}: YAML syntax error: {err.problem}.") from err
-        except yaml.YAMLError as err:
-            raise InputError(f"{p}: YAML error: {err}") from err
-        return cls.from_mapping(doc if doc is not None else {}, where=str(p))
+        doc = load_yaml(path, "--precision")
+        return cls.from_mapping(doc if doc is not None else {}, where=str(path))
 
     @classmethod
     def from_mapping(cls, doc: Any, where: str = "precision") -> PrecisionConfig:

@@ -30,6 +30,7 @@ from quantkit.qdq._model import (
     FP16_QDQ_OPSET,
     MIN_OPSET,
     GraphIndex,
+    UniqueNames,
     constants_to_initializers,
     model_opset,
     name_nodes,
@@ -154,18 +155,13 @@ class _Writer:
         self.model = model
         self.index = GraphIndex(model)
         self.new_nodes: dict[str, list[onnx.NodeProto]] = {}  # insert before node name
-        self.taken = ({n.name for n in model.graph.node} | set(self.index.initializers)
-                      | {o for n in model.graph.node for o in n.output}
-                      | {i.name for i in model.graph.input})
+        self.unique = UniqueNames({n.name for n in model.graph.node}
+                                  | set(self.index.initializers)
+                                  | {o for n in model.graph.node for o in n.output}
+                                  | {i.name for i in model.graph.input})
         self.act: dict[str, str] = {}
         self.wgt: dict[tuple[str, int | None], str] = {}
 
-    def unique(self, base: str) -> str:
-        name, k = base, 1
-        while name in self.taken:
-            name, k = f"{base}_{k}", k + 1
-        self.taken.add(name)
-        return name
 
     def _insert(self, before: str, nodes: list[onnx.NodeProto]) -> None:
         self.new_nodes.setdefault(before, []).extend(nodes)

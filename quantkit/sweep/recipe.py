@@ -27,9 +27,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from quantkit._yaml import load_yaml
 from quantkit.errors import InputError
 from quantkit.qdq.plan import PrecisionConfig
 
@@ -204,20 +204,7 @@ def _loc(loc: tuple[Any, ...]) -> str:
 def load_recipe(path: str | Path) -> Recipe:
     """Read and validate a recipe; errors name the file and the YAML path of the bad field."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"{p}: no such recipe file.") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise InputError(f"{p}: cannot read the recipe: {err}") from err
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.MarkedYAMLError as err:
-        mark = err.problem_mark
-        where = f"{p}:{mark.line + 1}:{mark.column + 1}" if mark else str(p)
-        raise InputError(f"{where}: YAML syntax error: {err.problem}.") from err
-    except yaml.YAMLError as err:
-        raise InputError(f"{p}: YAML error: {err}") from err
+    doc = load_yaml(p, "recipe")
     if not isinstance(doc, dict):
         raise InputError(f"{p}: a recipe is a mapping with model, data and configs.")
     doc.setdefault("base_dir", str(p.resolve().parent))

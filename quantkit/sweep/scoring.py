@@ -85,18 +85,13 @@ class Evaluator:
         The compared tensor is the scored output, or the logits when the output is a Softmax
         (probabilities saturate to 0/1 and hide quantisation error from SQNR and agreement).
         """
-        import onnxruntime as ort
+        from quantkit._ort import session
 
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        if self.threads:
-            opts.intra_op_num_threads = self.threads
         names = [self.output] if self.compare == self.output else [self.output, self.compare]
         payload = model if self.compare == self.output and isinstance(model, (str, bytes)) \
             else _with_output(model, self.compare)
         try:
-            sess = ort.InferenceSession(payload, sess_options=opts,
-                                        providers=["CPUExecutionProvider"])
+            sess = session(payload, providers=["CPUExecutionProvider"], threads=self.threads)
             runs = [sess.run(names, b) for b in self.batches]
         except Exception as err:
             raise PipelineError(f"ONNX Runtime could not run the candidate model: {err}") \

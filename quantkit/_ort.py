@@ -1,0 +1,30 @@
+"""ONNX Runtime sessions, created one way for every stage (imported lazily)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+
+def default_providers() -> list[str]:
+    """CUDA when ONNX Runtime has it, else CPU."""
+    import onnxruntime as ort
+
+    avail = ort.get_available_providers()
+    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in avail]
+
+
+def session(model: str | bytes, *, providers: Sequence[str] | None = None,
+            threads: int | None = None) -> Any:
+    """An ``onnxruntime.InferenceSession`` with quiet logging and optional thread count.
+
+    Raises whatever ONNX Runtime raises; callers turn it into a message naming the model.
+    """
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    if threads:
+        opts.intra_op_num_threads = threads
+    return ort.InferenceSession(model, sess_options=opts,
+                                providers=list(providers or default_providers()))
