@@ -37,3 +37,40 @@ def test_demo_runs_the_pipeline(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert fp32 > 90  # a trained network, evaluated on held-out digits
     assert fp32 - float(rows["auto"]["accuracy"]) <= 0.5 + 1e-9
     assert "results:" in out and "int8-entropy" in out
+
+
+def test_demo_refuses_a_non_empty_folder(tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "mine.txt").write_text("keep me")
+    assert main(["demo", "-o", str(tmp_path)]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "not empty" in err and "--force" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.txt"]
+    (tmp_path / "file").write_text("x")
+    assert main(["demo", "-o", str(tmp_path / "file")]) == 2
+
+
+def test_demo_refuses_an_unwritable_folder(capsys: pytest.CaptureFixture[str]) -> None:
+    # /proc refuses new folders to every user, root included
+    assert main(["demo", "-o", "/proc/quantkit-demo"]) == 2
+    assert "cannot write there" in " ".join(capsys.readouterr().err.split())
+
+
+def test_ctrl_c_exits_cleanly_without_partial_files(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "quantkit.cli.main", "demo", "-o",
+                             str(tmp_path / "demo")], stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not (tmp_path / "demo" / "results" / "configs").exists() and time.time() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    leftovers = [p for p in (tmp_path / "demo").rglob("*") if p.name.endswith(".tmp")]
+    assert leftovers == []
+    assert not (tmp_path / "demo" / "results" / "report.html").exists()

@@ -17,7 +17,8 @@ def _fmt(v: Any, spec: str = ".4g") -> str:
 @click.command("demo")
 @click.option("-o", "--output", "out_dir", default="quantkit-demo", show_default=True,
               type=click.Path(file_okay=False), help="Folder for the demo's outputs.")
-def demo_cmd(out_dir: str) -> None:
+@click.option("--force", is_flag=True, help="Write into a folder that is not empty.")
+def demo_cmd(out_dir: str, force: bool) -> None:
     """Calibrate, quantize, evaluate and report on the shipped MNIST CNN (no download).
 
     Writes the model, data and recipe to the folder, runs the sweep (FP32, FP16, INT8 with
@@ -28,7 +29,22 @@ def demo_cmd(out_dir: str) -> None:
 
     from quantkit.cli.sweep import _write_report
     from quantkit.demo import run_demo
+    from quantkit.errors import InputError
 
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"-o {out}: exists and is not a folder; give a folder path.")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise InputError(f"-o {out}: the folder exists and is not empty. Choose a new folder, "
+                         "or pass --force to write the demo into it.")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".quantkit-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise InputError(f"-o {out}: cannot write there ({err.strerror}); choose a folder you "
+                         "can write to.") from err
     results, sweep = run_demo(out_dir)
     rows = sweep.rows  # type: ignore[attr-defined]
     print_table(["config", "top-1 %", "agreement %", "SQNR dB", "p50 ms", "size KiB",

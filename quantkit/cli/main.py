@@ -75,8 +75,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         standalone_mode=False)
     except click.exceptions.Exit as ex:
         return ex.exit_code
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        # click turns Ctrl-C into Abort; every output is written atomically, so what exists
+        # is complete
+        click.echo("interrupted", err=True)
         return 130
     except click.ClickException as ex:
         ex.show()
@@ -86,9 +88,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         _error(str(err))
         return err.exit_code
-    except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
-        return 130
     except Exception as err:  # a bug: say so, keep the traceback behind --debug
         if _state["debug"]:
             raise
