@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from quantkit._io import write_text_atomic
+from quantkit._log import track
 from quantkit.calibrators.cache import ScaleTable
 from quantkit.errors import InputError, QuantkitError
 from quantkit.model import load_model, save_model
@@ -305,7 +306,8 @@ def run_sweep(recipe_path: str | Path, out_dir: str | Path, *, force: bool = Fal
         else:
             todo.append(config)
     ex = executor or LocalExecutor()
-    for config, result in ex.map_unordered(lambda c: _run_config(ctx, c), todo):
+    for config, result in ex.map_unordered(lambda c: _run_config(ctx, c),
+                                           track(todo, total=len(todo), description="sweep")):
         row = _failed_row(config, result) if isinstance(result, BaseException) else result
         if isinstance(result, BaseException):
             logger.error("%s failed: %s", config.name, row["error"])
