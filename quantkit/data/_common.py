@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import contextlib
 import logging
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -128,11 +129,43 @@ def check_columns_keys(columns: Mapping[str, str], specs: Sequence[InputSpec],
 
 
 def read_rows(array: np.ndarray, chunk: Selection) -> np.ndarray:
-    """Copy the rows ``chunk`` out of an array or memory map into a new in-memory array."""
+    """Copy the rows ``chunk`` out of an array or memory map into a new in-memory array.
+
+    For a memory map, the pages of the rows just copied are then released
+    (``madvise(MADV_DONTNEED)``): a memory-mapped file read once from start to end would
+    otherwise stay resident and count towards the process's RSS, growing with the samples.
+    """
     window = as_slice(chunk)
     if window is not None:
-        return np.array(array[window])
-    return np.asarray(array[np.asarray(chunk)])
+        out = np.array(array[window])
+        first, last = window.start or 0, (window.stop or len(array)) - 1
+    else:
+        idx = np.asarray(chunk)
+        out = np.asarray(array[idx])
+        first, last = (int(idx.min()), int(idx.max())) if idx.size else (0, -1)
+    if isinstance(array, np.memmap) and last >= first:
+        release_rows(array, first, last)
+    return out
+
+
+def release_rows(array: np.memmap, first: int, last: int) -> None:
+    """Drop the resident pages of rows ``first..last`` of a read-only C-order memory map."""
+    import mmap
+
+    mm = getattr(array, "_mmap", None)
+    if mm is None or not hasattr(mm, "madvise") or not array.flags.c_contiguous \
+            or array.ndim == 0:
+        return
+    row = array.strides[0]
+    base = array.offset - array.offset % mmap.ALLOCATIONGRANULARITY  # where the mapping starts
+    lo = array.offset - base + first * row
+    hi = array.offset - base + (last + 1) * row
+    page = mmap.PAGESIZE
+    lo = -(-lo // page) * page  # only whole pages inside the rows: never a neighbour's data
+    hi = hi // page * page
+    if hi > lo:
+        with contextlib.suppress(OSError, ValueError):  # not fatal: pages just stay cached
+            mm.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
 
 
 Reader = Callable[[Selection], np.ndarray]

@@ -75,3 +75,35 @@ def test_flat_memory(tmp_path: Path, kind: str) -> None:
     # the 192 MiB a non-streaming read would take
     assert peak < 6 * BATCH_BYTES, f"peak {peak / 2**20:.1f} MiB"
     assert peak < FILE_BYTES / 8
+
+
+def test_memory_mapped_npy_pages_are_released(tmp_path: Path) -> None:
+    """Reading a memory-mapped .npy end to end must not keep the file resident (RSS)."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "big.npy"
+    arr = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(1024, 64, 1024))
+    for i in range(0, 1024, 128):
+        arr[i: i + 128] = 1.0  # 256 MiB written through the OS, not held by this process
+    del arr
+    # VmRSS, not ru_maxrss: a child forked from pytest inherits pytest's ru_maxrss
+    code = (
+        "import numpy as np\n"
+        "from quantkit.data import open_source, InputSpec\n"
+        "def rss():\n"
+        "    for line in open('/proc/self/status'):\n"
+        "        if line.startswith('VmRSS:'):\n"
+        "            return int(line.split()[1])\n"
+        f"src = open_source({str(path)!r}, [InputSpec('x', np.dtype(np.float32), "
+        "('N', 64, 1024))])\n"
+        "base = peak = rss()\n"
+        "n = 0\n"
+        "for b in src.batches(16):\n"
+        "    n += len(b['x'])\n"
+        "    peak = max(peak, rss())\n"
+        "print(n, (peak - base) // 1024)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert int(out[0]) == 1024
+    assert int(out[1]) < 64, f"RSS grew by {out[1]} MiB reading a 256 MiB file"
