@@ -89,6 +89,7 @@ class _Pass:
                                     for i in model.graph.input}
         self.cur.update({t.name: int(t.data_type) for t in model.graph.initializer})
         self.casts: dict[tuple[str, int], str] = {}
+        self.forced_fp32: set[str] = set()
         self.init_copies: dict[tuple[str, int], str] = {}
         self.unique = UniqueNames(set(self.index.initializers)
                                   | {o for n in model.graph.node for o in n.output})
@@ -103,7 +104,27 @@ class _Pass:
         if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
                for a in node.attribute):
             return F32
+        if prec == "fp16" and node.name not in self.forced_fp32 and self._overflows(node):
+            self.forced_fp32.add(node.name)
+            logger.warning("node '%s' (%s) has constants beyond the FP16 range (65504); it "
+                           "stays FP32 (override it explicitly to silence this)", node.name,
+                           node.op_type)
+        if node.name in self.forced_fp32:
+            return F32
         return F16 if prec == "fp16" else F32
+
+    def _overflows(self, node: onnx.NodeProto) -> bool:
+        # e.g. BatchNormalization running variances of 1e8 (PP-OCR det): clipped to 65504
+        # they wreck the layer, so such a node keeps FP32 constants and arithmetic
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            return False
+        for name in node.input:
+            t = self.index.initializers.get(name)
+            if t is not None and t.data_type in _FLOATS:
+                arr = numpy_helper.to_array(t)
+                if arr.size and float(np.nanmax(np.abs(arr))) > _FP16_MAX:
+                    return True
+        return False
 
     def convert_input(self, name: str, want: int, before: list[onnx.NodeProto]) -> str:
         if name in self.index.initializers:

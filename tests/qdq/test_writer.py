@@ -15,7 +15,7 @@ from quantkit.calibrators import ScaleTable
 from quantkit.capture import ActivationCapture, calibrate
 from quantkit.errors import InputError
 from quantkit.model import save_model
-from quantkit.qdq.plan import PrecisionPlan
+from quantkit.qdq.plan import PrecisionConfig, PrecisionPlan
 from quantkit.qdq.writer import PLAN_METADATA_KEY, quantize_model, quantize_weight
 
 X = np.random.default_rng(0).standard_normal((32, 3, 8, 8)).astype(np.float32)
@@ -163,3 +163,26 @@ def test_external_data_models_round_trip(cnn: tuple[Path, ScaleTable], tmp_path:
                                providers=["CPUExecutionProvider"]).run(None, {"x": X})[0]
     assert out.shape == (32, 10)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["q.onnx", "q.onnx.data"]
+
+
+def test_fp16_keeps_nodes_with_out_of_range_constants_in_fp32(tmp_path: Path) -> None:
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 4, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2, 4, 4])
+    inits = [numpy_helper.from_array(np.array(v, np.float32), n) for n, v in
+             (("s", [1.0, 2.0]), ("b", [0.0, 0.5]), ("m", [0.0, 1e3]), ("v", [1.0, 9.8e7]))]
+    bn = helper.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], ["bn"], name="bn")
+    relu = helper.make_node("Relu", ["bn"], ["y"], name="relu")
+    model = helper.make_model(helper.make_graph([bn, relu], "g", [x], [y], inits),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    res = quantize_model(model, None, PrecisionConfig(default="fp16", default_float="fp16"))
+    save_model(res.model, tmp_path / "q.onnx")
+    data = np.random.default_rng(0).standard_normal((3, 2, 4, 4)).astype(np.float32) * 1e3
+    got = ort.InferenceSession(str(tmp_path / "q.onnx"),
+                               providers=["CPUExecutionProvider"]).run(None, {"x": data})[0]
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    ref = ort.InferenceSession(str(tmp_path / "m.onnx"),
+                               providers=["CPUExecutionProvider"]).run(None, {"x": data})[0]
+    np.testing.assert_allclose(got, ref, rtol=2e-3, atol=1e-3)
+    assert {t.name for t in res.model.graph.initializer} >= {"v"}  # kept FP32, not clipped
