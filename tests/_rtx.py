@@ -20,30 +20,21 @@ def parse_layers(path: Path) -> dict[str, dict[str, object]]:
     if not parser.parse_from_file(str(path)):
         errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
         raise AssertionError(f"TensorRT-RTX rejected {path}: {errors}")
+    layers = [network.get_layer(i) for i in range(network.num_layers)]
+    int8_dq_outputs = {layer.get_output(0).name for layer in layers
+                       if str(layer.type).endswith("DEQUANTIZE")
+                       and str(layer.get_input(0).dtype).endswith("INT8")}
     out: dict[str, dict[str, object]] = {}
-    for i in range(network.num_layers):
-        layer = network.get_layer(i)
+    for layer in layers:
         ins = [layer.get_input(k) for k in range(layer.num_inputs)]
         out[layer.name] = {
             "type": str(layer.type).split(".")[-1],
             "inputs": [str(t.dtype).split(".")[-1] if t is not None else None for t in ins],
             "outputs": [str(layer.get_output(k).dtype).split(".")[-1]
                         for k in range(layer.num_outputs)],
-            "dq_inputs": [_from_int8_dq(network, t) for t in ins],
+            "dq_inputs": [t is not None and t.name in int8_dq_outputs for t in ins],
         }
     return out
-
-
-def _from_int8_dq(network: object, tensor: object) -> bool:
-    if tensor is None:
-        return False
-    for i in range(network.num_layers):  # type: ignore[attr-defined]
-        layer = network.get_layer(i)  # type: ignore[attr-defined]
-        for k in range(layer.num_outputs):
-            if layer.get_output(k).name == tensor.name:  # type: ignore[attr-defined]
-                return (str(layer.type).endswith("DEQUANTIZE")
-                        and str(layer.get_input(0).dtype).endswith("INT8"))
-    return False
 
 
 def layer_precision(info: dict[str, object]) -> str:
