@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from quantkit.evaluate.metrics import edit_distance
+
 PACKAGE = "rapidocr_onnxruntime"
 DET_FILE = "ch_PP-OCRv4_det_infer.onnx"
 REC_FILE = "ch_PP-OCRv4_rec_infer.onnx"
@@ -129,19 +131,11 @@ def ctc_greedy_decode(probs: np.ndarray, characters: Sequence[str]) -> list[str]
     return out
 
 
-def edit_distance(a: str, b: str) -> int:
-    """Levenshtein distance between two strings (insertions, deletions, substitutions)."""
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i]
-        for j, cb in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-        prev = cur
-    return prev[-1]
-
-
 def character_error_rate(predictions: Sequence[str], truths: Sequence[str]) -> float:
-    """Total edit distance over total ground-truth length (corpus-level CER)."""
+    """Total edit distance over total ground-truth length (corpus-level CER), as a fraction.
+
+    Same definition as quantkit's registered ``cer`` metric (which reports percent).
+    """
     if len(predictions) != len(truths):
         raise ValueError("predictions and truths differ in length")
     dist = sum(edit_distance(p, t) for p, t in zip(predictions, truths, strict=True))
