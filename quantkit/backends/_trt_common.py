@@ -26,6 +26,7 @@ import importlib.util
 import json
 import logging
 import os
+import signal
 import sys
 import threading
 import time
@@ -74,6 +75,26 @@ _NO_DRIVER = "cudaError 35"  # "CUDA driver version is insufficient": no GPU dri
 
 _loggers: dict[str, Any] = {}
 _lock = threading.RLock()  # one build / load at a time per process: the logger is shared
+
+
+@contextlib.contextmanager
+def defer_sigint() -> Iterator[None]:
+    """Hold Ctrl-C during TensorRT calls and raise it once they return.
+
+    TensorRT swallows exceptions raised in its Python callbacks (the logger), so a
+    KeyboardInterrupt delivered there would be lost and the build would go on.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    hits: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda *_: hits.append(1))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if hits:
+        raise KeyboardInterrupt
 
 
 def logger_for(trt_mod: types.ModuleType) -> Any:
@@ -267,7 +288,7 @@ class TrtBackendBase:
         ccs = self._compute_capabilities(trt_mod, options)
         say = status or (lambda _msg: None)
         log = logger_for(trt_mod)
-        with capturing(log) as sink:
+        with defer_sigint(), capturing(log) as sink:
             say(f"parsing {model_path.name} with {self.display_name} {self.version()}")
             builder = self._builder(trt_mod, log)
             flags = self.network_flags(trt_mod)
