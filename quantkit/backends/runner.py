@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from quantkit.backends._trt_common import capturing, error_lines, logger_for
+from quantkit.backends._trt_logging import capturing, error_lines, logger_for
 from quantkit.backends.base import LatencyStats, Runner
 from quantkit.backends.sidecar import as_shape
 from quantkit.calibrators._cuda import (
