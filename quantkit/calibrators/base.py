@@ -16,7 +16,10 @@ from __future__ import annotations
 import abc
 import importlib.util
 import logging
+import os
+import threading
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -53,6 +56,10 @@ class Calibrator(abc.ABC):
     method: ClassVar[str] = ""
     #: algorithm written in the TensorRT cache header.
     cache_algorithm: ClassVar[str] = "EntropyCalibration2"
+    #: ``update_many`` may fold different tensors in concurrent threads: set it on
+    #: subclasses whose ``_update_tensor`` touches only its own ``stat`` (the built-in
+    #: histogram methods do; their numpy work releases the GIL). Off by default for plugins.
+    parallel_updates: ClassVar[bool] = False
 
     def __init__(self, *, allow_nonfinite: bool = False) -> None:
         self.allow_nonfinite = allow_nonfinite
@@ -91,9 +98,27 @@ class Calibrator(abc.ABC):
         self._update_tensor(name, stat, x, top)
 
     def update_many(self, tensors: Mapping[str, npt.ArrayLike]) -> None:
-        """:meth:`update` for every ``{name: array}`` of one batch."""
-        for name, array in tensors.items():
-            self.update(name, array)
+        """:meth:`update` for every ``{name: array}`` of one batch.
+
+        With :attr:`parallel_updates`, the tensors are folded by a small thread pool (one
+        thread per core, :func:`update_threads`). Each tensor's statistic is updated by exactly
+        one thread, so the result is identical to the sequential loop; errors are raised for
+        the first failing tensor in the mapping's order, as the loop would.
+        """
+        items = list(tensors.items())
+        pool = _update_pool() if self.parallel_updates and len(items) > 1 else None
+        if pool is None:
+            for name, array in items:
+                self.update(name, array)
+            return
+        for name, _ in items:  # first-seen order independent of thread scheduling
+            if name not in self._stats:
+                self._stats[name] = self._new_tensor()
+        futures = [pool.submit(self.update, name, array) for name, array in items]
+        errors = [f.exception() for f in futures]  # waits for all of them
+        for err in errors:
+            if err is not None:
+                raise err
 
     def merge(self: C, other: C) -> C:
         """Add ``other``'s statistics to this calibrator's (in place) and return ``self``."""
@@ -178,6 +203,41 @@ class Calibrator(abc.ABC):
     @abc.abstractmethod
     def _tensor_from_state(self, state: Mapping[str, Any]) -> Any:
         """Inverse of :meth:`_tensor_state`."""
+
+
+# -- parallel updates -------------------------------------------------------------------------
+_POOL: ThreadPoolExecutor | None = None
+_POOL_THREADS = 0
+_POOL_LOCK = threading.Lock()
+
+
+def update_threads() -> int:
+    """Threads used by :meth:`Calibrator.update_many`.
+
+    ``QUANTKIT_UPDATE_THREADS`` if set, else the CPUs this process may run on (at most 8).
+    """
+    env = os.environ.get("QUANTKIT_UPDATE_THREADS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(cpus, 8))
+
+
+def _update_pool() -> ThreadPoolExecutor | None:
+    global _POOL, _POOL_THREADS
+    threads = update_threads()
+    if threads < 2:
+        return None
+    with _POOL_LOCK:
+        if _POOL is None or threads != _POOL_THREADS:
+            if _POOL is not None:
+                _POOL.shutdown(wait=False)
+            _POOL = ThreadPoolExecutor(threads, thread_name_prefix="quantkit-update")
+            _POOL_THREADS = threads
+        return _POOL
 
 
 # -- registry ---------------------------------------------------------------------------------

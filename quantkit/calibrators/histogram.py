@@ -45,21 +45,63 @@ _CHUNK = 1 << 16  # elements per binning block (256 KiB of float32: stays in cac
 CountArray = npt.NDArray[np.int64]
 
 
+_F32_MAX = float(np.finfo(np.float32).max)
+#: bin indices are capped here (float32-exact); MAX_BINS coarsens long before it matters.
+_INDEX_CAP = float(1 << 62)
+
+
 def bin_indices(absx: npt.NDArray[np.float32], hi0: np.float32, base_bins: int,
-                coarsen: int) -> npt.NDArray[np.int64]:
+                coarsen: int, top: float | None = None) -> npt.NDArray[np.int64]:
     """Bin index of every value of ``absx`` (non-negative, finite float32).
 
     ``int(float32(float32(x * base_bins) / hi0))`` as ``torch.histc`` computes it, with the
     first range's top value in the last base bin, then divided by ``2**coarsen`` when the
     histogram has been coarsened.
+
+    Two cases the reference does not handle are kept finite: when ``x * base_bins`` overflows
+    float32 (``|x| > 1.6e35`` with 2048 bins; the reference gets ``inf``) the batch is binned
+    in float64, and indices are capped at ``2**62`` (a range ratio no histogram can hold:
+    :data:`MAX_BINS` coarsens long before).
+
+    Args:
+        absx: the values.
+        hi0: the first range's top.
+        base_bins: bins of the first range.
+        coarsen: log2 of the coarsening factor.
+        top: ``absx.max()`` if known.
     """
-    q = (absx * np.float32(base_bins)) / hi0  # float32 arithmetic, as the reference
+    if top is None:
+        top = float(absx.max()) if absx.size else 0.0
+    if top * base_bins >= _F32_MAX:
+        q: np.ndarray = absx.astype(np.float64) * base_bins / float(hi0)
+    else:
+        q = (absx * np.float32(base_bins)) / hi0  # float32 arithmetic, as the reference
+    q = np.minimum(q, _INDEX_CAP)
     idx = q.astype(np.int64)
     # histc puts x == max into the last bin; beyond the first range bins are left-closed.
     idx[q == np.float32(base_bins)] = base_bins - 1
     if coarsen:
         idx >>= coarsen
     return idx
+
+
+def _exact_width(hi0: np.float32, base_bins: int, top: float) -> np.float32 | None:
+    """``hi0 / base_bins`` when dividing by it is exactly the reference's ``(x * B) / hi0``.
+
+    With ``B`` a power of two, ``x * B`` (for every ``|x| <= top``) and ``hi0 / B`` are exact in
+    float32 (no overflow, no subnormal), so both quotients are the same real number rounded
+    once: bit-identical bins with one division per value instead of a multiplication and a
+    division. ``None`` when the shortcut does not apply (the caller then uses the reference
+    formula literally).
+    """
+    if base_bins <= 0 or base_bins & (base_bins - 1):
+        return None
+    width = np.float32(hi0 / np.float32(base_bins))
+    if not np.isfinite(width) or width < np.finfo(np.float32).tiny:
+        return None
+    if top * base_bins >= _F32_MAX:
+        return None  # x * B overflows for the largest values
+    return width
 
 
 @dataclass
@@ -117,32 +159,40 @@ class AbsHistogram:
             self.pending_zeros = 0
         hi0 = np.float32(self.hi0)
         # The largest bin index this batch needs, from its max alone (bin_indices is monotonic).
-        need = int(bin_indices(np.array([top], dtype=np.float32), hi0, self.base_bins,
-                               self.coarsen)[0]) + 1
+        top_array = np.array([top], dtype=np.float32)
+        need = int(bin_indices(top_array, hi0, self.base_bins, self.coarsen, top)[0]) + 1
         while need > MAX_BINS:
             self._coarsen_once()
-            need = (need + 1) // 2
+            need = int(bin_indices(top_array, hi0, self.base_bins, self.coarsen, top)[0]) + 1
         self._grow(need)
-        self._accumulate(flat, hi0, reaches_top=bool(top >= hi0))
+        self._accumulate(flat, hi0, top)
 
-    def _accumulate(self, flat: npt.NDArray[np.float32], hi0: np.float32,
-                    reaches_top: bool) -> None:
+    def _accumulate(self, flat: npt.NDArray[np.float32], hi0: np.float32, top: float) -> None:
         # bin_indices() in cache-sized chunks with preallocated buffers: the same float32
         # arithmetic, without materialising |x|, the quotients and the indices of the whole
         # tensor (several full-size temporaries and memory passes otherwise).
         n = len(self.counts)
         size = min(_CHUNK, flat.size)
+        base = np.float32(self.base_bins)
+        width = _exact_width(hi0, self.base_bins, top)
+        reaches_top = top >= hi0
+        capped = top / float(hi0) * self.base_bins >= _INDEX_CAP / 2
+        acc = np.zeros(n, dtype=np.int64)
+        if width is None or capped:  # rare cases: the literal definition, chunk by chunk
+            for lo in range(0, flat.size, _CHUNK):
+                chunk = np.abs(flat[lo: lo + _CHUNK])
+                acc += np.bincount(bin_indices(chunk, hi0, self.base_bins, self.coarsen, top),
+                                   minlength=n)
+            self.counts += acc
+            return
         q_buf = np.empty(size, dtype=np.float32)
         i_buf = np.empty(size, dtype=np.intp)
-        base = np.float32(self.base_bins)
-        acc = np.zeros(n, dtype=np.int64)
         for lo in range(0, flat.size, _CHUNK):
             chunk = flat[lo: lo + _CHUNK]
             q = q_buf[: chunk.size]
             idx = i_buf[: chunk.size]
-            np.abs(chunk, out=q)
-            np.multiply(q, base, out=q)
-            np.divide(q, hi0, out=q)
+            np.divide(chunk, width, out=q)  # one division: x / (hi0 / B) == (x * B) / hi0
+            np.abs(q, out=q)
             np.copyto(idx, q, casting="unsafe")  # truncation toward zero, as int() in C
             if reaches_top:
                 idx[q == base] = self.base_bins - 1

@@ -30,6 +30,8 @@ class HistogramCalibrator(Calibrator):
         allow_nonfinite: see :class:`Calibrator`.
     """
 
+    parallel_updates = True
+
     def __init__(self, *, num_bins: int = BASE_BINS, widths: Mapping[str, float] | None = None,
                  allow_nonfinite: bool = False) -> None:
         super().__init__(allow_nonfinite=allow_nonfinite)
