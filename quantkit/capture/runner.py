@@ -21,6 +21,7 @@ import numpy as np
 from quantkit._log import track
 from quantkit.calibrators.base import Calibrator, create_calibrator
 from quantkit.calibrators.cache import DEFAULT_TRT_VERSION, ScaleTable
+from quantkit.data._common import ReaderSource
 from quantkit.data.base import Batch, DataSource, InputSpec, check_batch_args, validate_batch
 from quantkit.errors import InputError, PipelineError
 from quantkit.model import ActivationInfo, activation_tensors, input_specs, load_model
@@ -198,8 +199,11 @@ def calibrate(model: str | os.PathLike[str], data: Any, *, method: str = "entrop
     capture = ActivationCapture(model, providers=providers)
     source = open_source(data, capture.inputs, **dict(data_options or {}))
     desc = source.description if isinstance(source, DataSource) else str(data)
+    # Each batch is consumed before the next is read: arrays sources can reuse one buffer.
+    batches = (source.batches(batch_size, max_samples, reuse_buffers=True)
+               if isinstance(source, ReaderSource) else source.batches(batch_size, max_samples))
     n = capture.run(
-        source.batches(batch_size, max_samples), cal.update_many, source=desc,
+        batches, cal.update_many, source=desc,
         allow_nonfinite=allow_nonfinite, total=source.num_batches(batch_size, max_samples),
     )
     amax = cal.compute_amax()

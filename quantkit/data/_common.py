@@ -128,8 +128,14 @@ def check_columns_keys(columns: Mapping[str, str], specs: Sequence[InputSpec],
         )
 
 
-def read_rows(array: np.ndarray, chunk: Selection) -> np.ndarray:
-    """Copy the rows ``chunk`` out of an array or memory map into a new in-memory array.
+def read_rows(array: np.ndarray, chunk: Selection, out: np.ndarray | None = None) -> np.ndarray:
+    """Copy the rows ``chunk`` out of an array or memory map into memory.
+
+    Args:
+        array: the array or memory map.
+        chunk: the rows (a contiguous range or sorted indices).
+        out: a buffer of at least ``len(chunk)`` rows to copy into (its first rows are
+            returned); a new array when ``None``.
 
     For a memory map, the pages of the rows just copied are then released
     (``madvise(MADV_DONTNEED)``): a memory-mapped file read once from start to end would
@@ -137,15 +143,48 @@ def read_rows(array: np.ndarray, chunk: Selection) -> np.ndarray:
     """
     window = as_slice(chunk)
     if window is not None:
-        out = np.array(array[window])
+        rows = array[window]
+        if out is None:
+            result = np.array(rows)
+        else:
+            result = out[: len(rows)]
+            np.copyto(result, rows)
         first, last = window.start or 0, (window.stop or len(array)) - 1
     else:
         idx = np.asarray(chunk)
-        out = np.asarray(array[idx])
+        if out is None:
+            result = np.asarray(array[idx])
+        else:
+            result = out[: len(idx)]
+            np.take(array, idx, axis=0, out=result)
         first, last = (int(idx.min()), int(idx.max())) if idx.size else (0, -1)
     if isinstance(array, np.memmap) and last >= first:
         release_rows(array, first, last)
-    return out
+    return result
+
+
+class RowReader:
+    """Reads row chunks of one array (``Reader``); can reuse one buffer between batches."""
+
+    def __init__(self, array: np.ndarray) -> None:
+        self.array = array
+        self._buffer: np.ndarray | None = None
+
+    def __call__(self, chunk: Selection) -> np.ndarray:
+        return read_rows(self.array, chunk)
+
+    def into_buffer(self, chunk: Selection, batch_size: int) -> np.ndarray:
+        """Read ``chunk`` into this reader's buffer (allocated once, ``batch_size`` rows).
+
+        The result is overwritten by the next call: for consumers that are done with a batch
+        before asking for the next. Reusing one buffer keeps the allocator from handing out
+        a fresh batch-sized block per batch, which made the peak RSS step up once under glibc's
+        dynamic mmap threshold (``benchmarks/RESULTS.md``, flat memory).
+        """
+        need = max(batch_size, len(chunk))
+        if self._buffer is None or len(self._buffer) < need:
+            self._buffer = np.empty((need, *self.array.shape[1:]), dtype=self.array.dtype)
+        return read_rows(self.array, chunk, self._buffer)
 
 
 def release_rows(array: np.memmap, first: int, last: int) -> None:
@@ -191,20 +230,33 @@ class ReaderSource(DataSource):
     def _open(self) -> AbstractContextManager[Mapping[str, Reader]]:
         """Open the data; yield ``{input name: reader}``."""
 
-    def batches(self, batch_size: int, max_samples: int | None = None) -> Iterator[Batch]:
+    def batches(self, batch_size: int, max_samples: int | None = None, *,
+                reuse_buffers: bool = False) -> Iterator[Batch]:
         """Yield batches of at most ``batch_size`` samples, ``max_samples`` in total.
 
         With a ``seed`` given to the constructor and ``max_samples`` smaller than the data, a
         seeded random subset of samples is read (in ascending order) instead of the first ones.
+
+        Args:
+            batch_size: samples per batch.
+            max_samples: stop after this many samples.
+            reuse_buffers: read every batch into the same arrays (one per input). Only for
+                consumers that are done with a batch before asking for the next one (the
+                calibration loop): a batch kept across iterations would change under them.
         """
         check_batch_args(batch_size, max_samples)
-        return self._generate(batch_size, max_samples)
+        return self._generate(batch_size, max_samples, reuse_buffers)
 
-    def _generate(self, batch_size: int, max_samples: int | None) -> Iterator[Batch]:
+    def _generate(self, batch_size: int, max_samples: int | None,
+                  reuse: bool) -> Iterator[Batch]:
         selection = select_indices(self._num, max_samples, self._seed)
         with self._open() as readers:
             for chunk in iter_chunks(selection, batch_size):
-                batch = {name: read(chunk) for name, read in readers.items()}
+                batch = {
+                    name: read.into_buffer(chunk, batch_size)
+                    if reuse and isinstance(read, RowReader) else read(chunk)
+                    for name, read in readers.items()
+                }
                 yield validate_batch(batch, self._inputs, self.description)
 
 

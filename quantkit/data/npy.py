@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from functools import partial
 from typing import Any
 
 import numpy as np
@@ -13,12 +12,12 @@ import numpy as np
 from quantkit.data._common import (
     Reader,
     ReaderSource,
+    RowReader,
     check_columns_keys,
     check_headers,
     existing_file,
     no_samples,
     read_npy_header,
-    read_rows,
     single_input,
     to_numpy,
 )
@@ -68,7 +67,7 @@ class NpySource(ReaderSource):
             array = np.load(self.path, mmap_mode="r", allow_pickle=False)
         except (ValueError, OSError) as err:
             raise InputError(f"data {self.path}: cannot memory-map the array ({err}).") from err
-        yield {self._name: partial(read_rows, array)}
+        yield {self._name: RowReader(array)}
 
 
 class ArraySource(ReaderSource):
@@ -122,4 +121,4 @@ class ArraySource(ReaderSource):
 
     @contextmanager
     def _open(self) -> Iterator[Mapping[str, Reader]]:
-        yield {k: partial(read_rows, v) for k, v in self._arrays.items()}
+        yield {k: RowReader(v) for k, v in self._arrays.items()}

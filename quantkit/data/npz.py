@@ -30,13 +30,13 @@ import numpy as np
 from quantkit.data._common import (
     Reader,
     ReaderSource,
+    RowReader,
     Selection,
     check_columns_keys,
     check_headers,
     existing_file,
     no_samples,
     read_npy_header,
-    read_rows,
 )
 from quantkit.data.base import InputSpec
 from quantkit.errors import InputError
@@ -172,7 +172,7 @@ class NpzSource(ReaderSource):
                     offset = _payload_offset(zf, m)
                     mm = np.memmap(self.path, dtype=m.dtype, mode="r", offset=offset,
                                    shape=m.shape, order="F" if m.fortran else "C")
-                    readers[name] = partial(read_rows, mm)
+                    readers[name] = RowReader(mm)
                 else:
                     fp = cast(io.BufferedIOBase, stack.enter_context(zf.open(m.info)))
                     readers[name] = _RowStream(fp, m, f"{self.path}[{m.key}]")

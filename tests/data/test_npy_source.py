@@ -139,3 +139,20 @@ def test_in_memory_arrays() -> None:
     assert next(iter(src.batches(2)))["x"].shape == (2, 3, 4)
     with pytest.raises(InputError, match="no array 'nope'"):
         open_source({"pixels": data}, [X], columns={"x": "nope"})
+
+
+@pytest.mark.parametrize("seed", [None, 3])
+def test_reused_buffers_give_the_same_batches(tmp_path: Path, seed: int | None) -> None:
+    data = np.arange(50 * 6, dtype=np.float32).reshape(50, 2, 3)
+    path = save(tmp_path / "x.npy", data)
+    spec = [InputSpec("x", "float32", (None, 2, 3))]
+    fresh = [b["x"].copy() for b in NpySource(path, spec, seed=seed).batches(16, 40)]
+    bases = set()
+    reused = []
+    for b in NpySource(path, spec, seed=seed).batches(16, 40, reuse_buffers=True):
+        bases.add(id(b["x"].base))
+        reused.append(b["x"].copy())
+    assert len(reused) == len(fresh) == 3
+    for a, b in zip(fresh, reused, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert len(bases) == 1  # one buffer for every batch, the short last one included
