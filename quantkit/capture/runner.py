@@ -8,6 +8,7 @@ samples.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import tempfile
@@ -18,9 +19,11 @@ from typing import Any
 
 import numpy as np
 
+from quantkit._io import check_output_path
 from quantkit._log import track
 from quantkit.calibrators.base import Calibrator, create_calibrator
 from quantkit.calibrators.cache import DEFAULT_TRT_VERSION, ScaleTable
+from quantkit.capture.checkpoint import Checkpoint, batch_digest, data_identity, file_digest
 from quantkit.data._common import ReaderSource
 from quantkit.data.base import Batch, DataSource, InputSpec, check_batch_args, validate_batch
 from quantkit.errors import InputError, PipelineError
@@ -109,32 +112,77 @@ class ActivationCapture:
 
     def run(self, batches: Iterable[Mapping[str, np.ndarray]], sink: Sink, *,
             source: str = "<data>", allow_nonfinite: bool = False, total: int | None = None,
-            description: str = "calibrating") -> int:
+            description: str = "calibrating", resume: Resume | None = None) -> int:
         """Validate, run and hand every batch's activations to ``sink``.
 
+        Args:
+            batches: the data, batch by batch.
+            sink: receives each batch's ``{activation: array}``.
+            source: the data's description for messages.
+            allow_nonfinite: let NaN/Inf inputs through.
+            total: number of batches, for the progress bar.
+            description: progress bar label.
+            resume: skip batches done by an earlier run and report progress (checkpoints).
+
         Returns:
-            The number of samples processed.
+            The number of samples processed (with ``resume``: including the earlier run's).
 
         Raises:
             InputError: empty data, a batch that does not match the model's inputs, or
                 non-finite input values (unless ``allow_nonfinite``).
         """
-        samples = 0
-        for raw in track(batches, total=total, description=description):
-            batch = validate_batch(raw, self.inputs, source)
-            for name, arr in batch.items():
-                if arr.dtype.kind == "f" and not allow_nonfinite and not np.isfinite(arr).all():
-                    raise InputError(
-                        f"data {source}: input '{name}' contains NaN or Inf values (after "
-                        f"{samples} good samples). Clean the data, or pass --allow-nonfinite "
-                        "to skip non-finite values during calibration."
-                    )
-            for chunk in self._chunks(batch):
-                sink(self.run_batch(chunk))
-                samples += len(next(iter(chunk.values())))
+        resume = resume or Resume()
+        samples, done, in_sink = resume.samples, resume.batches, False
+        try:
+            for index, raw in enumerate(track(batches, total=total, description=description)):
+                batch = validate_batch(raw, self.inputs, source)
+                if index == 0 and resume.first_batch is not None:
+                    resume.first_batch(batch)
+                if index < resume.batches:
+                    continue  # done before the checkpoint: read, not run
+                for name, arr in batch.items():
+                    if arr.dtype.kind == "f" and not allow_nonfinite \
+                            and not np.isfinite(arr).all():
+                        raise InputError(
+                            f"data {source}: input '{name}' contains NaN or Inf values (after "
+                            f"{samples} good samples). Clean the data, or pass "
+                            "--allow-nonfinite to skip non-finite values during calibration."
+                        )
+                in_sink = True
+                for chunk in self._chunks(batch):
+                    sink(self.run_batch(chunk))
+                    samples += len(next(iter(chunk.values())))
+                in_sink = False
+                done = index + 1
+                if resume.after_batch is not None:
+                    resume.after_batch(done, samples)
+        except KeyboardInterrupt:
+            # the statistics are consistent unless the interrupt hit a sink call
+            if not in_sink and resume.interrupted is not None:
+                resume.interrupted(done, samples)
+            raise
         if samples == 0:
             raise InputError(f"data {source}: contains no samples. Give at least one sample.")
         return samples
+
+
+@dataclass
+class Resume:
+    """Hooks of :meth:`ActivationCapture.run` for resumable runs.
+
+    Attributes:
+        batches: batches already done (read and skipped, not run).
+        samples: samples in those batches.
+        first_batch: called with the first batch (to check the data did not change).
+        after_batch: called with ``(batches done, samples done)`` after each batch.
+        interrupted: called like ``after_batch`` on Ctrl-C, when the statistics are consistent.
+    """
+
+    batches: int = 0
+    samples: int = 0
+    first_batch: Callable[[Mapping[str, np.ndarray]], None] | None = None
+    after_batch: Callable[[int, int], None] | None = None
+    interrupted: Callable[[int, int], None] | None = None
 
 
 def _make_session(model: Any, providers: Sequence[str] | None, threads: int | None,
@@ -155,6 +203,40 @@ def _make_session(model: Any, providers: Sequence[str] | None, threads: int | No
         raise InputError(f"{path}: ONNX Runtime cannot load the model: {err}") from err
 
 
+def _resume(path: str | os.PathLike[str], every: int, cal: Calibrator,
+            model: str | os.PathLike[str], data: Any, **settings: Any,
+            ) -> tuple[Checkpoint, Resume, Calibrator]:
+    """Open ``path`` as the run's checkpoint; restore its calibrator if it has one."""
+    check_output_path(path, model, data if isinstance(data, str | os.PathLike) else None,
+                      flag="--checkpoint")
+    fingerprint = {
+        "model_sha256": file_digest(model),
+        "data": data_identity(data),
+        "method": cal.method,
+        "method_settings": cal.settings(),
+        "allow_nonfinite": cal.allow_nonfinite,
+        **{k: json.loads(json.dumps(v, default=str)) for k, v in settings.items()},
+    }
+    ckpt = Checkpoint(path, fingerprint, every)
+    progress = ckpt.load()
+    done = Resume(first_batch=lambda b: ckpt.check_first_batch(batch_digest(b)))
+    if progress is not None:
+        cal = progress.calibrator
+        done.batches, done.samples = progress.batches, progress.samples
+        logger.info("resuming from %s: %d batches (%d samples) already done", path,
+                    progress.batches, progress.samples)
+
+    def save(batches: int, samples: int) -> None:
+        ckpt.save(cal, batches, samples)
+
+    def periodic(batches: int, samples: int) -> None:
+        if batches % ckpt.every == 0:
+            save(batches, samples)
+
+    done.after_batch, done.interrupted = periodic, save
+    return ckpt, done, cal
+
+
 @dataclass
 class CalibrationResult:
     """What :func:`calibrate` produced."""
@@ -171,7 +253,9 @@ def calibrate(model: str | os.PathLike[str], data: Any, *, method: str = "entrop
               method_options: Mapping[str, Any] | None = None,
               data_options: Mapping[str, Any] | None = None,
               providers: Sequence[str] | None = None,
-              trt_version: int = DEFAULT_TRT_VERSION) -> CalibrationResult:
+              trt_version: int = DEFAULT_TRT_VERSION,
+              checkpoint: str | os.PathLike[str] | None = None, checkpoint_every: int = 10,
+              keep_checkpoint: bool = False) -> CalibrationResult:
     """Calibrate every floating-point activation of ``model`` on ``data``.
 
     Args:
@@ -187,6 +271,13 @@ def calibrate(model: str | os.PathLike[str], data: Any, *, method: str = "entrop
         data_options: options for ``open_source`` (``preprocess``, ``columns``, ``seed``...).
         providers: ONNX Runtime execution providers.
         trt_version: version number written in the TensorRT cache header.
+        checkpoint: save the statistics to this file every ``checkpoint_every`` batches (and
+            on Ctrl-C); if it exists, resume from it. The scales are bit-identical to an
+            uninterrupted run. A checkpoint of a run with another model, data or settings is
+            refused (:mod:`quantkit.capture.checkpoint`).
+        checkpoint_every: batches between checkpoint saves.
+        keep_checkpoint: keep the checkpoint file after success (the CLI removes it once its
+            outputs are written); by default it is deleted before returning.
 
     Returns:
         The scales (TensorRT cache / JSON ready) and the calibrator with its statistics.
@@ -199,14 +290,21 @@ def calibrate(model: str | os.PathLike[str], data: Any, *, method: str = "entrop
     capture = ActivationCapture(model, providers=providers)
     source = open_source(data, capture.inputs, **dict(data_options or {}))
     desc = source.description if isinstance(source, DataSource) else str(data)
+    ckpt, resume = None, Resume()
+    if checkpoint is not None:
+        ckpt, resume, cal = _resume(checkpoint, checkpoint_every, cal, model, data,
+                                    batch_size=batch_size, max_samples=max_samples,
+                                    data_options=data_options)
     # Each batch is consumed before the next is read: arrays sources can reuse one buffer.
     batches = (source.batches(batch_size, max_samples, reuse_buffers=True)
                if isinstance(source, ReaderSource) else source.batches(batch_size, max_samples))
     n = capture.run(
-        batches, cal.update_many, source=desc,
+        batches, cal.update_many, source=desc, resume=resume,
         allow_nonfinite=allow_nonfinite, total=source.num_batches(batch_size, max_samples),
     )
     amax = cal.compute_amax()
+    if ckpt is not None and not keep_checkpoint:
+        ckpt.remove()
     table = ScaleTable.from_amax(
         amax, method=cal.method, model=str(model), num_samples=n,
         algorithm=cal.cache_algorithm, trt_version=trt_version,

@@ -7,6 +7,7 @@ import json
 import click
 
 from quantkit._io import check_output_path
+from quantkit.capture.checkpoint import Checkpoint
 from quantkit.cli.options import build_data_options, data_options
 from quantkit.cli.render import print_table
 from quantkit.errors import InputError
@@ -40,12 +41,18 @@ def parse_trt_version(text: str) -> int:
               help="Python file registering a custom calibration method.")
 @click.option("--trt-version", default="10.13.0", show_default=True,
               help="TensorRT version written in the cache header.")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
+              help="Save progress here every --checkpoint-every batches and on Ctrl-C; re-run "
+                   "the same command to resume (scales identical to an uninterrupted run).")
+@click.option("--checkpoint-every", type=int, default=10, show_default=True,
+              help="Batches between checkpoint saves.")
 @click.option("--json", "as_json", is_flag=True, help="Print the scales JSON to stdout.")
 def calibrate_cmd(model: str, data: str, batch_size: int, max_samples: int | None,
                   seed: int | None, preprocess_file: str | None, columns: tuple[str, ...],
                   streaming: bool, method: str, percentile: float | None,
                   cache_out: str | None, scales_out: str | None, allow_nonfinite: bool,
-                  plugin: str | None, trt_version: str, as_json: bool) -> None:
+                  plugin: str | None, trt_version: str, checkpoint: str | None,
+                  checkpoint_every: int, as_json: bool) -> None:
     """Calibrate every floating-point activation of MODEL on representative data.
 
     \b
@@ -53,6 +60,8 @@ def calibrate_cmd(model: str, data: str, batch_size: int, max_samples: int | Non
       quantkit calibrate model.onnx --data calib.npz --cache model.cache
       quantkit calibrate model.onnx --data images/ --preprocess recipe.yaml \\
           --method percentile --percentile 99.99 --scales scales.json
+      quantkit calibrate model.onnx --data big.npy --cache model.cache \\
+          --checkpoint calib.ckpt     # killed? run it again: it resumes
     """
     from quantkit.calibrators import get_calibrator_class, load_calibrator_plugin
     from quantkit.capture import calibrate
@@ -76,13 +85,16 @@ def calibrate_cmd(model: str, data: str, batch_size: int, max_samples: int | Non
         model, data, method=method, batch_size=batch_size, max_samples=max_samples,
         allow_nonfinite=allow_nonfinite, method_options=options,
         data_options=build_data_options(preprocess_file, columns, streaming, seed),
-        trt_version=version,
+        trt_version=version, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
+        keep_checkpoint=True,
     )
     table = result.scales
     if cache_out:
         table.write(cache_out, "cache")
     if scales_out:
         table.write(scales_out, "json")
+    if checkpoint:  # the outputs are written: the run is complete
+        Checkpoint(checkpoint, {}).remove()
     if as_json:
         click.echo(json.dumps(table.to_json_dict(), indent=2))
         return
