@@ -179,12 +179,39 @@ class RowReader:
         The result is overwritten by the next call: for consumers that are done with a batch
         before asking for the next. Reusing one buffer keeps the allocator from handing out
         a fresh batch-sized block per batch, which made the peak RSS step up once under glibc's
-        dynamic mmap threshold (``benchmarks/RESULTS.md``, flat memory).
+        dynamic mmap threshold (``benchmarks/RESULTS.md``, flat memory). Contiguous rows of a
+        C-order memory-mapped file are read with ``readinto`` straight into the buffer, so the
+        map's pages never become resident in this process at all.
         """
         need = max(batch_size, len(chunk))
         if self._buffer is None or len(self._buffer) < need:
             self._buffer = np.empty((need, *self.array.shape[1:]), dtype=self.array.dtype)
+        window = as_slice(chunk)
+        if window is not None and self._read_file(window, self._buffer):
+            return self._buffer[: window.stop - window.start]
         return read_rows(self.array, chunk, self._buffer)
+
+    def _read_file(self, window: slice, buffer: np.ndarray) -> bool:
+        array = self.array
+        filename = getattr(array, "filename", None)
+        if not (isinstance(array, np.memmap) and filename and array.flags.c_contiguous
+                and array.ndim >= 1 and not array.dtype.hasobject):
+            return False
+        start, stop = int(window.start), int(window.stop)
+        row_bytes = array.strides[0]
+        out = buffer[: stop - start].reshape(-1).view(np.uint8).data
+        try:
+            with open(filename, "rb", buffering=0) as fp:
+                fp.seek(array.offset + start * row_bytes)
+                done = 0
+                while done < len(out):
+                    n = fp.readinto(out[done:])
+                    if not n:
+                        return False  # truncated file: let the memory map report it
+                    done += n
+        except OSError:
+            return False
+        return True
 
 
 def release_rows(array: np.memmap, first: int, last: int) -> None:

@@ -188,3 +188,24 @@ def test_truncated_compressed_member(tmp_path: Path) -> None:
     src = NpzSource(path, SPECS)
     with pytest.raises(InputError, match=r"trunc.npz\[images\]: the array data is truncated"):
         list(src.batches(6))
+
+
+@pytest.mark.parametrize("layout", ["C", "F", "big-endian"])
+@pytest.mark.parametrize("seed", [None, 1])
+def test_reused_buffers_give_the_same_batches(tmp_path: Path, compressed: bool, layout: str,
+                                              seed: int | None) -> None:
+    data = make(23)
+    images = data["images"].astype(">f8" if layout == "big-endian" else "f8")
+    if layout == "F":
+        if compressed:
+            pytest.skip("Fortran-order members must be stored")
+        images = np.asfortranarray(images)
+    path = write(tmp_path / "d.npz", compressed, images=images, mask=data["mask"])
+    fresh = [{k: v.copy() for k, v in b.items()}
+             for b in NpzSource(path, SPECS, seed=seed).batches(8, 20)]
+    reused = [{k: v.copy() for k, v in b.items()}
+              for b in NpzSource(path, SPECS, seed=seed).batches(8, 20, reuse_buffers=True)]
+    assert [len(b["mask"]) for b in reused] == [len(b["mask"]) for b in fresh] == [8, 8, 4]
+    for a, b in zip(fresh, reused, strict=True):
+        for k in a:
+            np.testing.assert_array_equal(a[k], b[k])
