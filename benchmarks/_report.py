@@ -24,7 +24,9 @@ def render(R: dict) -> str:
             f"Python {m['versions']['python']}, onnxruntime {m['versions']['onnxruntime']}, "
             f"numpy {m['versions']['numpy']}; "
             f"OPENBLAS_CORETYPE={m['OPENBLAS_CORETYPE'] or 'unset'}; "
-            f"{m['date_utc']}", ""]
+            f"{m['date_utc']}",
+            f"CPUs allowed: {R.get('cpus_allowed', '?')}; ONNX Runtime intra-op threads: "
+            f"{R.get('ort_threads', 'ONNX Runtime default')}", ""]
     summary = []
     if "peers" in R:
         p = R["peers"]

@@ -7,6 +7,7 @@ is imported at module level, so the ModelOpt venv (which has no quantkit) can ru
 from __future__ import annotations
 
 import json
+import os
 import resource
 import threading
 import time
@@ -279,7 +280,28 @@ WORKERS = {"quantkit": w_quantkit, "ort": w_ort, "modelopt": w_modelopt, "plain"
            "profile": w_profile}
 
 
+def _pin_ort_threads() -> None:
+    """``--ort-threads N``: every ONNX Runtime session of this worker (quantkit's, the plain
+    baseline's and ORT's own calibrator's) gets ``intra_op_num_threads = N``. Needed where the
+    process is confined to fewer CPUs than the host has (a cpuset cgroup): ONNX Runtime sizes
+    its pool from the host's cores, ignores the cgroup and oversubscribes the allowed CPUs."""
+    threads = int(os.environ.get("QK_BENCH_ORT_THREADS", "0") or 0)
+    if threads <= 0:
+        return
+    import onnxruntime as ort
+
+    base_options = ort.SessionOptions
+
+    class PinnedOptions(base_options):  # type: ignore[misc, valid-type]
+        def __init__(self) -> None:
+            super().__init__()
+            self.intra_op_num_threads = threads
+
+    ort.SessionOptions = PinnedOptions
+
+
 def worker_main(name: str, params: str, result: str) -> None:
+    _pin_ort_threads()
     base = MemSampler.read()
     sampler = MemSampler()
     sampler.start()

@@ -61,7 +61,8 @@ def run_worker(name: str, params: dict, *, python: str = sys.executable,
     res_path.unlink(missing_ok=True)
     cmd = [python, str(Path(__file__).resolve()), "--worker", name, "--params",
            json.dumps(params), "--result", str(res_path)]
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+    extra = os.environ.get("PYTHONPATH")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), *([extra] if extra else [])]))
     log(f"{tag}: running ({Path(python).parent.parent.name}/bin/python)")
     load0 = os.getloadavg()
     t0 = time.perf_counter()
@@ -413,6 +414,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="alternating plain/quantkit runs in the overhead section (best taken)")
     ap.add_argument("--no-diagnostics", action="store_true",
                     help="skip the diagnostic runs (quantkit with a read()-based .npy reader)")
+    ap.add_argument("--ort-threads", type=int, default=0,
+                    help="intra-op threads of every ONNX Runtime session in the workers "
+                         "(0: ONNX Runtime's default). Use it when the run is confined to fewer "
+                         "CPUs than the host has (cgroup cpuset), else ORT oversubscribes them")
     ap.add_argument("--json", default=str(WORK / "results.json"))
     ap.add_argument("--markdown", default=str(WORK / "results.md"))
     ap.add_argument("--worker", help=argparse.SUPPRESS)
@@ -428,8 +433,12 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unknown section(s) {bad}; choose from {','.join(SECTIONS)}")
     sys.path.insert(0, str(REPO))
     WORK.mkdir(parents=True, exist_ok=True)
+    if args.ort_threads:
+        os.environ["QK_BENCH_ORT_THREADS"] = str(args.ort_threads)  # read by the workers
     t0 = time.perf_counter()
-    R: dict[str, Any] = {"machine": machine_info(), "sections": only}
+    R: dict[str, Any] = {"machine": machine_info(), "sections": only,
+                         "ort_threads": args.ort_threads or "ONNX Runtime default",
+                         "cpus_allowed": sorted(os.sched_getaffinity(0))}
     inp = prepare_inputs(args)
     funcs = {"peers": section_peers, "overhead": section_overhead, "flat": section_flat,
              "bigfile": section_bigfile, "kl": section_kl}

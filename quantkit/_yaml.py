@@ -35,3 +35,5 @@ def load_yaml(path: str | Path, what: str) -> Any:
         raise InputError(f"{where}: YAML syntax error: {err.problem}.") from err
     except yaml.YAMLError as err:
         raise InputError(f"{p}: YAML error: {err}") from err
+    except RecursionError:
+        raise InputError(f"{what} {p}: nested too deeply to be a quantkit file.") from None

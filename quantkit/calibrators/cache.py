@@ -152,7 +152,13 @@ def _num_in(v: Any, where: str) -> float:
     if isinstance(v, bool):
         raise InputError(f"{where}: expected a number, got {v!r}.")
     if isinstance(v, (int, float)):
-        return float(v)
+        value = float(v)
+        with np.errstate(over="ignore"):
+            overflows = bool(np.isfinite(value) and np.isinf(np.float32(value)))
+        if overflows:
+            raise InputError(f"{where}: {v!r} is beyond float32's range (TensorRT stores scales "
+                             "as float32); write \"inf\" if the tensor has no finite range.")
+        return value
     if isinstance(v, str) and v.strip().lower() in ("inf", "+inf", "-inf", "nan"):
         return float(v.strip().lower())
     raise InputError(f"{where}: expected a number or \"inf\"/\"-inf\"/\"nan\", got {v!r}.")
@@ -224,13 +230,22 @@ def parse_scales_json(text: str, source: str = "<json>") -> ScaleTable:
         if name not in scales:
             scales[name] = scale_from_amax(amaxes[name])
     trt = doc.get("trt_cache") or {}
+    settings = doc.get("settings") or {}
+    if not isinstance(trt, dict) or not isinstance(settings, dict):
+        bad = "trt_cache" if not isinstance(trt, dict) else "settings"
+        raise InputError(f"{source}: \"{bad}\" must be an object.")
+    version = trt.get("version", DEFAULT_TRT_VERSION)
+    if isinstance(version, bool) or not isinstance(version, int | str) \
+            or not str(version).isdigit():
+        raise InputError(f"{source}: trt_cache.version must be an integer such as 101300, got "
+                         f"{version!r}.")
     num = doc.get("num_samples")
     return ScaleTable(
         scales=scales, amaxes=amaxes, method=doc.get("method"), model=doc.get("model"),
         num_samples=int(num) if isinstance(num, int) else None,
         algorithm=str(trt.get("algorithm", "EntropyCalibration2")),
-        trt_version=int(trt.get("version", DEFAULT_TRT_VERSION)),
-        settings=dict(doc.get("settings") or {}),
+        trt_version=int(version),
+        settings=dict(settings),
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
@@ -76,11 +77,13 @@ def calibrate_cmd(model: str, data: str, batch_size: int, max_samples: int | Non
         options["percentile"] = percentile
     version = parse_trt_version(trt_version)
     outs = [p for p in (cache_out, scales_out) if p]
-    for flag, path in (("--cache", cache_out), ("--scales", scales_out)):
+    for flag, path in (("--cache", cache_out), ("--scales", scales_out),
+                       ("--checkpoint", checkpoint)):
         if path:
-            check_output_path(path, model, data, flag=flag)
-    if cache_out and scales_out and cache_out == scales_out:
-        raise InputError("--cache and --scales name the same file; give two paths.")
+            check_output_path(path, model, data, preprocess_file, plugin, flag=flag)
+    outputs = [Path(p).resolve() for p in (cache_out, scales_out, checkpoint) if p]
+    if len(set(outputs)) < len(outputs):
+        raise InputError("--cache, --scales and --checkpoint must name different files.")
     result = calibrate(
         model, data, method=method, batch_size=batch_size, max_samples=max_samples,
         allow_nonfinite=allow_nonfinite, method_options=options,

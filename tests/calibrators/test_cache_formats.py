@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import struct
 from pathlib import Path
 
@@ -123,3 +124,20 @@ def test_read_scales_detects_format(tmp_path: Path) -> None:
         read_scales(tmp_path / "bad.bin")
     with pytest.raises(InputError, match="no such file"):
         read_scales(tmp_path / "missing.cache")
+
+
+@pytest.mark.parametrize("doc, needle", [
+    ({"trt_cache": [1]}, '"trt_cache" must be an object'),
+    ({"settings": "x"}, '"settings" must be an object'),
+    ({"trt_cache": {"version": "ten"}}, "trt_cache.version must be an integer"),
+    ({"trt_cache": {"version": True}}, "trt_cache.version must be an integer"),
+    ({"tensors": {"a": {"scale": 1e300}}}, "beyond float32's range"),
+    ({"tensors": {"a": {"amax": -1e39}}}, "beyond float32's range"),
+])
+def test_scales_json_structure_errors_are_input_errors(doc: dict, needle: str) -> None:
+    from quantkit.calibrators.cache import SCALES_FORMAT, parse_scales_json
+    from quantkit.errors import InputError
+
+    full = {"format": SCALES_FORMAT, "tensors": {"a": {"scale": 0.5}}, **doc}
+    with pytest.raises(InputError, match=re.escape(needle)):
+        parse_scales_json(json.dumps(full), "s.json")

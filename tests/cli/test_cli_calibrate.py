@@ -94,7 +94,26 @@ BAD_INPUTS = [
                          "{d}/m.onnx"], "same file as the input"),
     ("bad trt version", ["calibrate", "{d}/m.onnx", "--data", "{d}/x.npy", "--trt-version",
                          "ten"], "--trt-version"),
+    ("cache is scales", ["calibrate", "{d}/m.onnx", "--data", "{d}/x.npy", "--cache",
+                         "{d}/o.out", "--scales", "{d}/./o.out"], "must name different files"),
+    ("checkpoint is cache", ["calibrate", "{d}/m.onnx", "--data", "{d}/x.npy", "--cache",
+                             "{d}/o.out", "--checkpoint", "{d}/o.out"],
+     "must name different files"),
+    ("output is the plugin", ["calibrate", "{d}/m.onnx", "--data", "{d}/x.npy", "--calibrator",
+                              "{d}/plugin.py", "--scales", "{d}/plugin.py"],
+     "same file as the input"),
 ]
+
+
+PLUGIN = """\
+from quantkit.calibrators import register_calibrator
+from quantkit.calibrators.methods import MinMaxCalibrator
+
+
+@register_calibrator("cli-test-minmax")
+class CliTestMinMax(MinMaxCalibrator):
+    pass
+"""
 
 
 @pytest.mark.parametrize("label, args, needle", BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
@@ -102,6 +121,7 @@ def test_bad_input(setup: Path, capsys: pytest.CaptureFixture[str], label: str,
                    args: list[str], needle: str) -> None:
     d = setup
     (d / "corrupt.onnx").write_bytes((d / "m.onnx").read_bytes()[:50])
+    (d / "plugin.py").write_text(PLUGIN)
     np.savez(d / "wrongname.npz", images=np.zeros((2, 3, 8, 8), np.float32))
     np.save(d / "rank.npy", np.zeros((2, 3, 8), np.float32))
     np.save(d / "dims.npy", np.zeros((2, 4, 8, 8), np.float32))
