@@ -9,6 +9,9 @@ import pytest
 trt = pytest.importorskip("tensorrt_rtx_bindings")
 
 _COMPUTE = ("CONVOLUTION", "DECONVOLUTION", "MATRIX_MULTIPLY")
+#: layers the parser inserts between a DQ and its consumer (e.g. a broadcast of a 2-D MatMul
+#: weight) that do not change values: TensorRT still fuses the DQ into the consumer.
+_PASS_THROUGH = ("SHUFFLE", "SQUEEZE", "UNSQUEEZE", "IDENTITY")
 
 
 def parse_layers(path: Path) -> dict[str, dict[str, object]]:
@@ -21,9 +24,23 @@ def parse_layers(path: Path) -> dict[str, dict[str, object]]:
         errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
         raise AssertionError(f"TensorRT-RTX rejected {path}: {errors}")
     layers = [network.get_layer(i) for i in range(network.num_layers)]
-    int8_dq_outputs = {layer.get_output(0).name for layer in layers
-                       if str(layer.type).endswith("DEQUANTIZE")
-                       and str(layer.get_input(0).dtype).endswith("INT8")}
+    producer = {layer.get_output(k).name: layer for layer in layers
+                for k in range(layer.num_outputs)}
+
+    def from_int8_dq(name: str) -> bool:
+        for _ in range(8):  # a short chain of pass-through layers at most
+            layer = producer.get(name)
+            if layer is None:
+                return False
+            kind = str(layer.type).split(".")[-1]
+            if kind == "DEQUANTIZE":
+                return str(layer.get_input(0).dtype).endswith("INT8")
+            if kind not in _PASS_THROUGH or layer.get_input(0) is None:
+                return False
+            name = layer.get_input(0).name
+        return False
+
+    int8_dq_outputs = {name for name in producer if from_int8_dq(name)}
     out: dict[str, dict[str, object]] = {}
     for layer in layers:
         ins = [layer.get_input(k) for k in range(layer.num_inputs)]

@@ -359,8 +359,12 @@ def _compare_engine(layers: list[dict[str, Any]], kernels: Sequence[dict[str, An
             continue
         if layer["type"] in COMPUTE_TYPES:
             # The compute kernel of a node is the first one whose metadata starts with it; its
-            # first input's type is what the math runs in (int8 x int8 -> Int8 input).
-            found = first.get(node)
+            # first input's type is what the math runs in (int8 x int8 -> Int8 input). Fused
+            # kernels name several nodes (a Q/K/V gemm lists one projection first), so a kernel
+            # that mentions the node anywhere and runs in the network's precision agrees.
+            agreeing = next((k for k in mentions.get(node, [])
+                             if k["precision"] == layer["precision"]), None)
+            found = agreeing or first.get(node)
             if found is None or found["precision"] is None:
                 continue
             kernel, got = found, found["precision"]
@@ -372,6 +376,9 @@ def _compare_engine(layers: list[dict[str, Any]], kernels: Sequence[dict[str, An
             types = {t for k in group for t in (*k["inputs"], *k["outputs"])}
             if not group or "fp32" in types or not types & {"fp16", "bf16"}:
                 continue
+            if any("cast" in str(k["name"]).lower() for k in group):
+                continue  # a kernel with casts fused in (LayerNorm's CastMeanSub...Cast) can
+                # compute in FP32 between half-typed inputs and outputs: not evidence
             got = "fp16" if "fp16" in types else "bf16"
             kernel = group[0]
         else:

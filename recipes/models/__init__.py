@@ -95,15 +95,21 @@ def rtx_parse(path: str | os.PathLike[str]) -> tuple[dict[str, str], float]:
     The rule of ``tests/_rtx.py`` (TENSORRT_FACTS.md): a Conv/Deconv/MatMul layer is INT8 when
     its data and weight inputs come from DEQUANTIZE layers of INT8 tensors; otherwise the type
     of its first float input. Producers are indexed once (the OCR models have 1,200-1,700
-    layers). A MatMul whose 2-D weight the parser broadcasts through a Shuffle reads as
-    ``fp32`` here although the engine may still run it in INT8 (see the README).
+    layers). A DQ output reached through Shuffle/Squeeze/Unsqueeze/Identity layers (the parser
+    broadcasts 2-D MatMul weights with a Shuffle) still counts as coming from the DQ.
     """
     _, network, _, seconds = _rtx_network(path)
     layers = [network.get_layer(i) for i in range(network.num_layers)]
     from_int8_dq: dict[str, bool] = {}
-    for layer in layers:
-        is_dq = (str(layer.type).endswith("DEQUANTIZE")
-                 and str(layer.get_input(0).dtype).endswith("INT8"))
+    for layer in layers:  # layers come in topological order: producers first
+        kind = str(layer.type).split(".")[-1]
+        first = layer.get_input(0) if layer.num_inputs else None
+        if kind == "DEQUANTIZE":
+            is_dq = str(layer.get_input(0).dtype).endswith("INT8")
+        elif kind in ("SHUFFLE", "SQUEEZE", "UNSQUEEZE", "IDENTITY") and first is not None:
+            is_dq = from_int8_dq.get(first.name, False)  # a broadcast weight stays INT8
+        else:
+            is_dq = False
         for k in range(layer.num_outputs):
             from_int8_dq[layer.get_output(k).name] = is_dq
     out: dict[str, str] = {}

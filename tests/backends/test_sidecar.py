@@ -113,3 +113,32 @@ def test_read_sidecar_and_counts(tmp_path: Path) -> None:
     sidecar_path(engine).write_text(json.dumps(doc))
     assert read_sidecar(engine) == doc
     assert precision_counts(doc) == {"fp16": 1, "int8": 1}
+
+
+def _kernel(name: str, dtype: str, nodes: list[str]) -> str:
+    return (f"Name: {name}, LayerType: gemm, Inputs: [ {{ Name: a, Datatype: {dtype}, Format: "
+            "(Linear) Row major linear format }], Constants: [], Outputs: [ { Name: o, "
+            f"Datatype: {dtype}, Format: (Linear) Row major linear format }}], TacticName: t, "
+            "StreamId: 0, Metadata: " + US.join(f"[ONNX Layer: {n}]" for n in nodes))
+
+
+def test_compare_accepts_fused_qkv_gemm_and_cast_fused_layernorm() -> None:
+    """A fused Q/K/V INT8 gemm names value first; the fp16 bias kernel names query first. And a
+    LayerNorm kernel with fused casts has half inputs/outputs but computes in FP32."""
+    layers = [
+        {"name": n, "type": "MATRIX_MULTIPLY", "precision": "int8", "output_dtypes": ["fp16"],
+         "onnx_node": n} for n in ("/q/MatMul", "/k/MatMul", "/v/MatMul")
+    ] + [{"name": "/ln", "type": "NORMALIZATION", "precision": "fp32",
+          "output_dtypes": ["fp32"], "onnx_node": "/ln"},
+         {"name": "/solo/MatMul", "type": "MATRIX_MULTIPLY", "precision": "int8",
+          "output_dtypes": ["fp16"], "onnx_node": "/solo/MatMul"}]
+    kernels = parse_engine_log(log(
+        _kernel("qkv_gemm", "Int8", ["/v/MatMul", "/q/MatMul", "/k/MatMul"]),
+        _kernel("bias_q", "Half", ["/q/MatMul", "/q/Add"]),
+        _kernel("bias_k", "Half", ["/k/MatMul", "/k/Add"]),
+        _kernel("__myl_CastMeanSubMulMeanAddSqrtDivMulMulAddCast", "Half", ["/ln"]),
+        _kernel("solo_fp16", "Half", ["/solo/MatMul"]),
+    ))
+    found, _ = compare(layers, kernels, None)
+    assert [(d["layer"], d["engine"]) for d in found] == [("/solo/MatMul", "fp16")]
+    assert all(layer.get("engine_precision") == "int8" for layer in layers[:3])
