@@ -78,7 +78,7 @@ OUTPUT_NAME = "sentence_embedding"
 SEQ_LEN = 64
 #: calibration method used by the recipe. Max |x| keeps the few outlier channels of the
 #: LayerNorm outputs (the inputs of the Q/K/V and FFN-in projections) unclipped; percentile
-#: 99.99 and entropy clip them and cost ~4x more cosine (see MINILM.md).
+#: 99.99 and entropy clip them and cost ~4x more cosine (see the MiniLM README).
 CALIBRATION_METHOD = "minmax"
 
 _LAYERNORM_FP32: dict[str, str] = {"op_type": "LayerNormalization", "precision": "fp32"}
@@ -92,7 +92,7 @@ INT8_PLAN: dict[str, Any] = {
     "overrides": [_LAYERNORM_FP32],
 }
 #: the mixed plan: the six FFN output projections stay FP16 -- they read GELU outputs, whose
-#: long positive tail one per-tensor INT8 scale cannot resolve (per-layer scan in MINILM.md);
+#: long positive tail one per-tensor INT8 scale cannot resolve (per-layer scan: README);
 #: 42 of the 48 MatMuls (2/3 of the projection MACs, and all attention MatMuls) stay INT8.
 MIXED_PLAN: dict[str, Any] = {
     "default": "int8",
@@ -520,7 +520,7 @@ def hybrid_scales(model: Any, minmax: Any, other: Any) -> Any:
     quantkit calibrates every tensor with one method; this combines two runs. The LayerNorm
     outputs carry a few outlier channels that clipping methods cut off, while the GELU
     outputs (FFN output projection inputs) have a long tail that max |x| wastes the INT8 range
-    on (MINILM.md, per-layer scan).
+    on (the MiniLM README, per-layer scan).
 
     Args:
         model: the FP32 ``ModelProto``.
@@ -539,7 +539,7 @@ def hybrid_scales(model: Any, minmax: Any, other: Any) -> Any:
 # --------------------------------------------------------------------------- measurement
 
 
-def _measure(cache: Path) -> None:  # pragma: no cover - MINILM.md's measurement script
+def _measure(cache: Path) -> None:  # pragma: no cover - the README's MiniLM figures
     import collections
     import time
 
@@ -624,7 +624,7 @@ def _measure(cache: Path) -> None:  # pragma: no cover - MINILM.md's measurement
         print(json.dumps(row), flush=True)
 
 
-def _sensitivity(cache: Path) -> None:  # pragma: no cover - MINILM.md's per-layer scan
+def _sensitivity(cache: Path) -> None:  # pragma: no cover - the README's MiniLM scan
     import onnx
 
     from quantkit.capture import calibrate

@@ -258,7 +258,7 @@ def test_cosine_to_fp32(minilm: dict[str, Any], qcache: Path) -> None:
 
 
 def test_zz_report_measurements(capsys: pytest.CaptureFixture[str]) -> None:
-    """Print what the other tests measured (``pytest -s`` shows it; MINILM.md records it)."""
+    """Print what the other tests measured (``pytest -s`` shows it; the README records it)."""
     if not MEASURED:
         pytest.skip("no MiniLM test ran")
     with capsys.disabled():
