@@ -31,8 +31,18 @@ class ActivationInfo:
     op_type: str | None
 
 
+#: the most elements quantkit accepts in one tensor with a fully static shape (8 GiB of float32).
+MAX_TENSOR_ELEMENTS = 1 << 31
+
+
 def load_model(path: str | os.PathLike[str], *, load_external_data: bool = True) -> onnx.ModelProto:
-    """Load and check an ONNX model, with errors that name the file and the fix."""
+    """Load and check an ONNX model, with errors that name the file and the fix.
+
+    A model is untrusted input: before any external data is read, every external-data
+    ``location`` must be a relative path inside the model's folder, and tensor shapes must be
+    plausible (no negative dimensions other than ``-1``, no static shape over
+    :data:`MAX_TENSOR_ELEMENTS` elements, initializers whose stored data matches their shape).
+    """
     import onnx
 
     p = Path(path)
@@ -41,7 +51,7 @@ def load_model(path: str | os.PathLike[str], *, load_external_data: bool = True)
     if p.is_dir():
         raise InputError(f"{p}: is a folder; give the path of an .onnx model file.")
     try:
-        model = onnx.load(str(p), load_external_data=load_external_data)
+        model = onnx.load(str(p), load_external_data=False)
     except Exception as err:  # protobuf raises DecodeError, OSError, ValueError...
         raise InputError(
             f"{p}: not a readable ONNX model ({type(err).__name__}: {err}). Check that the "
@@ -49,11 +59,173 @@ def load_model(path: str | os.PathLike[str], *, load_external_data: bool = True)
         ) from err
     if not model.graph.node and not model.graph.input:
         raise InputError(f"{p}: not an ONNX model (the graph is empty). Check the file.")
+    check_model_safety(model, p)
+    if load_external_data and external_data_files(model, p):
+        from onnx.external_data_helper import load_external_data_for_model
+
+        try:
+            load_external_data_for_model(model, str(p.parent))
+        except Exception as err:
+            raise InputError(
+                f"{p}: cannot read the model's external data ({type(err).__name__}: {err}). "
+                "Keep the data files next to the model, as they were saved."
+            ) from err
     try:
-        onnx.checker.check_model(model if p.stat().st_size < (2 << 30) else str(p))
+        onnx.checker.check_model(model if model.ByteSize() < (2 << 30) - 1024 else str(p))
     except Exception as err:
         raise InputError(f"{p}: invalid ONNX model: {str(err).splitlines()[0]}") from err
     return model
+
+
+def _all_tensors(graph: Any, where: str = "") -> Any:
+    """``(where, TensorProto)`` for every tensor stored in ``graph`` and its subgraphs."""
+    for t in graph.initializer:
+        yield f"{where}initializer '{t.name}'", t
+    for sp in graph.sparse_initializer:
+        yield f"{where}sparse initializer '{sp.values.name}'", sp.values
+        yield f"{where}sparse initializer '{sp.values.name}' (indices)", sp.indices
+    for node in graph.node:
+        for attr in node.attribute:
+            label = f"{where}node '{node.name or node.op_type}' attribute '{attr.name}'"
+            if attr.HasField("t"):
+                yield label, attr.t
+            for t in attr.tensors:
+                yield label, t
+            if attr.HasField("g"):
+                yield from _all_tensors(attr.g, f"{label} > ")
+            for g in attr.graphs:
+                yield from _all_tensors(g, f"{label} > ")
+
+
+def _external_location(tensor: Any) -> str | None:
+    if tensor.data_location != 1:  # TensorProto.EXTERNAL
+        return None
+    for entry in tensor.external_data:
+        if entry.key == "location":
+            return str(entry.value)
+    return ""
+
+
+def external_data_files(model: onnx.ModelProto, path: str | os.PathLike[str]) -> list[Path]:
+    """The external-data files a model refers to (resolved; checked to stay in its folder).
+
+    Raises:
+        InputError: a ``location`` that is empty, absolute, or leads outside the model's folder.
+    """
+    p = Path(path)
+    base = p.resolve().parent
+    files: dict[Path, None] = {}
+    for where, tensor in _all_tensors(model.graph):
+        location = _external_location(tensor)
+        if location is None:
+            continue
+        fix = ("External data must be a relative path inside the model's folder; re-save the "
+               "model with onnx.save_model(..., save_as_external_data=True, location='NAME').")
+        if not location or "\0" in location:
+            raise InputError(f"{p}: {where}: the external-data location is empty. {fix}")
+        loc = Path(location)
+        if loc.is_absolute() or location.startswith(("/", "\\")) or (
+                len(location) > 1 and location[1] == ":"):
+            raise InputError(f"{p}: {where}: the external-data location {location!r} is an "
+                             f"absolute path. {fix}")
+        full = (base / loc).resolve()
+        if base not in full.parents:
+            raise InputError(f"{p}: {where}: the external-data location {location!r} leads "
+                             f"outside the model's folder {base}. {fix}")
+        files[full] = None
+    return list(files)
+
+
+def _elements(dims: Any) -> int:
+    n = 1
+    for d in dims:
+        n *= int(d)
+    return n
+
+
+def _check_shape(p: Path, what: str, dims: list[int]) -> None:
+    bad = [d for d in dims if d < -1]
+    if bad:
+        raise InputError(f"{p}: {what} has the dimension {bad[0]} (shape {dims}); dimensions "
+                         "are >= 0, or -1 / a name for a dynamic one. Re-export the model.")
+    static = [d for d in dims if d >= 0]
+    if len(static) == len(dims) and _elements(static) > MAX_TENSOR_ELEMENTS:
+        raise InputError(f"{p}: {what} declares {_elements(static)} elements (shape {dims}), "
+                         f"more than quantkit accepts in one tensor ({MAX_TENSOR_ELEMENTS}). "
+                         "Check the export (a corrupt or hostile file?).")
+
+
+#: bytes per element of the ONNX element types whose storage is one element per item
+_ITEMSIZE = {1: 4, 2: 1, 3: 1, 4: 2, 5: 2, 6: 4, 7: 8, 9: 1, 10: 2, 11: 8, 12: 4, 13: 8,
+             14: 8, 15: 16, 16: 2}
+
+
+def _stored_elements(tensor: Any) -> int | None:
+    """How many elements a tensor's inline data holds (``None``: not checked)."""
+    itemsize = _ITEMSIZE.get(tensor.data_type)
+    if itemsize is None:  # strings, packed sub-byte and float8 types: not checked
+        return None
+    if tensor.HasField("raw_data"):
+        return len(tensor.raw_data) // itemsize
+    for field in ("float_data", "int32_data", "int64_data", "double_data", "uint64_data"):
+        n = len(getattr(tensor, field))
+        if n:
+            return n // 2 if tensor.data_type in (14, 15) else n  # complex: two per element
+    return 0
+
+
+def check_model_safety(model: onnx.ModelProto, path: str | os.PathLike[str]) -> None:
+    """Refuse what a hostile or corrupt model could use to escape its folder or exhaust memory.
+
+    Raises:
+        InputError: naming the tensor and the fix.
+    """
+    p = Path(path)
+    files = external_data_files(model, p)
+    sizes: dict[Path, int] = {}
+    for f in files:
+        if not f.is_file():
+            raise InputError(f"{p}: the external-data file {f.name} is missing; keep the data "
+                             "files next to the model, as they were saved.")
+        sizes[f] = f.stat().st_size
+    base = p.resolve().parent
+    for where, tensor in _all_tensors(model.graph):
+        dims = [int(d) for d in tensor.dims]
+        if any(d < 0 for d in dims):
+            raise InputError(f"{p}: {where} has a negative dimension (shape {dims}); stored "
+                             "tensors have fixed, non-negative dimensions. Re-export the model.")
+        count = _elements(dims)
+        location = _external_location(tensor)
+        if location is not None:
+            info = {e.key: e.value for e in tensor.external_data}
+            try:
+                offset, length = int(info.get("offset", 0)), info.get("length")
+            except ValueError:
+                raise InputError(f"{p}: {where}: external-data offset {info.get('offset')!r} "
+                                 "is not a number. Re-save the model.") from None
+            size = sizes.get((base / location).resolve(), 0)
+            if offset < 0 or offset > size or (length is not None and (
+                    not str(length).isdigit() or offset + int(length) > size)):
+                raise InputError(f"{p}: {where}: its external data (offset {offset}, length "
+                                 f"{length}) lies outside {location} ({size} bytes). The data "
+                                 "file is truncated or does not belong to this model.")
+            itemsize = _ITEMSIZE.get(tensor.data_type, 0)
+            avail = int(length) if length is not None else size - offset
+            if itemsize and count * itemsize > avail:
+                raise InputError(f"{p}: {where} declares shape {dims} ({count * itemsize} "
+                                 f"bytes) but its external data holds {avail} bytes. The "
+                                 "model is corrupt; re-export it.")
+            continue
+        stored = _stored_elements(tensor)
+        if stored is not None and stored != count:
+            raise InputError(f"{p}: {where} declares shape {dims} ({count} elements) but "
+                             f"stores {stored}. The model is corrupt; re-export it.")
+    for vi in (*model.graph.input, *model.graph.output, *model.graph.value_info):
+        if not vi.type.HasField("tensor_type") or not vi.type.tensor_type.HasField("shape"):
+            continue
+        dims_or_sym = [int(d.dim_value) if d.HasField("dim_value") else -1
+                       for d in vi.type.tensor_type.shape.dim]
+        _check_shape(p, f"tensor '{vi.name}'", dims_or_sym)
 
 
 def _dims(value_info: Any) -> tuple[Dim, ...]:

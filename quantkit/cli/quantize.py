@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from quantkit._io import check_output_path
@@ -37,14 +39,21 @@ def quantize_cmd(model: str, data: str | None, batch_size: int, max_samples: int
     import json
 
     from quantkit.calibrators import read_scales
-    from quantkit.model import load_model, save_model
+    from quantkit.model import external_data_files, load_model, save_model
     from quantkit.qdq.plan import PrecisionConfig
     from quantkit.qdq.writer import quantize_model
 
     if (data is None) == (scales_file is None):
         raise InputError("give exactly one of --data (calibrate now) or --scales S.json.")
-    check_output_path(output, model, data, scales_file, precision_file, flag="-o")
+    check_output_path(output, model, data, scales_file, precision_file, preprocess_file,
+                      flag="-o")
     config = PrecisionConfig.from_yaml(precision_file) if precision_file else PrecisionConfig()
+    if Path(output).exists() or Path(f"{output}.data").exists():
+        # the output (or the external-data file a large output gets) must not be one of the
+        # input model's external-data files
+        ext = external_data_files(load_model(model, load_external_data=False), model)
+        for target in (output, f"{output}.data"):
+            check_output_path(target, *ext, flag="-o")
     onnx_model = load_model(model)
     if scales_file:
         scales = read_scales(scales_file)

@@ -13,6 +13,7 @@ import click
 from quantkit._io import check_output_path, write_text_atomic
 from quantkit.cli.options import build_data_options, data_options
 from quantkit.cli.render import print_table
+from quantkit.cli.scaleout import build_executor, calibrate_on_executor, executor_options
 from quantkit.errors import InputError, PipelineError
 
 
@@ -35,9 +36,9 @@ def _write_report(out: Path) -> Path | None:
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Output folder (results.csv, configs/, report.html).")
 @click.option("--force", is_flag=True, help="Re-run configs whose results already exist.")
-@click.option("--executor", type=click.Choice(["local"]), default="local", show_default=True,
-              help="Where configs run.")
-def sweep_cmd(recipe: str, out_dir: str, force: bool, executor: str) -> None:
+@executor_options
+def sweep_cmd(recipe: str, out_dir: str, force: bool, executor: str, ray_address: str | None,
+              shards: int | None) -> None:
     """Run every precision configuration of RECIPE; write results.csv and report.html.
 
     Re-running resumes: configs with results are skipped unless --force.
@@ -50,7 +51,15 @@ def sweep_cmd(recipe: str, out_dir: str, force: bool, executor: str) -> None:
                    + (f", accuracy {_fmt(row.get('accuracy'))}" if status == "ok" else
                       f" ({row.get('error')})"), err=True)
 
-    result = run_sweep(recipe, out_dir, force=force, on_config=done)
+    if shards is not None:
+        click.echo("note: --shards is not used by sweep: each config runs as one task.",
+                   err=True)
+    ex = build_executor(executor, ray_address)
+    try:
+        result = run_sweep(recipe, out_dir, force=force, executor=ex, on_config=done)
+    finally:
+        if hasattr(ex, "close"):
+            ex.close()
     rows = [(r["config"], _fmt(r.get("accuracy")), _fmt(r.get("agreement")),
              _fmt(r.get("sqnr_db")), _fmt(r.get("latency_ms_p50")), _fmt(r.get("model_bytes")),
              r.get("status")) for r in result.rows]
@@ -68,6 +77,7 @@ def _evaluator(model: str, eval_data: str | None, data: str, labels: str | None,
                metric: str | None, batch_size: int, max_samples: int | None,
                data_opts: dict[str, Any]) -> Any:
     from quantkit.data import open_source
+    from quantkit.evaluate.metrics import metric_text_labels
     from quantkit.evaluate.run import load_labels
     from quantkit.model import input_specs, load_model
     from quantkit.sweep import Evaluator
@@ -75,7 +85,8 @@ def _evaluator(model: str, eval_data: str | None, data: str, labels: str | None,
     specs = input_specs(load_model(model, load_external_data=False))
     src = open_source(eval_data or data, specs, **data_opts)
     batches = list(src.batches(batch_size, max_samples))
-    lab = load_labels(labels) if labels else None
+    lab = load_labels(labels, text=metric_text_labels(metric) if metric else False) \
+        if labels else None
     if lab is not None and max_samples is not None:
         lab = lab[:max_samples]
     return Evaluator(model, batches, lab, metric)
@@ -102,25 +113,37 @@ def _eval_options(func: Any) -> Any:
 @data_options
 @_eval_options
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False))
+@executor_options
 def sensitivity_cmd(model: str, data: str, batch_size: int, max_samples: int | None,
                     seed: int | None, preprocess_file: str | None, columns: tuple[str, ...],
                     streaming: bool, eval_data: str | None, labels: str | None,
-                    metric: str | None, method: str, fp16: bool, out_dir: str) -> None:
+                    metric: str | None, method: str, fp16: bool, out_dir: str, executor: str,
+                    ray_address: str | None, shards: int | None) -> None:
     """Per-layer sensitivity: each layer alone in INT8, and each layer alone left out."""
-    import onnx
-
+    from quantkit.calibrators.cache import DEFAULT_TRT_VERSION
     from quantkit.capture import calibrate
+    from quantkit.model import load_model
     from quantkit.qdq.plan import PrecisionConfig
     from quantkit.sweep import layer_sensitivity, rank
 
-    opts = build_data_options(preprocess_file, columns, streaming, seed)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    scales = calibrate(model, data, method=method, batch_size=batch_size,
-                       max_samples=max_samples, data_options=opts).scales
+    if out.exists() and not out.is_dir():
+        raise InputError(f"-o {out}: exists and is not a folder; give a folder path.")
+    if out.is_dir():
+        check_output_path(out / "sensitivity.csv", model, data, eval_data, labels,
+                          preprocess_file, flag="-o")
+    fp = load_model(model)
+    opts = build_data_options(preprocess_file, columns, streaming, seed)
+    if executor == "local" and shards is None and ray_address is None:
+        scales = calibrate(model, data, method=method, batch_size=batch_size,
+                           max_samples=max_samples, data_options=opts).scales
+    else:  # the calibration is sharded; the probes still run here, in order
+        scales = calibrate_on_executor(
+            model, data, executor, ray_address, shards, method=method, batch_size=batch_size,
+            max_samples=max_samples, allow_nonfinite=False, method_options={},
+            data_options=opts, trt_version=DEFAULT_TRT_VERSION).scales
     ev = _evaluator(model, eval_data, data, labels, metric, batch_size, max_samples, opts)
     base = PrecisionConfig(default_float="fp16" if fp16 else "fp32")
-    fp = onnx.load(model)
     results = layer_sensitivity(fp, scales, ev, base)
     from quantkit.qdq.writer import quantize_model
 
@@ -134,6 +157,7 @@ def sensitivity_cmd(model: str, data: str, batch_size: int, max_samples: int | N
     for r in results:
         w.writerow([r.layer, r.op_type, r.int8_only.sqnr_db, r.int8_only.accuracy,
                     r.fp16_only.sqnr_db, r.fp16_only.accuracy, order[r.layer]])
+    out.mkdir(parents=True, exist_ok=True)  # created only once there is something to write
     write_text_atomic(out / "sensitivity.csv", buf.getvalue())
     print_table(["rank", "layer", "op", "int8-only SQNR dB", "left-out accuracy"],
                 [(order[r.layer], r.layer, r.op_type, _fmt(r.int8_only.sqnr_db),
@@ -158,20 +182,20 @@ def autotune_cmd(model: str, data: str, batch_size: int, max_samples: int | None
                  metric: str | None, method: str, fp16: bool, max_accuracy_drop: float,
                  max_evaluations: int, output: str) -> None:
     """Fewest layers kept out of INT8 so accuracy stays within --max-accuracy-drop of FP32."""
-    import onnx
-
     from quantkit.capture import calibrate
+    from quantkit.model import load_model
     from quantkit.qdq.plan import PrecisionConfig
     from quantkit.sweep import autotune
 
     if max_accuracy_drop < 0:
         raise InputError("--max-accuracy-drop must be >= 0 (metric points, e.g. 0.5).")
-    check_output_path(output, model, data, eval_data, labels, flag="-o")
+    check_output_path(output, model, data, eval_data, labels, preprocess_file, flag="-o")
+    fp = load_model(model)
     opts = build_data_options(preprocess_file, columns, streaming, seed)
     scales = calibrate(model, data, method=method, batch_size=batch_size,
                        max_samples=max_samples, data_options=opts).scales
     ev = _evaluator(model, eval_data, data, labels, metric, batch_size, max_samples, opts)
-    res = autotune(onnx.load(model), scales, ev, max_accuracy_drop,
+    res = autotune(fp, scales, ev, max_accuracy_drop,
                    base=PrecisionConfig(default_float="fp16" if fp16 else "fp32"),
                    max_evaluations=max_evaluations)
     write_text_atomic(output, res.to_yaml())

@@ -163,12 +163,11 @@ class Recipe(_Strict):
         return configs
 
     def path(self, relative: str) -> Path:
-        """Resolve a recipe path (relative to the recipe's folder) and check it exists."""
-        p = Path(relative)
+        """Resolve a recipe path: relative paths are taken from the recipe's folder."""
+        p = Path(relative).expanduser()
         if relative.startswith("hf:"):
             return p
-        full = p if p.is_absolute() else Path(self.base_dir) / p
-        return full
+        return p if p.is_absolute() else Path(self.base_dir) / p
 
     def source(self, relative: str) -> str:
         """A data ``source`` resolved like :meth:`path` (``hf:`` specs unchanged)."""
@@ -201,13 +200,86 @@ def _loc(loc: tuple[Any, ...]) -> str:
     return out
 
 
+def _path_fields(recipe: Recipe) -> list[tuple[str, str, bool]]:
+    """``(YAML path, value, must be a file)`` of every path in a recipe."""
+    fields = [("model", recipe.model, True)]
+    for which in ("calibration", "evaluation"):
+        spec = getattr(recipe.data, which)
+        if spec is None:
+            continue
+        if not spec.source.startswith("hf:"):
+            fields.append((f"data.{which}.source", spec.source, False))  # a file or DIR/
+        if spec.labels is not None:
+            fields.append((f"data.{which}.labels", spec.labels, True))
+    for i, config in enumerate(recipe.configs):
+        if config.precision_file is not None:
+            fields.append((f"configs[{i}].precision_file", config.precision_file, True))
+    return fields
+
+
+def _check_paths(recipe: Recipe, p: Path) -> None:
+    """Every path of the recipe exists (resolved relative to the recipe's folder)."""
+    where = f"paths are relative to the recipe's folder {recipe.base_dir}"
+    for field, value, is_file in _path_fields(recipe):
+        if not value.strip() or "\0" in value:
+            raise InputError(f"{p}: {field}: {value!r} is not a path; give a file ({where}).")
+        full = recipe.path(value)
+        try:
+            ok = full.is_file() if is_file else full.exists()
+        except OSError as err:  # e.g. a name too long for the file system
+            raise InputError(f"{p}: {field}: {value!r}: {err.strerror} ({where}).") from err
+        if not ok:
+            what = "does not exist" if not full.exists() else "is not a file"
+            raise InputError(f"{p}: {field}: {full} {what} ({where}).")
+
+
+#: limits on a recipe document: deeper or larger is refused before validation (YAML aliases can
+#: make a small file expand exponentially, and deep nesting exhausts the parser's recursion)
+MAX_DEPTH = 64
+MAX_VALUES = 100_000
+
+
+def _check_size(doc: Any, p: Path) -> None:
+    """Refuse a document that is absurdly deep or (with aliases expanded) absurdly large."""
+    stack: list[tuple[Any, int]] = [(doc, 0)]
+    count = 0
+    while stack:
+        obj, depth = stack.pop()
+        count += 1
+        if depth > MAX_DEPTH:
+            raise InputError(f"{p}: the recipe nests more than {MAX_DEPTH} levels deep; a "
+                             "recipe is a few levels of mappings and lists. Check the file.")
+        if count > MAX_VALUES:
+            raise InputError(f"{p}: the recipe holds more than {MAX_VALUES} values (with YAML "
+                             "aliases expanded); check the file for alias bombs or pasted "
+                             "data.")
+        if isinstance(obj, dict):
+            stack.extend((k, depth + 1) for k in obj)
+            stack.extend((v, depth + 1) for v in obj.values())
+        elif isinstance(obj, (list, tuple)):
+            stack.extend((v, depth + 1) for v in obj)
+
+
 def load_recipe(path: str | Path) -> Recipe:
-    """Read and validate a recipe; errors name the file and the YAML path of the bad field."""
+    """Read and validate a recipe; errors name the file and the YAML path of the bad field.
+
+    Paths in the recipe (model, data sources, labels, precision files) are resolved relative
+    to the recipe's folder and must exist.
+    """
     p = Path(path)
-    doc = load_yaml(p, "recipe")
+    try:
+        doc = load_yaml(p, "recipe")
+    except RecursionError:
+        raise InputError(f"{p}: the recipe nests too deeply to parse; a recipe is a few levels "
+                         "of mappings and lists. Check the file.") from None
     if not isinstance(doc, dict):
         raise InputError(f"{p}: a recipe is a mapping with model, data and configs.")
-    doc.setdefault("base_dir", str(p.resolve().parent))
+    _check_size(doc, p)
+    folder = p.resolve().parent
+    base = doc.get("base_dir")
+    if isinstance(base, str):  # an explicit base folder is itself relative to the recipe
+        doc["base_dir"] = str(folder / Path(base).expanduser())
+    doc.setdefault("base_dir", str(folder))
     try:
         recipe = Recipe.model_validate(doc)
     except ValidationError as err:
@@ -216,8 +288,5 @@ def load_recipe(path: str | Path) -> Recipe:
                else f" (got {first.get('input')!r})")
         msg = str(first["msg"]).removeprefix("Value error, ")
         raise InputError(f"{p}: {_loc(first['loc']) or 'recipe'}: {msg}{got}.") from err
-    model = recipe.path(recipe.model)
-    if not model.is_file():
-        raise InputError(f"{p}: model: {model} does not exist (paths are relative to the "
-                         "recipe's folder).")
+    _check_paths(recipe, p)
     return recipe
