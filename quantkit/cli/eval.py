@@ -35,10 +35,13 @@ def eval_cmd(model: str, data: str, batch_size: int, max_samples: int | None, se
       quantkit eval model.int8.onnx --data val.npz --labels val_labels.npy \\
           --reference model.onnx
     """
+    from quantkit.evaluate.metrics import metric_text_labels
     from quantkit.evaluate.run import evaluate_model, load_labels
 
+    text = metric_text_labels(metric) if metric else False
     res = evaluate_model(
-        model, data, labels=load_labels(labels) if labels else None, reference=reference,
+        model, data, labels=load_labels(labels, text=text) if labels else None,
+        reference=reference,
         metric=metric, output=output_name, batch_size=batch_size, max_samples=max_samples,
         latency_iterations=iterations,
         data_options=build_data_options(preprocess_file, columns, streaming, seed))

@@ -26,6 +26,16 @@ class Metric(abc.ABC):
     name: ClassVar[str] = ""
     #: whether larger values are better (accuracy) or worse (error rates)
     higher_is_better: ClassVar[bool] = True
+    #: whether the labels are strings (one text per sample) rather than integer classes
+    text_labels: ClassVar[bool] = False
+
+    def bind_model(self, model: Any) -> None:  # noqa: B027 - optional hook, default no-op
+        """Read what the metric needs from the FP32 model before any ``update``.
+
+        ``model`` is a path or an ``onnx.ModelProto``. Called once by the evaluators; the
+        default does nothing (see :class:`CharacterErrorRate` for a metric that reads the
+        model's metadata).
+        """
 
     @abc.abstractmethod
     def update(self, outputs: np.ndarray, targets: Any) -> None:
@@ -62,6 +72,11 @@ def create_metric(name: str) -> Metric:
 def available_metrics() -> list[str]:
     """Registered metric names."""
     return sorted(_METRICS)
+
+
+def metric_text_labels(name: str | None) -> bool:
+    """Whether the metric registered as ``name`` takes text labels (``False`` for ``None``)."""
+    return name is not None and create_metric(name).text_labels
 
 
 class _TopK(Metric):
@@ -118,17 +133,69 @@ def edit_distance(a: Sequence[Any], b: Sequence[Any]) -> int:
 class CharacterErrorRate(Metric):
     """Character error rate in percent: total edit distance / total reference characters.
 
-    ``outputs`` are the predicted strings (decode logits before calling ``update``).
+    ``targets`` are the reference strings (a text labels file: one line per sample).
+    ``outputs`` are either the predicted strings, or a CTC recogniser's per-step class scores
+    ``[N, T, classes]`` (probabilities or logits), which are decoded greedily (best path:
+    arg-max per step, repeats merged, blanks dropped; class 0 is the blank) with the character
+    dictionary of the model's ``character`` metadata entry -- PaddleOCR / RapidOCR
+    recognisers carry it, one character per line; like PaddleOCR's ``CTCLabelDecode``, a
+    space is the last class when there is room for it. Leading and trailing whitespace of
+    decoded strings is dropped (the margin or the padding of a line image often decodes as a
+    space).
     """
 
     higher_is_better = False
+    text_labels = True
+    #: the model metadata key holding the CTC dictionary, one character per line
+    metadata_key: ClassVar[str] = "character"
 
     def __init__(self) -> None:
         self.errors = 0
         self.chars = 0
+        self.characters: list[str] | None = None
+
+    def bind_model(self, model: Any) -> None:
+        """Take the CTC dictionary from ``model``'s metadata, if it has one."""
+        import onnx
+
+        proto = (model if isinstance(model, onnx.ModelProto)
+                 else onnx.load(str(model), load_external_data=False))
+        meta = {p.key: p.value for p in proto.metadata_props}
+        if self.metadata_key in meta:
+            self.characters = ["", *meta[self.metadata_key].splitlines()]
+
+    def decode(self, scores: np.ndarray) -> list[str]:
+        """Greedy CTC decoding of ``scores`` [N, T, classes] into strings."""
+        if self.characters is None:
+            raise InputError(
+                f"cer: the model's output is a {list(scores.shape)} score tensor, but the model "
+                f"has no {self.metadata_key!r} metadata (a CTC dictionary, one character per "
+                "line) to decode it; add the dictionary to the model's metadata_props or "
+                "score decoded strings.")
+        chars = self.characters
+        classes = scores.shape[2]
+        if classes == len(chars) + 1:
+            chars = [*chars, " "]
+        if classes != len(chars):
+            raise InputError(
+                f"cer: the model's output has {classes} classes but its {self.metadata_key!r} "
+                f"dictionary gives {len(chars)} (blank + {len(self.characters) - 1} "
+                "characters [+ space]); the dictionary does not belong to this model.")
+        out = []
+        for row in scores.argmax(axis=2):
+            keep = np.ones(len(row), dtype=bool)
+            keep[1:] = row[1:] != row[:-1]
+            keep &= row != 0
+            out.append("".join(chars[i] for i in row[keep]).strip())
+        return out
 
     def update(self, outputs: Any, targets: Any) -> None:
         """Fold one batch (see :meth:`Metric.update`)."""
+        if isinstance(outputs, np.ndarray) and outputs.dtype.kind == "f":
+            if outputs.ndim != 3:
+                raise InputError(f"cer: expected decoded strings or CTC scores [N, T, classes]; "
+                                 f"the model's output has shape {list(outputs.shape)}.")
+            outputs = self.decode(outputs)
         preds, refs = list(outputs), list(targets)
         if len(preds) != len(refs):
             raise InputError(f"cer: {len(refs)} reference strings for {len(preds)} predictions.")

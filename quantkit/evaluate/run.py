@@ -56,12 +56,22 @@ class EvalResult:
         return out
 
 
-def load_labels(path: str | os.PathLike[str]) -> np.ndarray:
-    """Integer labels from ``.npy`` (no pickle), or ``.txt`` / ``.csv`` (first column)."""
+def load_labels(path: str | os.PathLike[str], *, text: bool = False) -> np.ndarray:
+    """Labels in data order, one per sample.
+
+    Integer class labels (the default) come from ``.npy`` (no pickle), or ``.txt`` / ``.csv``
+    (first column, an optional header line). With ``text=True`` (metrics whose labels are
+    strings, e.g. ``cer``) each line of a UTF-8 text file is one label, verbatim (only the line
+    break is removed; empty lines are empty labels), or a ``.npy`` holds a string array.
+    """
     p = Path(path)
     if not p.is_file():
-        raise InputError(f"--labels {p}: no such file (.npy, .txt or .csv, one label per "
-                         "sample in data order).")
+        kinds = "a .txt file (one text per line) or a .npy string array" if text else \
+            ".npy, .txt or .csv"
+        raise InputError(f"--labels {p}: no such file ({kinds}, one label per sample in data "
+                         "order).")
+    if text:
+        return _load_text_labels(p)
     try:
         if p.suffix.lower() == ".npy":
             arr = np.load(p, allow_pickle=False)
@@ -74,6 +84,25 @@ def load_labels(path: str | os.PathLike[str]) -> np.ndarray:
     except (ValueError, OSError) as err:
         raise InputError(f"--labels {p}: not readable as integer labels: {err}") from err
     return np.asarray(arr).reshape(-1)
+
+
+def _load_text_labels(p: Path) -> np.ndarray:
+    try:
+        if p.suffix.lower() == ".npy":
+            arr = np.load(p, allow_pickle=False)
+            if arr.dtype.kind == "S":
+                arr = np.char.decode(arr, "utf-8")
+            if arr.dtype.kind != "U":
+                raise ValueError(f"a {arr.dtype} array, not strings")
+            return np.asarray(arr).reshape(-1)
+        content = p.read_text(encoding="utf-8")
+    except (ValueError, OSError) as err:  # UnicodeDecodeError is a ValueError
+        raise InputError(f"--labels {p}: not readable as text labels (a UTF-8 .txt file, one "
+                         f"text per line, or a .npy string array): {err}") from err
+    lines = content.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()  # the final line break
+    return np.array([ln.removesuffix("\r") for ln in lines], dtype=str)
 
 
 def environment(runner_description: dict[str, Any]) -> dict[str, Any]:
@@ -126,6 +155,8 @@ def evaluate_model(model: str | os.PathLike[str], data: Any, *,
         raise InputError(f"--output {out_name}: the model's outputs are "
                          f"{', '.join(runner.output_names)}.")
     task = create_metric(metric or "top1") if (labels is not None or metric) else None
+    if task is not None:
+        task.bind_model(reference if reference is not None else model)
     agree = Agreement() if ref_runner is not None else None
     source = open_source(data, specs, **(data_options or {}))
     seen = 0

@@ -7,6 +7,7 @@ with the candidate passed to ONNX Runtime as bytes (no file written per probe).
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from quantkit.errors import InputError, PipelineError
-from quantkit.evaluate.metrics import Agreement, create_metric
+from quantkit.evaluate.metrics import Agreement, Metric, create_metric
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,8 @@ class Evaluator:
         reference_model: path of the FP32 model.
         batches: evaluation batches (already validated for the model).
         labels: integer labels / reference strings in batch order, or None.
+            Metrics that read the model (``Metric.bind_model``, e.g. ``cer``'s CTC dictionary)
+            are bound to ``reference_model``.
         metric: task metric name (default top1 with labels; agreement without).
         output: the model output to score (default: the first).
         threads: ONNX Runtime intra-op threads.
@@ -60,8 +63,10 @@ class Evaluator:
             raise InputError(f"labels: {len(labels)} labels for {self.samples} evaluation "
                              "samples; give one label per sample, in data order.")
         self.metric = metric or ("top1" if labels is not None else None)
+        self._metric_proto: Metric | None = None
         if self.metric is not None:
-            create_metric(self.metric)  # unknown metric: fail before any work
+            self._metric_proto = create_metric(self.metric)  # unknown metric: fail early
+            self._metric_proto.bind_model(reference_model)
             if labels is None:
                 raise InputError(f"metric {self.metric} needs labels "
                                  "(data.evaluation.labels in the recipe).")
@@ -73,8 +78,8 @@ class Evaluator:
         self.compare = _pre_softmax(reference_model, self.output)
         outs = self.outputs(reference_model, count=False)
         self.reference = [o[1] for o in outs]
-        self.higher_is_better = (create_metric(self.metric).higher_is_better
-                                 if self.metric else True)
+        self.higher_is_better = (self._metric_proto.higher_is_better
+                                 if self._metric_proto is not None else True)
         self.reference_outputs = [o[0] for o in outs]
         self.evaluations = 0
 
@@ -109,7 +114,7 @@ class Evaluator:
         a = agree.result()
         accuracy = a.top1_agreement
         if self.metric is not None and self.labels is not None:
-            task = create_metric(self.metric)
+            task = self._new_task()
             seen = 0
             for out, _ in outs:
                 task.update(out, self.labels[seen: seen + len(out)])
@@ -123,13 +128,18 @@ class Evaluator:
         """The FP32 model's own score (agreement 100 %, infinite SQNR)."""
         accuracy = 100.0
         if self.metric is not None and self.labels is not None:
-            task = create_metric(self.metric)
+            task = self._new_task()
             seen = 0
             for out in self.reference_outputs:
                 task.update(out, self.labels[seen: seen + len(out)])
                 seen += len(out)
             accuracy = task.result()
         return Score(accuracy, 100.0, 1.0, float("inf"), 0.0)
+
+    def _new_task(self) -> Metric:
+        """A fresh metric, bound to the FP32 model once (e.g. a CTC dictionary) and copied."""
+        assert self._metric_proto is not None
+        return copy.deepcopy(self._metric_proto)
 
     def drop(self, reference: Score, candidate: Score) -> float:
         """Accuracy drop in points (positive = worse), respecting the metric's direction."""
