@@ -54,6 +54,22 @@ class HistogramCalibrator(Calibrator):
         stat: AbsHistogram = self._stats[name]
         return stat
 
+    def clipping(self, amax: Mapping[str, float]) -> dict[str, tuple[float, float]]:
+        """``{tensor: (amax / max|x|, fraction of values above amax)}`` from the histograms.
+
+        The maximum is the histogram's last non-empty bin edge (exact to one bin width).
+        """
+        out: dict[str, tuple[float, float]] = {}
+        for name, value in amax.items():
+            hist = self._stats.get(name)
+            if hist is None or hist.hi0 is None or not hist.counts.any():
+                continue
+            counts, width = hist.counts, hist.width
+            top = (int(np.flatnonzero(counts)[-1]) + 1) * width
+            above = int(counts[int(np.ceil(value / width)):].sum()) if width > 0 else 0
+            out[name] = (value / top if top > 0 else 1.0, above / max(hist.total, 1))
+        return out
+
     def _new_tensor(self) -> AbsHistogram:
         return AbsHistogram(base_bins=self.num_bins)
 

@@ -237,6 +237,38 @@ def _resume(path: str | os.PathLike[str], every: int, cal: Calibrator,
     return ckpt, done, cal
 
 
+#: entropy amax below this share of the tensor's range, with ...
+CLIP_RATIO = 0.25
+#: ... at least this share of its values clipped, is reported (a warning, not an error).
+CLIP_FRACTION = 1e-3
+
+
+def warn_heavy_clipping(cal: Calibrator, amax: Mapping[str, float]) -> list[str]:
+    """Log a warning for tensors that entropy calibration clipped hard; return their names.
+
+    TensorRT's KL threshold can sit far below a tensor's range when most values are small:
+    right for CNN activations with rare outliers, destructive where the tail carries signal
+    (PP-OCRv4 rec: one Add clipped to 1/10 of its range, 2.3% of values, empties every line;
+    benchmarks/RESULTS.md). The warning names the worst tensors and the alternatives.
+    """
+    from quantkit.calibrators.methods import EntropyCalibrator
+
+    if not isinstance(cal, EntropyCalibrator):
+        return []
+    heavy = {n: c for n, c in cal.clipping(amax).items()
+             if c[0] < CLIP_RATIO and c[1] >= CLIP_FRACTION}
+    if heavy:
+        worst = sorted(heavy.items(), key=lambda kv: -kv[1][1])[:3]
+        examples = "; ".join(f"{n}: amax {amax[n]:.4g} = {r:.0%} of its range, {f:.2%} of values "
+                             "clipped" for n, (r, f) in worst)
+        logger.warning(
+            "entropy calibration clipped %d tensor(s) to under %d%% of their range (%s). If "
+            "INT8 accuracy suffers, compare --method percentile / mse, or keep the layers that "
+            "read them in FP16 (quantkit sensitivity shows which).",
+            len(heavy), int(CLIP_RATIO * 100), examples)
+    return sorted(heavy)
+
+
 @dataclass
 class CalibrationResult:
     """What :func:`calibrate` produced."""
@@ -305,6 +337,7 @@ def calibrate(model: str | os.PathLike[str], data: Any, *, method: str = "entrop
     amax = cal.compute_amax()
     if ckpt is not None and not keep_checkpoint:
         ckpt.remove()
+    warn_heavy_clipping(cal, amax)
     table = ScaleTable.from_amax(
         amax, method=cal.method, model=str(model), num_samples=n,
         algorithm=cal.cache_algorithm, trt_version=trt_version,
