@@ -6,7 +6,8 @@ unless ``force``)::
     DIR/results.csv                one row per config (CLI.md columns first)
     DIR/configs/<name>/            model.onnx, plan.json, result.json, precision.yaml (auto),
                                    model.engine + model.engine.json (when built)
-    DIR/calibration/<method>.json  scales, computed once per method and reused
+    DIR/calibration/<method>.json  scales, computed once per method and reused while the
+                                   model and calibration data are unchanged (<method>.inputs.json)
     DIR/sensitivity.csv, DIR/autotune.json   when a config uses autotune
     DIR/environment.json, DIR/recipe.yaml
 
@@ -115,7 +116,13 @@ class _Context:
         if key in self.scales:
             return self.scales[key]
         path = self.out / "calibration" / f"{key}.json"
-        if path.exists():
+        stamp = path.with_suffix(".inputs.json")
+        identity = json.dumps({"inputs": _input_identity(self.recipe),
+                               "calibration": self.recipe.data.calibration.model_dump(
+                                   mode="json")}, sort_keys=True, default=str)
+        reuse = path.exists() and stamp.exists() and \
+            stamp.read_text(encoding="utf-8") == identity
+        if reuse:
             from quantkit.calibrators import read_scales
 
             table = read_scales(path)
@@ -129,6 +136,7 @@ class _Context:
                               method_options=opts, data_options=self._opts(cal)).scales
             path.parent.mkdir(parents=True, exist_ok=True)
             table.write(path, "json")
+            write_text_atomic(stamp, identity)  # after the scales: a crash re-calibrates
         self.scales[key] = table
         return table
 
@@ -305,9 +313,27 @@ def _fingerprint(recipe: Recipe, config: ConfigSpec) -> str:
     import hashlib
 
     doc = {"config": config.model_dump(mode="json"),
-           "recipe": recipe.model_dump(mode="json", exclude={"configs", "name"})}
+           "recipe": recipe.model_dump(mode="json", exclude={"configs", "name"}),
+           "inputs": _input_identity(recipe)}
     text = json.dumps(doc, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def _input_identity(recipe: Recipe) -> dict[str, Any]:
+    """Size and mtime of the model and of every data/label file (folder listings hashed).
+
+    Replacing a file behind the same path makes the configs that read it run again.
+    """
+    from quantkit.capture.checkpoint import data_identity
+
+    ids: dict[str, Any] = {"model": data_identity(recipe.path(recipe.model))}
+    for which in ("calibration", "evaluation"):
+        spec = getattr(recipe.data, which)
+        if spec is not None:
+            ids[which] = data_identity(recipe.source(spec.source))
+            if spec.labels:
+                ids[f"{which}_labels"] = data_identity(recipe.path(spec.labels))
+    return ids
 
 
 def _completed(out: Path, name: str, fingerprint: str | None = None) -> dict[str, Any] | None:

@@ -140,3 +140,35 @@ def test_autotune_is_minimal_and_reports_unreachable(tmp_path: Path) -> None:
     else:
         assert res.kept and "NOT reached" in res.to_yaml()
     assert recipe.name == "small-cnn"
+
+
+def test_replaced_calibration_data_recalibrates_and_reruns(tmp_path: Path,
+                                                           caplog: pytest.LogCaptureFixture
+                                                           ) -> None:
+    """Same paths, new content: the cached scales and the finished configs are not reused."""
+    import logging
+    import os
+
+    recipe = _setup(tmp_path)
+    text = recipe.read_text().split("configs:")[0] + (
+        "configs:\n  - {name: int8-minmax, precision: int8}\n"
+        "latency: {iterations: 2, warmup: 1}\n")
+    recipe.write_text(text)
+    out = tmp_path / "out"
+    run_sweep(recipe, out)
+    scales = json.loads((out / "calibration" / "minmax.json").read_text())
+    with caplog.at_level(logging.INFO, logger="quantkit.sweep.run"):
+        run_sweep(recipe, out)  # unchanged inputs: skipped, scales reused
+    assert "int8-minmax: results exist, skipped" in caplog.text
+    caplog.clear()
+    bigger = np.load(tmp_path / "calib.npy") * 3.0
+    np.save(tmp_path / "calib.npy", bigger)
+    st = (tmp_path / "calib.npy").stat()
+    os.utime(tmp_path / "calib.npy", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    with caplog.at_level(logging.INFO, logger="quantkit.sweep.run"):
+        run_sweep(recipe, out)
+    assert "results exist, skipped" not in caplog.text
+    rescaled = json.loads((out / "calibration" / "minmax.json").read_text())
+    name = next(iter(scales["tensors"]))  # the graph input: its amax is max |calib|
+    assert rescaled["tensors"][name]["amax"] == pytest.approx(3 * scales["tensors"][name]["amax"],
+                                                              rel=1e-6)
