@@ -201,6 +201,48 @@ class AbsHistogram:
             acc += np.bincount(idx, minlength=n)
         self.counts += acc
 
+    def try_accumulate(self, flat: npt.NDArray[np.float32]) -> bool:
+        """Add a batch in one pass over memory, if it fits the current bins; else change nothing.
+
+        :meth:`update` first reads the batch to find its max (range growth, NaN/Inf), then
+        bins it: two passes over an activation that is no longer in cache. Once the width is
+        known, this bins each cache-sized chunk and checks the chunk's largest quotient there:
+        if every value is finite and falls in the existing bins, the counts are added and
+        ``True`` is returned; otherwise nothing is changed and the caller takes the general
+        path (:meth:`update`). The bins are the same as :meth:`update`'s (same division).
+        """
+        if self.hi0 is None or flat.size == 0:
+            return False
+        hi0 = np.float32(self.hi0)
+        n = len(self.counts)
+        limit = float(n << self.coarsen)  # quotients below this land in bins 0..n-1
+        # the largest value that fits, times B, must not overflow (the shortcut's condition)
+        width = _exact_width(hi0, self.base_bins, limit * float(hi0) / self.base_bins)
+        if width is None or limit >= _INDEX_CAP / 2:
+            return False
+        size = min(_CHUNK, flat.size)
+        q_buf = np.empty(size, dtype=np.float32)
+        i_buf = np.empty(size, dtype=np.intp)
+        base = np.float32(self.base_bins)
+        acc = np.zeros(n, dtype=np.int64)
+        for lo in range(0, flat.size, _CHUNK):
+            chunk = flat[lo: lo + _CHUNK]
+            q = q_buf[: chunk.size]
+            idx = i_buf[: chunk.size]
+            np.divide(chunk, width, out=q)
+            np.abs(q, out=q)
+            top = q.max()
+            if not (top < limit or top == base):  # NaN fails both: the general path reports it
+                return False  # (q == B is the first range's top value: last base bin)
+            np.copyto(idx, q, casting="unsafe")
+            if top >= base:
+                idx[q == base] = self.base_bins - 1
+            if self.coarsen:
+                np.right_shift(idx, self.coarsen, out=idx)
+            acc += np.bincount(idx, minlength=n)
+        self.counts += acc
+        return True
+
     def _grow(self, nbins: int) -> None:
         if nbins > len(self.counts):
             grown = np.zeros(nbins, dtype=np.int64)

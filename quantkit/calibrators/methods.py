@@ -73,6 +73,21 @@ class HistogramCalibrator(Calibrator):
     def _new_tensor(self) -> AbsHistogram:
         return AbsHistogram(base_bins=self.num_bins)
 
+    def update(self, name: str, array: npt.ArrayLike) -> None:
+        """Fold one batch of tensor ``name`` into its histogram.
+
+        Once the tensor's bin width is known, a batch that fits the existing bins is binned in
+        one pass (:meth:`AbsHistogram.try_accumulate`); the first batch, batches that grow the
+        range and batches with NaN/Inf take the general path. Both give the same counts.
+        """
+        stat = self._stats.get(name)
+        if stat is not None and stat.hi0 is not None:
+            x = np.asarray(array, dtype=np.float32)
+            if stat.try_accumulate(x.reshape(-1)):
+                return
+            array = x
+        super().update(name, array)
+
     def _update_tensor(self, name: str, stat: AbsHistogram, x: npt.NDArray[np.float32],
                        absmax: float) -> None:
         stat.update(x, absmax)

@@ -123,3 +123,40 @@ def test_extreme_ranges_stay_finite_and_count_every_value(first: float, later: f
     cal = create_calibrator("entropy")
     cal.update("t", np.array([first, later], dtype=np.float32))
     assert np.isfinite(cal.compute_amax()["t"])
+
+
+@settings(max_examples=100, deadline=None)
+@given(first=hnp.arrays(np.float32, st.integers(1, 200), elements=FINITE),
+       later=st.lists(hnp.arrays(np.float32, st.integers(1, 200),
+                                 elements=st.floats(-4, 4, width=32)), min_size=1, max_size=4),
+       coarsen=st.integers(0, 2))
+def test_one_pass_path_equals_the_general_path(first: np.ndarray, later: list[np.ndarray],
+                                               coarsen: int) -> None:
+    """try_accumulate (bin and check in one pass) vs update (max first, then bin)."""
+    if not np.abs(first).max() > 0:
+        first = np.append(first, np.float32(1.0))
+    general, one_pass = AbsHistogram(), AbsHistogram()
+    general.update(first)
+    one_pass.update(first)
+    for _ in range(coarsen):
+        general._coarsen_once()
+        one_pass._coarsen_once()
+    for b in later:
+        b = b * np.float32(np.abs(first).max())
+        general.update(b)
+        if not one_pass.try_accumulate(b):
+            one_pass.update(b)  # what HistogramCalibrator.update falls back to
+    assert one_pass.coarsen == general.coarsen
+    assert one_pass.counts.tolist() == general.counts.tolist()
+
+
+def test_one_pass_path_declines_nonfinite_and_out_of_range() -> None:
+    h = AbsHistogram()
+    h.update(np.array([1.0, -0.5], dtype=np.float32))
+    counts = h.counts.copy()
+    assert not h.try_accumulate(np.array([0.5, np.nan], dtype=np.float32))
+    assert not h.try_accumulate(np.array([0.5, -np.inf], dtype=np.float32))
+    assert not h.try_accumulate(np.array([0.5, 1.01], dtype=np.float32))  # needs a new bin
+    assert h.counts.tolist() == counts.tolist()  # nothing was added
+    assert h.try_accumulate(np.array([0.5, -1.0], dtype=np.float32))  # the top value fits
+    assert h.total == 4 and h.counts[-1] == 2
