@@ -160,3 +160,13 @@ def test_one_pass_path_declines_nonfinite_and_out_of_range() -> None:
     assert h.counts.tolist() == counts.tolist()  # nothing was added
     assert h.try_accumulate(np.array([0.5, -1.0], dtype=np.float32))  # the top value fits
     assert h.total == 4 and h.counts[-1] == 2
+
+
+def test_states_restore_into_independent_writable_histograms() -> None:
+    h = AbsHistogram()
+    h.update(np.array([1.0, 0.25], dtype=np.float32))
+    state = h.state()
+    state["counts"].setflags(write=False)  # as Ray hands objects back
+    a, b = AbsHistogram.from_state(state), AbsHistogram.from_state(state)
+    a.update(np.array([0.5], dtype=np.float32))
+    assert a.total == 3 and b.total == 2 and state["counts"].sum() == 2
