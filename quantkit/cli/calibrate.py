@@ -11,6 +11,7 @@ from quantkit._io import check_output_path
 from quantkit.capture.checkpoint import Checkpoint
 from quantkit.cli.options import build_data_options, data_options
 from quantkit.cli.render import print_table
+from quantkit.cli.scaleout import calibrate_on_executor, executor_options
 from quantkit.errors import InputError
 
 
@@ -48,12 +49,14 @@ def parse_trt_version(text: str) -> int:
 @click.option("--checkpoint-every", type=int, default=10, show_default=True,
               help="Batches between checkpoint saves.")
 @click.option("--json", "as_json", is_flag=True, help="Print the scales JSON to stdout.")
+@executor_options
 def calibrate_cmd(model: str, data: str, batch_size: int, max_samples: int | None,
                   seed: int | None, preprocess_file: str | None, columns: tuple[str, ...],
                   streaming: bool, method: str, percentile: float | None,
                   cache_out: str | None, scales_out: str | None, allow_nonfinite: bool,
                   plugin: str | None, trt_version: str, checkpoint: str | None,
-                  checkpoint_every: int, as_json: bool) -> None:
+                  checkpoint_every: int, as_json: bool, executor: str, ray_address: str | None,
+                  shards: int | None) -> None:
     """Calibrate every floating-point activation of MODEL on representative data.
 
     \b
@@ -84,13 +87,23 @@ def calibrate_cmd(model: str, data: str, batch_size: int, max_samples: int | Non
     outputs = [Path(p).resolve() for p in (cache_out, scales_out, checkpoint) if p]
     if len(set(outputs)) < len(outputs):
         raise InputError("--cache, --scales and --checkpoint must name different files.")
-    result = calibrate(
-        model, data, method=method, batch_size=batch_size, max_samples=max_samples,
-        allow_nonfinite=allow_nonfinite, method_options=options,
-        data_options=build_data_options(preprocess_file, columns, streaming, seed),
-        trt_version=version, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
-        keep_checkpoint=True,
-    )
+    data_opts = build_data_options(preprocess_file, columns, streaming, seed)
+    if executor == "local" and shards is None and ray_address is None:
+        result = calibrate(
+            model, data, method=method, batch_size=batch_size, max_samples=max_samples,
+            allow_nonfinite=allow_nonfinite, method_options=options, data_options=data_opts,
+            trt_version=version, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
+            keep_checkpoint=True,
+        )
+    else:
+        if checkpoint:
+            raise InputError("--checkpoint: not supported with --shards / --executor ray (a "
+                             "failed shard is re-run); drop one of them.")
+        result = calibrate_on_executor(
+            model, data, executor, ray_address, shards, method=method, batch_size=batch_size,
+            max_samples=max_samples, allow_nonfinite=allow_nonfinite, method_options=options,
+            data_options=data_opts, trt_version=version,
+            plugins=(plugin,) if plugin else ())
     table = result.scales
     if cache_out:
         table.write(cache_out, "cache")
