@@ -57,6 +57,8 @@ def _register() -> None:
     cli.add_command(sweep.sweep_cmd)
     cli.add_command(sweep.sensitivity_cmd)
     cli.add_command(sweep.autotune_cmd)
+    from quantkit.cli.transform import transform_cmd  # issue 10: model transforms
+    cli.add_command(transform_cmd)
 
 
 _register()

@@ -1,0 +1,47 @@
+"""Shared data for the transform tests: the demo model and digits, the repo root on sys.path."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+
+_ROOT = Path(__file__).resolve().parents[2]
+if str(_ROOT) not in sys.path:  # `recipes` is a folder of the repository, not a package
+    sys.path.insert(0, str(_ROOT))
+
+
+@pytest.fixture(scope="session")
+def demo() -> dict[str, Any]:
+    """The shipped demo CNN with its logits exposed, calibration and held-out digits."""
+    from quantkit.demo import asset
+
+    model = onnx.load(str(asset("demo_cnn.onnx")))
+    softmax = next(n for n in model.graph.node if n.op_type == "Softmax")
+    model.graph.output.append(onnx.helper.make_tensor_value_info(
+        softmax.input[0], onnx.TensorProto.FLOAT, ["N", 10]))
+    with np.load(asset("demo_data.npz")) as d:
+        cal = d["calibration"].astype(np.float32)[:, None] / 255.0
+        ev = d["evaluation"].astype(np.float32)[:, None] / 255.0
+        labels = d["evaluation_labels"]
+    return {"model": model, "path": asset("demo_cnn.onnx"), "cal": cal, "eval": ev,
+            "labels": labels, "logits": softmax.input[0]}
+
+
+@pytest.fixture(scope="session")
+def model_cache(request: pytest.FixtureRequest) -> Path:
+    """The folder test_real_models.py exports EfficientNet into (shared, kept between runs)."""
+    return Path(request.config.cache.mkdir("quantkit-real-models"))
+
+
+def run(model: onnx.ModelProto, feeds: dict[str, np.ndarray],
+        outputs: list[str] | None = None) -> list[np.ndarray]:
+    """Run a model with ONNX Runtime (Q/DQ as written, TensorRT-like numerics)."""
+    from quantkit._ort import session
+
+    sess = session(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return list(sess.run(outputs, feeds))
