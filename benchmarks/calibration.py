@@ -40,6 +40,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from _proc import wait_child
 from _report import TARGETS, render
 from _workers import worker_main
 
@@ -68,18 +69,7 @@ def run_worker(name: str, params: dict, *, python: str = sys.executable,
     t0 = time.perf_counter()
     with open(log_path, "w") as lf:
         proc = subprocess.Popen(cmd, stdout=lf, stderr=subprocess.STDOUT, env=env, cwd=REPO)
-        timed_out = False
-        while True:
-            pid, status, ru = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.perf_counter() - t0 > timeout:
-                proc.kill()
-                timed_out = True
-                pid, status, ru = os.wait4(proc.pid, 0)
-                break
-            time.sleep(0.05)
-    proc.returncode = os.waitstatus_to_exitcode(status)
+        rc, ru, timed_out = wait_child(proc, t0, timeout, 0.05)
     wall = time.perf_counter() - t0
     # ru_maxrss of a child also holds the parent's RSS at fork/exec time (Linux keeps the old
     # mm's high-water mark across exec), so the peak used is the child's own VmHWM, read from

@@ -40,6 +40,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _proc import wait_child
 from _qdq_workers import worker_main
 
 HERE = Path(__file__).resolve().parent
@@ -71,18 +72,7 @@ def run_worker(name: str, params: dict, tag: str, *, python: str = sys.executabl
     t0 = time.perf_counter()
     with open(log_path, "w") as lf:
         proc = subprocess.Popen(cmd, stdout=lf, stderr=subprocess.STDOUT, env=env, cwd=REPO)
-        timed_out = False
-        while True:
-            pid, status, ru = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.perf_counter() - t0 > timeout:
-                proc.kill()
-                timed_out = True
-                pid, status, ru = os.wait4(proc.pid, 0)
-                break
-            time.sleep(0.05)
-    rc = os.waitstatus_to_exitcode(status)
+        rc, ru, timed_out = wait_child(proc, t0, timeout, 0.05)
     out: dict[str, Any] = {"ok": False, "process_wall_s": time.perf_counter() - t0,
                            "cpu_s": ru.ru_utime + ru.ru_stime, "returncode": rc,
                            "timed_out": timed_out, "loadavg_1min": [load0, loadavg()],

@@ -42,6 +42,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from _proc import wait_child
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 WORK = HERE / "_work" / "sweeps"
@@ -93,19 +95,8 @@ def run(tag: str, cmd: list[str], timeout: float = 1800) -> dict[str, Any]:
     with LoadSampler() as load, open(log_path, "w") as lf:
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=lf, stderr=subprocess.STDOUT, env=env, cwd=REPO)
-        timed_out = False
-        while True:
-            pid, status, ru = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.perf_counter() - t0 > timeout:
-                proc.kill()
-                timed_out = True
-                pid, status, ru = os.wait4(proc.pid, 0)
-                break
-            time.sleep(0.1)
+        rc, ru, timed_out = wait_child(proc, t0, timeout, 0.1)
         wall = time.perf_counter() - t0
-    rc = os.waitstatus_to_exitcode(status)
     res = {"tag": tag, "command": shlex.join(_display(c) for c in cmd), "rc": rc,
            "timed_out": timed_out, "wall_s": wall, "cpu_s": ru.ru_utime + ru.ru_stime,
            "load": load.summary(), "log": _display(str(log_path))}
