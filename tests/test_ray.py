@@ -236,3 +236,51 @@ def test_cli_calibrate_on_a_head_node_by_address(calib: Path, tmp_path: Path) ->
         except subprocess.TimeoutExpired:
             os.killpg(head.pid, signal.SIGKILL)
             head.wait()
+
+
+def test_sensitivity_probes_on_ray_match_local(ray_local: object, tmp_path: Path) -> None:
+    """Each layer's probes run as a Ray task; results, evaluation count and CSV are the same."""
+    from quantkit.model import load_model
+    from quantkit.sweep import Evaluator, layer_sensitivity
+    from quantkit.sweep.ray_executor import RayExecutor
+
+    model = small_cnn(tmp_path / "m.onnx")
+    rng = np.random.default_rng(1)
+    data = rng.standard_normal((48, 3, 8, 8)).astype(np.float32)
+    np.save(tmp_path / "d.npy", data)
+    scales = calibrate(model, tmp_path / "d.npy", method="minmax", batch_size=16).scales
+    fp = load_model(model)
+
+    def evaluator() -> Evaluator:
+        return Evaluator(str(model), [{"x": data[i: i + 16]} for i in range(0, 48, 16)],
+                         None, None)
+
+    class Spy(RayExecutor):
+        """Records the process each task ran in."""
+
+        pids: set[int] = set()
+
+        def map_unordered(self, fn, items):  # type: ignore[no-untyped-def]
+            def with_pid(item):  # type: ignore[no-untyped-def]
+                return os.getpid(), fn(item)
+
+            for item, res in super().map_unordered(with_pid, items):
+                if not isinstance(res, BaseException):
+                    self.pids.add(res[0])
+                    res = res[1]
+                yield item, res
+
+    ev_local, ev_ray = evaluator(), evaluator()
+    local = layer_sensitivity(fp, scales, ev_local)
+    on_ray = layer_sensitivity(fp, scales, ev_ray, executor=Spy(), threads=1)
+    assert len(local) >= 3
+    assert Spy.pids and os.getpid() not in Spy.pids  # the probes ran in Ray workers
+    assert on_ray == local  # Scores (floats) compared exactly, in graph order
+    assert ev_ray.evaluations == ev_local.evaluations == 2 * len(local)
+
+    args = ["sensitivity", str(model), "--data", str(tmp_path / "d.npy"), "--batch-size", "16",
+            "--method", "minmax"]
+    assert main([*args, "-o", str(tmp_path / "local")]) == 0
+    assert main([*args, "-o", str(tmp_path / "ray"), "--executor", "ray"]) == 0
+    assert (tmp_path / "ray" / "sensitivity.csv").read_bytes() == \
+        (tmp_path / "local" / "sensitivity.csv").read_bytes()

@@ -134,17 +134,28 @@ def sensitivity_cmd(model: str, data: str, batch_size: int, max_samples: int | N
                           preprocess_file, flag="-o")
     fp = load_model(model)
     opts = build_data_options(preprocess_file, columns, streaming, seed)
-    if executor == "local" and shards is None and ray_address is None:
-        scales = calibrate(model, data, method=method, batch_size=batch_size,
-                           max_samples=max_samples, data_options=opts).scales
-    else:  # the calibration is sharded; the probes still run here, in order
-        scales = calibrate_on_executor(
-            model, data, executor, ray_address, shards, method=method, batch_size=batch_size,
-            max_samples=max_samples, allow_nonfinite=False, method_options={},
-            data_options=opts, trt_version=DEFAULT_TRT_VERSION).scales
-    ev = _evaluator(model, eval_data, data, labels, metric, batch_size, max_samples, opts)
-    base = PrecisionConfig(default_float="fp16" if fp16 else "fp32")
-    results = layer_sensitivity(fp, scales, ev, base)
+    # with ray: one instance for the sharded calibration and the probes (one task per layer);
+    # started here, so that the calibration's executor reuses it instead of shutting it down
+    probes = build_executor(executor, ray_address) if executor == "ray" else None
+    try:
+        if probes is not None:
+            probes.start()
+        if executor == "local" and shards is None and ray_address is None:
+            scales = calibrate(model, data, method=method, batch_size=batch_size,
+                               max_samples=max_samples, data_options=opts).scales
+        else:  # the calibration is sharded
+            scales = calibrate_on_executor(
+                model, data, executor, ray_address, shards, method=method,
+                batch_size=batch_size, max_samples=max_samples, allow_nonfinite=False,
+                method_options={}, data_options=opts, trt_version=DEFAULT_TRT_VERSION).scales
+        ev = _evaluator(model, eval_data, data, labels, metric, batch_size, max_samples, opts)
+        base = PrecisionConfig(default_float="fp16" if fp16 else "fp32")
+        # one ONNX Runtime thread per probe task: Ray runs one task per CPU
+        results = layer_sensitivity(fp, scales, ev, base, executor=probes,
+                                    threads=1 if probes is not None else None)
+    finally:
+        if probes is not None:
+            probes.close()
     from quantkit.qdq.writer import quantize_model
 
     all_int8 = ev.score(quantize_model(fp, scales, base).model)
@@ -176,11 +187,20 @@ def sensitivity_cmd(model: str, data: str, batch_size: int, max_samples: int | N
 @click.option("--max-evaluations", type=int, default=200, show_default=True)
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="Precision YAML to write.")
+@click.option("--rescue", multiple=True,
+              type=click.Choice(["bias-correct", "equalize", "smoothquant"]),
+              help="Transform the FP32 model first (repeatable; run as equalize, smoothquant, "
+                   "bias-correct) so fewer layers need to leave INT8. The YAML is then for the "
+                   "transformed model, written to --rescued-model.")
+@click.option("--rescued-model", default=None, type=click.Path(dir_okay=False),
+              help="Where to write the transformed FP32 model with --rescue (default: the "
+                   "YAML path with the suffix .onnx).")
 def autotune_cmd(model: str, data: str, batch_size: int, max_samples: int | None,
                  seed: int | None, preprocess_file: str | None, columns: tuple[str, ...],
                  streaming: bool, eval_data: str | None, labels: str | None,
                  metric: str | None, method: str, fp16: bool, max_accuracy_drop: float,
-                 max_evaluations: int, output: str) -> None:
+                 max_evaluations: int, output: str, rescue: tuple[str, ...],
+                 rescued_model: str | None) -> None:
     """Fewest layers kept out of INT8 so accuracy stays within --max-accuracy-drop of FP32."""
     from quantkit.capture import calibrate
     from quantkit.model import load_model
@@ -190,6 +210,13 @@ def autotune_cmd(model: str, data: str, batch_size: int, max_samples: int | None
     if max_accuracy_drop < 0:
         raise InputError("--max-accuracy-drop must be >= 0 (metric points, e.g. 0.5).")
     check_output_path(output, model, data, eval_data, labels, preprocess_file, flag="-o")
+    rescued_path = None
+    if rescue:
+        rescued_path = rescued_model or str(Path(output).with_suffix(".onnx"))
+        if Path(rescued_path).resolve() == Path(output).resolve():
+            raise InputError("--rescued-model: give a path other than -o.")
+        check_output_path(rescued_path, model, data, eval_data, labels, preprocess_file,
+                          output, flag="--rescued-model")
     fp = load_model(model)
     opts = build_data_options(preprocess_file, columns, streaming, seed)
     scales = calibrate(model, data, method=method, batch_size=batch_size,
@@ -197,8 +224,18 @@ def autotune_cmd(model: str, data: str, batch_size: int, max_samples: int | None
     ev = _evaluator(model, eval_data, data, labels, metric, batch_size, max_samples, opts)
     res = autotune(fp, scales, ev, max_accuracy_drop,
                    base=PrecisionConfig(default_float="fp16" if fp16 else "fp32"),
-                   max_evaluations=max_evaluations)
+                   max_evaluations=max_evaluations, rescue=rescue, rescue_data=data,
+                   rescue_options={"batch_size": batch_size, "max_samples": max_samples,
+                                   "data_options": opts, "method": method})
     write_text_atomic(output, res.to_yaml())
+    if rescued_path is not None and res.model is not None:
+        from quantkit.model import save_model
+
+        save_model(res.model, rescued_path)
+        click.echo("rescue: " + "; ".join(f"{r['transform']} ({r['changed']} changed)"
+                                          for r in res.rescue)
+                   + f"; wrote the transformed model {rescued_path} (quantize it with "
+                   f"{output})")
     click.echo(f"FP32 {_fmt(res.fp32.accuracy)}, all-INT8 {_fmt(res.all_int8.accuracy)}, "
                f"final {_fmt(res.final.accuracy)} with {len(res.kept)} layer(s) kept "
                f"{res.keep_as}: {', '.join(res.kept) or '-'}; {res.evaluations} evaluations; "

@@ -514,8 +514,9 @@ def run_sweep(recipe_path: str | Path, out_dir: str | Path, *, force: bool = Fal
         else:
             todo.append(config)
     ex = executor or LocalExecutor()
-    for config, result in ex.map_unordered(lambda c: _run_config(ctx, c),
-                                           track(todo, total=len(todo), description="sweep")):
+    # the bar advances as configs finish (with Ray, all of them are submitted at once)
+    for config, result in track(ex.map_unordered(lambda c: _run_config(ctx, c), todo),
+                                total=len(todo), description="sweep"):
         row = _failed_row(config, result) if isinstance(result, BaseException) else result
         if isinstance(result, BaseException):
             logger.error("%s failed: %s", config.name, row["error"])

@@ -6,13 +6,19 @@ Two probes per layer, scored against cached FP32 outputs with the same calibrati
 * ``int8_only``: only this layer INT8, everything else FP32 -- the error this layer adds;
 * ``fp16_only``: everything INT8 except this layer (left in ``default_float``) -- what
   keeping this one layer out of INT8 buys back.
+
+The layers are independent tasks (both probes of a layer are one task): with an executor
+(:mod:`quantkit.sweep.executor`, e.g. the Ray executor) they run in parallel, and the results
+are the same as in-process (each probe is a deterministic ONNX Runtime evaluation).
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import onnx
 
@@ -20,6 +26,7 @@ from quantkit._log import track
 from quantkit.calibrators.cache import ScaleTable
 from quantkit.qdq.plan import PrecisionConfig, Rule
 from quantkit.qdq.writer import plan_model, prepare, quantize_model
+from quantkit.sweep.executor import Executor, LocalExecutor
 from quantkit.sweep.scoring import Evaluator, Score
 
 logger = logging.getLogger(__name__)
@@ -51,9 +58,33 @@ def _config(base: PrecisionConfig, layer: str, mode: str) -> PrecisionConfig:
                            overrides=(Rule(name=layer, precision=keep),))
 
 
+@dataclass(frozen=True)
+class _Probes:
+    """What every probe task needs (sent once per task, or once per cluster with Ray)."""
+
+    model: onnx.ModelProto
+    scales: ScaleTable
+    evaluator: Evaluator
+    base: PrecisionConfig
+
+
+def _probe_layer(job: _Probes,
+                 item: tuple[int, tuple[str, str]]) -> tuple[LayerSensitivity, int]:
+    """Both probes of the layer ``item = (index, (name, op_type))``, and the evaluations."""
+    _, (name, op) = item
+    before = job.evaluator.evaluations
+    scores: dict[str, Score] = {}
+    for mode in ("int8_only", "fp16_only"):
+        res = quantize_model(job.model, job.scales, _config(job.base, name, mode))
+        scores[mode] = job.evaluator.score(res.model)
+    return (LayerSensitivity(name, op, scores["int8_only"], scores["fp16_only"]),
+            job.evaluator.evaluations - before)
+
+
 def layer_sensitivity(model: onnx.ModelProto, scales: ScaleTable, evaluator: Evaluator,
                       base: PrecisionConfig | None = None,
-                      layers: Sequence[tuple[str, str]] | None = None,
+                      layers: Sequence[tuple[str, str]] | None = None, *,
+                      executor: Executor | None = None, threads: int | None = None,
                       ) -> list[LayerSensitivity]:
     """Probe every quantizable layer (or ``layers``) and return the results in graph order.
 
@@ -63,19 +94,36 @@ def layer_sensitivity(model: onnx.ModelProto, scales: ScaleTable, evaluator: Eva
         evaluator: cached evaluation batches and FP32 outputs.
         base: the INT8 configuration probed around (default: INT8 + FP32 rest).
         layers: restrict to these ``(name, op_type)`` layers.
+        executor: where the probes run, one task per layer (default: in-process, in order).
+            With a process pool or Ray, the model, scales and evaluator are sent to the
+            workers; ``evaluator.evaluations`` still counts every probe.
+        threads: ONNX Runtime threads per probe (default: the evaluator's); e.g. ``1`` when
+            the executor runs one task per core.
     """
     base = base or PrecisionConfig()
     todo = list(layers) if layers is not None else quantizable_layers(model, base)
-    out: list[LayerSensitivity] = []
-    for name, op in track(todo, total=len(todo), description="sensitivity"):
-        scores: dict[str, Score] = {}
-        for mode in ("int8_only", "fp16_only"):
-            res = quantize_model(model, scales, _config(base, name, mode))
-            scores[mode] = evaluator.score(res.model)
-        out.append(LayerSensitivity(name, op, scores["int8_only"], scores["fp16_only"]))
-        logger.info("%s: int8-only SQNR %.1f dB, fp16-only accuracy %.3f", name,
-                    scores["int8_only"].sqnr_db, scores["fp16_only"].accuracy)
-    return out
+    ev = evaluator
+    if threads is not None and threads != evaluator.threads:
+        ev = copy.copy(evaluator)  # shares the batches and reference outputs
+        ev.threads = threads
+    start = evaluator.evaluations
+    ex = executor or LocalExecutor()
+    found: dict[int, LayerSensitivity] = {}
+    counted = 0
+    results = ex.map_unordered(partial(_probe_layer, _Probes(model, scales, ev, base)),
+                               list(enumerate(todo)))
+    # the bar advances as results arrive (with Ray, submitting is instant)
+    for (i, _), res in track(results, total=len(todo), description="sensitivity"):
+        if isinstance(res, BaseException):
+            raise res
+        found[i], n = res
+        counted += n
+        r = found[i]
+        logger.info("%s: int8-only SQNR %.1f dB, fp16-only accuracy %.3f", r.layer,
+                    r.int8_only.sqnr_db, r.fp16_only.accuracy)
+    # in-process the evaluator counted already; in workers, only their copies did
+    evaluator.evaluations = start + counted
+    return [found[i] for i in range(len(todo))]
 
 
 def rank(results: Sequence[LayerSensitivity], all_int8: Score,
