@@ -30,14 +30,12 @@ failed.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
 import logging
 import os
 import shutil
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -51,6 +49,7 @@ from quantkit.errors import InputError, QuantkitError
 from quantkit.model import load_model, save_model
 from quantkit.qdq.plan import PrecisionConfig
 from quantkit.qdq.writer import quantize_model
+from quantkit.sweep import _resume
 from quantkit.sweep.executor import Executor, LocalExecutor
 from quantkit.sweep.recipe import ConfigSpec, Recipe, load_recipe
 from quantkit.sweep.scoring import Evaluator, Score
@@ -117,7 +116,7 @@ class _Context:
             return self.scales[key]
         path = self.out / "calibration" / f"{key}.json"
         stamp = path.with_suffix(".inputs.json")
-        identity = json.dumps({"inputs": _input_identity(self.recipe),
+        identity = json.dumps({"inputs": _resume.input_identity(self.recipe),
                                "calibration": self.recipe.data.calibration.model_dump(
                                    mode="json")}, sort_keys=True, default=str)
         reuse = path.exists() and stamp.exists() and \
@@ -218,180 +217,25 @@ def _build(ctx: _Context, model_file: Path, row: dict[str, Any]) -> None:
 def _run_config(ctx: _Context, config: ConfigSpec) -> dict[str, Any]:
     """Run one config in a staging folder and move it into place when complete."""
     final = ctx.out / "configs" / config.name
-    stage = _stage_dir(ctx.out, config.name)
-    _remove_tree(stage)
+    stage = _resume.stage_dir(ctx.out, config.name)
+    _resume.remove_tree(stage)
     stage.mkdir(parents=True)
     try:
         row = _run_config_in(ctx, config, stage)
         if (stage / "model.engine.json").exists():
-            _repoint_sidecar(stage / "model.engine.json", stage / "model.onnx",
+            _resume.repoint_sidecar(stage / "model.engine.json", stage / "model.onnx",
                              final / "model.onnx")
-        _fsync_dir(stage)
-        _commit(stage, final)
+        _resume.fsync_dir(stage)
+        _resume.commit(stage, final)
     except Exception:
-        _remove_tree(stage)
+        _resume.remove_tree(stage)
         # the failure is what results.csv records now: an older result must not be reused
-        _remove_tree(final)
+        _resume.remove_tree(final)
         raise
     except BaseException:  # Ctrl-C: the previous result (if any) stays valid
-        _remove_tree(stage)
+        _resume.remove_tree(stage)
         raise
     return row
-
-
-def _stage_dir(out: Path, name: str) -> Path:
-    return out / "configs" / f".{name}.partial"
-
-
-def _remove_tree(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    elif path.exists() or path.is_symlink():
-        with contextlib.suppress(OSError):
-            path.unlink()
-
-
-def _fsync_dir(path: Path) -> None:
-    """Flush a folder's entries (the renames into it) to disk; best effort."""
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _commit(stage: Path, final: Path) -> None:
-    """Rename the complete staging folder to ``final``, replacing an older one (``--force``).
-
-    An existing folder is first renamed aside (``.<name>.old-*``) and removed after the new one
-    is in place: a kill in between leaves no ``final`` folder, so the config runs again.
-    """
-    old: Path | None = None
-    if final.exists() or final.is_symlink():
-        old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
-        os.replace(final, old)
-    os.replace(stage, final)
-    _fsync_dir(final.parent)
-    if old is not None:
-        _remove_tree(old)
-
-
-def _repoint_sidecar(sidecar: Path, staged: Path, final: Path) -> None:
-    """Point the engine sidecar's ``model`` at the final path (it names the staged one).
-
-    Done before the folder is renamed, so the committed sidecar is right from the start.
-    """
-    try:
-        doc = json.loads(sidecar.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return
-    if isinstance(doc, dict) and doc.get("model") == str(staged):
-        doc["model"] = str(final)
-        write_text_atomic(sidecar, json.dumps(doc, indent=2) + "\n")
-
-
-def _clean_stale(out: Path) -> None:
-    """Remove staging / replaced config folders left behind by a killed sweep."""
-    configs = out / "configs"
-    if not configs.is_dir():
-        return
-    for entry in configs.iterdir():
-        if entry.name.startswith(".") and (entry.name.endswith(".partial")
-                                           or ".old-" in entry.name):
-            logger.info("removing %s left by an interrupted sweep", entry)
-            _remove_tree(entry)
-
-
-def _fingerprint(recipe: Recipe, config: ConfigSpec) -> str:
-    """A digest of everything in the recipe that a config's result depends on.
-
-    A resumed sweep reuses a finished config only when it was run from the same definition:
-    editing the config, the model path, the data, the calibration defaults, the build or the
-    latency settings makes it run again.
-    """
-    import hashlib
-
-    doc = {"config": config.model_dump(mode="json"),
-           "recipe": recipe.model_dump(mode="json", exclude={"configs", "name"}),
-           "inputs": _input_identity(recipe)}
-    text = json.dumps(doc, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
-
-
-def _input_identity(recipe: Recipe) -> dict[str, Any]:
-    """Size and mtime of the model and of every data/label file (folder listings hashed).
-
-    Replacing a file behind the same path makes the configs that read it run again.
-    """
-    from quantkit.capture.checkpoint import data_identity
-
-    ids: dict[str, Any] = {"model": data_identity(recipe.path(recipe.model))}
-    for which in ("calibration", "evaluation"):
-        spec = getattr(recipe.data, which)
-        if spec is not None:
-            ids[which] = data_identity(recipe.source(spec.source))
-            if spec.labels:
-                ids[f"{which}_labels"] = data_identity(recipe.path(spec.labels))
-    return ids
-
-
-def _completed(out: Path, name: str, fingerprint: str | None = None) -> dict[str, Any] | None:
-    """The row of a config that finished in an earlier run, or ``None`` to run it."""
-    result_file = out / "configs" / name / "result.json"
-    try:
-        doc = json.loads(result_file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as err:
-        logger.warning("%s: unreadable (%s); the config runs again", result_file, err)
-        return None
-    if not isinstance(doc, dict) or doc.get("config") != name:
-        logger.warning("%s: not a result of config %s; the config runs again", result_file, name)
-        return None
-    recorded = doc.pop("fingerprint", None)
-    if fingerprint is not None and recorded is not None and recorded != fingerprint:
-        logger.warning("%s: the recipe's definition of %s changed since it ran; it runs again",
-                       result_file, name)
-        return None
-    doc.pop("calibration", None)
-    return doc
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return a.exists() and b.exists() and os.path.samefile(a, b)
-    except OSError:
-        return False
-
-
-def _check_inputs_outside_outputs(recipe: Recipe, recipe_path: Path, out: Path) -> None:
-    """Refuse an output folder where the sweep would overwrite one of the recipe's inputs."""
-    inputs = [("model", recipe.model)]
-    for which in ("calibration", "evaluation"):
-        spec = getattr(recipe.data, which)
-        if spec is not None:
-            inputs.append((f"data.{which}.source", spec.source))
-            if spec.labels:
-                inputs.append((f"data.{which}.labels", spec.labels))
-    for i, cfg in enumerate(recipe.configs):
-        if cfg.precision_file:
-            inputs.append((f"configs[{i}].precision_file", cfg.precision_file))
-    owned = [out / n for n in ("results.csv", "report.html", "summary.md", "environment.json",
-                               "autotune.json", "sensitivity.csv")]
-    trees = [out / "configs", out / "calibration"]
-    root = out.resolve()
-    for field_name, value in inputs:
-        if value.startswith("hf:"):
-            continue
-        path = recipe.path(value).resolve()
-        clash = any(_same_file(path, o) for o in owned) or any(
-            path == t.resolve() or t.resolve() in path.parents for t in trees)
-        if clash or (path.parent == root and path.name == "recipe.yaml"
-                     and not _same_file(path, recipe_path)):
-            raise InputError(
-                f"-o {out}: the recipe's {field_name} ({path}) is a file the sweep writes "
-                "there; quantkit never overwrites its inputs. Choose another output folder.")
 
 
 def _run_config_in(ctx: _Context, config: ConfigSpec, folder: Path) -> dict[str, Any]:
@@ -441,7 +285,7 @@ def _run_config_in(ctx: _Context, config: ConfigSpec, folder: Path) -> dict[str,
                                           "settings": table.settings}}
     else:
         row_doc = dict(row)
-    row_doc["fingerprint"] = _fingerprint(ctx.recipe, config)
+    row_doc["fingerprint"] = _resume.fingerprint(ctx.recipe, config)
     write_text_atomic(folder / "result.json", json.dumps(row_doc, indent=1, default=float) + "\n")
     return row
 
@@ -495,19 +339,19 @@ def run_sweep(recipe_path: str | Path, out_dir: str | Path, *, force: bool = Fal
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InputError(f"-o {out}: exists and is not a folder.")
-    _check_inputs_outside_outputs(recipe, Path(recipe_path), out)
+    _resume.check_inputs_outside_outputs(recipe, Path(recipe_path), out)
     out.mkdir(parents=True, exist_ok=True)
-    if not _same_file(Path(recipe_path), out / "recipe.yaml"):  # never overwrite an input
+    if not _resume.same_file(Path(recipe_path), out / "recipe.yaml"):  # never overwrite an input
         write_text_atomic(out / "recipe.yaml", Path(recipe_path).read_text(encoding="utf-8"))
     ctx = _Context(recipe, out)
     write_text_atomic(out / "environment.json",
                       json.dumps(_environment(recipe, Path(recipe_path)), indent=2) + "\n")
-    _clean_stale(out)
+    _resume.clean_stale(out)
     done: dict[str, dict[str, Any]] = {}
     todo = []
     for config in recipe.configs:
-        previous = None if force else _completed(out, config.name,
-                                                  _fingerprint(recipe, config))
+        previous = None if force else _resume.completed(out, config.name,
+                                                  _resume.fingerprint(recipe, config))
         if previous is not None:
             done[config.name] = previous
             logger.info("%s: results exist, skipped (use --force to re-run)", config.name)
