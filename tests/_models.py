@@ -96,3 +96,18 @@ def matmul_model(path: Path, *, convtranspose: bool = False, opset: int = 17) ->
     model.ir_version = 8
     onnx.save(model, str(path))
     return path
+
+
+def demo_digits(path: Path, copies: int) -> Path:
+    """``copies`` x 256 demo digits as the demo CNN's float input [N, 1, 28, 28], saved to
+    ``path``: the shipped calibration digits, shifted by up to 3 pixels and scaled by 0.6-1.4
+    (seeded), so a run has many batches with ranges that grow."""
+    from quantkit.demo import asset
+
+    with np.load(asset("demo_data.npz"), allow_pickle=False) as d:
+        x = d["calibration"].astype(np.float32) / 255.0
+    rng = np.random.default_rng(0)
+    views = [np.roll(x, (int(dy), int(dx)), axis=(1, 2)) * rng.uniform(0.6, 1.4)
+             for dy, dx in rng.integers(-3, 4, size=(copies, 2))]
+    np.save(path, np.concatenate(views)[:, None].astype(np.float32))
+    return path

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
-from _models import small_cnn
+from _models import demo_digits, small_cnn
 
 from quantkit.capture import calibrate
 from quantkit.capture.shard import ShardReport, calibrate_sharded, split_batches
@@ -37,14 +37,7 @@ BATCH = 64
 @pytest.fixture(scope="module")
 def calib(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """1,536 demo digits (the shipped 256, shifted and scaled copies), as the model's input."""
-    with np.load(asset("demo_data.npz"), allow_pickle=False) as d:
-        x = d["calibration"].astype(np.float32) / 255.0
-    rng = np.random.default_rng(0)
-    views = [np.roll(x, (int(dy), int(dx)), axis=(1, 2)) * rng.uniform(0.6, 1.4)
-             for dy, dx in rng.integers(-3, 4, size=(6, 2))]
-    path = tmp_path_factory.mktemp("ray") / "calib.npy"
-    np.save(path, np.concatenate(views)[:, None].astype(np.float32))
-    return path
+    return demo_digits(tmp_path_factory.mktemp("ray") / "calib.npy", 6)
 
 
 @pytest.fixture(scope="module")

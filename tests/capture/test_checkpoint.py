@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _models import demo_digits
 
 from quantkit.capture import calibrate
 from quantkit.capture.checkpoint import Checkpoint
@@ -24,15 +25,8 @@ MODEL = asset("demo_cnn.onnx")
 
 @pytest.fixture(scope="module")
 def calib(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """3,072 demo digits (the shipped 256, shifted copies), as the model's float input."""
-    with np.load(asset("demo_data.npz"), allow_pickle=False) as d:
-        x = d["calibration"].astype(np.float32) / 255.0
-    rng = np.random.default_rng(0)
-    views = [np.roll(x, (int(dy), int(dx)), axis=(1, 2)) * rng.uniform(0.6, 1.4)
-             for dy, dx in rng.integers(-3, 4, size=(12, 2))]
-    path = tmp_path_factory.mktemp("ckpt") / "calib.npy"
-    np.save(path, np.concatenate(views)[:, None].astype(np.float32))
-    return path
+    """3,072 demo digits (the shipped 256, shifted and scaled copies), as the model's input."""
+    return demo_digits(tmp_path_factory.mktemp("ckpt") / "calib.npy", 12)
 
 
 def quantkit_cmd(*args: str) -> list[str]:
