@@ -1,4 +1,4 @@
-"""``quantkit transform``: cross-layer equalization and bias correction of an FP32 model."""
+"""``quantkit transform``: equalization, SmoothQuant migration, bias correction of a model."""
 
 from __future__ import annotations
 
@@ -18,6 +18,11 @@ from quantkit.errors import InputError
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--equalize", is_flag=True,
               help="Cross-layer equalization of Conv/Gemm/MatMul pairs (FP32 function kept).")
+@click.option("--smoothquant", is_flag=True,
+              help="Migrate activation outlier channels of MatMul/Gemm inputs into their "
+                   "weights (transformers; needs --data; FP32 function kept).")
+@click.option("--alpha", type=float, default=0.5, show_default=True,
+              help="SmoothQuant migration strength in [0, 1].")
 @click.option("--bias-correct", is_flag=True,
               help="Remove the mean INT8 output shift of each layer (needs --data).")
 @data_options_optional
@@ -29,7 +34,8 @@ from quantkit.errors import InputError
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="Output FP32 ONNX model (quantize it with `quantkit quantize`).")
 @click.option("--json", "as_json", is_flag=True, help="Print the reports as JSON.")
-def transform_cmd(model: str, equalize: bool, bias_correct: bool, data: str | None,
+def transform_cmd(model: str, equalize: bool, smoothquant: bool, alpha: float,
+                  bias_correct: bool, data: str | None,
                   batch_size: int, max_samples: int | None, seed: int | None,
                   preprocess_file: str | None, columns: tuple[str, ...], streaming: bool,
                   method: str, sequential: bool, output: str, as_json: bool) -> None:
@@ -41,6 +47,7 @@ def transform_cmd(model: str, equalize: bool, bias_correct: bool, data: str | No
     \b
     Examples:
       quantkit transform model.onnx --equalize -o model.cle.onnx
+      quantkit transform bert.onnx --smoothquant --alpha 0.8 --data calib.npz -o bert.sq.onnx
       quantkit transform model.onnx --equalize --bias-correct --data calib.npz \\
           --method percentile -o model.t.onnx
     """
@@ -50,21 +57,28 @@ def transform_cmd(model: str, equalize: bool, bias_correct: bool, data: str | No
     from quantkit.transforms import TransformReport
     from quantkit.transforms import bias_correct as run_bias_correct
     from quantkit.transforms import equalize as run_equalize
+    from quantkit.transforms import smoothquant as run_smoothquant
 
-    if not (equalize or bias_correct):
-        raise InputError("nothing to do: give --equalize and/or --bias-correct.")
+    if not (equalize or bias_correct or smoothquant):
+        raise InputError("nothing to do: give --equalize, --smoothquant and/or --bias-correct.")
     if bias_correct and data is None:
         raise InputError("--bias-correct measures the INT8 shift on data: give --data D.")
+    if smoothquant and data is None:
+        raise InputError("--smoothquant measures activation ranges on data: give --data D.")
+    options = build_data_options(preprocess_file, columns, streaming, seed)
     check_output_path(output, model, data, preprocess_file, flag="-o")
     current = load_model(model)
     reports: list[TransformReport] = []
     if equalize:
         current, rep = run_equalize(current)
         reports.append(rep)
+    if smoothquant:
+        current, rep = run_smoothquant(current, data, alpha=alpha, batch_size=batch_size,
+                                       max_samples=max_samples, data_options=options)
+        reports.append(rep)
     if bias_correct:
         from quantkit.capture import calibrate
 
-        options = build_data_options(preprocess_file, columns, streaming, seed)
         with tempfile.TemporaryDirectory(prefix="quantkit-transform-") as tmp:
             path = os.path.join(tmp, Path(model).name)
             save_model(current, path)

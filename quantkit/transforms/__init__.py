@@ -15,10 +15,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __all__ = ["TRANSFORMS_METADATA_KEY", "TransformReport", "applied_transforms", "bias_correct",
-           "equalize"]
+           "equalize", "smoothquant"]
 
 _LAZY = {
     "equalize": "quantkit.transforms.equalize",
+    "smoothquant": "quantkit.transforms.smoothquant",
     "bias_correct": "quantkit.transforms.bias_correction",
     "TransformReport": "quantkit.transforms._common",
     "TRANSFORMS_METADATA_KEY": "quantkit.transforms._common",
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     )
     from quantkit.transforms.bias_correction import bias_correct
     from quantkit.transforms.equalize import equalize
+    from quantkit.transforms.smoothquant import smoothquant
 
 
 def __getattr__(name: str) -> Any:

@@ -33,7 +33,28 @@ def test_equalize_and_bias_correct(demo_dir: Path, tmp_path: Path,
     assert reports[1]["settings"]["num_samples"] == 64
 
 
-@pytest.mark.parametrize("args", [[], ["--bias-correct"]])
+def test_smoothquant_keeps_the_function(demo_dir: Path, tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    import numpy as np
+
+    from quantkit._ort import session
+
+    out = tmp_path / "s.onnx"
+    code = main(["transform", str(demo_dir / "demo_cnn.onnx"), "--smoothquant", "--alpha",
+                 "0.8", "--data", str(demo_dir / "data" / "calibration.npy"),
+                 "--max-samples", "64", "-o", str(out)])
+    text = capsys.readouterr().out
+    assert code == 0 and "smoothquant: 2 changed" in text  # the demo's two Gemms
+    rep = applied_transforms(onnx.load(str(out)))[-1]
+    assert rep["transform"] == "smoothquant" and rep["settings"]["alpha"] == 0.8
+    x = np.load(demo_dir / "data" / "calibration.npy")[:32]
+    a, b = (session(str(p), providers=["CPUExecutionProvider"]) for p in
+            (demo_dir / "demo_cnn.onnx", out))
+    feeds = {a.get_inputs()[0].name: x.astype(np.float32)}
+    np.testing.assert_allclose(b.run(None, feeds)[0], a.run(None, feeds)[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("args", [[], ["--bias-correct"], ["--smoothquant"]])
 def test_bad_usage_exits_2_without_output(demo_dir: Path, tmp_path: Path, args: list[str],
                                           capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "t.onnx"
