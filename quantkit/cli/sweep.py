@@ -195,13 +195,16 @@ def sensitivity_cmd(model: str, data: str, batch_size: int, max_samples: int | N
 @click.option("--rescued-model", default=None, type=click.Path(dir_okay=False),
               help="Where to write the transformed FP32 model with --rescue (default: the "
                    "YAML path with the suffix .onnx).")
+@executor_options
 def autotune_cmd(model: str, data: str, batch_size: int, max_samples: int | None,
                  seed: int | None, preprocess_file: str | None, columns: tuple[str, ...],
                  streaming: bool, eval_data: str | None, labels: str | None,
                  metric: str | None, method: str, fp16: bool, max_accuracy_drop: float,
                  max_evaluations: int, output: str, rescue: tuple[str, ...],
-                 rescued_model: str | None) -> None:
+                 rescued_model: str | None, executor: str, ray_address: str | None,
+                 shards: int | None) -> None:
     """Fewest layers kept out of INT8 so accuracy stays within --max-accuracy-drop of FP32."""
+    from quantkit.calibrators.cache import DEFAULT_TRT_VERSION
     from quantkit.capture import calibrate
     from quantkit.model import load_model
     from quantkit.qdq.plan import PrecisionConfig
@@ -219,14 +222,29 @@ def autotune_cmd(model: str, data: str, batch_size: int, max_samples: int | None
                           output, flag="--rescued-model")
     fp = load_model(model)
     opts = build_data_options(preprocess_file, columns, streaming, seed)
-    scales = calibrate(model, data, method=method, batch_size=batch_size,
-                       max_samples=max_samples, data_options=opts).scales
-    ev = _evaluator(model, eval_data, data, labels, metric, batch_size, max_samples, opts)
-    res = autotune(fp, scales, ev, max_accuracy_drop,
-                   base=PrecisionConfig(default_float="fp16" if fp16 else "fp32"),
-                   max_evaluations=max_evaluations, rescue=rescue, rescue_data=data,
-                   rescue_options={"batch_size": batch_size, "max_samples": max_samples,
-                                   "data_options": opts, "method": method})
+    # with ray, as in `sensitivity`: one instance for the sharded calibration and the probes
+    probes = build_executor(executor, ray_address) if executor == "ray" else None
+    try:
+        if probes is not None:
+            probes.start()
+        if executor == "local" and shards is None and ray_address is None:
+            scales = calibrate(model, data, method=method, batch_size=batch_size,
+                               max_samples=max_samples, data_options=opts).scales
+        else:
+            scales = calibrate_on_executor(
+                model, data, executor, ray_address, shards, method=method,
+                batch_size=batch_size, max_samples=max_samples, allow_nonfinite=False,
+                method_options={}, data_options=opts, trt_version=DEFAULT_TRT_VERSION).scales
+        ev = _evaluator(model, eval_data, data, labels, metric, batch_size, max_samples, opts)
+        res = autotune(fp, scales, ev, max_accuracy_drop,
+                       base=PrecisionConfig(default_float="fp16" if fp16 else "fp32"),
+                       max_evaluations=max_evaluations, rescue=rescue, rescue_data=data,
+                       rescue_options={"batch_size": batch_size, "max_samples": max_samples,
+                                       "data_options": opts, "method": method},
+                       executor=probes, threads=1 if probes is not None else None)
+    finally:
+        if probes is not None:
+            probes.close()
     write_text_atomic(output, res.to_yaml())
     if rescued_path is not None and res.model is not None:
         from quantkit.model import save_model

@@ -40,6 +40,7 @@ from quantkit.calibrators.cache import ScaleTable
 from quantkit.errors import InputError
 from quantkit.qdq.plan import PrecisionConfig, Rule
 from quantkit.qdq.writer import quantize_model
+from quantkit.sweep.executor import Executor
 from quantkit.sweep.scoring import Evaluator, Score
 from quantkit.sweep.sensitivity import LayerSensitivity, layer_sensitivity, rank
 
@@ -202,7 +203,8 @@ def autotune(model: onnx.ModelProto, scales: ScaleTable, evaluator: Evaluator,
              max_evaluations: int = 200,
              sensitivity: Sequence[LayerSensitivity] | None = None,
              rescue: Sequence[str] = (), rescue_data: Any = None,
-             rescue_options: Mapping[str, Any] | None = None) -> AutotuneResult:
+             rescue_options: Mapping[str, Any] | None = None,
+             executor: Executor | None = None, threads: int | None = None) -> AutotuneResult:
     """Find a small set of layers to keep out of INT8 so the drop stays <= the target.
 
     Args:
@@ -221,6 +223,8 @@ def autotune(model: onnx.ModelProto, scales: ScaleTable, evaluator: Evaluator,
         rescue_options: ``batch_size``, ``max_samples``, ``data_options``, ``providers``;
             ``method`` / ``method_options`` for the re-calibration (default: the method of
             ``scales``, default options); ``alpha`` for smoothquant.
+        executor: runs the sensitivity probes (one task per layer; default in-process).
+        threads: ONNX Runtime threads per probe task.
     """
     base = base or PrecisionConfig()
     rescued: _Rescued | None = None
@@ -270,7 +274,8 @@ def autotune(model: onnx.ModelProto, scales: ScaleTable, evaluator: Evaluator,
                                    all_int8, all_int8, evaluator.evaluations - start, sens,
                                    steps))
     if not sens:
-        sens = layer_sensitivity(model, scales, evaluator, base)
+        sens = layer_sensitivity(model, scales, evaluator, base, executor=executor,
+                                 threads=threads)
     order = [r.layer for r in rank(sens, all_int8, evaluator.higher_is_better)]
     # exponential search for a prefix that meets the target
     hi, lo = 1, 0
