@@ -70,6 +70,15 @@ def calibrate_cmd(model: str, data: str, batch_size: int, max_samples: int | Non
     from quantkit.calibrators import get_calibrator_class, load_calibrator_plugin
     from quantkit.capture import calibrate
 
+    # outputs first: a bad output path is refused before a plugin's code runs
+    outs = [p for p in (cache_out, scales_out) if p]
+    for flag, path in (("--cache", cache_out), ("--scales", scales_out),
+                       ("--checkpoint", checkpoint)):
+        if path:
+            check_output_path(path, model, data, preprocess_file, plugin, flag=flag)
+    outputs = [Path(p).resolve() for p in (cache_out, scales_out, checkpoint) if p]
+    if len(set(outputs)) < len(outputs):
+        raise InputError("--cache, --scales and --checkpoint must name different files.")
     if plugin:
         load_calibrator_plugin(plugin)
     get_calibrator_class(method)  # unknown method: exit 2 before any work
@@ -79,14 +88,6 @@ def calibrate_cmd(model: str, data: str, batch_size: int, max_samples: int | Non
             raise InputError(f"--percentile {percentile}: only valid with --method percentile.")
         options["percentile"] = percentile
     version = parse_trt_version(trt_version)
-    outs = [p for p in (cache_out, scales_out) if p]
-    for flag, path in (("--cache", cache_out), ("--scales", scales_out),
-                       ("--checkpoint", checkpoint)):
-        if path:
-            check_output_path(path, model, data, preprocess_file, plugin, flag=flag)
-    outputs = [Path(p).resolve() for p in (cache_out, scales_out, checkpoint) if p]
-    if len(set(outputs)) < len(outputs):
-        raise InputError("--cache, --scales and --checkpoint must name different files.")
     data_opts = build_data_options(preprocess_file, columns, streaming, seed)
     if executor == "local" and shards is None and ray_address is None:
         result = calibrate(
