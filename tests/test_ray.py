@@ -77,6 +77,15 @@ def test_sharded_in_process_equals_single_pass(calib: Path, reference: dict[str,
     assert report.fallback is None and report.prefix_batches == 1 and len(report.shards) == 3
 
 
+def test_sharded_in_a_process_pool_writes_the_same_bytes(calib: Path, tmp_path: Path) -> None:
+    """`--executor local --shards 2`: the shards run in two spawned worker processes."""
+    (tmp_path / "one").mkdir()
+    (tmp_path / "pool").mkdir()
+    single = _cli_outputs(tmp_path / "one", calib)
+    pooled = _cli_outputs(tmp_path / "pool", calib, "--shards", "2")
+    assert pooled == single
+
+
 def test_missing_ray_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
     ex = make_executor("ray")
