@@ -73,6 +73,22 @@ def sweep_cmd(recipe: str, out_dir: str, force: bool, executor: str, ray_address
                             f"{', '.join(result.failed)}; see results.csv (status, error).")
 
 
+def _calibrate(model: str, data: str, executor: str, ray_address: str | None,
+               shards: int | None, method: str, batch_size: int, max_samples: int | None,
+               opts: dict[str, Any]) -> Any:
+    """Scales for `sensitivity` / `autotune`: one pass, or sharded on the executor."""
+    from quantkit.calibrators.cache import DEFAULT_TRT_VERSION
+    from quantkit.capture import calibrate
+
+    if executor == "local" and shards is None and ray_address is None:
+        return calibrate(model, data, method=method, batch_size=batch_size,
+                         max_samples=max_samples, data_options=opts).scales
+    return calibrate_on_executor(
+        model, data, executor, ray_address, shards, method=method, batch_size=batch_size,
+        max_samples=max_samples, allow_nonfinite=False, method_options={}, data_options=opts,
+        trt_version=DEFAULT_TRT_VERSION).scales
+
+
 def _evaluator(model: str, eval_data: str | None, data: str, labels: str | None,
                metric: str | None, batch_size: int, max_samples: int | None,
                data_opts: dict[str, Any]) -> Any:
@@ -120,8 +136,6 @@ def sensitivity_cmd(model: str, data: str, batch_size: int, max_samples: int | N
                     metric: str | None, method: str, fp16: bool, out_dir: str, executor: str,
                     ray_address: str | None, shards: int | None) -> None:
     """Per-layer sensitivity: each layer alone in INT8, and each layer alone left out."""
-    from quantkit.calibrators.cache import DEFAULT_TRT_VERSION
-    from quantkit.capture import calibrate
     from quantkit.model import load_model
     from quantkit.qdq.plan import PrecisionConfig
     from quantkit.sweep import layer_sensitivity, rank
@@ -140,14 +154,8 @@ def sensitivity_cmd(model: str, data: str, batch_size: int, max_samples: int | N
     try:
         if probes is not None:
             probes.start()
-        if executor == "local" and shards is None and ray_address is None:
-            scales = calibrate(model, data, method=method, batch_size=batch_size,
-                               max_samples=max_samples, data_options=opts).scales
-        else:  # the calibration is sharded
-            scales = calibrate_on_executor(
-                model, data, executor, ray_address, shards, method=method,
-                batch_size=batch_size, max_samples=max_samples, allow_nonfinite=False,
-                method_options={}, data_options=opts, trt_version=DEFAULT_TRT_VERSION).scales
+        scales = _calibrate(model, data, executor, ray_address, shards, method, batch_size,
+                            max_samples, opts)
         ev = _evaluator(model, eval_data, data, labels, metric, batch_size, max_samples, opts)
         base = PrecisionConfig(default_float="fp16" if fp16 else "fp32")
         # one ONNX Runtime thread per probe task: Ray runs one task per CPU
@@ -204,8 +212,6 @@ def autotune_cmd(model: str, data: str, batch_size: int, max_samples: int | None
                  rescued_model: str | None, executor: str, ray_address: str | None,
                  shards: int | None) -> None:
     """Fewest layers kept out of INT8 so accuracy stays within --max-accuracy-drop of FP32."""
-    from quantkit.calibrators.cache import DEFAULT_TRT_VERSION
-    from quantkit.capture import calibrate
     from quantkit.model import load_model
     from quantkit.qdq.plan import PrecisionConfig
     from quantkit.sweep import autotune
@@ -227,14 +233,8 @@ def autotune_cmd(model: str, data: str, batch_size: int, max_samples: int | None
     try:
         if probes is not None:
             probes.start()
-        if executor == "local" and shards is None and ray_address is None:
-            scales = calibrate(model, data, method=method, batch_size=batch_size,
-                               max_samples=max_samples, data_options=opts).scales
-        else:
-            scales = calibrate_on_executor(
-                model, data, executor, ray_address, shards, method=method,
-                batch_size=batch_size, max_samples=max_samples, allow_nonfinite=False,
-                method_options={}, data_options=opts, trt_version=DEFAULT_TRT_VERSION).scales
+        scales = _calibrate(model, data, executor, ray_address, shards, method, batch_size,
+                            max_samples, opts)
         ev = _evaluator(model, eval_data, data, labels, metric, batch_size, max_samples, opts)
         res = autotune(fp, scales, ev, max_accuracy_drop,
                        base=PrecisionConfig(default_float="fp16" if fp16 else "fp32"),
