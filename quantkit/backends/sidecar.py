@@ -51,6 +51,7 @@ logger = logging.getLogger(__name__)
 
 SIDECAR_FORMAT = "quantkit-engine/1"
 PLAN_KEY = "quantkit.plan"
+TRANSFORMS_KEY = "quantkit.transforms"  # quantkit.transforms._common.TRANSFORMS_METADATA_KEY
 PLAN_FORMAT = "quantkit-plan/1"
 
 _DTYPES = {"FLOAT": "fp32", "HALF": "fp16", "BF16": "bf16", "INT8": "int8", "INT32": "int32",
@@ -271,9 +272,10 @@ def read_plan(model: str | os.PathLike[str]) -> tuple[dict[str, str] | None, dic
     except Exception as err:  # the TensorRT parser read it; a plan is optional
         logger.debug("could not read %s for its precision plan: %s", model, err)
         return None, {"present": False}
+    transforms = _transforms_summary(proto)
     raw = next((p.value for p in proto.metadata_props if p.key == PLAN_KEY), None)
     if raw is None:
-        return None, {"present": False}
+        return None, {"present": False, **transforms}
     try:
         doc = json.loads(raw)
     except json.JSONDecodeError as err:
@@ -288,7 +290,27 @@ def read_plan(model: str | os.PathLike[str]) -> tuple[dict[str, str] | None, dic
         return None, {"present": True, "error": f"unsupported format {fmt!r}"}
     plan = {str(name): str(entry["precision"]) for name, entry in nodes.items()
             if isinstance(entry, dict) and "precision" in entry}
-    return plan, {"present": True, "format": PLAN_FORMAT, "nodes": len(plan)}
+    return plan, {"present": True, "format": PLAN_FORMAT, "nodes": len(plan), **transforms}
+
+
+def _transforms_summary(proto: Any) -> dict[str, Any]:
+    """Summary of the model's ``quantkit.transforms`` metadata, or ``{}``.
+
+    That is what ``quantkit transform`` / ``autotune --rescue`` did to the FP32 model.
+    """
+    raw = next((p.value for p in proto.metadata_props if p.key == TRANSFORMS_KEY), None)
+    if raw is None:
+        return {}
+    try:
+        reports = json.loads(raw)
+    except json.JSONDecodeError:
+        return {"transforms": "unreadable"}
+    if not isinstance(reports, list):
+        return {"transforms": "unreadable"}
+    return {"transforms": [
+        {"transform": r.get("transform"), "settings": r.get("settings"),
+         "changed": len(r.get("changed") or []), "skipped": len(r.get("skipped") or [])}
+        for r in reports if isinstance(r, dict)]}
 
 
 # ---------------------------------------------------------------------------------------------

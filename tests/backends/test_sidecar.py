@@ -142,3 +142,25 @@ def test_compare_accepts_fused_qkv_gemm_and_cast_fused_layernorm() -> None:
     found, _ = compare(layers, kernels, None)
     assert [(d["layer"], d["engine"]) for d in found] == [("/solo/MatMul", "fp16")]
     assert all(layer.get("engine_precision") == "int8" for layer in layers[:3])
+
+
+def test_read_plan_reports_the_transforms_applied(tmp_path: Path) -> None:
+    """A model from `quantkit transform` / `autotune --rescue` says so in the engine sidecar."""
+    from quantkit.backends.sidecar import TRANSFORMS_KEY
+    from quantkit.transforms._common import TRANSFORMS_METADATA_KEY
+
+    assert TRANSFORMS_KEY == TRANSFORMS_METADATA_KEY
+    path, _ = int8_cnn(tmp_path / "a.onnx", plan={"/conv1/Conv": "int8"})
+    model = onnx.load(str(path))
+    reports = [{"transform": "bias_correction", "settings": {"method": "minmax"},
+                "changed": [{"layer": "/conv1/Conv"}, {"layer": "/conv2/Conv"}],
+                "skipped": [{"layer": "/fc/Gemm", "reason": "no bias"}]}]
+    model.metadata_props.append(onnx.StringStringEntryProto(key=TRANSFORMS_KEY,
+                                                            value=json.dumps(reports)))
+    onnx.save(model, str(tmp_path / "b.onnx"))
+    plan, info = read_plan(tmp_path / "b.onnx")
+    assert plan == {"/conv1/Conv": "int8"}
+    assert info["transforms"] == [{"transform": "bias_correction",
+                                   "settings": {"method": "minmax"}, "changed": 2,
+                                   "skipped": 1}]
+    assert "transforms" not in read_plan(path)[1]
