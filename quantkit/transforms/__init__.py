@@ -1,6 +1,7 @@
 """Graph transforms that rescue INT8 accuracy before layers fall back to FP16.
 
 * :func:`equalize` -- cross-layer equalization (Nagel et al. 2019), FP32-function preserving;
+* :func:`fold_batchnorm` -- BatchNormalization folded into the Conv/Gemm before it;
 * :func:`bias_correct` -- per-channel correction of the mean output shift that INT8 weight
   (and activation) quantization causes, measured on calibration data.
 
@@ -15,10 +16,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __all__ = ["TRANSFORMS_METADATA_KEY", "TransformReport", "applied_transforms", "bias_correct",
-           "equalize", "smoothquant"]
+           "equalize", "fold_batchnorm", "smoothquant"]
 
 _LAZY = {
     "equalize": "quantkit.transforms.equalize",
+    "fold_batchnorm": "quantkit.transforms.fold_bn",
     "smoothquant": "quantkit.transforms.smoothquant",
     "bias_correct": "quantkit.transforms.bias_correction",
     "TransformReport": "quantkit.transforms._common",
@@ -34,6 +36,7 @@ if TYPE_CHECKING:
     )
     from quantkit.transforms.bias_correction import bias_correct
     from quantkit.transforms.equalize import equalize
+    from quantkit.transforms.fold_bn import fold_batchnorm
     from quantkit.transforms.smoothquant import smoothquant
 
 

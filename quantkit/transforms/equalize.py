@@ -13,9 +13,9 @@ output): ``Relu``, ``LeakyRelu``, ``PRelu``, ``Identity``, ``Dropout``, ``MaxPoo
 ``AveragePool``, ``GlobalAveragePool``, ``GlobalMaxPool``, a zero-constant ``Pad`` that does not
 pad channels, and ``Flatten(axis=1)`` between a Conv and a Gemm/MatMul. Not homogeneous, so
 those pairs are skipped and reported: ``Clip`` (ReLU6: ``min(x / s, 6) != min(x, 6) / s``),
-``HardSwish``, ``HardSigmoid``, ``Sigmoid``, ``Tanh``, ``Gelu``... ``BatchNormalization`` must be
-folded into the convolution first (exporters usually do). Node names never change; only
-weight and bias initializers are rewritten in place.
+``HardSwish``, ``HardSigmoid``, ``Sigmoid``, ``Tanh``, ``Gelu``... ``BatchNormalization`` is
+folded into the layer before it first (:mod:`quantkit.transforms.fold_bn`; exporters usually
+have done it). Node names never change; only weight and bias initializers are rewritten.
 
 TensorRT quantizes weights per output channel (TENSORRT_FACTS.md, Q/DQ placement), so the
 range imbalance of ``W1``'s output channels costs nothing there; what equalization still changes
@@ -61,8 +61,8 @@ _WHY_NOT = {
     "Add": "Add joins another branch (or adds a constant): scaling one input would change "
            "the sum",
     "Softmax": "Softmax is not positively homogeneous",
-    "BatchNormalization": "BatchNormalization between the layers: fold it into the "
-                          "convolution first (re-export with BN folded)",
+    "BatchNormalization": "BatchNormalization between the layers that could not be folded "
+                          "into the layer before it (see the fold_batchnorm report)",
 }
 
 
@@ -213,14 +213,17 @@ def _spread(r: np.ndarray) -> float:
     return float(nz.max() / nz.min()) if nz.size else 1.0
 
 
-def equalize(model: onnx.ModelProto, *, iterations: int = 20,
-             tolerance: float = 1e-4) -> tuple[onnx.ModelProto, TransformReport]:
+def equalize(model: onnx.ModelProto, *, iterations: int = 20, tolerance: float = 1e-4,
+             fold_batchnorm: bool = True) -> tuple[onnx.ModelProto, TransformReport]:
     """Cross-layer equalization of every eligible pair of ``model`` (not modified).
 
     Args:
         model: the FP32 model.
         iterations: at most this many sweeps over all pairs (chains need several).
         tolerance: stop when no scale of a sweep differs from 1 by more than this.
+        fold_batchnorm: fold BatchNormalization into the layer before it first
+            (:func:`quantkit.transforms.fold_bn.fold_batchnorm`, recorded as its own
+            transform when it folds anything), as the paper does.
 
     Returns:
         The equalized model (weights rewritten, node names unchanged, the report stored in
@@ -228,6 +231,10 @@ def equalize(model: onnx.ModelProto, *, iterations: int = 20,
         geometric mean and the channel-range spread (max/min) of both weights before and
         after; per skipped candidate the reason.
     """
+    if fold_batchnorm and any(n.op_type == "BatchNormalization" for n in model.graph.node):
+        from quantkit.transforms.fold_bn import fold_batchnorm as fold
+
+        model, _ = fold(model)
     out = working_copy(model)
     pairs, skipped = find_pairs(out)
     index = GraphIndex(out)
