@@ -35,6 +35,8 @@ configs:
   - {name: int8-minmax, precision: int8, method: minmax}
   - {name: int8-percentile, precision: int8, method: percentile, percentile: 99.99}
   - name: mixed-fp16
+    method: percentile
+    percentile: 99.99
     precision:
       default: int8
       default_float: fp16
