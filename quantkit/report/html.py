@@ -159,7 +159,7 @@ def _results_table(sweep: Sweep, df: pd.DataFrame) -> str:
         cls += ["pareto"] if r.pareto else []
         cls += ["best"] if r.config == h.best else []
         first = (f'<td class="cfg"><span class="dot {_e(r.kind)}" title="{_e(r.kind)}"></span>'
-                 f"{_e(r.config)}{mark}</td><td>{_e(r.method or DASH)}</td>")
+                 f"{_e(r.config)}{mark}</td><td>{_e(_method_cell(r))}</td>")
         attrs = f' class="{" ".join(cls)}"' if cls else ""
         attrs += f' data-config="{_e(r.config)}"'
         if r.status != "ok":
@@ -381,3 +381,10 @@ def write_report(directory: str | os.PathLike[str] | Sweep,
 
 
 __all__ = ["render_html", "write_report"]
+
+
+def _method_cell(r: Any) -> str:
+    """Calibration method, plus the rescue transforms applied before quantizing (if any)."""
+    method = str(r.method or DASH)
+    transforms = str(getattr(r, "transforms", "") or "")
+    return f"{method} + {transforms.replace('+', ' + ')}" if transforms else method

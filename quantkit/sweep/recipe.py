@@ -17,6 +17,7 @@ configs:
     precision: {default: int8, default_float: fp16,
                 overrides: [{op_type: Softmax, precision: fp32}]}
   - {name: auto, autotune: {max_accuracy_drop: 0.5}}
+  - {name: int8-bc, precision: int8, rescue: [bias_correction]}   # docs/transforms.md
 build: {backend: tensorrt-rtx, shapes: "input:1x1x28x28"}   # optional
 latency: {iterations: 30, warmup: 5}
 ```
@@ -82,6 +83,11 @@ class ConfigSpec(_Strict):
     percentile: float | None = Field(None, gt=0, le=100)
     fp16: bool = False
     autotune: AutotuneSpec | None = None
+    #: transforms applied to the FP32 model before quantizing (``equalize``, ``smoothquant``,
+    #: ``bias_correction``; see docs/transforms.md), recorded in results.csv and the report
+    rescue: list[str] = Field(default_factory=list)
+    #: SmoothQuant's migration strength (with ``rescue: [smoothquant]``)
+    alpha: float | None = Field(None, gt=0, lt=1)
 
     @field_validator("precision", mode="before")
     @classmethod
@@ -97,6 +103,17 @@ class ConfigSpec(_Strict):
             raise ValueError(f"{value!r} is not one of fp32, fp16, int8 (or a precision mapping)")
         return value
 
+    @field_validator("rescue")
+    @classmethod
+    def _rescue(cls, value: list[str]) -> list[str]:
+        from quantkit.sweep.autotune import RESCUE_TRANSFORMS
+
+        bad = [v for v in value if v not in RESCUE_TRANSFORMS]
+        if bad:
+            names = ", ".join(sorted(set(RESCUE_TRANSFORMS.values())))
+            raise ValueError(f"{bad[0]!r} is not one of {names}")
+        return value
+
     @model_validator(mode="after")
     def _one_source(self) -> ConfigSpec:
         given = [k for k in ("precision", "precision_file", "autotune")
@@ -107,6 +124,8 @@ class ConfigSpec(_Strict):
         if not given:
             raise ValueError("give one of precision (fp32 | fp16 | int8 | a mapping), "
                              "precision_file or autotune")
+        if self.rescue and self.kind in ("fp32", "fp16"):
+            raise ValueError("rescue transforms apply to int8 / mixed / autotune configs only")
         return self
 
     @property

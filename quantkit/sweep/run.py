@@ -60,7 +60,7 @@ COLUMNS = ["config", "method", "accuracy", "agreement", "sqnr_db", "latency_ms_p
            "latency_ms_p99", "throughput", "model_bytes", "backend", "device",
            "status", "error", "metric", "higher_is_better", "latency_ms_p90", "cosine",
            "int8_layers", "fp16_layers", "fp32_layers", "engine_backend", "engine_bytes",
-           "engine_build_s"]
+           "engine_build_s", "transforms"]
 
 
 @dataclass
@@ -109,6 +109,18 @@ class _Context:
     def _opts(self, spec: Any) -> dict[str, Any]:
         return {"preprocess": spec.preprocess, "columns": spec.columns,
                 "streaming": spec.streaming, "seed": spec.seed}
+
+    def rescue_options(self, config: ConfigSpec, method: str,
+                       percentile: float | None) -> dict[str, Any]:
+        """Data and settings for a config's rescue transforms (``data`` included)."""
+        cal = self.recipe.data.calibration
+        opts: dict[str, Any] = {
+            "data": self.recipe.source(cal.source), "batch_size": cal.batch_size,
+            "max_samples": cal.max_samples, "data_options": self._opts(cal), "method": method,
+            "method_options": {"percentile": percentile} if percentile is not None else {}}
+        if config.alpha is not None:
+            opts["alpha"] = config.alpha
+        return opts
 
     def calibration(self, method: str, percentile: float | None) -> ScaleTable:
         key = method if percentile is None else f"{method}-p{percentile:g}"
@@ -243,6 +255,7 @@ def _run_config_in(ctx: _Context, config: ConfigSpec, folder: Path) -> dict[str,
 
     model_file = folder / "model.onnx"
     method: str | None = None
+    transforms: list[dict[str, Any]] = []
     if config.kind == "fp32":
         shutil.copyfile(ctx.model_path, folder / ".model.onnx.tmp")
         with open(folder / ".model.onnx.tmp", "rb+") as fh:
@@ -256,12 +269,27 @@ def _run_config_in(ctx: _Context, config: ConfigSpec, folder: Path) -> dict[str,
         method = config.method or cal.method
         pct = config.percentile if config.percentile is not None else cal.percentile
         scales = None if config.kind == "fp16" else ctx.calibration(method, pct)
+        fp32_model = ctx.model
+        rescue_options = ctx.rescue_options(config, method, pct)
+        if config.rescue and config.kind != "auto":
+            assert scales is not None
+            from quantkit.sweep.autotune import _rescue
+
+            rescued = _rescue(ctx.model, scales, config.rescue, rescue_options.pop("data"),
+                              rescue_options)
+            fp32_model, scales = rescued.model, rescued.scales
+            transforms = rescued.reports
         if config.kind == "auto":
             assert config.autotune is not None and scales is not None
             base = PrecisionConfig(default_float="fp16" if config.fp16 else "fp32")
             tuned = autotune(ctx.model, scales, ctx.evaluator,
                              config.autotune.max_accuracy_drop, base=base,
-                             max_evaluations=config.autotune.max_evaluations)
+                             max_evaluations=config.autotune.max_evaluations,
+                             rescue=config.rescue, rescue_data=rescue_options.pop("data"),
+                             rescue_options=rescue_options)
+            if tuned.model is not None:
+                fp32_model = tuned.model
+                transforms = list(tuned.rescue)
             write_text_atomic(folder / "precision.yaml", tuned.to_yaml())
             write_text_atomic(ctx.out / "autotune.json",
                               json.dumps(tuned.to_dict(), indent=2) + "\n")
@@ -270,14 +298,17 @@ def _run_config_in(ctx: _Context, config: ConfigSpec, folder: Path) -> dict[str,
         else:
             precision = ctx.recipe.precision_config(config)
             method = None if config.kind == "fp16" else method
-        result = quantize_model(ctx.model, scales, precision, source=str(ctx.model_path))
+        result = quantize_model(fp32_model, scales, precision, source=str(ctx.model_path))
         save_model(result.model, model_file)
         plan_doc = result.plan.to_dict()
         counts = result.plan.counts()
         score = ctx.evaluator.score(str(model_file))
     if plan_doc is not None:
+        if transforms:
+            plan_doc["transforms"] = transforms
         write_text_atomic(folder / "plan.json", json.dumps(plan_doc, indent=1) + "\n")
     row = _row(config, score, ctx, model_file, method, counts)
+    row["transforms"] = "+".join(t["transform"] for t in transforms)
     _build(ctx, model_file, row)
     if method and method in {k.split("-p")[0] for k in ctx.scales}:
         table = next(t for k, t in ctx.scales.items() if k.split("-p")[0] == method)

@@ -105,6 +105,10 @@ def test_failed_config_is_recorded_and_others_continue(tmp_path: Path,
     (("name: fp16, precision: fp16", "name: fp32, precision: fp16"), "repeated: fp32"),
     (("model: m.onnx", "model: missing.onnx"), "missing.onnx does not exist"),
     (("metric: top1", "metric: top1\ncolour: red"), "colour: Extra inputs are not permitted"),
+    (("name: fp16, precision: fp16", "name: fp16, precision: fp16, rescue: [equalize]"),
+     "configs[1]: rescue transforms apply to int8"),
+    (("int8-minmax, precision: int8}", "int8-minmax, precision: int8, rescue: [magic]}"),
+     "configs[2].rescue: 'magic' is not one of bias_correction, equalize"),
 ])
 def test_recipe_errors_name_the_field(tmp_path: Path, edit: tuple[str, str], needle: str) -> None:
     recipe = _setup(tmp_path)
@@ -172,3 +176,38 @@ def test_replaced_calibration_data_recalibrates_and_reruns(tmp_path: Path,
     name = next(iter(scales["tensors"]))  # the graph input: its amax is max |calib|
     assert rescaled["tensors"][name]["amax"] == pytest.approx(3 * scales["tensors"][name]["amax"],
                                                               rel=1e-6)
+
+
+def test_rescue_transforms_in_a_recipe_are_applied_and_recorded(tmp_path: Path) -> None:
+    """`rescue: [bias_correction]` on an int8 config: the quantized model is of the corrected
+    FP32 model, and results.csv, plan.json, the model's metadata and the report say so."""
+    from quantkit.report import write_report
+    from quantkit.transforms import applied_transforms
+
+    recipe = _setup(tmp_path)
+    text = recipe.read_text().split("configs:")[0] + (
+        "configs:\n"
+        "  - {name: int8, precision: int8}\n"
+        "  - {name: int8-bc, precision: int8, rescue: [bias_correction]}\n"
+        "  - {name: auto-bc, autotune: {max_accuracy_drop: 50}, rescue: [bias_correction]}\n"
+        "latency: {iterations: 2, warmup: 1}\n")
+    recipe.write_text(text)
+    out = tmp_path / "out"
+    res = run_sweep(recipe, out)
+    assert res.failed == []
+    with open(out / "results.csv") as fh:
+        rows = {r["config"]: r for r in csv.DictReader(fh)}
+    assert rows["int8"]["transforms"] == ""
+    assert rows["int8-bc"]["transforms"] == rows["auto-bc"]["transforms"] == "bias_correction"
+    plan = json.loads((out / "configs" / "int8-bc" / "plan.json").read_text())
+    assert [t["transform"] for t in plan["transforms"]] == ["bias_correction"]
+    assert plan["transforms"][0]["changed"] > 0
+    model = onnx.load(str(out / "configs" / "int8-bc" / "model.onnx"))
+    assert [t["transform"] for t in applied_transforms(model)] == ["bias_correction"]
+    plain = onnx.load(str(out / "configs" / "int8" / "model.onnx"))
+    biases = {t.name: t for t in plain.graph.initializer}
+    changed = [t for t in model.graph.initializer
+               if t.name in biases and t.raw_data != biases[t.name].raw_data]
+    assert changed  # the corrected biases differ from the plain int8 model's
+    html = write_report(out)
+    assert "minmax + bias_correction" in Path(html).read_text()
