@@ -21,9 +21,9 @@ Why the result is identical, bit for bit, to one sequential pass:
   back to a single pass, so the output is still the single-process one.
 
 Reading a shard's batches: sources of known length read by index (``.npz``, ``.npy``, arrays
-in memory) and image folders (by file list) read only the shard's samples; other sources of
-known length (e.g. Hugging Face datasets) are read from the start and the batches before the
-shard skipped (not run through the model). Sources of unknown length (streams, generators)
+in memory, map-style Hugging Face datasets) and image folders (by file list) read only the
+shard's samples; other sources of known length are read from the start and the batches before
+the shard skipped (not run through the model). Sources of unknown length (streams, generators)
 cannot be split: they are calibrated in one pass on the driver, with a warning.
 """
 
@@ -120,6 +120,10 @@ def shard_batches(source: DataSource, batch_size: int, max_samples: int | None,
                                      source.description)
 
         return read_files()
+    from quantkit.data.hf import HFSource
+
+    if isinstance(source, HFSource):  # map-style: only the shard's rows are read
+        return source.batch_range(batch_size, max_samples, lo, hi)
     return itertools.islice(source.batches(batch_size, max_samples), lo, hi)
 
 

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
@@ -257,9 +258,21 @@ class HFSource(DataSource):
             return self._stream(batch_size, max_samples)
         return self._indexed(batch_size, max_samples)
 
-    def _indexed(self, batch_size: int, max_samples: int | None) -> Iterator[Batch]:
+    def batch_range(self, batch_size: int, max_samples: int | None, lo: int,
+                    hi: int) -> Iterator[Batch]:
+        """Batches ``lo..hi`` of :meth:`batches` (sharded calibration).
+
+        Map-style datasets read only those rows; streaming ones are read from the start.
+        """
+        check_batch_args(batch_size, max_samples)
+        if self.streaming:
+            return itertools.islice(self._stream(batch_size, max_samples), lo, hi)
+        return self._indexed(batch_size, max_samples, lo, hi)
+
+    def _indexed(self, batch_size: int, max_samples: int | None, lo: int = 0,
+                 hi: int | None = None) -> Iterator[Batch]:
         selection = select_indices(len(self._ds), max_samples, self._seed)
-        for chunk in iter_chunks(selection, batch_size):
+        for chunk in itertools.islice(iter_chunks(selection, batch_size), lo, hi):
             if isinstance(chunk, range):
                 rows = self._ds[chunk.start:chunk.stop]
             else:

@@ -263,3 +263,17 @@ def test_missing_datasets_module(monkeypatch, saved: Path) -> None:
         open_source(f"hf:{saved}", [X, LABEL])
     assert "pip install 'quantkit[datasets]'" in str(info.value)
     assert "Reading hf: datasets" in str(info.value)
+
+
+@pytest.mark.parametrize("streaming, seed", [(False, None), (False, 3), (True, None)],
+                         ids=["map", "map-seeded", "streaming"])
+def test_batch_range_is_a_slice_of_the_batches(saved: Path, streaming: bool,
+                                               seed: int | None) -> None:
+    """Sharded calibration reads batches lo..hi; map-style datasets read only those rows."""
+    from quantkit.capture.shard import shard_batches
+
+    src = open_source(f"hf:{saved}", [X, LABEL], streaming=streaming, seed=seed)
+    every = [b["label"].tolist() for b in src.batches(3, 8)]
+    for lo, hi in [(0, 1), (1, 3), (2, 3), (3, 3)]:
+        part = [b["label"].tolist() for b in shard_batches(src, 3, 8, lo, hi)]
+        assert part == every[lo:hi]
