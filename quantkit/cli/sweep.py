@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +73,23 @@ def sweep_cmd(recipe: str, out_dir: str, force: bool, executor: str, ray_address
     if result.failed:
         raise PipelineError(f"{len(result.failed)} config(s) failed: "
                             f"{', '.join(result.failed)}; see results.csv (status, error).")
+
+
+@contextlib.contextmanager
+def _probe_executor(executor: str, ray_address: str | None) -> Iterator[Any]:
+    """The executor of the sensitivity probes: ``None`` (in-process) unless ``ray``.
+
+    With ray, one instance serves the sharded calibration and the probes (one task per layer);
+    it is started here so that the calibration's executor reuses it instead of shutting it down.
+    """
+    probes = build_executor(executor, ray_address) if executor == "ray" else None
+    try:
+        if probes is not None:
+            probes.start()
+        yield probes
+    finally:
+        if probes is not None:
+            probes.close()
 
 
 def _calibrate(model: str, data: str, executor: str, ray_address: str | None,
@@ -148,12 +167,7 @@ def sensitivity_cmd(model: str, data: str, batch_size: int, max_samples: int | N
                           preprocess_file, flag="-o")
     fp = load_model(model)
     opts = build_data_options(preprocess_file, columns, streaming, seed)
-    # with ray: one instance for the sharded calibration and the probes (one task per layer);
-    # started here, so that the calibration's executor reuses it instead of shutting it down
-    probes = build_executor(executor, ray_address) if executor == "ray" else None
-    try:
-        if probes is not None:
-            probes.start()
+    with _probe_executor(executor, ray_address) as probes:
         scales = _calibrate(model, data, executor, ray_address, shards, method, batch_size,
                             max_samples, opts)
         ev = _evaluator(model, eval_data, data, labels, metric, batch_size, max_samples, opts)
@@ -161,9 +175,6 @@ def sensitivity_cmd(model: str, data: str, batch_size: int, max_samples: int | N
         # one ONNX Runtime thread per probe task: Ray runs one task per CPU
         results = layer_sensitivity(fp, scales, ev, base, executor=probes,
                                     threads=1 if probes is not None else None)
-    finally:
-        if probes is not None:
-            probes.close()
     from quantkit.qdq.writer import quantize_model
 
     all_int8 = ev.score(quantize_model(fp, scales, base).model)
@@ -228,11 +239,7 @@ def autotune_cmd(model: str, data: str, batch_size: int, max_samples: int | None
                           output, flag="--rescued-model")
     fp = load_model(model)
     opts = build_data_options(preprocess_file, columns, streaming, seed)
-    # with ray, as in `sensitivity`: one instance for the sharded calibration and the probes
-    probes = build_executor(executor, ray_address) if executor == "ray" else None
-    try:
-        if probes is not None:
-            probes.start()
+    with _probe_executor(executor, ray_address) as probes:
         scales = _calibrate(model, data, executor, ray_address, shards, method, batch_size,
                             max_samples, opts)
         ev = _evaluator(model, eval_data, data, labels, metric, batch_size, max_samples, opts)
@@ -242,9 +249,6 @@ def autotune_cmd(model: str, data: str, batch_size: int, max_samples: int | None
                        rescue_options={"batch_size": batch_size, "max_samples": max_samples,
                                        "data_options": opts, "method": method},
                        executor=probes, threads=1 if probes is not None else None)
-    finally:
-        if probes is not None:
-            probes.close()
     write_text_atomic(output, res.to_yaml())
     if rescued_path is not None and res.model is not None:
         from quantkit.model import save_model
