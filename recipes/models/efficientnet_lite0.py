@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -206,13 +207,41 @@ def load_torch_model() -> torch.nn.Module:
     return model.eval()
 
 
+def export_fingerprint(module_file: str, weights: Path, tag: str) -> str:
+    """Cache key of an export: changes with the weights file or the defining module."""
+    h = hashlib.sha256()
+    h.update(Path(module_file).read_bytes())
+    h.update(f"{weights.stat().st_size}:{tag}".encode())
+    return h.hexdigest()[:16]
+
+
+def export_once(out: Path, trace: Callable[[Path], None]) -> Path:
+    """Return ``out``, exporting it first if it is missing.
+
+    ``trace(raw)`` writes the exporter's model, whose constants are then folded
+    (:func:`_fold_constants`). The file is written under a temporary name and renamed, so an
+    interrupted export never leaves a truncated model behind.
+    """
+    if out.is_file():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    raw = out.with_suffix(f".{os.getpid()}.raw.onnx")
+    tmp = out.with_suffix(f".{os.getpid()}.tmp.onnx")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notes
+            trace(raw)
+        _fold_constants(raw, tmp)
+        os.replace(tmp, out)
+    finally:
+        for leftover in (raw, tmp):
+            leftover.unlink(missing_ok=True)
+    return out
+
+
 def _fingerprint() -> str:
     """Changes when the weights file or this definition changes (cache key)."""
-    h = hashlib.sha256()
-    h.update(Path(__file__).read_bytes())
-    stat = weights_path().stat()
-    h.update(f"{stat.st_size}:{WEIGHTS_FILE}:{OPSET}".encode())
-    return h.hexdigest()[:16]
+    return export_fingerprint(__file__, weights_path(), f"{WEIGHTS_FILE}:{OPSET}")
 
 
 def export_onnx(cache_dir: str | os.PathLike[str]) -> Path:
@@ -225,31 +254,17 @@ def export_onnx(cache_dir: str | os.PathLike[str]) -> Path:
     """
     import torch
 
-    cache = Path(cache_dir)
-    cache.mkdir(parents=True, exist_ok=True)
-    out = cache / f"efficientnet_lite0-{_fingerprint()}.onnx"
-    if out.is_file():
-        return out
-    model = load_torch_model()
-    dummy = torch.zeros(1, 3, INPUT_SIZE, INPUT_SIZE)
-    raw = out.with_suffix(f".{os.getpid()}.raw.onnx")
-    tmp = out.with_suffix(f".{os.getpid()}.tmp.onnx")
-    try:
-        with torch.no_grad(), warnings.catch_warnings():
-            # the TorchScript exporter's deprecation and constant-folding notes are expected
-            warnings.simplefilter("ignore")
+    def trace(raw: Path) -> None:
+        dummy = torch.zeros(1, 3, INPUT_SIZE, INPUT_SIZE)
+        with torch.no_grad():
             torch.onnx.export(
-                model, (dummy,), str(raw), input_names=[INPUT_NAME],
+                load_torch_model(), (dummy,), str(raw), input_names=[INPUT_NAME],
                 output_names=[OUTPUT_NAME], opset_version=OPSET,
                 dynamic_axes={INPUT_NAME: {0: "N"}, OUTPUT_NAME: {0: "N"}},
                 do_constant_folding=True, dynamo=False,
             )
-        _fold_constants(raw, tmp)
-        os.replace(tmp, out)
-    finally:
-        for leftover in (raw, tmp):
-            leftover.unlink(missing_ok=True)
-    return out
+
+    return export_once(Path(cache_dir) / f"efficientnet_lite0-{_fingerprint()}.onnx", trace)
 
 
 def _fold_constants(src: Path, dst: Path) -> None:

@@ -47,7 +47,6 @@ import json
 import math
 import os
 import re
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -388,11 +387,9 @@ def load_torch_model() -> torch.nn.Module:
 
 def _fingerprint() -> str:
     """Changes when the weights file or this definition changes (cache key)."""
-    h = hashlib.sha256()
-    h.update(Path(__file__).read_bytes())
-    stat = weights_path().stat()
-    h.update(f"{stat.st_size}:{WEIGHTS_FILE}:{OPSET}".encode())
-    return h.hexdigest()[:16]
+    from recipes.models.efficientnet_lite0 import export_fingerprint
+
+    return export_fingerprint(__file__, weights_path(), f"{WEIGHTS_FILE}:{OPSET}")
 
 
 def export_onnx(cache_dir: str | os.PathLike[str]) -> Path:
@@ -406,32 +403,20 @@ def export_onnx(cache_dir: str | os.PathLike[str]) -> Path:
     """
     import torch
 
-    from recipes.models.efficientnet_lite0 import _fold_constants
+    from recipes.models.efficientnet_lite0 import export_once
 
-    cache = Path(cache_dir)
-    cache.mkdir(parents=True, exist_ok=True)
-    out = cache / f"all_minilm_l6_v2-{_fingerprint()}.onnx"
-    if out.is_file():
-        return out
-    model = load_torch_model()
-    dummy = tokenize(["A sentence to trace the export.", "And a second one, a bit longer."], 16)
-    args = tuple(torch.from_numpy(dummy[k]) for k in INPUT_NAMES)
-    axes = {k: {0: "N", 1: "L"} for k in INPUT_NAMES}
-    axes[OUTPUT_NAME] = {0: "N"}
-    raw = out.with_suffix(f".{os.getpid()}.raw.onnx")
-    tmp = out.with_suffix(f".{os.getpid()}.tmp.onnx")
-    try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notes
-            torch.onnx.export(model, args, str(raw), input_names=list(INPUT_NAMES),
+    def trace(raw: Path) -> None:
+        dummy = tokenize(["A sentence to trace the export.", "And a second one, a bit longer."],
+                         16)
+        args = tuple(torch.from_numpy(dummy[k]) for k in INPUT_NAMES)
+        axes = {k: {0: "N", 1: "L"} for k in INPUT_NAMES}
+        axes[OUTPUT_NAME] = {0: "N"}
+        with torch.no_grad():
+            torch.onnx.export(load_torch_model(), args, str(raw), input_names=list(INPUT_NAMES),
                               output_names=[OUTPUT_NAME], opset_version=OPSET,
                               dynamic_axes=axes, do_constant_folding=True, dynamo=False)
-        _fold_constants(raw, tmp)
-        os.replace(tmp, out)
-    finally:
-        for leftover in (raw, tmp):
-            leftover.unlink(missing_ok=True)
-    return out
+
+    return export_once(Path(cache_dir) / f"all_minilm_l6_v2-{_fingerprint()}.onnx", trace)
 
 
 # --------------------------------------------------------------------------- evaluation
