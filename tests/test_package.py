@@ -9,7 +9,7 @@ import sys
 import quantkit
 
 HEAVY = ["onnxruntime", "tensorrt", "tensorrt_rtx_bindings", "torch", "datasets", "pycuda",
-         "cuda", "onnx", "PIL", "matplotlib", "pandas", "scipy"]
+         "cuda", "onnx", "PIL", "matplotlib", "pandas", "scipy", "numba", "llvmlite"]
 
 
 def _modules_after(code: str) -> set[str]:
