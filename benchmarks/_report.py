@@ -70,13 +70,16 @@ def render(R: dict) -> str:
                         ort.get("rss_ratio") and ort["rss_ratio"] <= TARGETS["peer_rss"]))
     if "overhead" in R:
         o = R["overhead"]
-        pl, qk = o.get("plain", {}), o.get("quantkit", {})
+        pl, qk, qn = o.get("plain", {}), o.get("quantkit", {}), o.get("quantkit-numpy", {})
         out += ["### Overhead vs plain ONNX Runtime inference (same outputs, batch, threads)", "",
                 f"Best of {o['repeats']} alternating runs each (all runs in the JSON).", "",
                 "| run | wall (s) | of which session.run (s) | session.run CPU / wall (ORT "
                 "parallelism) | of which histogram updates (s) | CPU (s) | load avg before/after |",
                 "|---|---|---|---|---|---|---|"]
-        for name, r, run_key in (("quantkit calibrate()", qk, "run_batch_s"),
+        for name, r, run_key in ((f"quantkit calibrate() ({qk.get('histogram_kernel', '?')} "
+                                  "binning)", qk, "run_batch_s"),
+                                 ("quantkit calibrate(), QUANTKIT_HISTOGRAM_KERNEL=numpy", qn,
+                                  "run_batch_s"),
                                  (f"plain ORT: load + session + run, {pl.get('outputs', '?')} "
                                   "outputs", pl, "run_s")):
             load = r.get("loadavg_1min", [None, None])
@@ -86,7 +89,9 @@ def render(R: dict) -> str:
                        f"{_f(r.get('update_many_s'), '{:.1f}')} | {_f(r.get('cpu_s'), '{:.0f}')} | "
                        f"{_f(load[0], '{:.1f}')} / {_f(load[1], '{:.1f}')} |")
         out += [f"| ratio | {_f(o.get('ratio'), '{:.2f}x')} | | | | "
-                f"{_f(o.get('cpu_ratio'), '{:.2f}x')} | |", ""]
+                f"{_f(o.get('cpu_ratio'), '{:.2f}x')} | |",
+                f"| ratio, numpy binning | {_f(o.get('ratio_numpy_path'), '{:.2f}x')} | | | | "
+                f"{_f(o.get('cpu_ratio_numpy_path'), '{:.2f}x')} | |", ""]
         summary.append(("calibration <= 1.5x plain inference", _f(o.get("ratio"), "{:.2f}x"),
                         o.get("ratio") and o["ratio"] <= TARGETS["overhead"]))
         prof = o.get("profile", {})

@@ -137,8 +137,10 @@ def w_quantkit(p: dict) -> dict:
     dt = time.perf_counter() - t0
     amax = res.scales.amaxes
     absmax = {n: _hist_absmax(res.calibrator.histogram(n)) for n in res.tensors}
+    from quantkit.calibrators._kernel import get_kernel
+
     return {"time_s": dt, "num_samples": res.num_samples, "amax": dict(amax), "absmax": absmax,
-            **spent}
+            "histogram_kernel": "numpy" if get_kernel() is None else "numba", **spent}
 
 
 def w_ort(p: dict) -> dict:

@@ -55,7 +55,8 @@ def log(msg: str) -> None:
 
 
 def run_worker(name: str, params: dict, *, python: str = sys.executable,
-               timeout: float = 600, tag: str | None = None) -> dict:
+               timeout: float = 600, tag: str | None = None,
+               env_extra: dict[str, str] | None = None) -> dict:
     """Run one worker in a child process; return its result, wall time and peak RSS."""
     tag = tag or name
     res_path, log_path = WORK / f"{tag}.result.json", WORK / f"{tag}.log"
@@ -63,7 +64,8 @@ def run_worker(name: str, params: dict, *, python: str = sys.executable,
     cmd = [python, str(Path(__file__).resolve()), "--worker", name, "--params",
            json.dumps(params), "--result", str(res_path)]
     extra = os.environ.get("PYTHONPATH")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), *([extra] if extra else [])]))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), *([extra] if extra else [])]),
+               **(env_extra or {}))
     log(f"{tag}: running ({Path(python).parent.parent.name}/bin/python)")
     load0 = os.getloadavg()
     t0 = time.perf_counter()
@@ -236,15 +238,22 @@ def section_overhead(args, inp, R) -> None:
     common = {"model": inp["resnet18"], "data": inp["data"], "batch_size": args.batch_size,
               "max_samples": args.samples}
     ov = R["overhead"] = {"repeats": args.repeats, "runs": []}
-    for i in range(args.repeats):  # alternate, so both see the same machine load
-        for name in ("plain", "quantkit"):
-            ov["runs"].append(dict(run_worker(name, common, tag=f"overhead-{name}-{i + 1}"),
-                                   worker=name))
+    # quantkit as configured (the numba kernel when importable) and, for the same-run
+    # before/after, quantkit forced onto its numpy binning path
+    variants = {"plain": ("plain", None), "quantkit": ("quantkit", None),
+                "quantkit-numpy": ("quantkit", {"QUANTKIT_HISTOGRAM_KERNEL": "numpy"})}
+    for i in range(args.repeats):  # alternate, so all see the same machine load
+        for name, (worker, env) in variants.items():
+            ov["runs"].append(dict(run_worker(worker, common, tag=f"overhead-{name}-{i + 1}",
+                                              env_extra=env), worker=name))
     ok = [r for r in ov["runs"] if r.get("ok")]
-    for name in ("plain", "quantkit"):
+    for name in variants:
         mine = [r for r in ok if r["worker"] == name]
         if mine:
             ov[name] = min(mine, key=lambda r: r["time_s"])
+    if "plain" in ov and "quantkit-numpy" in ov:
+        ov["ratio_numpy_path"] = ov["quantkit-numpy"]["time_s"] / ov["plain"]["time_s"]
+        ov["cpu_ratio_numpy_path"] = ov["quantkit-numpy"]["cpu_s"] / ov["plain"]["cpu_s"]
     for r in ov["runs"]:
         r.pop("amax", None)
         r.pop("absmax", None)

@@ -10,8 +10,9 @@ reference formula); only the CPU time differs (``benchmarks/RESULTS.md``).
 
 numba is an optional dependency (``pip install 'quantkit[fast]'``). It is imported the first
 time a histogram is filled, never by ``import quantkit``. ``QUANTKIT_HISTOGRAM_KERNEL`` selects
-the path: ``auto`` (default: numba when importable), ``numpy``, or ``numba`` (an error when
-numba is missing).
+the path: ``auto`` (default: numba when importable, for batches of at least
+:data:`MIN_VALUES` values of a tensor), ``numpy``, or ``numba`` (always; an error when numba is
+missing).
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import logging
 import os
 import threading
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -43,68 +43,9 @@ _cache: dict[str, Kernel | None] = {}
 
 
 def _build() -> Kernel:
-    import numba
+    from quantkit.calibrators._numba_bins import bin_abs  # imports numba (compiles or loads)
 
-    @numba.njit(nogil=True, inline="always")
-    def exact_bin(x: Any, width: Any, limit: Any, base: Any, last: int, coarsen: int) -> Any:
-        q = abs(x / width)  # float32 / float32 -> float32, as np.divide
-        if q < limit:
-            if q == base:  # the first range's top value: last base bin (histc)
-                return last
-            return np.int64(q) >> coarsen
-        if q == base:  # limit == base: an ungrown histogram's top value
-            return last
-        return -1  # NaN, inf or beyond the current bins
-
-    @numba.njit(nogil=True, inline="always")
-    def one_bin(x: Any, inv: Any, width: Any, limit: Any, base: Any, last: int,
-                coarsen: int) -> Any:
-        # A multiplication is several times cheaper than a division. |x| * fl(1/w) is within
-        # 2**-22 (relative) of the exact quotient fl(|x| / w), so both have the same integer
-        # part unless the product lies within 2**-20 (relative) of an integer. Those values,
-        # and NaN, inf, values past the bins and the top value B (an integer), take the exact
-        # division: the bins are the division's, bit for bit.
-        m = abs(x) * inv
-        if m < limit:
-            fl = np.floor(m)
-            f = m - fl  # exact
-            # t <= f <= 1 - t, i.e. no integer within t = m * 2**-20 of m
-            if abs(f - np.float32(0.5)) <= np.float32(0.5) - m * np.float32(2.0 ** -20):
-                return np.int64(fl) >> coarsen
-        return exact_bin(x, width, limit, base, last, coarsen)
-
-    def bin_abs(flat: Any, width: Any, limit: Any, base: Any, base_bins: int, coarsen: int,
-                acc: Any) -> bool:
-        last = (base_bins - 1) >> coarsen
-        inv = np.float32(1.0) / width
-        n = acc.size
-        # four interleaved sub-histograms: a run of values in one bin (the zeros after a
-        # ReLU) would otherwise serialise on one counter's store -> load latency
-        sub = np.zeros(4 * n, dtype=np.int64)
-        stop = flat.size - flat.size % 4
-        for j in range(0, stop, 4):
-            b0 = one_bin(flat[j], inv, width, limit, base, last, coarsen)
-            b1 = one_bin(flat[j + 1], inv, width, limit, base, last, coarsen)
-            b2 = one_bin(flat[j + 2], inv, width, limit, base, last, coarsen)
-            b3 = one_bin(flat[j + 3], inv, width, limit, base, last, coarsen)
-            if b0 < 0 or b1 < 0 or b2 < 0 or b3 < 0:
-                return False
-            sub[b0] += 1
-            sub[n + b1] += 1
-            sub[2 * n + b2] += 1
-            sub[3 * n + b3] += 1
-        for j in range(stop, flat.size):
-            b = one_bin(flat[j], inv, width, limit, base, last, coarsen)
-            if b < 0:
-                return False
-            sub[b] += 1
-        for k in range(n):
-            acc[k] += sub[k] + sub[n + k] + sub[2 * n + k] + sub[3 * n + k]
-        return True
-
-    sig = "boolean(float32[::1], float32, float32, float32, int64, int64, int64[::1])"
-    compiled = numba.njit(sig, nogil=True, cache=True, boundscheck=False)(bin_abs)
-    return compiled
+    return bin_abs
 
 
 def kernel_choice() -> str:
@@ -115,10 +56,24 @@ def kernel_choice() -> str:
     return choice
 
 
-def get_kernel() -> Kernel | None:
-    """The compiled kernel, or None when the numpy path is to be used."""
+#: the kernel's bin indices are int32: histograms whose ``len(counts) << coarsen`` reaches this
+#: take the numpy path.
+MAX_LIMIT = float(2**31 - 2**8)
+
+#: smaller batches of one tensor take the numpy path: importing numba and loading the compiled
+#: kernel costs about 1 s per process, which a small model's calibration would not earn back.
+MIN_VALUES = 1 << 18
+
+
+def get_kernel(size: int | None = None) -> Kernel | None:
+    """The compiled kernel, or None when the numpy path is to be used.
+
+    Args:
+        size: number of values about to be binned; below :data:`MIN_VALUES` the numpy path is
+            used (under ``auto``).
+    """
     choice = kernel_choice()
-    if choice == "numpy":
+    if choice == "numpy" or (choice == "auto" and size is not None and size < MIN_VALUES):
         return None
     with _lock:
         if choice not in _cache:

@@ -93,8 +93,8 @@ def _binned_by_kernel(flat: npt.NDArray[np.float32], width: np.float32, limit: f
     For batches already known to fit (finite, below ``limit``); False (``acc`` untouched) when
     the numpy path must do it.
     """
-    kernel = _kernel.get_kernel()
-    if kernel is None or limit >= _INDEX_CAP / 4:
+    kernel = _kernel.get_kernel(flat.size)
+    if kernel is None or limit >= _kernel.MAX_LIMIT:
         return False
     scratch = np.zeros_like(acc)
     if not kernel(np.ascontiguousarray(flat, dtype=np.float32), width, np.float32(limit),
@@ -244,8 +244,8 @@ class AbsHistogram:
         if width is None or limit >= _INDEX_CAP / 2:
             return False
         acc = np.zeros(n, dtype=np.int64)
-        kernel = _kernel.get_kernel()
-        if kernel is not None and limit < _INDEX_CAP / 4:
+        kernel = _kernel.get_kernel(flat.size)
+        if kernel is not None and limit < _kernel.MAX_LIMIT:
             if not kernel(np.ascontiguousarray(flat, dtype=np.float32), width,
                           np.float32(limit), np.float32(self.base_bins), self.base_bins,
                           self.coarsen, acc):

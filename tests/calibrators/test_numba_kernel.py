@@ -136,3 +136,9 @@ def test_kernel_setting_is_validated(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(_kernel.ENV, "fortran")
     with pytest.raises(InputError, match="QUANTKIT_HISTOGRAM_KERNEL"):
         _kernel.get_kernel()
+
+
+def test_auto_uses_the_kernel_for_large_batches_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(_kernel.ENV, "auto")
+    assert _kernel.get_kernel(_kernel.MIN_VALUES - 1) is None
+    assert _kernel.get_kernel(_kernel.MIN_VALUES) is not None
