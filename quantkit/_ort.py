@@ -15,8 +15,16 @@ def default_providers() -> list[str]:
 
 
 def session(model: str | bytes, *, providers: Sequence[str] | None = None,
-            threads: int | None = None) -> Any:
+            threads: int | None = None, spin: bool = True) -> Any:
     """An ``onnxruntime.InferenceSession`` with quiet logging and optional thread count.
+
+    Args:
+        model: path or serialized model.
+        providers: execution providers (default: :func:`default_providers`).
+        threads: intra-op threads (default: ONNX Runtime's).
+        spin: let ONNX Runtime's idle intra-op threads spin-wait for the next parallel section
+            (its default). Turn it off where the caller works between runs (calibration: the
+            histogram threads need the CPUs that spinning threads would hold).
 
     Raises whatever ONNX Runtime raises; callers turn it into a message naming the model.
     """
@@ -31,5 +39,7 @@ def session(model: str | bytes, *, providers: Sequence[str] | None = None,
     opts.add_session_config_entry("session.disable_quant_qdq", "1")
     if threads:
         opts.intra_op_num_threads = threads
+    if not spin:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(model, sess_options=opts,
                                 providers=list(providers or default_providers()))

@@ -94,3 +94,35 @@ def get_kernel(size: int | None = None) -> Kernel | None:
                                "binned with numpy", type(exc).__name__, exc)
                 _cache[choice] = None
         return _cache[choice]
+
+
+#: per-sample input values from which a capture loads the kernel in the background at once
+PRELOAD_PER_SAMPLE = 1 << 14
+
+
+def preload() -> threading.Thread | None:
+    """Load the kernel in a background thread (numba's import and cache load take ~1 s).
+
+    Called when a large calibration starts, so that the load overlaps the model loading and
+    session creation instead of stalling the first histogram update. A no-op (None) under
+    ``numpy``, when numba is not installed, or when the kernel is already loaded; errors are
+    left to the first real :func:`get_kernel` call.
+    """
+    import importlib.util
+
+    try:
+        choice = kernel_choice()
+    except InputError:
+        return None
+    if choice == "numpy" or choice in _cache or importlib.util.find_spec("numba") is None:
+        return None
+
+    def load() -> None:
+        try:
+            get_kernel()
+        except Exception:  # reported by the first real call
+            logger.debug("background kernel load failed", exc_info=True)
+
+    thread = threading.Thread(target=load, name="quantkit-kernel-load")
+    thread.start()
+    return thread

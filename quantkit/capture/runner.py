@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -21,8 +22,10 @@ import numpy as np
 
 from quantkit._io import check_output_path
 from quantkit._log import track
+from quantkit.calibrators import _kernel
 from quantkit.calibrators.base import Calibrator, create_calibrator
 from quantkit.calibrators.cache import DEFAULT_TRT_VERSION, ScaleTable
+from quantkit.calibrators.methods import HistogramCalibrator
 from quantkit.capture.checkpoint import Checkpoint, batch_digest, data_identity, file_digest
 from quantkit.data._common import ReaderSource
 from quantkit.data.base import Batch, DataSource, InputSpec, check_batch_args, validate_batch
@@ -42,15 +45,21 @@ class ActivationCapture:
         tensors: activation names to capture (default: every float activation).
         providers: ONNX Runtime execution providers (default: CUDA when available, else CPU).
         threads: intra-op threads for ONNX Runtime (default: ONNX Runtime's choice).
+        histograms: the activations will be histogrammed: with large inputs, start loading the
+            compiled binning kernel (``calibrators._kernel``) in the background now.
     """
 
     def __init__(self, model_path: str | os.PathLike[str], tensors: Sequence[str] | None = None,
-                 *, providers: Sequence[str] | None = None, threads: int | None = None) -> None:
+                 *, providers: Sequence[str] | None = None, threads: int | None = None,
+                 histograms: bool = False) -> None:
         import onnx
 
         self.model_path = Path(model_path)
         model = load_model(self.model_path)
         self.inputs: list[InputSpec] = input_specs(model)
+        if histograms and any(math.prod(d for d in s.shape[1:] if isinstance(d, int))
+                              >= _kernel.PRELOAD_PER_SAMPLE for s in self.inputs):
+            _kernel.preload()  # large activations ahead: load the binning kernel meanwhile
         acts = activation_tensors(model)
         if tensors is not None:
             known = {a.name: a for a in acts}
@@ -198,7 +207,8 @@ def _make_session(model: Any, providers: Sequence[str] | None, threads: int | No
             tmp = tempfile.mkdtemp(prefix="quantkit-capture-")
             payload = os.path.join(tmp, "model.onnx")
             onnx.save(model, payload, save_as_external_data=True, location="weights.bin")
-        return session(payload, providers=providers, threads=threads)
+        # no spin-waiting: between runs the calibrators' threads need the CPUs
+        return session(payload, providers=providers, threads=threads, spin=False)
     except Exception as err:
         raise InputError(f"{path}: ONNX Runtime cannot load the model: {err}") from err
 
@@ -319,7 +329,8 @@ def calibrate(model: str | os.PathLike[str], data: Any, *, method: str = "entrop
     check_batch_args(batch_size, max_samples)
     cal = calibrator or create_calibrator(method, allow_nonfinite=allow_nonfinite,
                                           **dict(method_options or {}))
-    capture = ActivationCapture(model, providers=providers)
+    capture = ActivationCapture(model, providers=providers,
+                                histograms=isinstance(cal, HistogramCalibrator))
     source = open_source(data, capture.inputs, **dict(data_options or {}))
     desc = source.description if isinstance(source, DataSource) else str(data)
     ckpt, resume = None, Resume()

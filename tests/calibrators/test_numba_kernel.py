@@ -142,3 +142,15 @@ def test_auto_uses_the_kernel_for_large_batches_only(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv(_kernel.ENV, "auto")
     assert _kernel.get_kernel(_kernel.MIN_VALUES - 1) is None
     assert _kernel.get_kernel(_kernel.MIN_VALUES) is not None
+
+
+def test_preload_loads_the_kernel_in_the_background(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_kernel, "_cache", {})
+    monkeypatch.setenv(_kernel.ENV, "numpy")
+    assert _kernel.preload() is None
+    monkeypatch.setenv(_kernel.ENV, "auto")
+    thread = _kernel.preload()
+    assert thread is not None
+    thread.join(timeout=120)
+    assert _kernel._cache.get("auto") is not None
+    assert _kernel.preload() is None  # already loaded
