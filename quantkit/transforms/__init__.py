@@ -2,6 +2,10 @@
 
 * :func:`equalize` -- cross-layer equalization (Nagel et al. 2019), FP32-function preserving;
 * :func:`fold_batchnorm` -- BatchNormalization folded into the Conv/Gemm before it;
+* :func:`absorb_high_bias` -- high-bias absorption (same paper, sec. 4.1.2): the always-positive
+  part of ReLU inputs moves into the next layer's bias (data or BatchNorm statistics);
+* :func:`verify_fp32` -- check on data that a transformed model computes what the original
+  does (the function-preserving transforms use it and refuse a difference);
 * :func:`bias_correct` -- per-channel correction of the mean output shift that INT8 weight
   (and activation) quantization causes, measured on calibration data.
 
@@ -13,14 +17,18 @@ model). Imported lazily: ``import quantkit`` does not load onnx through this pac
 
 from __future__ import annotations
 
+import sys
+import types
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["TRANSFORMS_METADATA_KEY", "TransformReport", "applied_transforms", "bias_correct",
-           "equalize", "fold_batchnorm", "smoothquant"]
+__all__ = ["TRANSFORMS_METADATA_KEY", "TransformReport", "absorb_high_bias", "applied_transforms",
+           "bias_correct", "equalize", "fold_batchnorm", "smoothquant", "verify_fp32"]
 
 _LAZY = {
     "equalize": "quantkit.transforms.equalize",
     "fold_batchnorm": "quantkit.transforms.fold_bn",
+    "absorb_high_bias": "quantkit.transforms.high_bias",
+    "verify_fp32": "quantkit.transforms._common",
     "smoothquant": "quantkit.transforms.smoothquant",
     "bias_correct": "quantkit.transforms.bias_correction",
     "TransformReport": "quantkit.transforms._common",
@@ -33,11 +41,32 @@ if TYPE_CHECKING:
         TRANSFORMS_METADATA_KEY,
         TransformReport,
         applied_transforms,
+        verify_fp32,
     )
     from quantkit.transforms.bias_correction import bias_correct
     from quantkit.transforms.equalize import equalize
     from quantkit.transforms.fold_bn import fold_batchnorm
+    from quantkit.transforms.high_bias import absorb_high_bias
     from quantkit.transforms.smoothquant import smoothquant
+
+
+class _Package(types.ModuleType):
+    """Keeps the *functions* ``equalize`` / ``smoothquant`` as the package's attributes.
+
+    When a submodule of the same name is first imported (by another transform, at any
+    time), the import system sets the package attribute to the submodule; the public name
+    is the function, so it is taken from the submodule instead. The submodules themselves
+    stay in ``sys.modules`` (``from quantkit.transforms.equalize import ...`` works).
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, types.ModuleType) and _LAZY.get(name) == value.__name__ \
+                and hasattr(value, name):
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 def __getattr__(name: str) -> Any:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -192,3 +194,168 @@ def grouped_range(w: np.ndarray, groups: np.ndarray, n: int) -> np.ndarray:
     out = np.zeros(n, dtype=np.float64)
     np.maximum.at(out, groups.ravel(), np.abs(w.astype(np.float64)).ravel())
     return out
+
+
+# ------------------------------------------------------------------ warnings and verification
+
+
+#: at most this many distinct reasons in one warning (the report has them all).
+_WARN_REASONS = 6
+
+
+def warn_skipped(logger: logging.Logger, report: TransformReport, *, hint: str = "") -> None:
+    """Warn (``logger.warning``) about candidates a transform could not handle, by reason.
+
+    Entries marked ``terminal`` (a layer with no following layer: nothing to pair with) are
+    not warned about. When nothing changed at all the warning says the model is unchanged.
+    """
+    by_reason: dict[str, list[str]] = {}
+    for s in report.skipped:
+        if s.get("terminal"):
+            continue
+        first = s.get("first", s.get("layer", s.get("node", "?")))
+        name = f"{first} -> {s['second']}" if s.get("second") else str(first)
+        by_reason.setdefault(str(s.get("reason")), []).append(name)
+    parts = []
+    for reason, names in list(by_reason.items())[:_WARN_REASONS]:
+        more = f" (+{len(names) - 4} more)" if len(names) > 4 else ""
+        parts.append(f"{', '.join(names[:4])}{more}: {reason}")
+    if len(by_reason) > _WARN_REASONS:
+        parts.append(f"{len(by_reason) - _WARN_REASONS} more reason(s) in the report's "
+                     "'skipped' list")
+    tail = f" {hint}" if hint and parts else ""
+    if not report.changed:
+        why = "; ".join(parts) if parts else "no candidate in the model"
+        logger.warning("%s did not apply: nothing changed, the model is returned as it was. "
+                       "Why: %s.%s", report.transform, why, tail)
+    elif parts:
+        logger.warning("%s: %d candidate(s) left unchanged: %s.%s", report.transform,
+                       sum(len(v) for v in by_reason.values()), "; ".join(parts), tail)
+
+
+def recording_source(data: Any, model: onnx.ModelProto, keep: int,
+                     data_options: Mapping[str, Any] | None = None,
+                     ) -> tuple[Any, list[dict[str, np.ndarray]]]:
+    """``data`` opened for ``model``, wrapped so that its first ``keep`` samples are kept.
+
+    A transform streams its statistics pass through the returned source; the batches kept in
+    the list then feed :func:`verify_fp32` without reading the data a second time (a one-shot
+    iterator stays usable).
+    """
+    from quantkit.data import open_source
+    from quantkit.data.base import DataSource
+    from quantkit.model import input_specs
+
+    source = open_source(data, input_specs(model), **dict(data_options or {}))
+    kept: list[dict[str, np.ndarray]] = []
+
+    class _Recorder(DataSource):
+        description = source.description
+
+        @property
+        def num_samples(self) -> int | None:
+            return source.num_samples
+
+        def num_batches(self, batch_size: int, max_samples: int | None = None) -> int | None:
+            return source.num_batches(batch_size, max_samples)
+
+        def batches(self, batch_size: int, max_samples: int | None = None,
+                    ) -> Iterator[dict[str, np.ndarray]]:
+            for batch in source.batches(batch_size, max_samples):
+                have = sum(len(next(iter(b.values()))) for b in kept)
+                if have < keep:
+                    kept.append({k: np.asarray(v) for k, v in batch.items()})
+                yield dict(batch)
+
+    return _Recorder(), kept
+
+
+def first_batches(data: Any, model: onnx.ModelProto, samples: int, *, batch_size: int = 32,
+                  data_options: Mapping[str, Any] | None = None) -> list[dict[str, np.ndarray]]:
+    """The first ``samples`` samples of ``data`` as batches (read once; for verification)."""
+    source, kept = recording_source(data, model, samples, data_options)
+    for _ in source.batches(batch_size, samples):
+        pass
+    return kept
+
+
+def verify_fp32(original: onnx.ModelProto, transformed: onnx.ModelProto, data: Any, *,
+                atol: float = 1e-5, rtol: float = 1e-3, batch_size: int = 32,
+                max_samples: int = 32, data_options: Mapping[str, Any] | None = None,
+                providers: Sequence[str] | None = None, transform: str = "transform",
+                ) -> dict[str, Any]:
+    """Check that ``transformed`` computes what ``original`` does, on the first samples.
+
+    Both models run through ONNX Runtime on the first ``max_samples`` samples of ``data``
+    (anything :func:`quantkit.data.open_source` accepts, or the batches kept by
+    :func:`recording_source`). Every graph output of ``original`` passes when
+    ``max|got - want| <= atol + rtol * max|want|`` (``rtol`` is relative to the output's
+    largest magnitude: element-wise relative errors are meaningless near zero).
+
+    Returns:
+        ``{"samples", "max_abs_diff", "max_rel_diff", "output", "atol", "rtol"}`` (the worst
+        output; ``max_rel_diff`` = max abs diff / max |want| of that output).
+
+    Raises:
+        PipelineError: an output differs by more than the tolerance (the transform is
+            refused; the message has the measured differences).
+        InputError: no samples in ``data``.
+    """
+    import tempfile
+    from pathlib import Path
+
+    from quantkit._ort import session
+    from quantkit.data import open_source
+    from quantkit.errors import InputError, PipelineError
+    from quantkit.model import input_specs, save_model
+
+    specs = input_specs(original)
+    source = open_source(data, specs, **dict(data_options or {}))
+    static = [int(s.shape[0]) for s in specs if s.shape and isinstance(s.shape[0], int)
+              and int(s.shape[0]) > 0]
+    names = [o.name for o in original.graph.output]
+    diff = dict.fromkeys(names, 0.0)
+    peak = dict.fromkeys(names, 0.0)
+    seen = 0
+    with tempfile.TemporaryDirectory(prefix="quantkit-verify-") as tmp:
+        paths = [Path(tmp) / "a" / "model.onnx", Path(tmp) / "b" / "model.onnx"]
+        for m, p in zip((original, transformed), paths, strict=True):
+            p.parent.mkdir()
+            save_model(m, p)
+        sessions = [session(str(p), providers=list(providers or ["CPUExecutionProvider"]))
+                    for p in paths]
+        for batch in source.batches(batch_size, max_samples):
+            feeds = {s.name: np.asarray(batch[s.name]) for s in specs}
+            n = len(next(iter(feeds.values())))
+            step = min(static) if static else n
+            for lo in range(0, n - step + 1, step):
+                chunk = {k: v[lo: lo + step] for k, v in feeds.items()}
+                want, got = (s.run(names, chunk) for s in sessions)
+                for name, a, b in zip(names, want, got, strict=True):
+                    a64, b64 = np.asarray(a, np.float64), np.asarray(b, np.float64)
+                    if a64.shape != b64.shape:
+                        raise PipelineError(f"{transform}: refused: output '{name}' has shape "
+                                            f"{b64.shape} after the transform, {a64.shape} "
+                                            "before.")
+                    d = np.where(np.isnan(a64) & np.isnan(b64), 0.0, np.abs(b64 - a64))
+                    worst_d = float(d.max(initial=0.0))
+                    diff[name] = max(diff[name], worst_d if not np.isnan(worst_d)
+                                     else float("inf"))
+                    peak[name] = max(peak[name], float(np.abs(a64).max(initial=0.0)))
+                seen += step
+        del sessions
+    if seen == 0:
+        raise InputError(f"{transform}: no samples to verify the FP32 output on.")
+    worst = max(names, key=lambda k: diff[k] - (atol + rtol * peak[k]))
+    rel = diff[worst] / peak[worst] if peak[worst] > 0 else diff[worst]
+    result = {"samples": seen, "output": worst, "max_abs_diff": diff[worst],
+              "max_rel_diff": rel, "atol": atol, "rtol": rtol}
+    if not diff[worst] <= atol + rtol * peak[worst]:
+        raise PipelineError(
+            f"{transform}: refused: the transformed model's output '{worst}' differs from the "
+            f"FP32 model's by max abs {diff[worst]:.3g} (max abs / max|output| = {rel:.3g}) on "
+            f"the first {seen} samples, more than the tolerance {atol:g} + {rtol:g} x "
+            f"max|output| ({peak[worst]:.3g}). The transform is not function-preserving on "
+            "this model/data; report it as a quantkit bug with the model, or leave this "
+            "transform out.")
+    return result

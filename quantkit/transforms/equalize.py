@@ -26,7 +26,9 @@ of the activation between the two layers (scaled by ``1 / s_i``), which is quant
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import onnx
@@ -37,12 +39,15 @@ from quantkit.transforms._common import (
     TransformReport,
     as_layer,
     channel_range,
+    first_batches,
     grouped_range,
     in_channel_map,
     int_attrs,
     record,
     set_initializer,
     use_count,
+    verify_fp32,
+    warn_skipped,
     working_copy,
 )
 
@@ -66,6 +71,10 @@ _WHY_NOT = {
 }
 
 
+#: decides whether one node may sit between two layers of a pair: None, or why not.
+JoinCheck = Callable[[onnx.NodeProto, GraphIndex], "str | None"]
+
+
 @dataclass
 class _Pair:
     first: Layer
@@ -74,6 +83,7 @@ class _Pair:
     channels: int
     groups: np.ndarray  # input channel of each element of the second weight
     scale: np.ndarray = field(default_factory=lambda: np.ones(0))
+    via_nodes: list[onnx.NodeProto] = field(default_factory=list)
 
 
 def _pad_ok(node: onnx.NodeProto, index: GraphIndex) -> str | None:
@@ -100,48 +110,100 @@ def _pad_ok(node: onnx.NodeProto, index: GraphIndex) -> str | None:
     return None
 
 
-def _follow(first: Layer, index: GraphIndex, uses: dict[str, int],
-            outputs: set[str]) -> tuple[Layer | None, list[str], bool, str | None]:
-    """Walk from ``first``'s output to the next layer: ``(second, via, flattened, reason)``."""
+def homogeneous_join(node: onnx.NodeProto, index: GraphIndex) -> str | None:
+    """Equalization's rule: None when ``f(s x) = s f(x)`` per channel for ``s > 0``."""
+    op = node.op_type
+    if op == "Pad":
+        return _pad_ok(node, index)
+    if op in HOMOGENEOUS or op == "LeakyRelu":
+        return None
+    if op == "PRelu":
+        return None if index.is_constant(node.input[1]) else "PRelu with a non-constant slope"
+    return _WHY_NOT.get(op, f"{op} is not a positively homogeneous op quantkit knows to "
+                            "commute with per-channel scaling")
+
+
+def clip_bounds(node: onnx.NodeProto, index: GraphIndex) -> tuple[float, float] | None:
+    """``(min, max)`` of a Clip with constant bounds (None otherwise; +-inf when absent)."""
+    if node.op_type != "Clip":
+        return None
+    bounds = [float("-inf"), float("inf")]
+    for a in node.attribute:  # opset < 11
+        if a.name in ("min", "max"):
+            bounds[a.name == "max"] = float(a.f)
+    for k, name in enumerate(node.input[1:3]):
+        if name:
+            if not index.is_constant(name) or index.array(name).size != 1:
+                return None
+            bounds[k] = float(index.array(name).ravel()[0])
+    return bounds[0], bounds[1]
+
+
+def _peek(tensor: str, index: GraphIndex) -> str | None:
+    """The next layer along a chain of single readers from ``tensor`` (for reports)."""
+    for _ in range(16):
+        readers = index.consumers.get(tensor, [])
+        if len(readers) != 1:
+            return None
+        layer = as_layer(readers[0], index)
+        if layer is not None:
+            return layer.name
+        if not readers[0].output:
+            return None
+        tensor = readers[0].output[0]
+    return None
+
+
+def _follow(first: Layer, index: GraphIndex, uses: dict[str, int], outputs: set[str],
+            join: JoinCheck) -> tuple[Layer | None, list[onnx.NodeProto], bool, str | None,
+                                      str | None]:
+    """Walk from ``first``'s output to the next layer.
+
+    Returns ``(second, via, flattened, reason, next layer)``; ``next layer`` names the layer
+    behind the node that stopped the walk (None when there is none or several readers).
+    """
     tensor = first.node.output[0]
-    via: list[str] = []
+    via: list[onnx.NodeProto] = []
     flattened = False
     while True:
         readers = index.consumers.get(tensor, [])
         if tensor in outputs:
-            return None, via, flattened, f"tensor '{tensor}' is a graph output"
+            return None, via, flattened, f"tensor '{tensor}' is a graph output", \
+                _peek(tensor, index)
         if len(readers) != 1 or uses.get(tensor, 0) != 1:
             names = ", ".join(r.name for r in readers[:3])
             return None, via, flattened, (f"tensor '{tensor}' has {len(readers)} readers "
-                                          f"({names}); scaling it would change the others")
+                                          f"({names}); rewriting it would change what the "
+                                          "others read"), None
         node = readers[0]
         if node.input[0] != tensor:
-            return None, via, flattened, f"'{tensor}' is not the data input of {node.name}"
+            return None, via, flattened, f"'{tensor}' is not the data input of {node.name}", \
+                None
         second = as_layer(node, index)
         if second is not None:
-            return second, via, flattened, None
-        op = node.op_type
-        reason = None
-        if op == "Pad":
-            reason = _pad_ok(node, index)
-        elif op == "Flatten":
+            return second, via, flattened, None, None
+        if node.op_type == "Flatten":
+            reason = None
             if int_attrs(node).get("axis", 1) != 1 or first.node.op_type != "Conv" or flattened:
                 reason = "Flatten other than axis=1 after a Conv"
             flattened = True
-        elif op == "PRelu" or op == "LeakyRelu" or op in HOMOGENEOUS:
-            if op == "PRelu" and not index.is_constant(node.input[1]):
-                reason = "PRelu with a non-constant slope"
         else:
-            reason = _WHY_NOT.get(op, f"{op} is not a positively homogeneous op quantkit "
-                                      "knows to commute with per-channel scaling")
-        via.append(op)
+            reason = join(node, index)
+        via.append(node)
         if reason is not None:
-            return None, via, flattened, reason
+            return None, via, flattened, reason, _peek(node.output[0], index) \
+                if node.output else None
         tensor = node.output[0]
 
 
-def find_pairs(model: onnx.ModelProto) -> tuple[list[_Pair], list[dict[str, object]]]:
-    """Equalizable pairs in graph order, and the candidates skipped (with reasons)."""
+def find_pairs(model: onnx.ModelProto, join: JoinCheck = homogeneous_join,
+               ) -> tuple[list[_Pair], list[dict[str, object]]]:
+    """Layer pairs in graph order, and the candidates skipped (with reasons).
+
+    ``join`` decides which ops may sit between the two layers (default: equalization's
+    positively homogeneous ops). A skipped entry names the layer behind the blocking op as
+    ``second`` when there is one, and is marked ``terminal`` when no layer follows at all.
+    """
     index = GraphIndex(model)
     uses = use_count(model)
     outputs = {o.name for o in model.graph.output}
@@ -151,9 +213,12 @@ def find_pairs(model: onnx.ModelProto) -> tuple[list[_Pair], list[dict[str, obje
         first = as_layer(node, index)
         if first is None:
             continue
-        second, via, flat, reason = _follow(first, index, uses, outputs)
+        second, via_nodes, flat, reason, behind = _follow(first, index, uses, outputs, join)
+        via = [n.op_type for n in via_nodes]
         entry: dict[str, object] = {"first": first.name,
-                                    "second": second.name if second else None, "via": via}
+                                    "second": second.name if second else behind, "via": via}
+        if second is None and behind is None and "readers" not in str(reason):
+            entry["terminal"] = True
         if reason is None and second is not None:
             reason = first.reason or second.reason
             if reason is None and second.node.op_type == "Conv" and flat:
@@ -175,7 +240,8 @@ def find_pairs(model: onnx.ModelProto) -> tuple[list[_Pair], list[dict[str, obje
         if first.bias is not None and index.array(first.bias).size != channels:
             skipped.append({**entry, "reason": f"bias of {first.name} is not per channel"})
             continue
-        pairs.append(_Pair(first, second, via, channels, groups, np.ones(channels)))
+        pairs.append(_Pair(first, second, via, channels, groups, np.ones(channels),
+                           via_nodes))
     return pairs, skipped
 
 
@@ -213,8 +279,38 @@ def _spread(r: np.ndarray) -> float:
     return float(nz.max() / nz.min()) if nz.size else 1.0
 
 
+def _relu6_join(node: onnx.NodeProto, index: GraphIndex) -> str | None:
+    if clip_bounds(node, index) == (0.0, 6.0):
+        return None
+    return homogeneous_join(node, index)
+
+
+def relu6_to_relu_nodes(model: onnx.ModelProto) -> list[str]:
+    """Replace each ``Clip(0, 6)`` that is the only obstacle of a pair by ``Relu``, in place.
+
+    Node names are kept; returns the names replaced. Changes the FP32 function.
+    """
+    pairs, _ = find_pairs(model, _relu6_join)
+    clips = {n.name: n for p in pairs for n in p.via_nodes if n.op_type == "Clip"}
+    bounds = {i for n in clips.values() for i in n.input[1:] if i}
+    for node in clips.values():
+        node.op_type = "Relu"
+        del node.input[1:]
+        del node.attribute[:]
+    used = use_count(model)
+    unused = {b for b in bounds if not used.get(b)}
+    for coll in (model.graph.initializer, model.graph.input):
+        for t in [t for t in coll if t.name in unused]:
+            coll.remove(t)
+    return sorted(clips, key=[n.name for n in model.graph.node].index)
+
+
 def equalize(model: onnx.ModelProto, *, iterations: int = 20, tolerance: float = 1e-4,
-             fold_batchnorm: bool = True) -> tuple[onnx.ModelProto, TransformReport]:
+             fold_batchnorm: bool = True, relu6_to_relu: bool = False, data: Any = None,
+             verify_samples: int = 32, batch_size: int = 32,
+             data_options: Mapping[str, Any] | None = None,
+             providers: Sequence[str] | None = None,
+             ) -> tuple[onnx.ModelProto, TransformReport]:
     """Cross-layer equalization of every eligible pair of ``model`` (not modified).
 
     Args:
@@ -224,18 +320,39 @@ def equalize(model: onnx.ModelProto, *, iterations: int = 20, tolerance: float =
         fold_batchnorm: fold BatchNormalization into the layer before it first
             (:func:`quantkit.transforms.fold_bn.fold_batchnorm`, recorded as its own
             transform when it folds anything), as the paper does.
+        relu6_to_relu: opt-in: replace each ``Clip(0, 6)`` (ReLU6) that joins a layer pair by
+            ``Relu`` (node name kept) so the pair can be equalized. This **changes the FP32
+            function** (values above 6 are no longer clipped); the replaced nodes are listed in
+            the report (``settings["replaced_relu6"]``).
+        data: optional calibration data (anything :func:`quantkit.data.open_source`
+            accepts): the first ``verify_samples`` samples check that the equalized model's
+            outputs equal the model's before equalization (after the ReLU6 replacement, whose
+            own output change is measured and reported); a difference beyond float tolerance
+            is refused.
+        verify_samples: samples for that check.
+        batch_size: batch size of that check.
+        data_options: options for ``open_source``.
+        providers: ONNX Runtime execution providers of that check.
 
     Returns:
         The equalized model (weights rewritten, node names unchanged, the report stored in
         its ``quantkit.transforms`` metadata) and the report: per pair the scales' min / max /
         geometric mean and the channel-range spread (max/min) of both weights before and
-        after; per skipped candidate the reason.
+        after; per skipped candidate the reason (also logged as a warning).
+
+    Raises:
+        PipelineError: with ``data``, the outputs changed beyond float tolerance.
     """
+    original = model
     if fold_batchnorm and any(n.op_type == "BatchNormalization" for n in model.graph.node):
         from quantkit.transforms.fold_bn import fold_batchnorm as fold
 
         model, _ = fold(model)
     out = working_copy(model)
+    replaced = relu6_to_relu_nodes(out) if relu6_to_relu else []
+    reference = onnx.ModelProto()
+    if data is not None:
+        reference.CopyFrom(out)
     pairs, skipped = find_pairs(out)
     index = GraphIndex(out)
     before = [pair_ranges(index, p) for p in pairs]
@@ -251,6 +368,8 @@ def equalize(model: onnx.ModelProto, *, iterations: int = 20, tolerance: float =
             break
     report = TransformReport("equalize", {"iterations": iterations, "tolerance": tolerance,
                                           "sweeps": sweeps if pairs else 0})
+    if relu6_to_relu:
+        report.settings.update(relu6_to_relu=True, replaced_relu6=replaced)
     for p, (r1, r2) in zip(pairs, before, strict=True):
         a1, a2 = pair_ranges(index, p)
         logs = np.log(p.scale)
@@ -265,9 +384,27 @@ def equalize(model: onnx.ModelProto, *, iterations: int = 20, tolerance: float =
                                                initial=0.0)),
         })
     report.skipped.extend(skipped)
+    if data is not None:
+        batches = first_batches(data, original, verify_samples, batch_size=batch_size,
+                                data_options=data_options)
+        if replaced:  # measured, not refused: the opt-in changes the function by design
+            change = verify_fp32(original, reference, batches, atol=float("inf"),
+                                 providers=providers, transform="equalize")
+            report.settings["relu6_to_relu_output_change"] = {
+                k: change[k] for k in ("samples", "output", "max_abs_diff", "max_rel_diff")}
+        report.settings["verified"] = verify_fp32(reference, out, batches, providers=providers,
+                                                  transform="equalize")
     record(out, report)
     logger.info("%s in %d sweep(s)", report.summary(), sweeps)
+    if replaced:
+        logger.info("equalize: replaced %d ReLU6 (Clip 0..6) by Relu: %s", len(replaced),
+                    ", ".join(replaced[:8]) + (" ..." if len(replaced) > 8 else ""))
+    clipped = any(str(s["reason"]).startswith("Clip") for s in report.skipped)
+    warn_skipped(logger, report, hint="ReLU6 (Clip) joins are reached with "
+                 "relu6_to_relu=True / --relu6-to-relu (changes the FP32 function; measure "
+                 "it)." if clipped and not relu6_to_relu else "")
     return out, report
 
 
-__all__ = ["HOMOGENEOUS", "equalization_scales", "equalize", "find_pairs", "pair_ranges"]
+__all__ = ["HOMOGENEOUS", "JoinCheck", "clip_bounds", "equalization_scales", "equalize",
+           "find_pairs", "homogeneous_join", "pair_ranges", "relu6_to_relu_nodes"]

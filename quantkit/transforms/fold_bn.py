@@ -17,6 +17,7 @@ the weights' dtype.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 import onnx
@@ -60,6 +61,19 @@ def _reason(bn: onnx.NodeProto, layer: onnx.NodeProto | None, index: GraphIndex,
     return None
 
 
+@dataclass(frozen=True)
+class BatchNormStats:
+    """What a folded BatchNormalization said about its output distribution, per channel.
+
+    In inference form the BN output of channel ``i`` has mean ``beta[i]`` and standard
+    deviation ``|gamma[i]|`` over the training data (the statistics high-bias absorption uses,
+    Nagel et al. 2019 sec. 4.1.2). float64.
+    """
+
+    beta: np.ndarray
+    gamma: np.ndarray
+
+
 def fold_batchnorm(model: onnx.ModelProto) -> tuple[onnx.ModelProto, TransformReport]:
     """Fold every eligible BatchNormalization into its producer (``model`` is not modified).
 
@@ -67,6 +81,20 @@ def fold_batchnorm(model: onnx.ModelProto) -> tuple[onnx.ModelProto, TransformRe
         The folded model (report in its ``quantkit.transforms`` metadata) and the report: the
         folded ``(layer, batchnorm)`` pairs and, per BatchNormalization left, the reason.
     """
+    out, report, _ = fold_batchnorm_with_stats(model)
+    return out, report
+
+
+def fold_batchnorm_with_stats(model: onnx.ModelProto,
+                              ) -> tuple[onnx.ModelProto, TransformReport,
+                                         dict[str, BatchNormStats]]:
+    """:func:`fold_batchnorm`, also returning each folded BN's ``beta`` / ``gamma``.
+
+    The third element maps the name of the layer a BN was folded into to its
+    :class:`BatchNormStats` (they are gone from the folded model; the report keeps only
+    names, to keep the model's metadata small).
+    """
+    stats: dict[str, BatchNormStats] = {}
     out = working_copy(model)
     index = GraphIndex(out)
     uses = use_count(out)
@@ -115,11 +143,12 @@ def fold_batchnorm(model: onnx.ModelProto) -> tuple[onnx.ModelProto, TransformRe
         drop.append(bn)
         report.changed.append({"layer": layer.name, "batchnorm": bn.name,
                                "channels": int(k.size)})
+        stats[layer.name] = BatchNormStats(beta.copy(), gamma.copy())
     for bn in drop:
         out.graph.node.remove(bn)
     record(out, report)
     logger.info("%s", report.summary())
-    return out, report
+    return out, report, stats
 
 
 def _set(model: onnx.ModelProto, index: GraphIndex, name: str, value: np.ndarray,
@@ -131,4 +160,4 @@ def _set(model: onnx.ModelProto, index: GraphIndex, name: str, value: np.ndarray
     tensor.CopyFrom(numpy_helper.from_array(value, name))
 
 
-__all__ = ["fold_batchnorm"]
+__all__ = ["BatchNormStats", "fold_batchnorm", "fold_batchnorm_with_stats"]

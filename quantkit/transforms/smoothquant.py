@@ -49,8 +49,10 @@ from quantkit.transforms._common import (
     TransformReport,
     int_attrs,
     record,
+    recording_source,
     set_initializer,
     use_count,
+    verify_fp32,
     working_copy,
 )
 
@@ -191,7 +193,8 @@ def activation_channel_max(model: onnx.ModelProto, tensors: Mapping[str, int], d
 
 def _max_pass(aux: onnx.ModelProto, outs: dict[str, str], data: Any, batch_size: int,
               max_samples: int | None, data_options: Mapping[str, Any] | None,
-              providers: Sequence[str] | None) -> tuple[dict[str, np.ndarray], int]:
+              providers: Sequence[str] | None, description: str = "smoothquant statistics",
+              ) -> tuple[dict[str, np.ndarray], int]:
     from quantkit.capture.runner import ActivationCapture
     from quantkit.data import open_source
     from quantkit.data.base import DataSource, check_batch_args
@@ -213,7 +216,7 @@ def _max_pass(aux: onnx.ModelProto, outs: dict[str, str], data: Any, batch_size:
 
         seen = capture.run(source.batches(batch_size, max_samples), sink, source=desc,
                            total=source.num_batches(batch_size, max_samples),
-                           description="smoothquant statistics")
+                           description=description)
         del capture  # release the session before the temporary model goes
     return maxima, seen
 
@@ -262,7 +265,7 @@ def smoothquant(model: onnx.ModelProto, data: Any, *, alpha: float = 0.5,
                 layers: Sequence[str] | None = None, fold: bool = True,
                 batch_size: int = 32, max_samples: int | None = None,
                 data_options: Mapping[str, Any] | None = None,
-                providers: Sequence[str] | None = None,
+                providers: Sequence[str] | None = None, verify: bool = False,
                 ) -> tuple[onnx.ModelProto, TransformReport]:
     """Migrate activation outliers of MatMul/Gemm inputs into their weights (FP32 function kept).
 
@@ -279,6 +282,10 @@ def smoothquant(model: onnx.ModelProto, data: Any, *, alpha: float = 0.5,
         max_samples: stop after this many samples.
         data_options: options for ``open_source``.
         providers: ONNX Runtime execution providers.
+        verify: check on the first 32 samples of ``data`` (kept from the statistics pass,
+            not read again) that the outputs are unchanged within float tolerance
+            (:func:`~quantkit.transforms._common.verify_fp32`); refuse
+            (``PipelineError``) otherwise. The result is in ``settings["verified"]``.
 
     Returns:
         The smoothed model (the report also in its ``quantkit.transforms`` metadata) and a
@@ -298,6 +305,10 @@ def smoothquant(model: onnx.ModelProto, data: Any, *, alpha: float = 0.5,
         record(out, report)
         return out, report
     aux, outs = _max_model(out, groups)
+    kept: list[dict[str, np.ndarray]] = []
+    if verify:  # keep the first samples as they stream by: the data is read once
+        data, kept = recording_source(data, out, 32, data_options)
+        data_options = None
     act, seen = _max_pass(aux, outs, data, batch_size, max_samples, data_options, providers)
     report.settings["num_samples"] = seen
 
@@ -370,6 +381,9 @@ def smoothquant(model: onnx.ModelProto, data: Any, *, alpha: float = 0.5,
         for n in nodes:
             g.node.extend(pending.pop(n.name, []))
             g.node.append(n)
+    if verify:
+        report.settings["verified"] = verify_fp32(model, out, kept, providers=providers,
+                                                  transform="smoothquant")
     record(out, report)
     logger.info("%s on %d samples", report.summary(), seen)
     return out, report

@@ -5,11 +5,20 @@ Run from the repository root (not collected by pytest)::
     .venv/bin/python tests/transforms/measure_accuracy.py demo
     .venv/bin/python tests/transforms/measure_accuracy.py effnet
     .venv/bin/python tests/transforms/measure_accuracy.py effnet-fp16
+    .venv/bin/python tests/transforms/measure_accuracy.py demo-hb
+    .venv/bin/python tests/transforms/measure_accuracy.py effnet-relu
 
-For each calibration method and each variant (baseline, CLE, bias correction, both) the
-pipeline is: transform the FP32 model -> calibrate it on the calibration set -> (bias
-correction, with those scales) -> quantize (all Conv/Gemm INT8, same scales) -> run the Q/DQ
-model with ONNX Runtime in TensorRT-like numerics (Q/DQ as written) on the held-out set.
+For each calibration method and each variant the pipeline is: transform the FP32 model ->
+calibrate it on the calibration set -> (bias correction, with those scales) -> quantize (all
+Conv/Gemm INT8, same scales) -> run the Q/DQ model with ONNX Runtime in TensorRT-like numerics
+(Q/DQ as written) on the held-out set. A variant is a ``+``-joined list of steps: ``cle``
+(equalize), ``cle-relu`` (equalize with ReLU6 -> ReLU), ``relu`` (ReLU6 -> ReLU only), ``hb``
+(high-bias absorption on the calibration set), ``bc`` / ``bc-seq`` (bias correction); a
+``fp32:`` prefix skips quantization (the FP32 cost of a function-changing step). Agreement and
+SQNR are always against the *original* FP32 model.
+
+``effnet-relu`` uses the prepared ``recipes/_data/efficientnet_lite0`` (66 calibration photos,
+56 held-out views); ``effnet`` / ``effnet-fp16`` export and generate the 448-view set.
 """
 
 from __future__ import annotations
@@ -31,7 +40,9 @@ from quantkit.capture import calibrate  # noqa: E402
 from quantkit.model import save_model  # noqa: E402
 from quantkit.qdq.plan import PrecisionConfig  # noqa: E402
 from quantkit.qdq.writer import quantize_model  # noqa: E402
-from quantkit.transforms import bias_correct, equalize  # noqa: E402
+from quantkit.transforms import absorb_high_bias, bias_correct, equalize  # noqa: E402
+from quantkit.transforms._common import working_copy  # noqa: E402
+from quantkit.transforms.equalize import relu6_to_relu_nodes  # noqa: E402
 
 #: bc = independent bias correction (one pass); -seq = sequential (one pass per layer).
 VARIANTS = ("baseline", "cle", "bc", "cle+bc", "bc-seq", "cle+bc-seq")
@@ -46,45 +57,71 @@ def run(model: onnx.ModelProto | str, x: np.ndarray, name: str, batch: int = 50)
 
 
 def variant(model: onnx.ModelProto, cal: np.ndarray, name: str, method: str, which: str,
-            config: PrecisionConfig, tmp: Path, **method_options: Any) -> onnx.ModelProto:
+            config: PrecisionConfig, tmp: Path, **method_options: Any,
+            ) -> tuple[onnx.ModelProto, onnx.ModelProto]:
+    """``(transformed FP32 model, quantized model)`` of one variant."""
     m = model
-    if "cle" in which:
-        m, _ = equalize(m)
-    path = tmp / f"{which}.onnx"
-    save_model(m, path)
+    fp32 = which.startswith("fp32:")
+    steps = which.removeprefix("fp32:").split("+")
     batches = [{name: cal[i: i + 16]} for i in range(0, len(cal), 16)]
+    if "relu" in steps:
+        m = working_copy(m)
+        print(f"  <!-- relu: {len(relu6_to_relu_nodes(m))} ReLU6 replaced -->")
+    if "cle" in steps or "cle-relu" in steps:
+        m, rep = equalize(m, relu6_to_relu="cle-relu" in steps)
+        print(f"  <!-- {rep.summary()} -->")
+    if "hb" in steps:
+        m, rep = absorb_high_bias(m, batches)
+        print(f"  <!-- {rep.summary()}: "
+              f"{sum(c['absorbed_channels'] for c in rep.changed)} channels -->")
+    if fp32:
+        return m, m
+    transformed = m
+    path = tmp / f"{which.replace(':', '_')}.onnx"
+    save_model(m, path)
     scales = calibrate(path, batches, method=method, method_options=method_options).scales
-    if "bc" in which:
+    if "bc" in steps or "bc-seq" in steps:
         layers = [n.name for n in m.graph.node if n.op_type in ("Conv", "Gemm", "MatMul")]
         m, _ = bias_correct(m, batches, scales=scales, layers=layers,
-                            sequential=which.endswith("-seq"), config=config)
-    return quantize_model(m, scales, config).model
+                            sequential="bc-seq" in steps, config=config)
+    return transformed, quantize_model(m, scales, config).model
 
 
 def table(model: onnx.ModelProto, cal: np.ndarray, ev: np.ndarray, labels: np.ndarray | None,
           name: str, variants: tuple[str, ...], methods: dict[str, dict[str, Any]],
-          config: PrecisionConfig) -> None:
+          config: PrecisionConfig, own: bool = False) -> None:
+    """One row per (method, variant); ``own``: also against the transformed FP32 model."""
     ref = run(model, ev, name)
     print(f"FP32: top-1 {100 * (ref.argmax(1) == labels).mean():.1f}" if labels is not None
           else "FP32 reference")
-    print("| method | variant | top-1 % | top-1 agreement % | logit SQNR dB |")
-    print("|---|---|---|---|---|")
+    extra = " agreement vs own FP32 % | SQNR vs own FP32 dB |" if own else ""
+    print(f"| method | variant | top-1 % | top-1 agreement % | logit SQNR dB |{extra}")
+    print("|---|---|---|---|---|" + ("---|---|" if own else ""))
     with tempfile.TemporaryDirectory() as t:
         for method, opts in methods.items():
             for which in variants:
                 start = time.perf_counter()
-                q = variant(model, cal, name, method.split(":")[0], which, config, Path(t),
-                            **opts)
+                fp, q = variant(model, cal, name, method.split(":")[0], which, config,
+                                Path(t), **opts)
                 out = run(q, ev, name)
                 top1 = f"{100 * (out.argmax(1) == labels).mean():.1f}" if labels is not None \
                     else "-"
                 agree = 100 * (out.argmax(1) == ref.argmax(1)).mean()
                 sqnr = 10 * np.log10((ref ** 2).sum() / ((ref - out) ** 2).sum())
-                print(f"| {method} | {which} | {top1} | {agree:.1f} | {sqnr:.2f} |"
+                cols = ""
+                if own and which.startswith("fp32:"):
+                    cols = " - | - |"
+                elif own:
+                    mine = run(fp, ev, name)
+                    own_sqnr = 10 * np.log10((mine ** 2).sum() / max(
+                        float(((mine - out) ** 2).sum()), 1e-30))
+                    cols = f" {100 * (out.argmax(1) == mine.argmax(1)).mean():.1f} |" \
+                        f" {own_sqnr:.2f} |"
+                print(f"| {method} | {which} | {top1} | {agree:.1f} | {sqnr:.2f} |{cols}"
                       f"  <!-- {time.perf_counter() - start:.0f} s -->", flush=True)
 
 
-def demo() -> None:
+def demo(variants: tuple[str, ...] = VARIANTS) -> None:
     from quantkit.demo import asset
 
     model = onnx.load(str(asset("demo_cnn.onnx")))
@@ -99,7 +136,7 @@ def demo() -> None:
         cal = d["calibration"].astype(np.float32)[:, None] / 255.0
         ev = d["evaluation"].astype(np.float32)[:, None] / 255.0
         labels = d["evaluation_labels"]
-    table(logits, cal, ev, labels, "input", VARIANTS,
+    table(logits, cal, ev, labels, "input", variants,
           {"entropy": {}, "minmax": {}, "percentile:99.99": {"percentile": 99.99}},
           PrecisionConfig())
 
@@ -122,5 +159,19 @@ def effnet(fp16_rest: bool = False) -> None:
           PrecisionConfig(default="int8", default_float="fp32"))
 
 
+def effnet_relu() -> None:
+    """ReLU6 -> ReLU and high-bias absorption on the prepared EfficientNet-Lite0 data."""
+    folder = ROOT / "recipes" / "_data" / "efficientnet_lite0"
+    model = onnx.load(str(folder / "model.onnx"))
+    cal = np.load(folder / "calibration.npy")
+    ev = np.load(folder / "evaluation.npy")
+    table(model, cal, ev, None, "input",
+          ("fp32:relu", "baseline", "cle", "hb", "relu", "cle-relu", "relu+hb", "cle-relu+hb"),
+          {"percentile:99.99": {"percentile": 99.99}},
+          PrecisionConfig(default="int8", default_float="fp32"), own=True)
+
+
 if __name__ == "__main__":
-    {"demo": demo, "effnet": effnet, "effnet-fp16": lambda: effnet(True)}[sys.argv[1]]()
+    {"demo": demo, "effnet": effnet, "effnet-fp16": lambda: effnet(True),
+     "demo-hb": lambda: demo(("baseline", "hb", "cle", "cle+hb")),
+     "effnet-relu": effnet_relu}[sys.argv[1]]()

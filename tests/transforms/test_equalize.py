@@ -3,6 +3,8 @@ names and metadata, and the quantized result lints, parses and builds with Tenso
 
 from __future__ import annotations
 
+import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,8 @@ from _require import require
 from conftest import run
 from onnx import TensorProto, helper, numpy_helper
 
-from quantkit.transforms import applied_transforms, equalize
+from quantkit.errors import PipelineError
+from quantkit.transforms import applied_transforms, equalize, verify_fp32
 from quantkit.transforms.equalize import equalization_scales
 
 
@@ -255,3 +258,137 @@ def test_quantized_equalized_demo_lints_parses_and_builds(demo: dict[str, Any],
     assert len(int8) == 7
     assert all(rtx.layer_precision(layers[n]) == "int8" for n in int8)
     assert rtx.build(path, {"input": ((1, 1, 28, 28), (4, 1, 28, 28), (8, 1, 28, 28))}) > 0
+
+
+# ------------------------------------------------------------------------ ReLU6 -> ReLU opt-in
+
+
+def test_relu6_to_relu_reaches_the_pair_and_is_reported() -> None:
+    rng = np.random.default_rng(5)
+    w1, w2 = _conv(rng, 4, 3), _conv(rng, 2, 4)
+    model = _chain([("Conv", w1), ("Clip", None), ("Conv", w2)], (1, 3, 5, 5),
+                   **{"0": {"pads": [1] * 4}})
+    x = rng.standard_normal((16, 3, 5, 5)).astype(np.float32) * 3
+    out, report = equalize(model, relu6_to_relu=True, data={"x": x})
+    assert report.settings["replaced_relu6"] == ["/a1"]
+    assert [(c["first"], c["second"], c["via"]) for c in report.changed] == [
+        ("/l0/Conv", "/l2/Conv", ["Relu"])]
+    node = next(n for n in out.graph.node if n.name == "/a1")
+    assert node.op_type == "Relu" and list(node.input) == ["t0"]
+    assert not {"lo1", "hi1"} & {t.name for t in out.graph.initializer}
+    # the same model with the Clip replaced by hand: outputs equal (CLE keeps that function)
+    relu = onnx.ModelProto()
+    relu.CopyFrom(model)
+    clip = next(n for n in relu.graph.node if n.op_type == "Clip")
+    clip.CopyFrom(helper.make_node("Relu", ["t0"], ["t1"], name="/a1"))
+    want = run(relu, {"x": x})[0]
+    np.testing.assert_allclose(run(out, {"x": x})[0], want, rtol=1e-4, atol=1e-4)
+    # ... and the change against the original (values above 6 no longer clipped) is measured
+    orig = run(model, {"x": x})[0]
+    change = report.settings["relu6_to_relu_output_change"]
+    assert change["max_abs_diff"] == pytest.approx(np.abs(want - orig).max(), rel=1e-4)
+    assert change["max_abs_diff"] > 0.1
+    assert report.settings["verified"]["max_abs_diff"] < 1e-3
+    # off by default: the pair is skipped
+    _, plain = equalize(model)
+    assert not plain.changed and "Clip (ReLU6)" in str(plain.skipped[0]["reason"])
+
+
+def test_relu6_to_relu_on_efficientnet_lite0() -> None:
+    path = Path(__file__).resolve().parents[2] / "recipes/_data/efficientnet_lite0/model.onnx"
+    if not path.exists():
+        pytest.skip("recipes/_data/efficientnet_lite0 not prepared")
+    model = onnx.load(str(path))
+    x = np.load(path.with_name("evaluation.npy"), mmap_mode="r")[:4].astype(np.float32)
+    out, report = equalize(model, relu6_to_relu=True, data={"input": x}, verify_samples=4)
+    assert len(report.settings["replaced_relu6"]) == 33
+    assert len(report.changed) == 35
+    assert sum(n.op_type == "Clip" for n in out.graph.node) == 0
+    assert report.settings["verified"]["max_rel_diff"] < 1e-4
+
+
+# ------------------------------------------------------------------------ warnings, refusal
+
+
+def test_no_eligible_pair_warns_with_nodes_and_reason(caplog: pytest.LogCaptureFixture,
+                                                      ) -> None:
+    rng = np.random.default_rng(6)
+    model = _chain([("Conv", _conv(rng, 4, 3)), ("Sigmoid", None), ("Conv", _conv(rng, 2, 4))],
+                   (1, 3, 5, 5))
+    with caplog.at_level(logging.WARNING, "quantkit.transforms"):
+        _, report = equalize(model)
+    assert not report.changed
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1
+    assert "equalize did not apply" in warned[0]
+    assert "/l0/Conv -> /l2/Conv: Sigmoid is not positively homogeneous" in warned[0]
+    # the last layer (nothing after it) is not something to warn about
+    assert "graph output" not in warned[0] and "ReLU6" not in warned[0]
+
+
+def test_shared_weight_warns(caplog: pytest.LogCaptureFixture) -> None:
+    rng = np.random.default_rng(7)
+    w = _conv(rng, 4, 4)
+    model = _chain([("Conv", w), ("Relu", None), ("Conv", w)], (1, 4, 5, 5))
+    model.graph.node[2].input[1] = "w0"  # both convs read one weight
+    with caplog.at_level(logging.WARNING, "quantkit.transforms"):
+        _, report = equalize(model)
+    assert not report.changed
+    assert any("shared with other nodes" in r.getMessage() and "/l0/Conv -> /l2/Conv"
+               in r.getMessage() for r in caplog.records)
+
+
+def test_broken_equalization_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A wrong scale on the second layer changes the outputs: refused, with the figures."""
+    mod = sys.modules["quantkit.transforms.equalize"]
+    real = mod._apply
+
+    def wrong(index: Any, pair: Any, s: np.ndarray) -> None:
+        real(index, pair, s)
+        w2 = mod.GraphIndex.array(index, pair.second.weight)
+        mod.set_initializer(index, pair.second.weight, w2 * 1.5)
+
+    monkeypatch.setattr(mod, "_apply", wrong)
+    rng = np.random.default_rng(8)
+    model = _chain([("Conv", _conv(rng, 4, 3)), ("Relu", None), ("Conv", _conv(rng, 2, 4))],
+                   (1, 3, 5, 5))
+    x = rng.standard_normal((8, 3, 5, 5)).astype(np.float32)
+    with pytest.raises(PipelineError, match=r"equalize: refused.*max abs [0-9.e+-]+ \(max abs "
+                                            r"/ max\|output\| = [0-9.e+-]+\)"):
+        equalize(model, data={"x": x})
+    out, _ = equalize(model)  # without data nothing checks (the docs say so)
+    assert not np.allclose(run(out, {"x": x})[0], run(model, {"x": x})[0], atol=1e-3)
+
+
+def test_verify_fp32_figures_and_refusal() -> None:
+    rng = np.random.default_rng(9)
+    model = _chain([("Conv", _conv(rng, 4, 3)), ("Relu", None), ("Conv", _conv(rng, 2, 4))],
+                   (1, 3, 5, 5))
+    x = rng.standard_normal((40, 3, 5, 5)).astype(np.float32)
+    same = verify_fp32(model, model, {"x": x}, max_samples=10, batch_size=4)
+    assert same["samples"] == 10 and same["max_abs_diff"] == 0.0
+    moved = onnx.ModelProto()
+    moved.CopyFrom(model)
+    b = next(t for t in moved.graph.initializer if t.name == "b2")
+    b.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(b) + np.float32(1e-3), "b2"))
+    got = verify_fp32(model, moved, {"x": x}, rtol=1.0)  # within a loose tolerance: figures
+    assert got["max_abs_diff"] == pytest.approx(1e-3, rel=0.1)  # float32 rounding of b2
+    peak = np.abs(run(model, {"x": x[:32]})[0]).max()
+    assert got["max_rel_diff"] == pytest.approx(got["max_abs_diff"] / peak, rel=1e-6)
+    with pytest.raises(PipelineError, match="differs from the FP32 model's by max abs"):
+        verify_fp32(model, moved, {"x": x}, atol=1e-4, rtol=0.0)
+
+
+def test_smoothquant_verify_hook(demo: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    from quantkit.transforms import smoothquant
+
+    cal = iter([{"input": demo["cal"][:32]}, {"input": demo["cal"][32:64]}])  # read once
+    _, report = smoothquant(demo["model"], cal, verify=True)
+    assert report.settings["verified"]["samples"] == 32
+    assert report.settings["num_samples"] == 64
+    mod = sys.modules["quantkit.transforms.smoothquant"]
+    real = mod.set_initializer
+    monkeypatch.setattr(mod, "set_initializer",
+                        lambda index, name, value: real(index, name, value * 1.2))
+    with pytest.raises(PipelineError, match="smoothquant: refused"):
+        smoothquant(demo["model"], {"input": demo["cal"][:64]}, verify=True)
