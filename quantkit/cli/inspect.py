@@ -65,12 +65,16 @@ def inspect_cmd(file: str, as_json: bool, strict: bool, show_all: bool) -> None:
                                                                for s in _ENGINE_SUFFIXES)):
         _inspect_engine(path, as_json)
         return
-    report = _lint_file(path)
+    model = load_onnx(path)
+    report = _lint(path, model)
+    transforms = model_transforms(model)
     if as_json:
-        doc = {"format": INSPECT_FORMAT, "file": str(path), "kind": "onnx", **report.to_dict()}
+        doc = {"format": INSPECT_FORMAT, "file": str(path), "kind": "onnx", **report.to_dict(),
+               "transforms": transforms}
         click.echo(json.dumps(doc, indent=2))
     else:
         _print_report(path, report, show_all)
+        _print_transforms(transforms)
     if strict and report.has_errors:
         raise PipelineError(f"{path}: {report.count('error')} error finding(s) (--strict); "
                             "TensorRT would reject this model or run the flagged nodes in "
@@ -98,11 +102,59 @@ def load_onnx(path: Path) -> onnx.ModelProto:
     return model
 
 
-def _lint_file(path: Path) -> LintReport:
+def _lint(path: Path, model: onnx.ModelProto) -> LintReport:
     from quantkit.qdq.lint import lint_model
 
-    model = load_onnx(path)
     return lint_model(model, source=str(path), base_dir=str(path.parent))
+
+
+def model_transforms(model: onnx.ModelProto) -> list[dict[str, Any]]:
+    """The transforms recorded in the model's ``quantkit.transforms`` metadata, summarized.
+
+    One ``{transform, changed, skipped, settings, changed_layers}`` per transform, oldest
+    first; unreadable metadata gives one ``{transform: "?", error: ...}`` entry.
+    """
+    from quantkit.transforms._common import TRANSFORMS_METADATA_KEY
+    from quantkit.transforms.rescue import changed_layers
+
+    raw = next((p.value for p in model.metadata_props if p.key == TRANSFORMS_METADATA_KEY),
+               None)
+    if raw is None:
+        return []
+    try:
+        reports = json.loads(raw)
+        if not isinstance(reports, list) or not all(isinstance(r, dict) and "transform" in r
+                                                    for r in reports):
+            raise ValueError("expected a JSON list of transform reports")
+        return [{"transform": str(r["transform"]), "changed": len(r.get("changed") or []),
+                 "skipped": len(r.get("skipped") or []),
+                 "settings": r.get("settings") or {}, "changed_layers": changed_layers(r)}
+                for r in reports]
+    except (ValueError, TypeError) as err:
+        return [{"transform": "?", "error": f"unreadable {TRANSFORMS_METADATA_KEY} metadata: "
+                                            f"{err}"}]
+
+
+def _settings(settings: Any) -> str:
+    if not isinstance(settings, dict):
+        return str(settings)
+    return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                     for k, v in settings.items() if v is not None)
+
+
+def _print_transforms(transforms: list[dict[str, Any]]) -> None:
+    if not transforms:
+        return
+    click.echo("\ntransforms applied to the FP32 model (quantkit.transforms metadata, in order):")
+    for t in transforms:
+        if "error" in t:
+            click.echo(f"  {t['error']}")
+            continue
+        line = (f"{t['transform']}: {t['changed']} changed, {t['skipped']} skipped"
+                + (f" ({_settings(t['settings'])})" if t["settings"] else ""))
+        click.echo(textwrap.fill(line, width=100, initial_indent="  ",
+                                 subsequent_indent=" " * 6, break_on_hyphens=False,
+                                 break_long_words=False))
 
 
 def _notes(node: NodeInfo) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -25,16 +26,23 @@ from quantkit.errors import InputError
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="Output Q/DQ ONNX model.")
 @click.option("--json", "as_json", is_flag=True, help="Print the precision plan as JSON.")
+@click.option("--rescue", "rescue", multiple=True, metavar="T[,T...]",
+              help="Transform the FP32 model first (needs --data): cle, high-bias, "
+                   "smoothquant[:ALPHA], bias-correction; comma-separated or repeated; run as "
+                   "cle, high-bias, smoothquant, bias-correction. Also `rescue:` in the "
+                   "precision YAML.")
 def quantize_cmd(model: str, data: str | None, batch_size: int, max_samples: int | None,
                  seed: int | None, preprocess_file: str | None, columns: tuple[str, ...],
                  streaming: bool, method: str, scales_file: str | None,
-                 precision_file: str | None, fp16: bool, output: str, as_json: bool) -> None:
+                 precision_file: str | None, fp16: bool, output: str, as_json: bool,
+                 rescue: tuple[str, ...]) -> None:
     """Insert Q/DQ following TensorRT's placement rules, with per-layer precision overrides.
 
     \b
     Examples:
       quantkit quantize model.onnx --scales scales.json -o model.int8.onnx
       quantkit quantize model.onnx --data calib.npz --precision p.yaml --fp16 -o model.q.onnx
+      quantkit quantize model.onnx --data calib.npz --rescue cle,bias-correction -o q.onnx
     """
     import json
 
@@ -43,11 +51,15 @@ def quantize_cmd(model: str, data: str | None, batch_size: int, max_samples: int
     from quantkit.qdq.plan import PrecisionConfig
     from quantkit.qdq.writer import quantize_model
 
+    if rescue and data is None and scales_file is None:
+        raise InputError("--rescue needs --data D: the transforms read it, and the "
+                         "transformed model is calibrated on it.")
     if (data is None) == (scales_file is None):
         raise InputError("give exactly one of --data (calibrate now) or --scales S.json.")
     check_output_path(output, model, data, scales_file, precision_file, preprocess_file,
                       flag="-o")
     config = PrecisionConfig.from_yaml(precision_file) if precision_file else PrecisionConfig()
+    specs = _rescue_specs(rescue, config, precision_file, scales_file)
     if Path(output).exists() or Path(f"{output}.data").exists():
         # the output (or the external-data file a large output gets) must not be one of the
         # input model's external-data files
@@ -55,18 +67,29 @@ def quantize_cmd(model: str, data: str | None, batch_size: int, max_samples: int
         for target in (output, f"{output}.data"):
             check_output_path(target, *ext, flag="-o")
     onnx_model = load_model(model)
+    data_opts = build_data_options(preprocess_file, columns, streaming, seed)
+    reports: list[dict[str, Any]] = []
     if scales_file:
         scales = read_scales(scales_file)
+    elif specs:
+        from quantkit.transforms.rescue import apply_rescue, plan_int8_layers
+
+        # bias correction only on the INT8 layers: an FP16/FP32 layer keeps its bias
+        int8 = plan_int8_layers(onnx_model, config)
+        rescued = apply_rescue(onnx_model, specs, data, method=method, batch_size=batch_size,
+                               max_samples=max_samples, data_options=data_opts, layers=int8,
+                               where="--rescue")
+        onnx_model, scales, reports = rescued.model, rescued.scales, rescued.details
     else:
         from quantkit.capture import calibrate
 
         scales = calibrate(model, data, method=method, batch_size=batch_size,
-                           max_samples=max_samples,
-                           data_options=build_data_options(preprocess_file, columns,
-                                                           streaming, seed)).scales
+                           max_samples=max_samples, data_options=data_opts).scales
     result = quantize_model(onnx_model, scales, config, fp16=fp16, source=model)
     save_model(result.model, output)
     plan = result.plan
+    for line in _rescue_lines(reports):  # on stderr with --json: stdout stays one document
+        click.echo(line, err=as_json)
     if as_json:
         click.echo(json.dumps(plan.to_dict(), indent=2))
         return
@@ -76,3 +99,36 @@ def quantize_cmd(model: str, data: str | None, batch_size: int, max_samples: int
     click.echo(f"\nwrote {output}: {c['int8']} int8, {c['fp16']} fp16, {c['fp32']} fp32 nodes; "
                f"Q/DQ on {len(result.activation_qdq)} activations and "
                f"{len(result.weight_qdq)} weights (default_float {plan.default_float})")
+
+
+def _rescue_specs(flags: tuple[str, ...], config: Any, precision_file: str | None,
+                  scales_file: str | None) -> list[Any]:
+    """``--rescue`` and the precision file's ``rescue:`` (union; the flag's options win)."""
+    if not flags and not config.rescue:
+        return []
+    from quantkit.transforms.rescue import combine_rescue, parse_rescue
+
+    specs = combine_rescue(parse_rescue(flags, where="--rescue"),
+                           parse_rescue(config.rescue, where=f"{precision_file}: rescue"))
+    if scales_file:
+        origin = "--rescue" if flags else f"rescue: in {precision_file}"
+        raise InputError(f"{origin} needs --data instead of --scales: the rescue transforms "
+                         "change weights and activation ranges, so the transformed model is "
+                         "calibrated on --data (bias correction uses those scales); scales "
+                         f"from {scales_file} belong to the untransformed model.")
+    return specs
+
+
+def _rescue_lines(reports: list[dict[str, Any]]) -> list[str]:
+    """One line per transform: what changed and how many were skipped."""
+    from quantkit.transforms.rescue import changed_layers
+
+    out = []
+    for rep in reports:
+        names = changed_layers(rep)
+        shown = ", ".join(names[:8]) + (f", ... ({len(names)} layers)" if len(names) > 8
+                                        else "")
+        out.append(f"rescue {rep['transform']}: {len(rep.get('changed', []))} changed"
+                   + (f" ({shown})" if names else "")
+                   + f", {len(rep.get('skipped', []))} skipped")
+    return out

@@ -206,10 +206,10 @@ def sensitivity_cmd(model: str, data: str, batch_size: int, max_samples: int | N
 @click.option("--max-evaluations", type=int, default=200, show_default=True)
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="Precision YAML to write.")
-@click.option("--rescue", multiple=True,
-              type=click.Choice(["bias-correct", "equalize", "smoothquant"]),
-              help="Transform the FP32 model first (repeatable; run as equalize, smoothquant, "
-                   "bias-correct) so fewer layers need to leave INT8. The YAML is then for the "
+@click.option("--rescue", multiple=True, metavar="T[,T...]",
+              help="Transform the FP32 model first so fewer layers need to leave INT8: cle "
+                   "(equalize), high-bias, smoothquant[:ALPHA], bias-correction (bias-correct); "
+                   "comma-separated or repeated; run in that order. The YAML is then for the "
                    "transformed model, written to --rescued-model.")
 @click.option("--rescued-model", default=None, type=click.Path(dir_okay=False),
               help="Where to write the transformed FP32 model with --rescue (default: the "
@@ -232,6 +232,9 @@ def autotune_cmd(model: str, data: str, batch_size: int, max_samples: int | None
     check_output_path(output, model, data, eval_data, labels, preprocess_file, flag="-o")
     rescued_path = None
     if rescue:
+        from quantkit.transforms.rescue import parse_rescue
+
+        parse_rescue(rescue, where="--rescue")  # bad spellings fail before any work
         rescued_path = rescued_model or str(Path(output).with_suffix(".onnx"))
         if Path(rescued_path).resolve() == Path(output).resolve():
             raise InputError("--rescued-model: give a path other than -o.")
@@ -258,6 +261,12 @@ def autotune_cmd(model: str, data: str, batch_size: int, max_samples: int | None
                                           for r in res.rescue)
                    + f"; wrote the transformed model {rescued_path} (quantize it with "
                    f"{output})")
+    if res.layers:
+        click.echo("per layer (all-INT8 output SQNR dB without -> with the rescue transforms):")
+        print_table(["rank", "layer", "outcome", "how", "SQNR before -> after"],
+                    [(r.rank if r.rank is not None else "-", r.layer, r.outcome,
+                      "+".join(r.how) or "-",
+                      f"{r.sqnr_before_db:.1f} -> {r.sqnr_after_db:.1f}") for r in res.layers])
     click.echo(f"FP32 {_fmt(res.fp32.accuracy)}, all-INT8 {_fmt(res.all_int8.accuracy)}, "
                f"final {_fmt(res.final.accuracy)} with {len(res.kept)} layer(s) kept "
                f"{res.keep_as}: {', '.join(res.kept) or '-'}; {res.evaluations} evaluations; "

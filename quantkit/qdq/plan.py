@@ -11,6 +11,7 @@ A precision file (CLI.md, ``quantize --precision P.yaml``)::
         precision: fp16
       - op_type: Softmax
         precision: fp32
+    rescue: [cle, "smoothquant:0.8"]   # optional: transforms ``quantize`` applies first
 
 :func:`make_plan` turns it into a :class:`PrecisionPlan`: one precision per node and the reason
 for it. A rule that matches no node is an error listing close node names; a rule asking for
@@ -28,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from quantkit._yaml import load_yaml
 from quantkit.errors import InputError
@@ -89,6 +90,25 @@ class PrecisionConfig(BaseModel):
     default: Precision = "int8"
     default_float: FloatPrecision = "fp32"
     overrides: tuple[Rule, ...] = ()
+    #: rescue transforms ``quantize`` applies to the FP32 model first (spec strings of
+    #: :func:`quantkit.transforms.rescue.parse_rescue`, e.g. ``["cle", "smoothquant:0.8"]``)
+    rescue: tuple[str, ...] = ()
+
+    @field_validator("rescue", mode="before")
+    @classmethod
+    def _rescue(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise ValueError("rescue is a list of transform names, e.g. [cle, "
+                             "\"smoothquant:0.8\", bias-correction]")
+        from quantkit.transforms.rescue import parse_rescue
+
+        try:
+            parse_rescue(value, where="rescue")
+        except InputError as err:
+            raise ValueError(str(err).removeprefix("rescue: ")) from None
+        return tuple(value)
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> PrecisionConfig:
@@ -108,6 +128,9 @@ class PrecisionConfig(BaseModel):
             first = err.errors()[0]
             loc = ".".join(str(x) if not isinstance(x, int) else f"[{x}]"
                            for x in first["loc"]).replace(".[", "[")
+            if first["loc"] and first["loc"][0] == "rescue":
+                msg = str(first["msg"]).removeprefix("Value error, ")
+                raise InputError(f"{where}: rescue: {msg}") from err
             raise InputError(f"{where}: {loc or 'file'}: {first['msg']}"
                              + (f" (got {first.get('input')!r})"
                                 if first["type"] != "missing" else "")

@@ -12,37 +12,46 @@ The result is a precision file (``overrides: [{name: ..., precision: fp16}]``) t
 commit and edit, with the number of evaluations it took. An unreachable target is reported
 with the best configuration found.
 
-Rescue transforms (opt-in, ``rescue=``): before step 1 the FP32 model goes through
-:mod:`quantkit.transforms` -- ``equalize``, ``smoothquant`` (both function-preserving; the
-model is then re-calibrated on ``rescue_data``) and ``bias_correction`` (with the scales
-used for the search) -- and the search runs on the transformed model, so layers that the
-transform rescues need not leave INT8. Bias correction is per layer and independent, so a
-layer kept out of INT8 gets its original bias back in every candidate (its FP16/FP32 output
-should not carry a correction for INT8 error it no longer has); the sensitivity analysis
-(step 2) runs on the fully corrected model. The precision file is for the *transformed*
-model (:attr:`AutotuneResult.model`; the CLI writes it next to the file) and its header and
-``autotune.json`` name the transforms applied.
+Rescue transforms (opt-in, ``rescue=``; :mod:`quantkit.transforms.rescue`): before step 1
+the FP32 model goes through the transforms -- ``equalize``, ``high_bias``, ``smoothquant``
+(function-preserving; the model is then re-calibrated on ``rescue_data``) and
+``bias_correction`` (with the scales used for the search) -- and the search runs on the
+transformed model, so layers that the transform rescues need not leave INT8. Bias correction
+is per layer and independent, so a layer kept out of INT8 gets its original bias back in every
+candidate (its FP16/FP32 output should not carry a correction for INT8 error it no longer
+has); the sensitivity analysis (step 2) runs on the fully corrected model. The precision file
+is for the *transformed* model (:attr:`AutotuneResult.model`; the CLI writes it next to the
+file) and its header and ``autotune.json`` name the transforms applied.
+
+Per-layer report (:attr:`AutotuneResult.layers`): for every layer the search tried out of
+INT8 (the longest ranked prefix it evaluated) and every kept layer, the SQNR of its output in
+the all-INT8 model without and with the rescue transforms (:mod:`.layer_sqnr`: one ONNX Runtime
+pass per model over the evaluation batches) and the outcome: kept out of INT8, ``rescued``
+(INT8 in the final plan with a higher SQNR after the rescue) or ``int8``.
 """
 
 from __future__ import annotations
 
 import logging
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnx
 
 from quantkit.calibrators.cache import ScaleTable
-from quantkit.errors import InputError
 from quantkit.qdq.plan import PrecisionConfig, Rule
 from quantkit.qdq.writer import quantize_model
 from quantkit.sweep.executor import Executor
+from quantkit.sweep.layer_sqnr import LayerOutcome, layer_report, layer_sqnr
 from quantkit.sweep.scoring import Evaluator, Score
 from quantkit.sweep.sensitivity import LayerSensitivity, layer_sensitivity, rank
+from quantkit.transforms.rescue import (
+    RESCUE_SPELLINGS,
+    RescueResult,
+    apply_rescue,
+    parse_rescue,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +74,9 @@ class AutotuneResult:
     rescue: list[dict[str, Any]] = field(default_factory=list)
     #: the transformed FP32 model the precision file is for (None without rescue).
     model: onnx.ModelProto | None = None
+    #: per layer the search considered keeping out of INT8 (and every kept layer): its
+    #: all-INT8 output SQNR without / with the rescue transforms and what became of it.
+    layers: list[LayerOutcome] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able summary (``autotune.json``)."""
@@ -74,7 +86,7 @@ class AutotuneResult:
             "final_accuracy": self.final.accuracy, "final_agreement": self.final.agreement,
             "kept": self.kept, "kept_precision": self.keep_as,
             "evaluations": self.evaluations, "steps": self.steps,
-            "rescue": self.rescue,
+            "rescue": self.rescue, "layers": [r.to_dict() for r in self.layers],
         }
 
     def to_yaml(self) -> str:
@@ -93,6 +105,10 @@ class AutotuneResult:
             head += ("# for the FP32 model after the rescue transforms: "
                      + "; ".join(f"{r['transform']} ({r['changed']} changed)"
                                  for r in self.rescue) + "\n")
+        if self.layers:
+            head += ("# per layer (all-INT8 output SQNR without -> with rescue):\n"
+                     + "".join("#   " + " ".join(r.line().split()) + "\n"
+                               for r in self.layers))
         return head + str(yaml.safe_dump(doc, sort_keys=False))
 
     @property
@@ -107,102 +123,15 @@ def _with_kept(base: PrecisionConfig, kept: Sequence[str]) -> PrecisionConfig:
                            overrides=tuple(Rule(name=n, precision=keep) for n in kept))
 
 
-#: rescue transform names (and CLI spellings) -> canonical names, in the order they run.
-RESCUE_TRANSFORMS = {"equalize": "equalize", "cle": "equalize",
-                     "smoothquant": "smoothquant", "smooth": "smoothquant",
-                     "bias_correction": "bias_correction", "bias-correct": "bias_correction",
-                     "bias_correct": "bias_correction"}
-_RESCUE_ORDER = ("equalize", "smoothquant", "bias_correction")
-
-
-@dataclass
-class _Rescued:
-    model: onnx.ModelProto
-    scales: ScaleTable
-    reports: list[dict[str, Any]]
-    original_bias: dict[str, tuple[str, np.ndarray]]  # layer -> (bias initializer, original)
-
-    def with_kept(self, kept: Sequence[str]) -> onnx.ModelProto:
-        """The model with the kept layers' original (uncorrected) biases."""
-        back = [self.original_bias[k] for k in kept if k in self.original_bias]
-        if not back:
-            return self.model
-        from onnx import numpy_helper
-
-        out = onnx.ModelProto()
-        out.CopyFrom(self.model)
-        inits = {t.name: t for t in out.graph.initializer}
-        for name, value in back:
-            inits[name].CopyFrom(numpy_helper.from_array(value, name))
-        return out
-
-
-def _rescue(model: onnx.ModelProto, scales: ScaleTable, names: Sequence[str], data: Any,
-            options: Mapping[str, Any]) -> _Rescued:
-    """Apply the rescue transforms; re-calibrate after function-preserving ones."""
-    from onnx import numpy_helper
-
-    from quantkit.transforms import bias_correct, equalize, smoothquant
-    from quantkit.transforms._common import working_copy
-
-    unknown = [n for n in names if n not in RESCUE_TRANSFORMS]
-    if unknown:
-        raise InputError(f"autotune: unknown rescue transform(s) {unknown}; choose from "
-                         f"{sorted(set(RESCUE_TRANSFORMS))}.")
-    todo = {RESCUE_TRANSFORMS[n] for n in names}
-    if data is None:  # all need it (equalize: for the re-calibration)
-        raise InputError("autotune: the rescue transforms need calibration data "
-                         "(rescue_data / --data).")
-    run = {k: options[k] for k in ("batch_size", "max_samples", "data_options", "providers")
-           if k in options}
-    current = model
-    reports: list[dict[str, Any]] = []
-
-    def summary(rep: Any) -> dict[str, Any]:
-        return {"transform": rep.transform, "changed": len(rep.changed),
-                "skipped": len(rep.skipped), "settings": rep.settings}
-
-    if "equalize" in todo:
-        current, rep = equalize(current)
-        reports.append(summary(rep))
-    if "smoothquant" in todo:
-        current, rep = smoothquant(current, data, alpha=float(options.get("alpha", 0.5)),
-                                   **run)
-        reports.append(summary(rep))
-    if todo & {"equalize", "smoothquant"}:  # activation ranges moved: calibrate again
-        from quantkit.capture import calibrate
-        from quantkit.model import save_model
-
-        with tempfile.TemporaryDirectory(prefix="quantkit-autotune-") as tmp:
-            path = Path(tmp) / "rescued.onnx"
-            save_model(current, path)
-            scales = calibrate(path, data, method=str(options.get("method", scales.method)),
-                               method_options=dict(options.get("method_options", {})),
-                               **{k: v for k, v in run.items() if k != "providers"}).scales
-    original: dict[str, tuple[str, np.ndarray]] = {}
-    if "bias_correction" in todo:
-        before = working_copy(current)
-        inits = {t.name: t for t in before.graph.initializer}
-        current, rep = bias_correct(current, data, scales=scales, **run)
-        reports.append(summary(rep))
-        nodes_before = {n.name: n for n in before.graph.node}
-        for node in current.graph.node:
-            if node.name not in {c["layer"] for c in rep.changed} or len(node.input) < 3:
-                continue
-            old = nodes_before[node.name]
-            bias = next(t for t in current.graph.initializer if t.name == node.input[2])
-            value = numpy_helper.to_array(inits[old.input[2]]) \
-                if len(old.input) > 2 and old.input[2] in inits \
-                else np.zeros_like(numpy_helper.to_array(bias))
-            original[node.name] = (node.input[2], value)
-    return _Rescued(current, scales, reports, original)
+#: rescue transform spellings -> canonical names (kept for callers of the old name).
+RESCUE_TRANSFORMS = RESCUE_SPELLINGS
 
 
 def autotune(model: onnx.ModelProto, scales: ScaleTable, evaluator: Evaluator,
              max_accuracy_drop: float, *, base: PrecisionConfig | None = None,
              max_evaluations: int = 200,
              sensitivity: Sequence[LayerSensitivity] | None = None,
-             rescue: Sequence[str] = (), rescue_data: Any = None,
+             rescue: str | Sequence[str] = (), rescue_data: Any = None,
              rescue_options: Mapping[str, Any] | None = None,
              executor: Executor | None = None, threads: int | None = None) -> AutotuneResult:
     """Find a small set of layers to keep out of INT8 so the drop stays <= the target.
@@ -216,20 +145,32 @@ def autotune(model: onnx.ModelProto, scales: ScaleTable, evaluator: Evaluator,
         max_evaluations: stop searching after this many evaluations.
         sensitivity: reuse an earlier sensitivity analysis (of the transformed model when
             ``rescue`` is given).
-        rescue: transforms to apply to the FP32 model first (opt-in): any of
-            ``"equalize"``, ``"smoothquant"``, ``"bias_correction"`` (run in that order).
-        rescue_data: calibration data for the transforms (and the re-calibration after
-            ``equalize`` / ``smoothquant``); re-readable (a file or a list of batches).
+        rescue: transforms to apply to the FP32 model first (opt-in), spelled as for
+            :func:`quantkit.transforms.rescue.parse_rescue` (``"cle,bias-correction"``,
+            ``["smoothquant:0.8"]``, ...); they run as equalize, high_bias, smoothquant,
+            bias_correction.
+        rescue_data: calibration data for the transforms (and the re-calibration after the
+            function-preserving ones); re-readable (a file or a list of batches).
         rescue_options: ``batch_size``, ``max_samples``, ``data_options``, ``providers``;
             ``method`` / ``method_options`` for the re-calibration (default: the method of
-            ``scales``, default options); ``alpha`` for smoothquant.
+            ``scales``, default options); ``alpha``: smoothquant's alpha when the spec gives
+            none.
         executor: runs the sensitivity probes (one task per layer; default in-process).
         threads: ONNX Runtime threads per probe task.
     """
     base = base or PrecisionConfig()
-    rescued: _Rescued | None = None
+    original, original_scales = model, scales
+    rescued: RescueResult | None = None
     if rescue:
-        rescued = _rescue(model, scales, list(rescue), rescue_data, rescue_options or {})
+        opts = dict(rescue_options or {})
+        specs = parse_rescue(rescue, where="autotune rescue")
+        alpha = opts.get("alpha")
+        rescued = apply_rescue(
+            model, specs, rescue_data, scales=scales, method=opts.get("method"),
+            method_options=opts.get("method_options"),
+            batch_size=int(opts.get("batch_size", 32)), max_samples=opts.get("max_samples"),
+            data_options=opts.get("data_options"), providers=opts.get("providers"),
+            alpha=float(alpha) if alpha is not None else None, where="autotune rescue")
         model, scales = rescued.model, rescued.scales
         logger.info("autotune: rescue transforms applied: %s",
                     ", ".join(f"{r['transform']} ({r['changed']} changed)"
@@ -238,11 +179,35 @@ def autotune(model: onnx.ModelProto, scales: ScaleTable, evaluator: Evaluator,
     def variant(kept: Sequence[str]) -> onnx.ModelProto:
         return rescued.with_kept(kept) if rescued is not None else model
 
-    def done(res: AutotuneResult) -> AutotuneResult:
+    order: list[str] = []
+
+    def done(res: AutotuneResult, considered: Sequence[str] = ()) -> AutotuneResult:
         if rescued is not None:
             res.rescue = rescued.reports
             res.model = rescued.with_kept(res.kept)
+        if considered or res.kept:
+            res.layers = _layers(considered, res, order)
         return res
+
+    def _layers(considered: Sequence[str], res: AutotuneResult,
+                ranked: Sequence[str]) -> list[LayerOutcome]:
+        names = list(dict.fromkeys([*considered, *res.kept]))
+        all_int8 = _with_kept(base, [])
+        before = layer_sqnr(original, quantize_model(original, original_scales,
+                                                     all_int8).model,
+                            names, evaluator.batches, threads=evaluator.threads)
+        after = before
+        if rescued is not None:
+            ref = rescued.reference if rescued.reference is not None else rescued.model
+            after = layer_sqnr(ref, quantize_model(rescued.model, rescued.scales,
+                                                   all_int8).model,
+                               names, evaluator.batches, threads=evaluator.threads)
+        rows = layer_report(considered, res.kept, res.keep_as, ranked, before, after,
+                            rescued.layers_changed if rescued is not None else {},
+                            rescued is not None)
+        for r in rows:
+            logger.info("autotune: %s", r.line())
+        return rows
 
     start = evaluator.evaluations
     steps: list[dict[str, Any]] = []
@@ -276,7 +241,7 @@ def autotune(model: onnx.ModelProto, scales: ScaleTable, evaluator: Evaluator,
     if not sens:
         sens = layer_sensitivity(model, scales, evaluator, base, executor=executor,
                                  threads=threads)
-    order = [r.layer for r in rank(sens, all_int8, evaluator.higher_is_better)]
+    order[:] = [r.layer for r in rank(sens, all_int8, evaluator.higher_is_better)]
     # exponential search for a prefix that meets the target
     hi, lo = 1, 0
     while hi < len(order) and not ok(score(order[:hi])) and budget():
@@ -287,7 +252,8 @@ def autotune(model: onnx.ModelProto, scales: ScaleTable, evaluator: Evaluator,
                        evaluator.drop(fp32, final), len(kept_best))
         return done(AutotuneResult(_with_kept(base, kept_best), list(kept_best), False,
                                    max_accuracy_drop, fp32, all_int8, final,
-                                   evaluator.evaluations - start, sens, steps))
+                                   evaluator.evaluations - start, sens, steps), order[:hi])
+    considered = order[:hi]  # the longest prefix evaluated
     while hi - lo > 1 and budget():  # binary search: shortest passing prefix
         mid = (lo + hi) // 2
         if ok(score(order[:mid])):
@@ -303,4 +269,5 @@ def autotune(model: onnx.ModelProto, scales: ScaleTable, evaluator: Evaluator,
             kept = trial
     final = score(kept)
     return done(AutotuneResult(_with_kept(base, kept), kept, True, max_accuracy_drop, fp32,
-                               all_int8, final, evaluator.evaluations - start, sens, steps))
+                               all_int8, final, evaluator.evaluations - start, sens, steps),
+                considered)

@@ -18,6 +18,7 @@ configs:
                 overrides: [{op_type: Softmax, precision: fp32}]}
   - {name: auto, autotune: {max_accuracy_drop: 0.5}}
   - {name: int8-bc, precision: int8, rescue: [bias_correction]}   # docs/transforms.md
+  - {name: int8-cle-sq, precision: int8, rescue: ["cle", "smoothquant:0.8"]}
 build: {backend: tensorrt-rtx, shapes: "input:1x1x28x28"}   # optional
 latency: {iterations: 30, warmup: 5}
 ```
@@ -83,11 +84,13 @@ class ConfigSpec(_Strict):
     percentile: float | None = Field(None, gt=0, le=100)
     fp16: bool = False
     autotune: AutotuneSpec | None = None
-    #: transforms applied to the FP32 model before quantizing (``equalize``, ``smoothquant``,
-    #: ``bias_correction``; see docs/transforms.md), recorded in results.csv and the report
+    #: transforms applied to the FP32 model before quantizing (spec strings of
+    #: :func:`quantkit.transforms.rescue.parse_rescue`: ``cle``, ``high-bias``,
+    #: ``smoothquant[:ALPHA]``, ``bias-correction``; see docs/transforms.md), recorded in
+    #: results.csv and the report
     rescue: list[str] = Field(default_factory=list)
-    #: SmoothQuant's migration strength (with ``rescue: [smoothquant]``)
-    alpha: float | None = Field(None, gt=0, lt=1)
+    #: SmoothQuant's migration strength when the ``rescue`` entry gives none
+    alpha: float | None = Field(None, gt=0, le=1)
 
     @field_validator("precision", mode="before")
     @classmethod
@@ -103,15 +106,28 @@ class ConfigSpec(_Strict):
             raise ValueError(f"{value!r} is not one of fp32, fp16, int8 (or a precision mapping)")
         return value
 
-    @field_validator("rescue")
+    @field_validator("rescue", mode="before")
     @classmethod
-    def _rescue(cls, value: list[str]) -> list[str]:
-        from quantkit.sweep.autotune import RESCUE_TRANSFORMS
+    def _rescue(cls, value: Any) -> Any:
+        from quantkit.transforms.rescue import parse_rescue
 
-        bad = [v for v in value if v not in RESCUE_TRANSFORMS]
-        if bad:
-            names = ", ".join(sorted(set(RESCUE_TRANSFORMS.values())))
-            raise ValueError(f"{bad[0]!r} is not one of {names}")
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ValueError("a list of transform names, e.g. [cle, \"smoothquant:0.8\", "
+                             "bias-correction]")
+        from quantkit.transforms.rescue import RESCUE_ORDER, RESCUE_SPELLINGS
+
+        for item in (p for v in value for p in v.split(",")):
+            head = item.partition(":")[0].strip()
+            if head.lower() not in RESCUE_SPELLINGS:
+                raise ValueError(f"{head!r} is not one of {', '.join(sorted(RESCUE_ORDER))} "
+                                 "(also cle, high-bias, hba, smooth, bias-correction; "
+                                 "smoothquant:ALPHA)")
+        try:
+            parse_rescue(value, where="rescue")
+        except InputError as err:
+            raise ValueError(str(err).removeprefix("rescue: ").rstrip(".")) from None
         return value
 
     @model_validator(mode="after")

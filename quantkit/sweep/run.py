@@ -271,14 +271,6 @@ def _run_config_in(ctx: _Context, config: ConfigSpec, folder: Path) -> dict[str,
         scales = None if config.kind == "fp16" else ctx.calibration(method, pct)
         fp32_model = ctx.model
         rescue_options = ctx.rescue_options(config, method, pct)
-        if config.rescue and config.kind != "auto":
-            assert scales is not None
-            from quantkit.sweep.autotune import _rescue
-
-            rescued = _rescue(ctx.model, scales, config.rescue, rescue_options.pop("data"),
-                              rescue_options)
-            fp32_model, scales = rescued.model, rescued.scales
-            transforms = rescued.reports
         if config.kind == "auto":
             assert config.autotune is not None and scales is not None
             base = PrecisionConfig(default_float="fp16" if config.fp16 else "fp32")
@@ -298,6 +290,11 @@ def _run_config_in(ctx: _Context, config: ConfigSpec, folder: Path) -> dict[str,
         else:
             precision = ctx.recipe.precision_config(config)
             method = None if config.kind == "fp16" else method
+            specs = _rescue_specs(config, precision)
+            if specs:
+                assert scales is not None
+                fp32_model, scales, transforms = _rescued(ctx, config, precision, scales,
+                                                          specs, rescue_options)
         result = quantize_model(fp32_model, scales, precision, source=str(ctx.model_path))
         save_model(result.model, model_file)
         plan_doc = result.plan.to_dict()
@@ -319,6 +316,32 @@ def _run_config_in(ctx: _Context, config: ConfigSpec, folder: Path) -> dict[str,
     row_doc["fingerprint"] = _resume.fingerprint(ctx.recipe, config)
     write_text_atomic(folder / "result.json", json.dumps(row_doc, indent=1, default=float) + "\n")
     return row
+
+
+def _rescue_specs(config: ConfigSpec, precision: PrecisionConfig) -> list[Any]:
+    """The config's ``rescue:`` and its precision file's, the config's options winning."""
+    from quantkit.transforms.rescue import combine_rescue, parse_rescue
+
+    return combine_rescue(parse_rescue(config.rescue, where=f"configs.{config.name}.rescue"),
+                          parse_rescue(precision.rescue,
+                                       where=f"configs.{config.name}: precision rescue"))
+
+
+def _rescued(ctx: _Context, config: ConfigSpec, precision: PrecisionConfig,
+             scales: ScaleTable, specs: list[Any],
+             options: dict[str, Any]) -> tuple[Any, ScaleTable, list[dict[str, Any]]]:
+    """Apply a config's rescue transforms; bias correction only on the plan's INT8 layers."""
+    from quantkit.transforms.rescue import apply_rescue, plan_int8_layers
+
+    int8 = plan_int8_layers(ctx.model, precision)
+    alpha = options.get("alpha")
+    res = apply_rescue(ctx.model, specs, options["data"], scales=scales,
+                       method=options["method"], method_options=options["method_options"],
+                       batch_size=options["batch_size"], max_samples=options["max_samples"],
+                       data_options=options["data_options"], layers=int8,
+                       alpha=float(alpha) if alpha is not None else None,
+                       where=f"configs.{config.name}.rescue")
+    return res.model, res.scales, res.reports
 
 
 def _write_sensitivity(ctx: _Context, tuned: Any) -> None:
