@@ -46,6 +46,7 @@ from quantkit.transforms._common import (
     int_attrs,
     record,
     set_initializer,
+    warn_skipped,
     working_copy,
 )
 
@@ -293,6 +294,7 @@ def bias_correct(model: onnx.ModelProto, data: Any, *, scales: ScaleTable | None
     report.skipped.extend(skipped)
     if not todo:
         record(out, report)
+        warn_skipped(logger, report)
         return out, report
     original = {lay.name: max(float(np.abs(index.array(lay.bias)).max(initial=0.0)), 1e-12)
                 if lay.bias is not None else 1e-12 for lay in todo}
@@ -334,6 +336,7 @@ def bias_correct(model: onnx.ModelProto, data: Any, *, scales: ScaleTable | None
     report.settings["num_samples"] = seen
     record(out, report)
     logger.info("%s on %d samples", report.summary(), seen)
+    warn_skipped(logger, report)
     return out, report
 
 

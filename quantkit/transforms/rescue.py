@@ -312,7 +312,10 @@ def apply_rescue(model: onnx.ModelProto, specs: str | Iterable[str] | Sequence[R
         if step.name == "equalize":
             from quantkit.transforms import equalize
 
-            current, rep = equalize(current)
+            # with data: verified on its first samples, refused if the FP32 output moves
+            current, rep = equalize(current, data=data, batch_size=run.get("batch_size", 32),
+                                    data_options=run.get("data_options"),
+                                    providers=run.get("providers"))
         elif step.name == "high_bias":
             current, rep = _high_bias()(current, data, **run)
         elif step.name == "smoothquant":
@@ -323,7 +326,8 @@ def apply_rescue(model: onnx.ModelProto, specs: str | Iterable[str] | Sequence[R
             mm = None if sub is None else [n.name for n in current.graph.node
                                            if n.name in wanted
                                            and n.op_type in ("MatMul", "Gemm")]
-            current, rep = smoothquant(current, data, alpha=float(a), layers=mm, **run)
+            current, rep = smoothquant(current, data, alpha=float(a), layers=mm, verify=True,
+                                       **run)
         else:
             continue  # bias correction: after the re-calibration
         keep(rep)

@@ -53,6 +53,7 @@ from quantkit.transforms._common import (
     set_initializer,
     use_count,
     verify_fp32,
+    warn_skipped,
     working_copy,
 )
 
@@ -303,6 +304,7 @@ def smoothquant(model: onnx.ModelProto, data: Any, *, alpha: float = 0.5,
     report.skipped.extend(skipped)
     if not groups:
         record(out, report)
+        warn_skipped(logger, report)
         return out, report
     aux, outs = _max_model(out, groups)
     kept: list[dict[str, np.ndarray]] = []
@@ -386,6 +388,7 @@ def smoothquant(model: onnx.ModelProto, data: Any, *, alpha: float = 0.5,
                                                   transform="smoothquant")
     record(out, report)
     logger.info("%s on %d samples", report.summary(), seen)
+    warn_skipped(logger, report)
     return out, report
 
 

@@ -155,3 +155,22 @@ def test_unknown_layer_is_an_input_error(demo: dict[str, Any]) -> None:
 
     with pytest.raises(InputError, match="no node named"):
         bias_correct(demo["model"], {"input": demo["cal"][:8]}, layers=["/nope/Conv"])
+
+
+def test_a_transform_that_cannot_apply_warns_naming_the_nodes(
+        demo: dict[str, Any], caplog: pytest.LogCaptureFixture) -> None:
+    from quantkit.transforms import smoothquant
+
+    name = demo["model"].graph.input[0].name
+    data = [{name: demo["cal"][:32]}]
+    relu = next(n.name for n in demo["model"].graph.node if n.op_type == "Relu")
+    conv = next(n.name for n in demo["model"].graph.node if n.op_type == "Conv")
+    with caplog.at_level("WARNING", logger="quantkit.transforms"):
+        out, rep = bias_correct(demo["model"], data, layers=[relu])
+    assert not rep.changed
+    assert "bias_correction did not apply" in caplog.text and relu in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="quantkit.transforms"):
+        out, rep = smoothquant(demo["model"], data, layers=[conv])
+    assert not rep.changed
+    assert "smoothquant did not apply" in caplog.text and conv in caplog.text
