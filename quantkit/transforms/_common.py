@@ -12,7 +12,12 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from quantkit.qdq._model import GraphIndex, constants_to_initializers, name_nodes
+from quantkit.qdq._model import (
+    GraphIndex,
+    UniqueNames,
+    constants_to_initializers,
+    name_nodes,
+)
 
 #: metadata key of the transforms applied to a model (a JSON list of reports, oldest first);
 #: the Q/DQ writer copies metadata, so the quantized model carries it.
@@ -130,6 +135,20 @@ class Layer:
         """Node name."""
         return str(self.node.name)
 
+
+
+def auxiliary_copy(model: onnx.ModelProto) -> tuple[onnx.ModelProto, UniqueNames]:
+    """A copy of ``model`` to add statistics outputs to, and a generator of unused names.
+
+    The transforms measure per-channel statistics inside ONNX Runtime with such a copy: nodes
+    that reduce an activation are appended and become the graph outputs.
+    """
+    aux = onnx.ModelProto()
+    aux.CopyFrom(model)
+    g = aux.graph
+    unique = UniqueNames({n.name for n in g.node} | {t.name for t in g.initializer}
+                         | {o for n in g.node for o in n.output} | {i.name for i in g.input})
+    return aux, unique
 
 def as_layer(node: onnx.NodeProto, index: GraphIndex) -> Layer | None:
     """The :class:`Layer` view of a node (None for other ops or non-constant weights)."""

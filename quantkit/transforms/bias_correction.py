@@ -43,6 +43,7 @@ from quantkit.transforms._common import (
     Layer,
     TransformReport,
     as_layer,
+    auxiliary_copy,
     int_attrs,
     record,
     set_initializer,
@@ -118,12 +119,9 @@ def _act_scale(scales: ScaleTable | None, tensor: str) -> float | None:
 def _shift_model(model: onnx.ModelProto, index: GraphIndex, layers: list[Layer],
                  scales: ScaleTable | None) -> tuple[onnx.ModelProto, dict[str, str], set[str]]:
     """The auxiliary model: outputs = per-channel mean of ``L(Q(x); Q(W)) - L(x; W)``."""
-    aux = onnx.ModelProto()
-    aux.CopyFrom(model)
+    aux, unique = auxiliary_copy(model)
     aux = upgrade_opset(aux, 13, "bias correction")
     g = aux.graph
-    unique = UniqueNames({n.name for n in g.node} | {t.name for t in g.initializer}
-                         | {o for n in g.node for o in n.output} | {i.name for i in g.input})
     axes_as_input = model_opset(aux) >= 18
     outputs: dict[str, str] = {}
     act_quantized: set[str] = set()
@@ -192,11 +190,8 @@ def _output_means_model(model: onnx.ModelProto, layers: list[tuple[str, str, int
 
     ``layers``: ``(node name, output tensor, rank of the weight, channels)``.
     """
-    aux = onnx.ModelProto()
-    aux.CopyFrom(model)
+    aux, unique = auxiliary_copy(model)
     g = aux.graph
-    unique = UniqueNames({n.name for n in g.node} | {t.name for t in g.initializer}
-                         | {o for n in g.node for o in n.output} | {i.name for i in g.input})
     outputs: dict[str, str] = {}
     del g.output[:]
     for k, (name, tensor, rank, channels) in enumerate(layers):

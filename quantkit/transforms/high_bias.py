@@ -45,6 +45,7 @@ from quantkit.qdq._model import GraphIndex, UniqueNames, model_opset
 from quantkit.transforms._common import (
     Layer,
     TransformReport,
+    auxiliary_copy,
     record,
     recording_source,
     set_initializer,
@@ -150,11 +151,8 @@ def absorb(model: onnx.ModelProto, index: GraphIndex, p: _Pair, c: np.ndarray,
 def _min_model(model: onnx.ModelProto, index: GraphIndex, pairs: list[_Pair],
                ) -> tuple[onnx.ModelProto, dict[str, str]]:
     """``model`` with outputs = per-channel max of ``-h`` for each first layer's output."""
-    aux = onnx.ModelProto()
-    aux.CopyFrom(model)
+    aux, unique = auxiliary_copy(model)
     g = aux.graph
-    unique = UniqueNames({n.name for n in g.node} | {t.name for t in g.initializer}
-                         | {o for n in g.node for o in n.output} | {i.name for i in g.input})
     del g.output[:]
     outs: dict[str, str] = {}
     for k, p in enumerate(pairs):

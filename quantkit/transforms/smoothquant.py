@@ -47,6 +47,7 @@ from quantkit.errors import InputError
 from quantkit.qdq._model import GraphIndex, UniqueNames, model_opset
 from quantkit.transforms._common import (
     TransformReport,
+    auxiliary_copy,
     int_attrs,
     record,
     recording_source,
@@ -143,11 +144,8 @@ def _groups(model: onnx.ModelProto, index: GraphIndex, layers: Sequence[str] | N
 def _max_model(model: onnx.ModelProto, groups: list[_Group],
                ) -> tuple[onnx.ModelProto, dict[str, str]]:
     """``model`` with outputs = per-channel max |x| of each group's input (last axis)."""
-    aux = onnx.ModelProto()
-    aux.CopyFrom(model)
+    aux, unique = auxiliary_copy(model)
     g = aux.graph
-    unique = UniqueNames({n.name for n in g.node} | {t.name for t in g.initializer}
-                         | {o for n in g.node for o in n.output} | {i.name for i in g.input})
     axes_as_input = model_opset(aux) >= 18
     outputs: dict[str, str] = {}
     del g.output[:]
