@@ -14,13 +14,11 @@ what its rescue features changed where the tool reports it).
 
 from __future__ import annotations
 
-import json
-import resource
 import time
 from pathlib import Path
 from typing import Any
 
-from _workers import MemSampler
+from _workers import serve
 
 MB = 1024 * 1024
 
@@ -328,13 +326,4 @@ WORKERS = {"quantkit": w_quantkit, "nncf": w_nncf, "aimet": w_aimet, "ppq": w_pp
 
 
 def worker_main(name: str, params: str, result: str) -> None:
-    base = MemSampler.read()
-    sampler = MemSampler()
-    sampler.start()
-    c0 = time.process_time()
-    out = WORKERS[name](json.loads(params))
-    out["worker_cpu_s"] = time.process_time() - c0
-    out.update(sampler.stop())
-    out["rss_at_start_mb"] = base["VmRSS"] / MB
-    out["children_ru_maxrss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    Path(result).write_text(json.dumps(out, default=str))
+    serve(WORKERS, name, params, result)

@@ -302,13 +302,20 @@ def _pin_ort_threads() -> None:
     ort.SessionOptions = PinnedOptions
 
 
-def worker_main(name: str, params: str, result: str) -> None:
-    _pin_ort_threads()
+def serve(workers: dict[str, Any], name: str, params: str, result: str) -> None:
+    """Run worker ``name`` on the JSON ``params``; write its result, CPU time and memory."""
     base = MemSampler.read()
     sampler = MemSampler()
     sampler.start()
-    out = WORKERS[name](json.loads(params))
+    c0 = time.process_time()
+    out = workers[name](json.loads(params))
+    out["worker_cpu_s"] = time.process_time() - c0
     out.update(sampler.stop())
     out["rss_at_start_mb"] = base["VmRSS"] / MB
     out["children_ru_maxrss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    Path(result).write_text(json.dumps(out))
+    Path(result).write_text(json.dumps(out, default=str))
+
+
+def worker_main(name: str, params: str, result: str) -> None:
+    _pin_ort_threads()
+    serve(WORKERS, name, params, result)
