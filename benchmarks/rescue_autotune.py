@@ -100,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--method", default=None, help="calibration method")
     ap.add_argument("--model", default=None, help="effnet: the FP32 model")
     ap.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads")
+    ap.add_argument("--processes", type=int, default=None,
+                    help="run the sensitivity probes in N processes (with --threads each)")
     ap.add_argument("--latency-iterations", type=int, default=50)
     ap.add_argument("--out", default=str(ROOT / "benchmarks/_work/rescue-autotune"))
     args = ap.parse_args(argv)
@@ -111,9 +113,13 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     scales = calibrate(setup["path"], setup["cal"], method=setup["method"],
                        method_options=setup["options"]).scales
-    evaluator = Evaluator(str(setup["path"]), setup["eval"], setup["labels"], None,
-                          threads=args.threads)
+    # the evaluator's own runs (all-INT8 check, search) use ONNX Runtime's default threads;
+    # --threads is per sensitivity probe (with --processes)
+    evaluator = Evaluator(str(setup["path"]), setup["eval"], setup["labels"], None)
     fp32_ms = cpu_latency(setup["model"], setup["latency_batch"], args.latency_iterations)
+    from quantkit.sweep.executor import LocalExecutor
+
+    executor = LocalExecutor(processes=args.processes) if args.processes else None
     rows: list[dict[str, Any]] = []
     sensitivity: dict[str, Any] = {}  # per rescue setting: the ranking does not depend on the drop
     for drop in drops:
@@ -124,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
                            rescue=names, rescue_data=setup["cal"] if names else None,
                            rescue_options={"method": setup["method"],
                                            "method_options": setup["options"]},
-                           sensitivity=sensitivity.get(rescue), threads=args.threads)
+                           sensitivity=sensitivity.get(rescue), threads=args.threads,
+                           executor=executor)
             if res.sensitivity:
                 sensitivity[rescue] = res.sensitivity
             spent = time.perf_counter() - start
