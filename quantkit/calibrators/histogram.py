@@ -86,22 +86,19 @@ def bin_indices(absx: npt.NDArray[np.float32], hi0: np.float32, base_bins: int,
     return idx
 
 
-def _binned_by_kernel(flat: npt.NDArray[np.float32], width: np.float32, limit: float,
-                      base_bins: int, coarsen: int, acc: CountArray) -> bool:
-    """Bin ``flat`` into ``acc`` with the compiled kernel when there is one (see ``_kernel``).
+def _kernel_bins(flat: npt.NDArray[np.float32], width: np.float32, limit: float,
+                 base_bins: int, coarsen: int, acc: CountArray) -> bool | None:
+    """Bin ``flat`` into the zeroed ``acc`` with the compiled kernel (see ``_kernel``).
 
-    For batches already known to fit (finite, below ``limit``); False (``acc`` untouched) when
-    the numpy path must do it.
+    Returns None when there is no kernel for this batch (the numpy path bins it), else
+    whether every value was finite and below ``limit`` (when False, ``acc`` is partly filled:
+    discard it).
     """
     kernel = _kernel.get_kernel(flat.size)
     if kernel is None or limit >= _kernel.MAX_LIMIT:
-        return False
-    scratch = np.zeros_like(acc)
-    if not kernel(np.ascontiguousarray(flat, dtype=np.float32), width, np.float32(limit),
-                  np.float32(base_bins), base_bins, coarsen, scratch):
-        return False
-    acc += scratch
-    return True
+        return None
+    return kernel(np.ascontiguousarray(flat, dtype=np.float32), width, np.float32(limit),
+                  np.float32(base_bins), base_bins, coarsen, acc)
 
 
 def _exact_width(hi0: np.float32, base_bins: int, top: float) -> np.float32 | None:
@@ -204,10 +201,13 @@ class AbsHistogram:
                                    minlength=n)
             self.counts += acc
             return
-        if _binned_by_kernel(flat, width, float(n << self.coarsen), self.base_bins,
-                             self.coarsen, acc):
+        fit = _kernel_bins(flat, width, float(n << self.coarsen), self.base_bins, self.coarsen,
+                           acc)
+        if fit:
             self.counts += acc
             return
+        if fit is False:  # cannot happen (the batch's max fits): bin it with numpy instead
+            acc.fill(0)
         q_buf = np.empty(size, dtype=np.float32)
         i_buf = np.empty(size, dtype=np.intp)
         for lo in range(0, flat.size, _CHUNK):
@@ -244,14 +244,11 @@ class AbsHistogram:
         if width is None or limit >= _INDEX_CAP / 2:
             return False
         acc = np.zeros(n, dtype=np.int64)
-        kernel = _kernel.get_kernel(flat.size)
-        if kernel is not None and limit < _kernel.MAX_LIMIT:
-            if not kernel(np.ascontiguousarray(flat, dtype=np.float32), width,
-                          np.float32(limit), np.float32(self.base_bins), self.base_bins,
-                          self.coarsen, acc):
-                return False
-            self.counts += acc
-            return True
+        fit = _kernel_bins(flat, width, limit, self.base_bins, self.coarsen, acc)
+        if fit is not None:
+            if fit:
+                self.counts += acc
+            return fit
         size = min(_CHUNK, flat.size)
         q_buf = np.empty(size, dtype=np.float32)
         # int32 indices when they fit: the float -> int32 cast is ~4x cheaper than -> int64
