@@ -47,7 +47,6 @@ from quantkit.sweep.layer_sqnr import LayerOutcome, layer_report, layer_sqnr
 from quantkit.sweep.scoring import Evaluator, Score
 from quantkit.sweep.sensitivity import LayerSensitivity, layer_sensitivity, rank
 from quantkit.transforms.rescue import (
-    RESCUE_SPELLINGS,
     RescueResult,
     apply_rescue,
     parse_rescue,
@@ -122,9 +121,6 @@ def _with_kept(base: PrecisionConfig, kept: Sequence[str]) -> PrecisionConfig:
     return PrecisionConfig(default="int8", default_float=base.default_float,
                            overrides=tuple(Rule(name=n, precision=keep) for n in kept))
 
-
-#: rescue transform spellings -> canonical names (kept for callers of the old name).
-RESCUE_TRANSFORMS = RESCUE_SPELLINGS
 
 
 def autotune(model: onnx.ModelProto, scales: ScaleTable, evaluator: Evaluator,

@@ -211,15 +211,6 @@ def plan_int8_layers(model: onnx.ModelProto, config: PrecisionConfig) -> list[st
     return [n.name for n in plan.nodes.values() if n.precision == "int8"]
 
 
-def _high_bias() -> Any:
-    try:
-        from quantkit.transforms import absorb_high_bias
-    except ImportError:
-        raise InputError("high-bias absorption is not available in this build; remove "
-                         "high-bias from the rescue transforms.") from None
-    return absorb_high_bias
-
-
 def _calibrate(model: onnx.ModelProto, data: Any, method: str,
                method_options: Mapping[str, Any], run: Mapping[str, Any]) -> ScaleTable:
     from quantkit.capture import calibrate
@@ -280,7 +271,7 @@ def apply_rescue(model: onnx.ModelProto, specs: str | Iterable[str] | Sequence[R
         where: the flag / key named in error messages.
 
     Raises:
-        InputError: bad specs, no data, or a transform not available in this build.
+        InputError: bad specs or no data.
     """
     items = [specs] if isinstance(specs, str) else list(specs)
     if items and all(isinstance(s, RescueStep) for s in items):
@@ -317,7 +308,9 @@ def apply_rescue(model: onnx.ModelProto, specs: str | Iterable[str] | Sequence[R
                                     data_options=run.get("data_options"),
                                     providers=run.get("providers"))
         elif step.name == "high_bias":
-            current, rep = _high_bias()(current, data, **run)
+            from quantkit.transforms import absorb_high_bias
+
+            current, rep = absorb_high_bias(current, data, **run)
         elif step.name == "smoothquant":
             from quantkit.transforms import smoothquant
 
