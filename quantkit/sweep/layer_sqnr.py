@@ -17,6 +17,7 @@ import numpy as np
 import onnx
 
 from quantkit.errors import InputError, PipelineError
+from quantkit.evaluate.layers import LayerSQNR
 
 
 def layer_outputs(model: onnx.ModelProto, layers: Sequence[str]) -> dict[str, str]:
@@ -47,15 +48,6 @@ def _exposed(model: onnx.ModelProto, tensors: Sequence[str]) -> bytes:
     return bytes(m.SerializeToString())
 
 
-def sqnr_db(signal: float, noise: float) -> float:
-    """``10 log10(signal / noise)``: inf for no noise, -inf for a zero signal with noise."""
-    if noise <= 0.0:
-        return math.inf
-    if signal <= 0.0:
-        return -math.inf
-    return 10.0 * math.log10(signal / noise)
-
-
 def layer_sqnr(reference: onnx.ModelProto, candidate: onnx.ModelProto, layers: Sequence[str],
                batches: Sequence[Mapping[str, np.ndarray]], *,
                threads: int | None = None) -> dict[str, float]:
@@ -84,18 +76,19 @@ def layer_sqnr(reference: onnx.ModelProto, candidate: onnx.ModelProto, layers: S
     except Exception as err:
         raise PipelineError(f"ONNX Runtime could not load a model for the layer SQNR: {err}") \
             from err
-    signal = dict.fromkeys(layers, 0.0)
-    noise = dict.fromkeys(layers, 0.0)
+    acc = LayerSQNR()  # keyed by layer here, not by tensor
     for batch in batches:
         feeds: dict[str, Any] = dict(batch)
         r = dict(zip(ref_names, ref_sess.run(ref_names, feeds), strict=True))
         c = dict(zip(cand_names, cand_sess.run(cand_names, feeds), strict=True))
-        for layer in layers:
-            ref = np.asarray(r[ref_out[layer]], dtype=np.float64)
-            diff = np.asarray(c[cand_out[layer]], dtype=np.float64) - ref
-            signal[layer] += float(np.sum(ref * ref))
-            noise[layer] += float(np.sum(diff * diff))
-    return {layer: sqnr_db(signal[layer], noise[layer]) for layer in layers}
+        acc.update({layer: np.asarray(r[ref_out[layer]]) for layer in layers},
+                   {layer: np.asarray(c[cand_out[layer]]) for layer in layers})
+    result = acc.result()
+    missing = [layer for layer in layers if layer not in result]
+    if missing:
+        raise PipelineError(f"layer SQNR: the output of {', '.join(missing[:5])} has another "
+                            "shape in the quantized model than in the reference.")
+    return {layer: result[layer] for layer in layers}
 
 
 @dataclass(frozen=True)
@@ -165,4 +158,4 @@ def layer_report(considered: Sequence[str], kept: Sequence[str], keep_as: str,
     return out
 
 
-__all__ = ["LayerOutcome", "layer_outputs", "layer_report", "layer_sqnr", "sqnr_db"]
+__all__ = ["LayerOutcome", "layer_outputs", "layer_report", "layer_sqnr"]
