@@ -105,20 +105,6 @@ class ActivationCapture:
                 result[a.name] = value
         return result
 
-    def _chunks(self, batch: Batch) -> Iterator[Batch]:
-        static = {s.shape[0] for s in self.inputs if isinstance(s.shape[0], int)
-                  and s.shape[0] > 0}
-        if not static:
-            yield batch
-            return
-        size = min(static)
-        n = len(next(iter(batch.values())))
-        for lo in range(0, n - size + 1, size):
-            yield {k: v[lo: lo + size] for k, v in batch.items()}
-        if n % size:
-            logger.warning("dropping %d samples: the model's batch axis is fixed at %d",
-                           n % size, size)
-
     def run(self, batches: Iterable[Mapping[str, np.ndarray]], sink: Sink, *,
             source: str = "<data>", allow_nonfinite: bool = False, total: int | None = None,
             description: str = "calibrating", resume: Resume | None = None) -> int:
@@ -158,7 +144,7 @@ class ActivationCapture:
                             "--allow-nonfinite to skip non-finite values during calibration."
                         )
                 in_sink = True
-                for chunk in self._chunks(batch):
+                for chunk in static_batch_chunks(batch, self.inputs):
                     sink(self.run_batch(chunk))
                     samples += len(next(iter(chunk.values())))
                 in_sink = False
@@ -173,6 +159,24 @@ class ActivationCapture:
         if samples == 0:
             raise InputError(f"data {source}: contains no samples. Give at least one sample.")
         return samples
+
+
+def static_batch_chunks(batch: Batch, inputs: Sequence[InputSpec]) -> Iterator[Batch]:
+    """``batch`` as the model takes it: whole, or in chunks of a static batch axis.
+
+    A remainder smaller than the static size is dropped, with a warning.
+    """
+    static = {s.shape[0] for s in inputs if isinstance(s.shape[0], int) and s.shape[0] > 0}
+    if not static:
+        yield batch
+        return
+    size = min(static)
+    n = len(next(iter(batch.values())))
+    for lo in range(0, n - size + 1, size):
+        yield {k: v[lo: lo + size] for k, v in batch.items()}
+    if n % size:
+        logger.warning("dropping %d samples: the model's batch axis is fixed at %d",
+                       n % size, size)
 
 
 @dataclass

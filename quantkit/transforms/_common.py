@@ -136,7 +136,6 @@ class Layer:
         return str(self.node.name)
 
 
-
 def auxiliary_copy(model: onnx.ModelProto) -> tuple[onnx.ModelProto, UniqueNames]:
     """A copy of ``model`` to add statistics outputs to, and a generator of unused names.
 
@@ -149,6 +148,7 @@ def auxiliary_copy(model: onnx.ModelProto) -> tuple[onnx.ModelProto, UniqueNames
     unique = UniqueNames({n.name for n in g.node} | {t.name for t in g.initializer}
                          | {o for n in g.node for o in n.output} | {i.name for i in g.input})
     return aux, unique
+
 
 def as_layer(node: onnx.NodeProto, index: GraphIndex) -> Layer | None:
     """The :class:`Layer` view of a node (None for other ops or non-constant weights)."""
@@ -324,14 +324,13 @@ def verify_fp32(original: onnx.ModelProto, transformed: onnx.ModelProto, data: A
     from pathlib import Path
 
     from quantkit._ort import session
+    from quantkit.capture.runner import static_batch_chunks
     from quantkit.data import open_source
     from quantkit.errors import InputError, PipelineError
     from quantkit.model import input_specs, save_model
 
     specs = input_specs(original)
     source = open_source(data, specs, **dict(data_options or {}))
-    static = [int(s.shape[0]) for s in specs if s.shape and isinstance(s.shape[0], int)
-              and int(s.shape[0]) > 0]
     names = [o.name for o in original.graph.output]
     diff = dict.fromkeys(names, 0.0)
     peak = dict.fromkeys(names, 0.0)
@@ -345,10 +344,7 @@ def verify_fp32(original: onnx.ModelProto, transformed: onnx.ModelProto, data: A
                     for p in paths]
         for batch in source.batches(batch_size, max_samples):
             feeds = {s.name: np.asarray(batch[s.name]) for s in specs}
-            n = len(next(iter(feeds.values())))
-            step = min(static) if static else n
-            for lo in range(0, n - step + 1, step):
-                chunk = {k: v[lo: lo + step] for k, v in feeds.items()}
+            for chunk in static_batch_chunks(feeds, specs):
                 want, got = (s.run(names, chunk) for s in sessions)
                 for name, a, b in zip(names, want, got, strict=True):
                     a64, b64 = np.asarray(a, np.float64), np.asarray(b, np.float64)
@@ -361,7 +357,7 @@ def verify_fp32(original: onnx.ModelProto, transformed: onnx.ModelProto, data: A
                     diff[name] = max(diff[name], worst_d if not np.isnan(worst_d)
                                      else float("inf"))
                     peak[name] = max(peak[name], float(np.abs(a64).max(initial=0.0)))
-                seen += step
+                seen += len(next(iter(chunk.values())))
         del sessions
     if seen == 0:
         raise InputError(f"{transform}: no samples to verify the FP32 output on.")
