@@ -104,10 +104,12 @@ class BuildResult:
 
 @dataclass(frozen=True)
 class LatencyStats:
-    """Latency of one inference in milliseconds over ``iterations`` timed runs.
+    """Latency of one inference of ``batch_size`` samples, in milliseconds.
 
     Shared by every runner (host timer for ONNX Runtime, CUDA events for TensorRT) and by
-    :mod:`quantkit.evaluate`.
+    :mod:`quantkit.evaluate`. With ``repeats`` > 1 the timed runs were split into that many
+    rounds: ``p50_ms`` is the median of the rounds' medians and ``p50_min_ms`` / ``p50_max_ms``
+    their spread (run-to-run noise); the other percentiles pool every timed run.
     """
 
     iterations: int
@@ -120,26 +122,44 @@ class LatencyStats:
     max_ms: float
     batch_size: int = 1
     timer: str = "perf_counter"
+    repeats: int = 1
+    p50_min_ms: float | None = None
+    p50_max_ms: float | None = None
 
     @property
     def throughput(self) -> float:
         """Samples per second at the mean latency."""
         return self.batch_size / (self.mean_ms / 1e3) if self.mean_ms > 0 else float("inf")
 
+    @property
+    def per_sample_ms(self) -> float:
+        """``p50_ms`` divided by the batch size."""
+        return self.p50_ms / max(self.batch_size, 1)
+
     @classmethod
     def from_times(cls, times_ms: Sequence[float] | np.ndarray, *, warmup: int,
                    batch_size: int = 1, timer: str = "perf_counter") -> LatencyStats:
-        """Summarise per-run times in milliseconds."""
+        """Summarise per-run times in milliseconds (one round)."""
+        return cls.from_repeats([times_ms], warmup=warmup, batch_size=batch_size, timer=timer)
+
+    @classmethod
+    def from_repeats(cls, rounds_ms: Sequence[Sequence[float] | np.ndarray], *, warmup: int,
+                     batch_size: int = 1, timer: str = "perf_counter") -> LatencyStats:
+        """Summarise several rounds of per-run times (see the class docstring)."""
         import numpy as np
 
-        t = np.asarray(times_ms, dtype=np.float64)
-        if t.size == 0:
+        rounds = [np.asarray(r, dtype=np.float64) for r in rounds_ms]
+        rounds = [r for r in rounds if r.size]
+        if not rounds:
             raise InputError("no timed iterations: use at least one iteration.")
-        p50, p90, p99 = np.percentile(t, [50, 90, 99])
-        return cls(int(t.size), warmup, float(t.mean()), float(p50), float(p90), float(p99),
-                   float(t.min()), float(t.max()), batch_size, timer)
+        t = np.concatenate(rounds)
+        medians = [float(np.median(r)) for r in rounds]
+        p90, p99 = np.percentile(t, [90, 99])
+        return cls(int(t.size), warmup, float(t.mean()), float(np.median(medians)), float(p90),
+                   float(p99), float(t.min()), float(t.max()), batch_size, timer, len(rounds),
+                   min(medians), max(medians))
 
-    def to_json(self) -> dict[str, float | int | str]:
+    def to_json(self) -> dict[str, float | int | str | None]:
         """The fields (and the throughput) as a JSON-able dict."""
         return {**self.__dict__, "throughput": self.throughput}
 

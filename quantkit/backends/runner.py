@@ -17,6 +17,7 @@ import importlib
 import logging
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType, TracebackType
 from typing import TYPE_CHECKING, Any
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TrtRunner", "open_runner"]
+__all__ = ["MeasuredLatency", "TrtRunner", "gpu_name", "measure_engine", "open_runner"]
 
 
 class _CudaPythonStreams:
@@ -208,24 +209,30 @@ class TrtRunner:
     __call__ = infer
 
     def latency(self, feeds: Mapping[str, np.ndarray], *, warmup: int = 10,
-                iterations: int = 100) -> LatencyStats:
-        """Time ``execute_async_v3`` with CUDA events (inputs stay on the device)."""
-        if iterations < 1 or warmup < 0:
-            raise InputError("latency needs iterations >= 1 and warmup >= 0.")
+                iterations: int = 100, repeats: int = 1) -> LatencyStats:
+        """Time ``execute_async_v3`` with CUDA events (inputs stay on the device).
+
+        ``repeats`` rounds of ``iterations`` timed runs each give the median's spread.
+        """
+        if iterations < 1 or warmup < 0 or repeats < 1:
+            raise InputError("latency needs iterations >= 1, repeats >= 1 and warmup >= 0.")
         self._prepare(feeds)
         for _ in range(warmup):
             self._execute()
         self._cuda.sync(self._stream)
         start, end = self._events
-        times = np.empty(iterations, dtype=np.float64)
-        for i in range(iterations):
-            self._cuda.record(start, self._stream)
-            self._execute()
-            self._cuda.record(end, self._stream)
-            times[i] = self._cuda.elapsed_ms(start, end)
+        rounds = []
+        for _ in range(repeats):
+            times = np.empty(iterations, dtype=np.float64)
+            for i in range(iterations):
+                self._cuda.record(start, self._stream)
+                self._execute()
+                self._cuda.record(end, self._stream)
+                times[i] = self._cuda.elapsed_ms(start, end)
+            rounds.append(times)
         batch = max((int(a.shape[0]) for a in feeds.values() if a.ndim), default=1)
-        return LatencyStats.from_times(times, warmup=warmup, batch_size=batch,
-                                       timer="cuda-events")
+        return LatencyStats.from_repeats(rounds, warmup=warmup, batch_size=batch,
+                                         timer="cuda-events")
 
     def layer_info(self) -> str:
         """The engine inspector's JSON (layer names, precisions, tactics where recorded)."""
@@ -267,3 +274,67 @@ def open_runner(engine: str | os.PathLike[str], backend: str | None = None,
                              "backend built it; pass backend='tensorrt' or 'tensorrt-rtx'.")
         backend = str(read_sidecar(engine)["backend"])
     return get_backend(backend).runner(engine, **kwargs)
+
+
+def gpu_name(device: int = 0) -> str | None:
+    """The name of CUDA device ``device`` (``NVIDIA H100 80GB HBM3``), or ``None`` without one.
+
+    Asks pycuda when installed, else cuda-python; any failure (no binding, no driver, no GPU)
+    is ``None``. Unverified on real hardware in this repository's CI (no GPU there).
+    """
+    try:
+        drv = importlib.import_module("pycuda.driver")
+        drv.init()
+        if drv.Device.count() <= device:
+            return None
+        return str(drv.Device(device).name())
+    except Exception:  # noqa: BLE001 - no pycuda, no driver or no GPU: try cuda-python
+        pass
+    try:
+        rt = import_cudart()
+        err, count = rt.cudaGetDeviceCount()
+        if err != rt.cudaError_t.cudaSuccess or count <= device:
+            return None
+        err, props = rt.cudaGetDeviceProperties(device)
+        if err != rt.cudaError_t.cudaSuccess:
+            return None
+        name = props.name
+        return (name.split(b"\0")[0].decode() if isinstance(name, bytes) else str(name)).strip()
+    except Exception:  # noqa: BLE001 - no binding or no driver
+        return None
+
+
+@dataclass(frozen=True)
+class MeasuredLatency:
+    """An engine timed on a GPU: the statistics and the GPU's name (``measured`` latency)."""
+
+    stats: LatencyStats
+    gpu: str
+    backend: str
+
+    @property
+    def label(self) -> str:
+        """``measured, NVIDIA L4, batch 8``."""
+        return f"measured, {self.gpu}, batch {self.stats.batch_size}"
+
+
+def measure_engine(engine: str | os.PathLike[str], feeds: Mapping[str, np.ndarray], *,
+                   warmup: int = 10, iterations: int = 100, repeats: int = 3,
+                   backend: str | None = None) -> MeasuredLatency | None:
+    """Time a built engine on the GPU with CUDA events, or ``None`` where it cannot run here.
+
+    ``None`` means no GPU (or no CUDA binding); an engine that does not load on the GPU that is
+    present raises (:class:`~quantkit.errors.PipelineError`). The batch size is the first axis
+    of ``feeds``. Not yet verified on a GPU by quantkit's own tests (``@pytest.mark.gpu``).
+    """
+    name = gpu_name()
+    if name is None:
+        return None
+    runner = open_runner(engine, backend)
+    try:
+        if not isinstance(runner, TrtRunner):
+            raise PipelineError(f"{engine}: the backend's runner cannot time engines.")
+        stats = runner.latency(feeds, warmup=warmup, iterations=iterations, repeats=repeats)
+        return MeasuredLatency(stats, name, runner.backend)
+    finally:
+        runner.close()

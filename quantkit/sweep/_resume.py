@@ -95,7 +95,7 @@ def fingerprint(recipe: Recipe, config: ConfigSpec) -> str:
     import hashlib
 
     doc = {"config": config.model_dump(mode="json"),
-           "recipe": recipe.model_dump(mode="json", exclude={"configs", "name"}),
+           "recipe": recipe.model_dump(mode="json", exclude={"configs", "name", "report"}),
            "inputs": input_identity(recipe)}
     text = json.dumps(doc, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]

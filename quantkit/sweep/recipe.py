@@ -20,7 +20,9 @@ configs:
   - {name: int8-bc, precision: int8, rescue: [bias_correction]}   # docs/transforms.md
   - {name: int8-cle-sq, precision: int8, rescue: ["cle", "smoothquant:0.8"]}
 build: {backend: tensorrt-rtx, shapes: "input:1x1x28x28"}   # optional
-latency: {iterations: 30, warmup: 5}
+latency: {iterations: 30, warmup: 5, repeats: 5, batch_size: 32,
+          estimate_gpus: [H100-SXM, L4]}   # estimated TensorRT latency; the first is primary
+report: {tolerance: 0.5}            # headline: fastest INT8 config within 0.5 points of the best
 ```
 """
 
@@ -165,11 +167,48 @@ class BuildSpec(_Strict):
 
 
 class LatencySpec(_Strict):
-    """Latency measurement settings."""
+    """Latency settings: CPU timing, estimates for named GPUs, the feed's batch size.
+
+    Every source (GPU measurement, estimate, ONNX Runtime on the CPU) times the same feed: the
+    first evaluation batch cut to ``batch_size`` samples. ``repeats`` rounds of ``iterations``
+    timed runs each give the spread of the median; ``estimate_gpus`` names GPUs of the latency
+    model (``quantkit estimate --list-gpus``), the first being the report's latency target.
+    """
 
     iterations: int = Field(30, ge=0)
     warmup: int = Field(5, ge=0)
     batch_size: int | None = Field(None, ge=1)
+    repeats: int = Field(5, ge=1)
+    estimate_gpus: tuple[str, ...] = ()
+
+    @field_validator("estimate_gpus", mode="before")
+    @classmethod
+    def _gpus(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise ValueError("a list of GPU names, e.g. [H100-SXM, L4] (quantkit estimate "
+                             "--list-gpus lists them)")
+        from quantkit.sweep.latency import check_gpus
+
+        try:
+            names = check_gpus(value, where="estimate_gpus")
+        except InputError as err:
+            raise ValueError(str(err).removeprefix("estimate_gpus: ").rstrip(".")) from None
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"{', '.join(dup)} appears more than once")
+        return tuple(names)
+
+
+class ReportSpec(_Strict):
+    """How the report picks its headline config.
+
+    The headline is the fastest config with INT8 layers (by the primary latency) among the
+    configs whose metric is within ``tolerance`` metric points of the best config's.
+    """
+
+    tolerance: float = Field(0.5, ge=0)
 
 
 class Recipe(_Strict):
@@ -184,6 +223,7 @@ class Recipe(_Strict):
     configs: tuple[ConfigSpec, ...]
     build: BuildSpec | None = None
     latency: LatencySpec = LatencySpec()
+    report: ReportSpec = ReportSpec()
     base_dir: str = "."
 
     @field_validator("configs")

@@ -37,8 +37,7 @@ import logging
 import os
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime, timezone
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,25 +49,40 @@ from quantkit.model import load_model, save_model
 from quantkit.qdq.plan import PrecisionConfig
 from quantkit.qdq.writer import quantize_model
 from quantkit.sweep import _resume
+from quantkit.sweep import latency as _latency
+from quantkit.sweep._env import environment, warnings_of
 from quantkit.sweep.executor import Executor, LocalExecutor
+from quantkit.sweep.latency import LATENCY_COLUMNS, estimate_column
 from quantkit.sweep.recipe import ConfigSpec, Recipe, load_recipe
 from quantkit.sweep.scoring import Evaluator, Score
 
 logger = logging.getLogger(__name__)
 
+#: results.csv columns: the contract's first (latency_* = the primary latency, named by
+#: latency_source / latency_target; cpu_* = ONNX Runtime on the CPU), then quantkit's own;
+#: ``est_ms_<gpu>`` columns follow for each GPU of ``latency.estimate_gpus``
 COLUMNS = ["config", "method", "accuracy", "agreement", "sqnr_db", "latency_ms_p50",
            "latency_ms_p99", "throughput", "model_bytes", "backend", "device",
+           "latency_source", "latency_target", "cpu_latency_ms_p50", "cpu_latency_ms_p99",
            "status", "error", "metric", "higher_is_better", "latency_ms_p90", "cosine",
            "int8_layers", "fp16_layers", "fp32_layers", "engine_backend", "engine_bytes",
-           "engine_build_s", "transforms"]
+           "engine_build_s", "transforms", *LATENCY_COLUMNS, "sqnr_tensor",
+           "calibration_warnings"]
 
 
 @dataclass
 class SweepResult:
-    """Rows of results.csv and where they were written."""
+    """Rows of results.csv, where they were written, and the configs reused from a run before.
+
+    Attributes:
+        out_dir: the output folder.
+        rows: one dict per config, in recipe order.
+        skipped: configs whose results an earlier run wrote (not run again).
+    """
 
     out_dir: Path
     rows: list[dict[str, Any]]
+    skipped: list[str] = field(default_factory=list)
 
     @property
     def failed(self) -> list[str]:
@@ -79,7 +93,7 @@ class SweepResult:
         """The results as a pandas DataFrame."""
         import pandas as pd
 
-        return pd.DataFrame(self.rows, columns=COLUMNS)
+        return pd.DataFrame(self.rows, columns=columns_of(self.rows))
 
 
 class _Context:
@@ -105,6 +119,11 @@ class _Context:
                                    recipe.output)
         self.fp32 = self.evaluator.reference_score()
         self.scales: dict[str, ScaleTable] = {}
+        #: calibration warnings (e.g. heavy clipping) per calibration key
+        self.cal_warnings: dict[str, list[str]] = {}
+        lat = recipe.latency
+        self.feed = _latency.feed_of(self.evaluator.batches, lat.batch_size)
+        self.gpus = list(lat.estimate_gpus)
 
     def _opts(self, spec: Any) -> dict[str, Any]:
         return {"preprocess": spec.preprocess, "columns": spec.columns,
@@ -123,11 +142,12 @@ class _Context:
         return opts
 
     def calibration(self, method: str, percentile: float | None) -> ScaleTable:
-        key = method if percentile is None else f"{method}-p{percentile:g}"
+        key = calibration_key(method, percentile)
         if key in self.scales:
             return self.scales[key]
         path = self.out / "calibration" / f"{key}.json"
         stamp = path.with_suffix(".inputs.json")
+        notes = path.with_suffix(".warnings.json")
         identity = json.dumps({"inputs": _resume.input_identity(self.recipe),
                                "calibration": self.recipe.data.calibration.model_dump(
                                    mode="json")}, sort_keys=True, default=str)
@@ -137,46 +157,38 @@ class _Context:
             from quantkit.calibrators import read_scales
 
             table = read_scales(path)
+            try:
+                self.cal_warnings[key] = list(json.loads(notes.read_text(encoding="utf-8")))
+            except (OSError, ValueError, TypeError):
+                self.cal_warnings[key] = []
         else:
             from quantkit.capture import calibrate
 
             cal = self.recipe.data.calibration
             opts = {"percentile": percentile} if percentile is not None else {}
-            table = calibrate(self.model_path, self.recipe.source(cal.source), method=method,
-                              batch_size=cal.batch_size, max_samples=cal.max_samples,
-                              method_options=opts, data_options=self._opts(cal)).scales
+            with warnings_of("quantkit.capture") as caught:
+                table = calibrate(self.model_path, self.recipe.source(cal.source),
+                                  method=method, batch_size=cal.batch_size,
+                                  max_samples=cal.max_samples, method_options=opts,
+                                  data_options=self._opts(cal)).scales
+            self.cal_warnings[key] = caught
             path.parent.mkdir(parents=True, exist_ok=True)
             table.write(path, "json")
+            write_text_atomic(notes, json.dumps(caught, indent=1) + "\n")
             write_text_atomic(stamp, identity)  # after the scales: a crash re-calibrates
         self.scales[key] = table
         return table
 
 
-def _environment(recipe: Recipe, path: Path) -> dict[str, Any]:
-    import onnxruntime
-
-    from quantkit.backends.onnxruntime import OrtRunner
-    from quantkit.evaluate.run import environment
-
-    env = environment(OrtRunner(recipe.path(recipe.model)).describe())
-    env.update({"onnxruntime": onnxruntime.__version__, "recipe": str(path),
-                "model": str(recipe.path(recipe.model)),
-                "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds")})
-    try:
-        from quantkit.backends import get_backend
-
-        rtx = get_backend("tensorrt-rtx")
-        env["tensorrt_rtx"] = rtx.version() if rtx.available() else None
-    except QuantkitError:
-        env["tensorrt_rtx"] = None
-    return env
+def calibration_key(method: str, percentile: float | None) -> str:
+    """Name of a calibration's files: ``entropy``, ``percentile-p99.99``."""
+    return method if percentile is None else f"{method}-p{percentile:g}"
 
 
 def _row(config: ConfigSpec, score: Score, ctx: _Context, model_file: Path,
          method: str | None, plan_counts: dict[str, int]) -> dict[str, Any]:
     from quantkit.backends.onnxruntime import OrtRunner
 
-    lat_spec = ctx.recipe.latency
     row: dict[str, Any] = dict.fromkeys(COLUMNS)
     row.update({"config": config.name, "method": method or "", "accuracy": score.accuracy,
                 "agreement": score.agreement, "sqnr_db": score.sqnr_db,
@@ -185,22 +197,31 @@ def _row(config: ConfigSpec, score: Score, ctx: _Context, model_file: Path,
                 "higher_is_better": ctx.evaluator.higher_is_better,
                 "int8_layers": plan_counts.get("int8", 0),
                 "fp16_layers": plan_counts.get("fp16", 0),
-                "fp32_layers": plan_counts.get("fp32", 0)})
-    runner = OrtRunner(model_file)
-    desc = runner.describe()
+                "fp32_layers": plan_counts.get("fp32", 0),
+                "sqnr_tensor": ctx.evaluator.compare,
+                "latency_batch": _latency.batch_of(ctx.feed)})
+    row.update(dict.fromkeys(estimate_column(g) for g in ctx.gpus))
+    desc = OrtRunner(model_file).describe()
     row["backend"], row["device"] = desc["backend"], desc["device"]
     size = model_file.stat().st_size
     if Path(f"{model_file}.data").exists():
         size += Path(f"{model_file}.data").stat().st_size
     row["model_bytes"] = size
-    if lat_spec.iterations:
-        batch = ctx.evaluator.batches[0]
-        if lat_spec.batch_size:
-            batch = {k: v[: lat_spec.batch_size] for k, v in batch.items()}
-        lat = runner.latency(batch, warmup=lat_spec.warmup, iterations=lat_spec.iterations)
-        row.update({"latency_ms_p50": lat.p50_ms, "latency_ms_p90": lat.p90_ms,
-                    "latency_ms_p99": lat.p99_ms, "throughput": lat.throughput})
     return row
+
+
+def _latencies(ctx: _Context, model_file: Path, row: dict[str, Any]) -> None:
+    """Time the config on every source available and fill the primary latency columns."""
+    spec = ctx.recipe.latency
+    if spec.iterations:
+        row.update(_latency.cpu_latency(model_file, ctx.feed, warmup=spec.warmup,
+                                        iterations=spec.iterations, repeats=spec.repeats,
+                                        has_qdq=bool(row.get("int8_layers"))))
+        row.update(_latency.measured(model_file.with_suffix(".engine"), ctx.feed,
+                                     warmup=spec.warmup, iterations=spec.iterations,
+                                     repeats=spec.repeats))
+    row.update(_latency.estimate(model_file, ctx.gpus, ctx.feed, model_file.parent))
+    _latency.set_primary(row, ctx.gpus)
 
 
 def _build(ctx: _Context, model_file: Path, row: dict[str, Any]) -> None:
@@ -255,6 +276,7 @@ def _run_config_in(ctx: _Context, config: ConfigSpec, folder: Path) -> dict[str,
 
     model_file = folder / "model.onnx"
     method: str | None = None
+    pct: float | None = None
     transforms: list[dict[str, Any]] = []
     if config.kind == "fp32":
         shutil.copyfile(ctx.model_path, folder / ".model.onnx.tmp")
@@ -307,10 +329,14 @@ def _run_config_in(ctx: _Context, config: ConfigSpec, folder: Path) -> dict[str,
     row = _row(config, score, ctx, model_file, method, counts)
     row["transforms"] = "+".join(t["transform"] for t in transforms)
     _build(ctx, model_file, row)
-    if method and method in {k.split("-p")[0] for k in ctx.scales}:
-        table = next(t for k, t in ctx.scales.items() if k.split("-p")[0] == method)
+    _latencies(ctx, model_file, row)
+    key = calibration_key(method, pct) if method else None
+    if key is not None and key in ctx.scales:
+        table = ctx.scales[key]
+        notes = ctx.cal_warnings.get(key, [])
+        row["calibration_warnings"] = " | ".join(notes)
         row_doc = {**row, "calibration": {"method": method, "num_samples": table.num_samples,
-                                          "settings": table.settings}}
+                                          "settings": table.settings, "warnings": notes}}
     else:
         row_doc = dict(row)
     row_doc["fingerprint"] = _resume.fingerprint(ctx.recipe, config)
@@ -367,10 +393,17 @@ def _failed_row(config: ConfigSpec, err: BaseException) -> dict[str, Any]:
     return row
 
 
+def columns_of(rows: list[dict[str, Any]]) -> list[str]:
+    """:data:`COLUMNS`, then the ``est_ms_<gpu>`` columns the rows have, in first-seen order."""
+    extra = [k for r in rows for k in r if k.startswith("est_ms_")]
+    return COLUMNS + list(dict.fromkeys(extra))
+
+
 def write_results(out: Path, rows: list[dict[str, Any]]) -> None:
     """Write results.csv (atomically) with the contract's columns first."""
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n", extrasaction="ignore")
+    w = csv.DictWriter(buf, fieldnames=columns_of(rows), lineterminator="\n",
+                       extrasaction="ignore")
     w.writeheader()
     for row in rows:
         w.writerow({k: ("" if v is None else v) for k, v in row.items()})
@@ -398,16 +431,20 @@ def run_sweep(recipe_path: str | Path, out_dir: str | Path, *, force: bool = Fal
     if not _resume.same_file(Path(recipe_path), out / "recipe.yaml"):  # never overwrite an input
         write_text_atomic(out / "recipe.yaml", Path(recipe_path).read_text(encoding="utf-8"))
     ctx = _Context(recipe, out)
-    write_text_atomic(out / "environment.json",
-                      json.dumps(_environment(recipe, Path(recipe_path)), indent=2) + "\n")
+    # a resumed sweep keeps the environment (and time) of the run that measured its results
+    if force or not (out / "environment.json").exists():
+        write_text_atomic(out / "environment.json",
+                          json.dumps(environment(recipe, Path(recipe_path)), indent=2) + "\n")
     _resume.clean_stale(out)
     done: dict[str, dict[str, Any]] = {}
+    skipped: list[str] = []
     todo = []
     for config in recipe.configs:
         previous = None if force else _resume.completed(out, config.name,
                                                   _resume.fingerprint(recipe, config))
         if previous is not None:
             done[config.name] = previous
+            skipped.append(config.name)
             logger.info("%s: results exist, skipped (use --force to re-run)", config.name)
         else:
             todo.append(config)
@@ -424,6 +461,6 @@ def run_sweep(recipe_path: str | Path, out_dir: str | Path, *, force: bool = Fal
             on_config(config.name, row)
     rows = [done[c.name] for c in recipe.configs]
     write_results(out, rows)
-    return SweepResult(out, rows)
+    return SweepResult(out, rows, skipped)
 
 
