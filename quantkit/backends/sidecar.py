@@ -211,10 +211,26 @@ _KERNEL = re.compile(
     r"TacticName: (?P<tactic>.*?), StreamId: (?P<stream>-?\d+), Metadata: ?(?P<meta>.*)$"
 )
 _DATATYPE = re.compile(r"Datatype: (\w+)")
+_ENTRY = re.compile(r"\{(.*?)\}")
+_DIMENSIONS = re.compile(r"Dimensions: \[([-\d,\s]*)\]")
 
 
 def _log_dtypes(text: str) -> list[str]:
     return [_LOG_DTYPES.get(d.lower(), d.lower()) for d in _DATATYPE.findall(text)]
+
+
+def _log_dims(text: str) -> list[list[int] | None]:
+    """The ``Dimensions`` of each ``{ ... }`` tensor entry (None where an entry has none).
+
+    ``-1`` marks a dimension that is dynamic in the optimisation profile.
+    """
+    out: list[list[int] | None] = []
+    for entry in _ENTRY.findall(text):
+        if "Datatype:" not in entry:
+            continue  # one entry per tensor, in the same order as _log_dtypes
+        m = _DIMENSIONS.search(entry)
+        out.append([int(d) for d in m[1].split(",") if d.strip()] if m else None)
+    return out
 
 
 def parse_engine_log(messages: Iterable[str]) -> list[dict[str, Any]] | None:
@@ -225,8 +241,9 @@ def parse_engine_log(messages: Iterable[str]) -> list[dict[str, Any]] | None:
 
     Returns:
         One entry per kernel (``name``, ``type``, ``tactic``, ``precision``, ``inputs``,
-        ``constants``, ``outputs``, ``onnx_layers``), or None when there is no such table or any
-        of its lines has an unexpected format (it is not a stable API).
+        ``constants``, ``outputs``, ``onnx_layers``, and ``input_dims`` / ``constant_dims`` /
+        ``output_dims``: each tensor's dimensions or None), or None when there is no such table
+        or any of its lines has an unexpected format (it is not a stable API).
     """
     lines = [line for msg in messages for line in msg.splitlines()]
     starts = [i for i, line in enumerate(lines) if line.strip() == "Layers:"]
@@ -247,6 +264,9 @@ def parse_engine_log(messages: Iterable[str]) -> list[dict[str, Any]] | None:
             "precision": inputs[0] if inputs else None, "inputs": inputs,
             "constants": _log_dtypes(m["constants"]), "outputs": _log_dtypes(m["outputs"]),
             "onnx_layers": split_metadata(m["meta"]),
+            # tensor dimensions, parallel to inputs/constants/outputs (for latency estimates)
+            "input_dims": _log_dims(m["inputs"]), "constant_dims": _log_dims(m["constants"]),
+            "output_dims": _log_dims(m["outputs"]),
         })
     if not kernels:
         logger.debug("engine log: the 'Layers:' table is empty or unreadable; skipped")

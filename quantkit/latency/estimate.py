@@ -1,0 +1,278 @@
+"""Estimate a TensorRT engine's latency on a named GPU from the engine's own kernel list.
+
+TensorRT-RTX builds the engine on this machine (no GPU needed) for the GPU's compute capability
+(or the closest one it can target) and logs every compiled kernel with its input, constant and
+output tensors (dimensions and data types) and the ONNX nodes it implements
+(:func:`quantkit.backends.sidecar.parse_engine_log`). Per kernel:
+
+* **bytes** = every input, constant and output tensor the kernel lists, at the kernel's data
+  types: what it reads from and writes to DRAM. A fused kernel (conv + bias + ReLU + the next
+  layer's Quantize, a myelin fusion of many element-wise nodes, a fused attention) therefore
+  counts only its external tensors; intermediates that stay on chip cost nothing. Weights are
+  listed once per kernel that uses them.
+* **FLOPs** come from the ONNX nodes the kernel names (:mod:`quantkit.latency.flops`). A node
+  named by several kernels is counted once: a convolution/matrix node in the kernel that runs
+  it (the kernel named after it, else a GEMM/convolution/attention kernel, else the first that
+  names it; Q/DQ and epilogue kernels also name the conv whose output they rescale), any other
+  node in the first kernel naming it. Nodes whose inputs are all constants are folded by the
+  builder and cost nothing.
+* **precision** is the kernel's first input type (an INT8 conv reads INT8, a FP8 GEMM FP8);
+  matrix FLOPs run at that precision's tensor peak, element-wise FLOPs at the FP32 CUDA-core
+  peak; time from :func:`quantkit.latency.model.kernel_seconds`.
+
+The engine latency is the sum over kernels (one stream, no overlap).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from quantkit.errors import InputError, MissingExtraError, PipelineError
+from quantkit.latency.flops import NodeCost, node_costs
+from quantkit.latency.gpus import GPU, get_gpu
+from quantkit.latency.model import Estimate, EstimateOptions, KernelEstimate, kernel_seconds
+
+logger = logging.getLogger(__name__)
+
+_DTYPE_BYTES: dict[str, float] = {
+    "fp32": 4, "fp16": 2, "bf16": 2, "int8": 1, "uint8": 1, "fp8": 1, "bool": 1, "int32": 4,
+    "int64": 8, "int4": 0.5, "fp4": 0.5, "e8m0": 1,
+}
+#: builder-log layer types that run convolutions / matrix products
+_MATRIX_KERNEL_TYPES = frozenset({"correlation", "convolution", "deconvolution", "gemm",
+                                  "runtime_fusion", "matrix_multiply", "mha", "fmha"})
+_MATRIX_KERNEL_NAME = re.compile(r"gemm|mha|attention|conv|(?:^|_)fc", re.IGNORECASE)
+_FP8_TYPES = frozenset({17, 18, 19, 20})  # onnx.TensorProto FLOAT8E4M3FN/FNUZ, E5M2/FNUZ
+
+
+def estimate_model(model: str | os.PathLike[str], gpu: str, *,
+                   shapes: Mapping[str, Sequence[int]] | None = None,
+                   options: EstimateOptions | None = None) -> Estimate:
+    """Build ``model`` with TensorRT-RTX for ``gpu`` and estimate the engine's latency there.
+
+    Args:
+        model: the ONNX model (FP32, FP16, or with INT8/FP8 Q/DQ).
+        gpu: a name from the GPU table (see :func:`quantkit.latency.list_gpus`).
+        shapes: the shape of each dynamic input (the engine is built for exactly these).
+        options: model constants (default: :class:`EstimateOptions`).
+
+    Returns:
+        The estimate; ``method`` names the compute capability that was built.
+
+    Raises:
+        InputError: unknown GPU, a precision the GPU lacks (FP8 on Ampere/Turing), TensorRT-RTX
+            not installed, bad shapes, or a model that does not build.
+    """
+    row = get_gpu(gpu)
+    options = options or EstimateOptions()
+    path = Path(model)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file; give the path of an .onnx model.")
+    check_model_precisions(path, row)
+    from quantkit.backends import BuildOptions, get_backend
+
+    backend = get_backend("tensorrt-rtx")
+    if not backend.available():  # exit 2, naming the extra to install
+        raise MissingExtraError("Latency estimates (built with TensorRT-RTX)", "rtx",
+                                "tensorrt_rtx_bindings")
+    fixed = {name: tuple(int(d) for d in dims) for name, dims in (shapes or {}).items()}
+    failures: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="quantkit-estimate-") as tmp:
+        for target in row.build_targets:
+            build = BuildOptions(shapes=fixed, compute_capabilities=(target,), engine_log=True,
+                                 opt_level=options.opt_level)
+            try:
+                result = backend.build(path, Path(tmp) / "estimate.engine", build)
+            except PipelineError as err:
+                logger.info("TensorRT-RTX build for %s failed: %s", target, err)
+                failures.append(f"{target}: {err}")
+                continue
+            note = ""
+            if failures:
+                note = (f"; the {failures[0].split(':', 1)[0]} build failed, so the kernel list "
+                        f"comes from {target}")
+            return estimate_from_sidecar(result.sidecar, path, row.name, fixed or None,
+                                         options=options, _note=note)
+    raise InputError(f"{path}: TensorRT-RTX could not build an engine for the {row.name} "
+                     f"({', '.join(row.build_targets)}), so there is no kernel list to estimate "
+                     f"from. {' / '.join(failures)}")
+
+
+def estimate_from_sidecar(sidecar: Mapping[str, Any], model: str | os.PathLike[str], gpu: str,
+                          shapes: Mapping[str, Sequence[int]] | None = None, *,
+                          options: EstimateOptions | None = None, _note: str = "") -> Estimate:
+    """Estimate from an existing build's sidecar (its ``engine_layers`` kernel list).
+
+    Args:
+        sidecar: the ``OUT.engine.json`` document of a build with the engine log read.
+        model: the ONNX model that engine was built from (for the nodes' FLOPs).
+        gpu: a name from the GPU table.
+        shapes: input shapes (default: the sidecar's opt shapes).
+        options: model constants.
+
+    Raises:
+        InputError: unknown GPU, no kernel list in the sidecar, kernels with dynamic (-1)
+            dimensions (a build with a shape range; build with one shape per input), or a
+            precision the GPU lacks.
+    """
+    row = get_gpu(gpu)
+    options = options or EstimateOptions()
+    kernels = list(sidecar.get("engine_layers") or [])
+    if not kernels:
+        raise InputError("the engine sidecar has no kernel list (engine_layers): the build "
+                         "did not read the builder's log. Build again with the engine log on.")
+    if any(k.get("input_dims") is None for k in kernels):
+        raise InputError("the engine sidecar's kernel list has no tensor dimensions (written "
+                         "by an older quantkit); build the engine again.")
+    for k in kernels:
+        for dims in (*k["input_dims"], *k["constant_dims"], *k["output_dims"]):
+            if dims is not None and any(d < 0 for d in dims):
+                raise InputError(
+                    f"kernel {k['name']} has dynamic dimensions {dims}: the engine was built "
+                    "for a range of shapes. Estimate from a build with one shape per input "
+                    "(the same min, opt and max shape).")
+    opt = _opt_shapes(sidecar)
+    used = {name: list(dims) for name, dims in (shapes or {}).items()} or opt
+    costs = node_costs(model, used)
+    matrix, vector = _assign(kernels, costs)
+    out: list[KernelEstimate] = []
+    for i, k in enumerate(kernels):
+        # a kernel without inputs (it only reads constants) is typed by what it writes
+        precision = str(k.get("precision") or next(iter(k.get("outputs") or []), "none"))
+        peak = row.tensor_peak_tflops(precision, tf32=options.tf32) if matrix[i] > 0 \
+            else row.fp32_tflops
+        if peak is None:
+            raise InputError(_unsupported(row, precision, f"kernel {k['name']}"))
+        nbytes = _kernel_bytes(k)
+        seconds, bound = kernel_seconds(matrix[i], vector[i], nbytes, tensor_tflops=peak,
+                                        vector_tflops=row.fp32_tflops,
+                                        bandwidth_gbs=row.bandwidth_gbs, options=options)
+        out.append(KernelEstimate(
+            name=str(k["name"]), type=str(k.get("type", "")), precision=precision,
+            flops=matrix[i] + vector[i], matrix_flops=matrix[i], bytes=int(nbytes),
+            ms=seconds * 1e3, bound=bound, onnx_layers=tuple(k.get("onnx_layers") or ())))
+    by_precision: dict[str, float] = {}
+    for ke in out:
+        by_precision[ke.precision] = by_precision.get(ke.precision, 0.0) + ke.ms
+    builder = sidecar.get("builder") or {}
+    targets = builder.get("compute_capabilities", "default")
+    target = ",".join(targets) if isinstance(targets, list) else str(targets)
+    return Estimate(
+        gpu=row.name, latency_ms=sum(k.ms for k in out), by_precision=by_precision,
+        kernels=tuple(out), method=_method(row, sidecar, target, options) + _note,
+        batch_size=_batch_size(sidecar, used), shapes=used, build_target=target)
+
+
+def check_model_precisions(model: str | os.PathLike[str], gpu: GPU | str) -> None:
+    """Refuse a model whose quantized types the GPU has no tensor math for (FP8 before SM89).
+
+    Raises:
+        InputError: e.g. an FP8 Q/DQ model for an A100; the message names a node and the fix.
+    """
+    import onnx
+
+    row = get_gpu(gpu) if isinstance(gpu, str) else gpu
+    if row.fp8_tflops is not None:
+        return
+    try:
+        proto = onnx.load(str(model), load_external_data=False)
+    except Exception as err:  # protobuf raises many types for a broken file
+        raise InputError(f"{model}: not a readable ONNX model ({err}).") from err
+    fp8 = {init.name for init in proto.graph.initializer if init.data_type in _FP8_TYPES}
+    for node in proto.graph.node:
+        if node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        out_type = next((a.i for a in node.attribute if a.name == "output_dtype"), 0)
+        if out_type in _FP8_TYPES or any(name in fp8 for name in node.input):
+            raise InputError(_unsupported(row, "fp8", f"{model}: node '{node.name}'"))
+
+
+def _unsupported(row: GPU, precision: str, where: str) -> str:
+    need = {"fp8": "FP8 needs compute capability 8.9 or later (Ada, Hopper, Blackwell)",
+            "bf16": "BF16 needs compute capability 8.0 or later (Ampere and later)"}.get(
+        precision, f"the {row.name} has no {precision} tensor math")
+    able = ", ".join(g for g in ("L4", "L40S", "H100-SXM", "RTX-4090") if g != row.name)
+    return (f"{where} runs in {precision.upper()}, which the {row.name} ({row.architecture}, "
+            f"{row.sm}) cannot run: {need}. Estimate for a GPU that has it (e.g. {able}), or "
+            "quantize the model to INT8 / FP16 for this GPU.")
+
+
+def _opt_shapes(sidecar: Mapping[str, Any]) -> dict[str, list[int]]:
+    shapes = sidecar.get("shapes") or {}
+    out = {name: list(r["opt"]) for name, r in shapes.items() if isinstance(r, dict)}
+    for io in sidecar.get("inputs") or []:
+        if io["name"] not in out and all(d >= 0 for d in io["shape"]):
+            out[io["name"]] = list(io["shape"])
+    return out
+
+
+def _batch_size(sidecar: Mapping[str, Any], shapes: Mapping[str, list[int]]) -> int | None:
+    inputs = sidecar.get("inputs") or []
+    first = inputs[0]["name"] if inputs else next(iter(shapes), None)
+    dims = shapes.get(first) if first is not None else None
+    return int(dims[0]) if dims and len(dims) >= 2 else None
+
+
+def _method(row: GPU, sidecar: Mapping[str, Any], target: str,
+            options: EstimateOptions) -> str:
+    version = sidecar.get("backend_version") or "?"
+    built = (f"kernel list of a {sidecar.get('backend', 'tensorrt-rtx')} {version} build for "
+             f"{target}")
+    if target == "default":
+        built += " (portable engine, no compute capability set)"
+    elif row.sm == "SM75" and target != row.sm:
+        built += (f" ({row.name} is SM75; TensorRT-RTX's SM75 kernels differ from TensorRT's on "
+                  f"Turing, so the {target} kernel list stands in, at the {row.name}'s peaks)")
+    elif target != row.sm:
+        built += (f" ({row.name} is {row.sm}, which TensorRT-RTX cannot target; {target} is the "
+                  "closest target with the same tensor precisions)")
+    return (f"estimated: {built}; {options.describe()}; peaks from {row.citation} "
+            f"({row.source}), efficiency curve: {row.efficiency_source}")
+
+
+def _kernel_bytes(kernel: Mapping[str, Any]) -> float:
+    total = 0.0
+    for types, dims in (("inputs", "input_dims"), ("constants", "constant_dims"),
+                        ("outputs", "output_dims")):
+        for dtype, shape in zip(kernel.get(types) or [], kernel.get(dims) or [], strict=False):
+            if shape is not None:
+                total += math.prod(shape) * _DTYPE_BYTES.get(dtype, 4)
+    return total
+
+
+def _matrix_score(kernel: Mapping[str, Any], node: str) -> int:
+    """How surely ``kernel`` is the one that runs matrix node ``node`` (higher is surer)."""
+    name = str(kernel["name"])
+    if node in name.rsplit("_myl", 1)[0].split("+"):
+        return 3  # named after the node (``/conv1/Conv_myl0_1``, ``v_proj+k_proj+q_proj_myl0_2``)
+    if kernel.get("type") in _MATRIX_KERNEL_TYPES or _MATRIX_KERNEL_NAME.search(name):
+        return 2
+    return 1
+
+
+def _assign(kernels: Sequence[Mapping[str, Any]], costs: Mapping[str, NodeCost]
+            ) -> tuple[list[float], list[float]]:
+    """Matrix and vector FLOPs per kernel, each ONNX node counted in exactly one kernel."""
+    matrix = [0.0] * len(kernels)
+    vector = [0.0] * len(kernels)
+    naming: dict[str, list[int]] = {}
+    for i, k in enumerate(kernels):
+        for node in k.get("onnx_layers") or []:
+            naming.setdefault(node, []).append(i)
+    for node, where in naming.items():
+        cost = costs.get(node)
+        if cost is None:
+            continue  # a name the parser made up (split layers); nothing known about it
+        if cost.matrix_flops > 0:
+            best = max(where, key=lambda i: (_matrix_score(kernels[i], node), -i))
+            matrix[best] += cost.matrix_flops
+        if cost.vector_flops > 0:
+            vector[where[0]] += cost.vector_flops
+    return matrix, vector

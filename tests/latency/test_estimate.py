@@ -1,0 +1,170 @@
+"""The estimator on real TensorRT-RTX builds, checked against hand-computed rooflines."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import pytest
+from _require import require
+
+require("tensorrt_rtx_bindings")
+
+import latency_models as lm  # noqa: E402
+
+from quantkit.errors import InputError  # noqa: E402
+from quantkit.latency import (  # noqa: E402
+    EstimateOptions,
+    estimate_from_sidecar,
+    estimate_model,
+    get_gpu,
+)
+
+# The model's constants, restated here (the test does the arithmetic itself).
+CAP_C, CAP_M, RAMP, LAUNCH = 0.70, 0.80, 1e-6, 2e-6
+
+
+def roofline(flops: float, nbytes: float, peak_tflops: float, bw_gbs: float) -> float:
+    """Seconds for one kernel: max(compute, memory) at the capped, size-dependent efficiency."""
+    t_c = flops / (peak_tflops * 1e12)
+    t_m = nbytes / (bw_gbs * 1e9)
+    # efficiency = cap * t / (t + RAMP)  =>  t / efficiency = (t + RAMP) / cap
+    compute = (t_c + RAMP) / CAP_C if flops else 0.0
+    memory = (t_m + RAMP) / CAP_M if nbytes else 0.0
+    return max(compute, memory) + LAUNCH
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("latency")
+    return {
+        "mm": lm.matmul_model(d / "mm.onnx", k=256, n=512),
+        "conv16": lm.conv_model(d / "conv16.onnx", c=64, k=64, hw=56, dtype="fp16"),
+        "fp32": lm.conv_chain(d / "fp32.onnx", channels=512, hw=14, depth=2),
+        "fp16": lm.conv_chain(d / "fp16.onnx", channels=512, hw=14, depth=2, dtype="fp16"),
+        "int8": lm.conv_chain(d / "int8.onnx", channels=512, hw=14, depth=2, dtype="fp16",
+                              qdq=True),
+        "fp8": lm.matmul_model(d / "fp8.onnx", k=256, n=512, qdq="fp8"),
+        "block": lm.transformer_block(d / "block.onnx", dtype="fp16"),
+    }
+
+
+def test_matmul_against_hand_roofline(models: dict[str, Path]) -> None:
+    # X (2, 64, 256) @ W (256, 512): one FP32 GEMM kernel of M=128, K=256, N=512
+    est = estimate_model(models["mm"], "A100-SXM", shapes={"x": (2, 64, 256)})
+    (kernel,) = est.kernels
+    m, k, n = 2 * 64, 256, 512
+    flops = 2 * m * k * n
+    # input, weight and output in FP32, plus GEMM alpha and beta scalars the kernel lists
+    nbytes = (m * k + k * n + m * n + 2) * 4
+    assert kernel.precision == "fp32" and kernel.matrix_flops == flops
+    assert kernel.bytes == nbytes
+    expected = roofline(flops, nbytes, 156.0, 2039.0)  # A100: TF32 156 TFLOPS, 2039 GB/s
+    assert kernel.ms == pytest.approx(expected * 1e3, rel=1e-9)
+    assert est.latency_ms == pytest.approx(expected * 1e3, rel=1e-9)
+    assert est.by_precision == {"fp32": pytest.approx(expected * 1e3)}
+    assert est.build_target == "SM80" and "SM80" in est.method
+    assert est.batch_size == 2 and est.shapes == {"x": [2, 64, 256]}
+    assert est.label == "estimated, A100-SXM, batch 2"
+
+
+def test_fp16_conv_against_hand_roofline(models: dict[str, Path]) -> None:
+    n, c, k, hw, r = 8, 64, 64, 56, 3
+    est = estimate_model(models["conv16"], "L4", shapes={"x": (n, c, hw, hw)})
+    conv = [x for x in est.kernels if x.matrix_flops > 0]
+    assert len(conv) == 1 and conv[0].onnx_layers[0] == "conv"
+    flops = 2 * n * k * hw * hw * c * r * r
+    assert conv[0].matrix_flops == flops and conv[0].precision == "fp16"
+    act = n * c * hw * hw * 2
+    # input + output activations, the FP16 weights and bias, two FP32 scalars
+    nbytes = act + n * k * hw * hw * 2 + k * c * r * r * 2 + k * 2 + 2 * 4
+    assert conv[0].bytes == nbytes
+    assert conv[0].ms == pytest.approx(roofline(flops, nbytes, 121.0, 300.0) * 1e3, rel=1e-9)
+    # the engine also has NCHW <-> NHWC transposes: pure data movement, memory bound
+    for other in est.kernels:
+        if other is not conv[0]:
+            assert other.flops == 0 and other.bound == "memory"
+            assert other.ms == pytest.approx(roofline(0, other.bytes, 121.0, 300.0) * 1e3)
+    assert est.latency_ms == pytest.approx(sum(x.ms for x in est.kernels))
+
+
+@pytest.mark.parametrize("gpu", ["A100-SXM", "L4", "Jetson-AGX-Orin"])
+def test_int8_faster_than_fp16_faster_than_fp32(models: dict[str, Path], gpu: str) -> None:
+    shapes = {"x": (8, 512, 14, 14)}  # 2 x 3x3 convs of 512 channels: compute bound
+    fp32, fp16, int8 = (estimate_model(models[m], gpu, shapes=shapes)
+                        for m in ("fp32", "fp16", "int8"))
+    assert int8.latency_ms < fp16.latency_ms < fp32.latency_ms
+    assert "int8" in int8.by_precision and set(fp16.by_precision) == {"fp16"}
+    # the same convolution FLOPs in all three engines, by hand: 2 * N*K*H*W * C*3*3 per conv
+    flops = 2 * (2 * 8 * 512 * 14 * 14 * 512 * 9)
+    for est in (fp32, fp16, int8):
+        assert sum(k.matrix_flops for k in est.kernels) == flops
+
+
+def test_fp8_refused_before_ada(models: dict[str, Path]) -> None:
+    with pytest.raises(InputError) as err:
+        estimate_model(models["fp8"], "A100", shapes={"x": (1, 16, 256)})
+    text = str(err.value)
+    assert "FP8" in text and "A100-SXM" in text and "8.9" in text and "x_Q" in text
+    est = estimate_model(models["fp8"], "H100", shapes={"x": (1, 16, 256)})
+    gemm = [k for k in est.kernels if k.matrix_flops > 0]
+    assert [k.precision for k in gemm] == ["fp8"]
+    assert gemm[0].matrix_flops == 2 * 16 * 256 * 512
+    assert est.build_target == "SM89" and "SM90" in est.method
+
+
+def test_transformer_block_counts_each_node_once(models: dict[str, Path]) -> None:
+    s, d, ff = 128, 64, 128
+    est = estimate_model(models["block"], "L4", shapes={"x": (2, s, d)})
+    m = 2 * s
+    # Q, K, V and output projections, Q.K^T and P.V per head, the two MLP matmuls
+    flops = 4 * (2 * m * d * d) + 2 * (2 * 2 * s * s * d) + 2 * (2 * m * d * ff)
+    assert sum(k.matrix_flops for k in est.kernels) == flops
+    names = [n for k in est.kernels if k.matrix_flops for n in k.onnx_layers]
+    for node in ("q_proj", "k_proj", "v_proj", "qk", "pv", "o_proj", "fc1", "fc2"):
+        assert node in names
+
+
+def test_estimate_from_sidecar_matches_and_rejects_dynamic(models: dict[str, Path],
+                                                         tmp_path: Path) -> None:
+    from quantkit.backends import BuildOptions, get_backend
+
+    backend = get_backend("tensorrt-rtx")
+    built = backend.build(models["mm"], tmp_path / "mm.engine",
+                          BuildOptions(shapes={"x": (2, 64, 256)}, compute_capabilities=("SM80",)))
+    direct = estimate_model(models["mm"], "A100", shapes={"x": (2, 64, 256)})
+    again = estimate_from_sidecar(built.sidecar, models["mm"], "A100")
+    assert again.latency_ms == pytest.approx(direct.latency_ms)
+    ranged = backend.build(models["mm"], tmp_path / "r.engine",
+                           BuildOptions(shapes={"x": (2, 64, 256)},
+                                        min_shapes={"x": (1, 64, 256)},
+                                        max_shapes={"x": (4, 64, 256)}))
+    with pytest.raises(InputError, match="dynamic dimensions"):
+        estimate_from_sidecar(ranged.sidecar, models["mm"], "A100")
+
+
+def test_options_change_the_result_as_the_formula_says(models: dict[str, Path]) -> None:
+    base = estimate_model(models["mm"], "L4", shapes={"x": (2, 64, 256)})
+    slow = estimate_model(models["mm"], "L4", shapes={"x": (2, 64, 256)},
+                          options=EstimateOptions(launch_s=12e-6))
+    n = len(base.kernels)
+    assert slow.latency_ms - base.latency_ms == pytest.approx(n * 10e-3)
+    with pytest.raises(InputError, match="compute_efficiency"):
+        EstimateOptions(compute_efficiency=1.5)
+
+
+def test_unknown_gpu_and_missing_model(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="Known GPUs"):
+        estimate_model(tmp_path / "none.onnx", "GTX-480")
+    with pytest.raises(InputError, match="no such file"):
+        estimate_model(tmp_path / "none.onnx", "L4")
+
+
+def test_package_import_is_light() -> None:
+    import subprocess
+
+    code = ("import sys, quantkit.latency; bad = [m for m in sys.modules if m.split('.')[0] in "
+            "('onnx', 'tensorrt_rtx_bindings', 'torch')]; print(bad); assert not bad")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    assert math.isfinite(get_gpu("L4").fp32_tflops)
