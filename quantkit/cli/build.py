@@ -96,11 +96,15 @@ def _render(doc: dict[str, Any], engine: Path, sidecar: Path) -> None:
               help="TensorRT-RTX target GPUs (default: portable across its supported GPUs).")
 @click.option("--no-engine-log", is_flag=True,
               help="Do not read per-kernel precision from the builder's verbose log.")
+@click.option("--estimate-gpu", "estimate_gpus", multiple=True, metavar="NAME[,NAME]",
+              help="Also estimate the engine's TensorRT latency on these GPUs (quantkit estimate "
+                   "--list-gpus); stored under 'estimates' in the sidecar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the sidecar JSON to stdout.")
 def build_cmd(model: str, output: str, backend: str | None, shapes: str | None,
               min_shapes: str | None, max_shapes: str | None, workspace: int | None,
               timing_cache: str | None, opt_level: int | None,
-              compute_capabilities: tuple[str, ...], no_engine_log: bool, as_json: bool) -> None:
+              compute_capabilities: tuple[str, ...], no_engine_log: bool,
+              estimate_gpus: tuple[str, ...], as_json: bool) -> None:
     """Build an engine from MODEL and record each layer's precision next to it.
 
     Writes OUTPUT and OUTPUT.json (backend, version, build time, shapes, per-layer precision of
@@ -124,12 +128,43 @@ def build_cmd(model: str, output: str, backend: str | None, shapes: str | None,
         timing_cache=Path(timing_cache) if timing_cache else None,
         compute_capabilities=_split(compute_capabilities), engine_log=not no_engine_log,
     )
+    gpus = _split(estimate_gpus)
+    if gpus:  # unknown names and precisions a GPU lacks are refused before anything is built
+        from quantkit.latency import check_model_precisions, get_gpu
+
+        for name in gpus:
+            check_model_precisions(model, get_gpu(name))
     builder = get_backend(backend or default_backend_name())
     with _status() as status:
         result = builder.build(model, output, options, status=status)
+        if gpus:
+            status(f"estimating the latency on {', '.join(gpus)}")
+            _add_estimates(result, model, gpus)
     if as_json:
         click.echo(json.dumps(result.sidecar, indent=2))
         for item in result.disagreements:
             click.echo(f"warning: {item['message']}", err=True)
         return
     _render(result.sidecar, result.engine_path, result.sidecar_path)
+    for est in result.sidecar.get("estimates", []):
+        click.echo(f"estimated TensorRT latency on {est['gpu']}: {est['latency_ms']:.4g} ms "
+                   f"({est['label']}; quantkit estimate shows the kernels)")
+
+
+def _add_estimates(result: Any, model: str, gpus: tuple[str, ...]) -> None:
+    """Estimate the engine on each GPU and rewrite the sidecar with ``estimates``.
+
+    If an estimate fails, the engine and its sidecar are removed: nothing half-done is left.
+    """
+    from quantkit._io import write_text_atomic
+    from quantkit.latency import estimate_build
+
+    try:
+        estimates = [estimate_build(result.sidecar, model, name).to_json() for name in gpus]
+        result.sidecar["estimates"] = estimates
+        write_text_atomic(result.sidecar_path, json.dumps(result.sidecar, indent=2) + "\n")
+    except BaseException:
+        for path in (result.engine_path, result.sidecar_path):
+            with contextlib.suppress(OSError):
+                Path(path).unlink()
+        raise

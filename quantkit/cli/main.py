@@ -59,6 +59,8 @@ def _register() -> None:
     cli.add_command(sweep.autotune_cmd)
     from quantkit.cli.transform import transform_cmd  # issue 10: model transforms
     cli.add_command(transform_cmd)
+    from quantkit.cli.estimate import estimate_cmd  # issue 15: estimated TensorRT latency
+    cli.add_command(estimate_cmd)
 
 
 _register()

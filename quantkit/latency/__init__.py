@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from quantkit.latency.estimate import (
     check_model_precisions,
+    estimate_build,
     estimate_from_sidecar,
     estimate_model,
 )
@@ -26,6 +27,7 @@ __all__ = [
     "EstimateOptions",
     "KernelEstimate",
     "check_model_precisions",
+    "estimate_build",
     "estimate_from_sidecar",
     "estimate_model",
     "get_gpu",

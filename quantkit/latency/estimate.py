@@ -31,6 +31,7 @@ import os
 import re
 import tempfile
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -170,6 +171,37 @@ def estimate_from_sidecar(sidecar: Mapping[str, Any], model: str | os.PathLike[s
         batch_size=_batch_size(sidecar, used), shapes=used, build_target=target)
 
 
+def estimate_build(sidecar: Mapping[str, Any], model: str | os.PathLike[str], gpu: str, *,
+                   options: EstimateOptions | None = None) -> Estimate:
+    """Estimate for the engine a build just made: from its own kernel list where it fits.
+
+    The build's kernel list is reused when it is a TensorRT-RTX build for exactly the GPU's
+    build target with one shape per input; otherwise (full TensorRT, a portable or other-target
+    build, a shape range) the model is built again for the GPU's target at the build's opt
+    shapes, and ``method`` says so.
+    """
+    row = get_gpu(gpu)
+    targets = (sidecar.get("builder") or {}).get("compute_capabilities")
+    ranges = (sidecar.get("shapes") or {}).values()
+    static = all(r.get("min") == r.get("opt") == r.get("max") for r in ranges)
+    dims_known = all(k.get("input_dims") is not None for k in sidecar.get("engine_layers") or [])
+    if (sidecar.get("backend") == "tensorrt-rtx" and targets == [row.build_targets[0]]
+            and static and sidecar.get("engine_layers") and dims_known):
+        return estimate_from_sidecar(sidecar, model, row.name, options=options)
+    opt = {name: list(r["opt"]) for name, r in (sidecar.get("shapes") or {}).items()}
+    est = estimate_model(model, row.name, shapes=opt or None, options=options)
+    if not static:
+        why = "the engine was built for a range of shapes"
+    elif targets in (None, "default"):
+        why = f"the engine is a portable {sidecar.get('backend')} build"
+    else:
+        built = ",".join(targets) if isinstance(targets, list) else targets
+        why = (f"the engine was built by {sidecar.get('backend')} for {built}, not "
+               f"{row.build_targets[0]}")
+    return replace(est, method=f"{est.method}; from a separate TensorRT-RTX build at the opt "
+                               f"shapes ({why})")
+
+
 def check_model_precisions(model: str | os.PathLike[str], gpu: GPU | str) -> None:
     """Refuse a model whose quantized types the GPU has no tensor math for (FP8 before SM89).
 
@@ -179,6 +211,8 @@ def check_model_precisions(model: str | os.PathLike[str], gpu: GPU | str) -> Non
     import onnx
 
     row = get_gpu(gpu) if isinstance(gpu, str) else gpu
+    if not Path(model).is_file():
+        raise InputError(f"{model}: no such file; give the path of an .onnx model.")
     if row.fp8_tflops is not None:
         return
     try:
