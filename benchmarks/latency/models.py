@@ -483,8 +483,14 @@ def export(name: str, cache_dir: str | os.PathLike[str], *, batch: int = 1,
     """
     model, spec = build(name)
     path = Path(cache_dir) / f"{name}-{fingerprint(name, spec)}.onnx"
-    if path.exists():
-        return path, spec
+    if not path.exists():
+        export_module(model, spec, path, batch=batch, seq=seq)
+    return path, spec
+
+
+def export_module(model: nn.Module, spec: Spec, path: Path, *, batch: int = 1,
+                  seq: int = 16) -> None:
+    """Trace ``model`` with zero inputs of ``spec`` and write ``path`` atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
     shapes = spec.shapes(batch, seq)
     args = tuple(torch.zeros(shapes[i.name], dtype=getattr(torch, i.dtype))
@@ -500,4 +506,3 @@ def export(name: str, cache_dir: str | os.PathLike[str], *, batch: int = 1,
                           output_names=list(spec.outputs), opset_version=OPSET,
                           dynamic_axes=axes, do_constant_folding=True, dynamo=False)
     os.replace(tmp, path)
-    return path, spec
