@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from quantkit.cli.render import print_table
+from quantkit.cli.render import CPU_NOTE, latency_columns, print_table
 from quantkit.errors import PipelineError
 
 
@@ -47,19 +47,30 @@ def demo_cmd(out_dir: str, force: bool) -> None:
                          "can write to.") from err
     results, sweep = run_demo(out_dir)
     rows = sweep.rows  # type: ignore[attr-defined]
-    print_table(["config", "top-1 %", "agreement %", "SQNR dB", "p50 ms", "size KiB",
-                 "INT8 layers", "engine"],
+    print_table(["config", "top-1 %", "agreement %", "SQNR dB", "latency ms/batch",
+                 "latency source", "CPU p50 ms/batch", "size KiB", "INT8 layers", "engine"],
                 [(r["config"], _fmt(r.get("accuracy"), ".2f"), _fmt(r.get("agreement"), ".1f"),
-                  _fmt(r.get("sqnr_db"), ".1f"), _fmt(r.get("latency_ms_p50"), ".3f"),
+                  _fmt(r.get("sqnr_db"), ".1f"), *latency_columns(r),
                   _fmt((r.get("model_bytes") or 0) / 1024, ".0f"), r.get("int8_layers"),
                   "built" if r.get("engine_bytes") else (r.get("engine_backend") or "-"))
                  for r in rows])
     report = _write_report(results)
     engines = [r for r in rows if r.get("engine_bytes")]
+    click.echo(CPU_NOTE)
     click.echo("")
     if not engines:
-        click.echo("TensorRT-RTX engines were not built (pip install 'quantkit[rtx]' to build "
-                   "them; they build on a CPU-only machine too).")
+        click.echo("TensorRT-RTX engines were not built and TensorRT latency was not estimated "
+                   "(pip install 'quantkit[rtx]': both work on a CPU-only machine too).")
+    if report:
+        from quantkit.report import headline, load_sweep
+        from quantkit.report.markdown import headline_text
+
+        h = headline(load_sweep(results))
+        click.echo(headline_text(h, markdown=False))
+        click.echo(h.choice.rule)
+        if h.note:
+            click.echo(h.note)
+        click.echo("")
     click.echo(f"results: {Path(results) / 'results.csv'}")
     if report:
         click.echo(f"report:  {report}")

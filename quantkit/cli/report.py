@@ -41,13 +41,20 @@ def _check_not_an_input(directory: Path, path: Path, flag: str) -> None:
 @click.option("--summary", default=None, type=click.Path(),
               help="Markdown summary for a pull request.  [default: summary.md next to the "
                    "HTML file]")
-def report_cmd(directory: str, output: str | None, summary: str | None) -> None:
+@click.option("--tolerance", type=click.FloatRange(min=0), default=None,
+              help="Headline: the fastest INT8 config within this many metric points of the "
+                   "best config.  [default: the recipe's report.tolerance, else 0.5]")
+def report_cmd(directory: str, output: str | None, summary: str | None,
+               tolerance: float | None) -> None:
     """Write a self-contained HTML report (and summary.md) for a sweep DIRECTORY.
 
-    The HTML opens from a file with no network: the accuracy-vs-latency plot with the Pareto
-    front, the results table, the per-layer precision map, sensitivity, autotune, calibration,
-    engine disagreements and the environment. summary.md is a short Markdown table with the
-    headline and warnings, for a pull-request comment.
+    The HTML opens from a file with no network: the headline config (the fastest config with
+    INT8 layers within --tolerance metric points of the best, by measured or estimated
+    TensorRT latency), the accuracy-vs-latency plot with the Pareto front, the results table
+    (every latency names its source: measured, estimated, cpu-fake-quant or cpu), where the
+    estimated time goes, the per-layer precision map, sensitivity, autotune, calibration and
+    its warnings, engine disagreements and the environment. summary.md is a short Markdown
+    table with the headline, its rule and warnings, for a pull-request comment.
 
     \b
     Examples:
@@ -65,6 +72,10 @@ def report_cmd(directory: str, output: str | None, summary: str | None) -> None:
     if html.resolve() == md.resolve():
         raise InputError(f"-o {html} and --summary {md} are the same file; give two paths.")
     sweep = load_sweep(directory)
-    path = write_report(sweep, output, summary)
-    click.echo(headline_text(headline(sweep), markdown=False))
+    path = write_report(sweep, output, summary, tolerance)
+    h = headline(sweep, tolerance=tolerance)
+    click.echo(headline_text(h, markdown=False))
+    click.echo(h.choice.rule)
+    if h.note:
+        click.echo(h.note)
     click.echo(f"wrote {path} and {md}")

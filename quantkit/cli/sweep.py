@@ -14,7 +14,7 @@ import click
 
 from quantkit._io import check_output_path, write_text_atomic
 from quantkit.cli.options import build_data_options, data_options
-from quantkit.cli.render import print_table
+from quantkit.cli.render import CPU_NOTE, latency_columns, print_table
 from quantkit.cli.scaleout import build_executor, calibrate_on_executor, executor_options
 from quantkit.errors import InputError, PipelineError
 
@@ -25,12 +25,12 @@ def _fmt(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
-def _write_report(out: Path) -> Path | None:
+def _write_report(out: Path, tolerance: float | None = None) -> Path | None:
     try:
         from quantkit.report import write_report
     except ImportError:  # report stage not installed in this build
         return None
-    return Path(write_report(out))
+    return Path(write_report(out, tolerance=tolerance))
 
 
 @click.command("sweep")
@@ -38,9 +38,12 @@ def _write_report(out: Path) -> Path | None:
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Output folder (results.csv, configs/, report.html).")
 @click.option("--force", is_flag=True, help="Re-run configs whose results already exist.")
+@click.option("--tolerance", type=click.FloatRange(min=0), default=None,
+              help="Report headline: the fastest INT8 config within this many metric points "
+                   "of the best.  [default: the recipe's report.tolerance, else 0.5]")
 @executor_options
-def sweep_cmd(recipe: str, out_dir: str, force: bool, executor: str, ray_address: str | None,
-              shards: int | None) -> None:
+def sweep_cmd(recipe: str, out_dir: str, force: bool, tolerance: float | None, executor: str,
+              ray_address: str | None, shards: int | None) -> None:
     """Run every precision configuration of RECIPE; write results.csv and report.html.
 
     Re-running resumes: configs with results are skipped unless --force.
@@ -62,12 +65,18 @@ def sweep_cmd(recipe: str, out_dir: str, force: bool, executor: str, ray_address
     finally:
         if hasattr(ex, "close"):
             ex.close()
+    if result.skipped:
+        click.echo(f"resumed: {len(result.skipped)} config(s) reuse the results of an earlier "
+                   f"run: {', '.join(result.skipped)} (--force re-runs them)", err=True)
     rows = [(r["config"], _fmt(r.get("accuracy")), _fmt(r.get("agreement")),
-             _fmt(r.get("sqnr_db")), _fmt(r.get("latency_ms_p50")), _fmt(r.get("model_bytes")),
+             _fmt(r.get("sqnr_db")), *latency_columns(r), _fmt(r.get("model_bytes")),
              r.get("status")) for r in result.rows]
-    print_table(["config", "accuracy", "agreement", "sqnr_db", "p50_ms", "bytes", "status"],
-                rows)
-    report = _write_report(result.out_dir)
+    print_table(["config", "accuracy", "agreement", "sqnr_db", "latency ms/batch", "latency source",
+                 "CPU p50 ms/batch", "bytes", "status"], rows)
+    if any(r.get("int8_layers") and r.get("cpu_latency_ms_p50") is not None
+           for r in result.rows):
+        click.echo(CPU_NOTE)
+    report = _write_report(result.out_dir, tolerance)
     click.echo(f"\nwrote {result.out_dir / 'results.csv'}"
                + (f" and {report}" if report else ""))
     if result.failed:

@@ -162,10 +162,9 @@ def _place_labels(fig: Figure, ax: Any, points: Sequence[tuple[float, float, str
 
 
 def _limits(ax: Any, xs: np.ndarray, ys: np.ndarray, log_x: bool | None) -> None:
-    """Axis limits from the p50 points only.
+    """Axis limits from the latencies drawn (p50 points and their noise bars).
 
-    Long p99 whiskers are clipped rather than zoomed out to; equal values (every config at
-    100 %) get a readable range instead of a degenerate one.
+    Equal values (every config at 100 %) get a readable range instead of a degenerate one.
     """
     if log_x is None:
         log_x = bool(xs.min() > 0 and xs.max() / xs.min() > 10)
@@ -185,11 +184,14 @@ def _limits(ax: Any, xs: np.ndarray, ys: np.ndarray, log_x: bool | None) -> None
 
 def accuracy_latency(df: pd.DataFrame, *, y: str | None = None,
                      higher_is_better: bool | None = None, metric: str | None = None,
-                     baseline: str | None = None, log_x: bool | None = None) -> Figure:
+                     baseline: str | None = None, log_x: bool | None = None,
+                     source: str | None = None) -> Figure:
     """Scatter of task metric against p50 latency, with the Pareto front marked.
 
     Failed configs (``status`` not ``ok``) and configs without a latency or metric are left out.
-    A thin line from p50 to p99 shows each config's latency spread.
+    A bar through a point spans the median's range over repeated timing rounds
+    (``latency_ms_p50_min`` / ``_max``: run-to-run noise); p99 is not drawn (a tail 30x the
+    median would squash every point into a corner), the report's table shows it.
 
     Args:
         df: ``Sweep.results`` (or any frame with config, latency_ms_p50 and the y column).
@@ -198,6 +200,8 @@ def accuracy_latency(df: pd.DataFrame, *, y: str | None = None,
         metric: axis label for ``y`` (default: the ``metric`` column).
         baseline: config drawn as a dashed reference line (e.g. ``fp32``).
         log_x: log-scale latency axis (default: when latencies span more than 10x).
+        source: where the latency comes from, for the axis label (``estimated, L4, batch 8``;
+            default: the ``latency_source`` column's values).
     """
     y = y or quality_column(df)
     if higher_is_better is None:
@@ -206,6 +210,10 @@ def accuracy_latency(df: pd.DataFrame, *, y: str | None = None,
     if metric is None:
         names = [m for m in df.get("metric", pd.Series(dtype=str)) if isinstance(m, str) and m]
         metric = (names[0] if names else "accuracy") if y == "accuracy" else y
+    if source is None:
+        kinds = sorted({str(s) for s in df.get("latency_source", pd.Series(dtype=str))
+                        if isinstance(s, str) and s})
+        source = ", ".join(kinds) or "source not recorded"
     status = df["status"] if "status" in df.columns else pd.Series("ok", index=df.index)
     ok = df[(status == "ok") & np.isfinite(df["latency_ms_p50"].astype(float))
             & np.isfinite(df[y].astype(float))]
@@ -219,12 +227,13 @@ def accuracy_latency(df: pd.DataFrame, *, y: str | None = None,
         return fig
     kinds = [config_kind(r) for _, r in ok.iterrows()]
     whiskers: list[tuple[float, float, float]] = []
-    if "latency_ms_p99" in ok.columns:
+    if {"latency_ms_p50_min", "latency_ms_p50_max"} <= set(ok.columns):
         for (_, r), kind in zip(ok.iterrows(), kinds, strict=True):
-            if np.isfinite(r["latency_ms_p99"]):
-                whiskers.append((r["latency_ms_p50"], r["latency_ms_p99"], r[y]))
-                ax.plot([r["latency_ms_p50"], r["latency_ms_p99"]], [r[y], r[y]], lw=1,
-                        color=PRECISION_COLORS[kind], alpha=0.45, zorder=1)
+            lo, hi = float(r["latency_ms_p50_min"]), float(r["latency_ms_p50_max"])
+            if np.isfinite(lo) and np.isfinite(hi) and hi > lo:
+                whiskers.append((lo, hi, r[y]))
+                ax.plot([lo, hi], [r[y], r[y]], lw=2.2, color=PRECISION_COLORS[kind],
+                        alpha=0.55, zorder=1, solid_capstyle="butt")
     for kind in ("fp32", "fp16", "int8"):
         sel = np.array([k == kind for k in kinds])
         if sel.any():
@@ -239,9 +248,13 @@ def accuracy_latency(df: pd.DataFrame, *, y: str | None = None,
     if baseline is not None and (ok["config"] == baseline).any():
         ref = float(ok.loc[ok["config"] == baseline, y].iloc[0])
         ax.axhline(ref, color="#888888", lw=0.8, ls=":", zorder=0)
-    _limits(ax, ok["latency_ms_p50"].to_numpy(dtype=float), ok[y].to_numpy(dtype=float), log_x)
+    xs = ok["latency_ms_p50"].to_numpy(dtype=float)
+    if whiskers:  # the noise bars stay inside the axes (they are at most a few % wide)
+        xs = np.concatenate([xs, [w[0] for w in whiskers], [w[1] for w in whiskers]])
+    _limits(ax, xs, ok[y].to_numpy(dtype=float), log_x)
     better = "higher is better" if higher_is_better else "lower is better"
-    ax.set_xlabel("latency p50 (ms), lower is better; line to p99", fontsize=8)
+    ax.set_xlabel(f"latency p50, ms per batch ({source}); lower is better; bar: range over "
+                  "timing rounds", fontsize=8)
     ax.set_ylabel(f"{metric} ({better})", fontsize=8)
     ax.tick_params(labelsize=8)
     ax.grid(True, lw=0.4, alpha=0.5)
@@ -332,41 +345,52 @@ def precision_map(plans: Mapping[str, PrecisionPlan], *, layers: Sequence[str] |
 # sensitivity
 
 
-def sensitivity(df: pd.DataFrame, *, reference: float | None = None,
-                higher_is_better: bool = True, metric: str = "metric", top: int = 40,
-                label_width: int = 40) -> Figure:
-    """Ranked per-layer sensitivity: SQNR and metric drop when only that layer is INT8.
+def sensitivity(df: pd.DataFrame, *, higher_is_better: bool = True, metric: str = "metric",
+                top: int = 40, label_width: int = 40, kept: str = "fp16",
+                all_int8: float | None = None, reference: float | None = None) -> Figure:
+    """Ranked per-layer sensitivity, drawn by the keys it is ranked by.
+
+    Layers are ranked (``rank``, 1 = most sensitive) by the metric regained when the layer alone
+    leaves INT8 (runs in ``kept``, the plan's default_float), then by the lowest output SQNR
+    with the layer alone in INT8. The left panel shows that SQNR; the right panel the regained
+    metric (against the all-INT8 metric ``all_int8``; without it, the metric value itself).
 
     Args:
-        df: ``Sweep.sensitivity`` (layer, op_type, sqnr_int8_only, metric_int8_only, ...,
-            rank; 1 = most sensitive).
-        reference: the FP32 metric; with it the right panel shows the drop, else the value.
+        df: ``Sweep.sensitivity`` (layer, op_type, sqnr_int8_only, metric_int8_only,
+            sqnr_fp16_only, metric_fp16_only, rank; the ``fp16_only`` columns hold the
+            probes that kept the layer in ``kept``).
         higher_is_better: direction of the metric.
         metric: the metric's name for the axis label.
         top: show the ``top`` most sensitive layers.
         label_width: layer names longer than this are shortened in the middle.
+        kept: the float precision a layer left out of INT8 runs in (``fp16`` / ``fp32``).
+        all_int8: the metric with every layer INT8 (autotune.json ``int8_accuracy``).
+        reference: unused; kept for callers of the previous signature.
     """
+    del reference
     data = df.sort_values("rank", na_position="last").head(top)
     labels = [f"{shorten(str(r.layer), label_width)} ({r.op_type})" for r in data.itertuples()]
-    values = data["metric_int8_only"].to_numpy(dtype=float)
+    values = data["metric_fp16_only"].to_numpy(dtype=float)
     has_metric = bool(np.isfinite(values).any())
     note = ""
-    if has_metric and reference is not None and math.isfinite(reference):
-        values = (reference - values) if higher_is_better else (values - reference)
-        mlabel = f"{metric} drop vs FP32, only this layer INT8\n(higher = more sensitive)"
+    k = kept.upper()
+    if has_metric and all_int8 is not None and math.isfinite(all_int8):
+        values = (values - all_int8) if higher_is_better else (all_int8 - values)
+        mlabel = (f"{metric} regained with only this layer in {k}\n(vs all-INT8; higher = "
+                  "more sensitive; the ranking key)")
         if not np.nan_to_num(values).any():  # an empty panel says less than a sentence
             has_metric = False
             note = f"; {metric} unchanged for every layer"
     else:
-        mlabel = f"{metric}, only this layer INT8"
+        mlabel = f"{metric} with only this layer in {k}\n(the ranking key)"
     height = 0.22 * len(data) + 1.4
     fig = _figure(10.0 if has_metric else 7.0, height)
     panels = fig.subplots(1, 2 if has_metric else 1, sharey=True, squeeze=False)[0]
     pos = np.arange(len(data))
     sqnr = data["sqnr_int8_only"].to_numpy(dtype=float)
     panels[0].barh(pos, np.nan_to_num(sqnr), color=PRECISION_COLORS["int8"], height=0.7)
-    panels[0].set_xlabel("output SQNR dB, only this layer INT8\n(lower = more sensitive)",
-                         fontsize=8)
+    panels[0].set_xlabel("output SQNR dB, only this layer INT8\n(lower = more sensitive; "
+                         "the tie-break)", fontsize=8)
     panels[0].set_yticks(pos)
     panels[0].set_yticklabels(labels, fontsize=7, family="monospace")
     panels[0].invert_yaxis()

@@ -16,10 +16,19 @@ from typing import Any
 
 import pandas as pd
 
-from quantkit.report import figures
-from quantkit.report.load import Sweep, load_sweep, quality_column, with_derived
+from quantkit.report import breakdown, figures
+from quantkit.report._style import CSS as _CSS
+from quantkit.report.headline import finite as _finite
+from quantkit.report.load import (
+    Sweep,
+    estimate_columns,
+    load_sweep,
+    quality_column,
+    with_derived,
+)
 from quantkit.report.markdown import (
     DASH,
+    Headline,
     fmt_bytes,
     fmt_ms,
     fmt_num,
@@ -28,51 +37,14 @@ from quantkit.report.markdown import (
     fmt_signed,
     headline,
     headline_text,
+    latency_cell,
     render_markdown,
+    sqnr_sentence,
+    uniform_target,
     verdict,
     warnings,
 )
-
-_CSS = """
-:root{--fg:#1d2329;--muted:#5f6b76;--line:#d9dee3;--bg:#ffffff;--soft:#f5f7f9;--bad:#fdecea;
---badfg:#a4262c;--good:#009E73;--accent:#C0392B}
-*{box-sizing:border-box}
-body{margin:0;font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif;
-color:var(--fg);background:var(--bg)}
-main{max-width:1360px;margin:0 auto;padding:24px 28px 48px}
-h1{font-size:24px;margin:0 0 2px}h2{font-size:18px;margin:34px 0 10px;padding-bottom:4px;
-border-bottom:1px solid var(--line)}h3{font-size:15px;margin:18px 0 6px}
-.sub{color:var(--muted);margin:0 0 18px}
-.cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(190px,1fr));gap:12px;margin:14px 0}
-.card{border:1px solid var(--line);border-radius:8px;padding:10px 14px;background:var(--soft)}
-.card .k{font-size:12px;color:var(--muted);text-transform:uppercase;letter-spacing:.04em}
-.card .v{font-size:22px;font-weight:600;margin-top:2px;overflow-wrap:anywhere}
-.card .n{font-size:12px;color:var(--muted)}
-.headline{font-size:15px;margin:6px 0 4px}
-.warn{border-left:4px solid var(--accent);background:#fff6f4;padding:8px 14px;margin:12px 0;
-border-radius:4px}.warn ul{margin:4px 0;padding-left:20px}
-.scroll{overflow-x:auto;max-width:100%;border:1px solid var(--line);border-radius:6px}
-table{border-collapse:collapse;font-size:12.5px;width:100%}
-th,td{padding:4px 7px;border-bottom:1px solid var(--line);text-align:left;vertical-align:top}
-th{background:var(--soft);font-weight:600;vertical-align:bottom}
-td.cfg{white-space:nowrap}.dot{display:inline-block;width:10px;height:10px;border-radius:2px;
-margin-right:6px;vertical-align:-1px}
-td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}td.num{white-space:nowrap}
-tbody tr:nth-child(even){background:#fafbfc}
-tr.failed,tr.failed:nth-child(even){background:var(--bad)}tr.failed td{color:var(--badfg)}
-tr.failed td.err{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12px;
-white-space:pre-wrap;overflow-wrap:anywhere}
-tr.best td:first-child{font-weight:700}
-.pareto-mark{color:var(--accent);margin-left:4px}
-.int8{background:#009E73}.fp16{background:#3a93c8}.fp32{background:#c98a00}
-.st-ok{color:var(--good)}.mono{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12px}
-figure{margin:8px 0 4px}figure img{max-width:100%;height:auto;display:block}
-.wide img{max-width:none}figcaption{color:var(--muted);font-size:12.5px;margin-top:4px}
-dl.kv{display:grid;grid-template-columns:max-content 1fr;gap:3px 16px;margin:6px 0}
-dl.kv dt{color:var(--muted)}dl.kv dd{margin:0;overflow-wrap:anywhere}
-details pre{background:var(--soft);padding:10px;border-radius:6px;overflow-x:auto;font-size:12px}
-footer{margin-top:40px;color:var(--muted);font-size:12px}
-"""
+from quantkit.sweep.latency import estimate_column
 
 
 def _e(value: Any) -> str:
@@ -122,42 +94,80 @@ def _date(sweep: Sweep) -> str:
     return datetime.fromtimestamp(mtime, tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _cards(sweep: Sweep, df: pd.DataFrame) -> str:
-    h = headline(sweep, df)
-    speed_note = f"p50 on {h.measured_on}"
+def _cards(sweep: Sweep, df: pd.DataFrame, h: Headline) -> str:
     direction = "higher" if h.higher_is_better else "lower"
-    cards = [("best INT8 config", h.best or DASH, f"{len(sweep.ok)} of {len(df)} configs ran"),
+    c = h.choice
+    if _finite(h.speedup):
+        speed = ("speed-up vs FP32", fmt_ratio(h.speedup), h.measured_on)
+    elif c.source.is_cpu:
+        speed = ("speed-up vs FP32", "not compared", "CPU timings only (cpu / cpu-fake-quant), "
+                 "not TensorRT")
+    else:
+        speed = ("speed-up vs FP32", DASH, h.measured_on)
+    best = h.best or DASH
+    note = f"{len(sweep.ok)} of {len(df)} configs ran"
+    if c.ties:
+        note += "; same latency within noise: " + ", ".join(c.ties)
+    cards = [("headline config", best, note),
              (f"{h.metric} vs FP32", fmt_signed(h.delta),
               f"{verdict(h.delta, h.higher_is_better)}; {direction} is better"),
-             ("latency speed-up", fmt_ratio(h.speedup), speed_note),
+             speed,
              ("model size", fmt_ratio(h.size_ratio), "INT8 bytes / FP32 bytes"),
              ("TensorRT engine", "built" if h.engine_built else "not built", h.engine)]
     out = "".join(f'<div class="card"><div class="k">{_e(k)}</div><div class="v">{_e(v)}</div>'
                   f'<div class="n">{_e(n)}</div></div>' for k, v, n in cards)
+    note_html = (f'<p class="warn" id="latency-note"><strong>{_e(h.note)}</strong></p>'
+                 if h.note else "")
     return (f'<p class="headline">{_e(headline_text(h, markdown=False))}</p>'
+            f'<p class="sub" id="headline-rule">{_e(c.rule)}</p>{note_html}'
             f'<div class="cards">{out}</div>')
 
 
-def _results_table(sweep: Sweep, df: pd.DataFrame) -> str:
-    h = headline(sweep, df)
+def _spread_cell(r: Any) -> str:
+    lo, hi = getattr(r, "latency_ms_p50_min", None), getattr(r, "latency_ms_p50_max", None)
+    if not (_finite(lo) and _finite(hi)):
+        return DASH
+    if str(r.latency_source) == "estimated":
+        return "one estimate"
+    rounds = getattr(r, "latency_repeats", None)
+    text = f"{fmt_ms(lo)}–{fmt_ms(hi)}"
+    return text + (f" ({int(float(rounds))} rounds)" if rounds is not None and _finite(rounds)
+                   else "")
+
+
+def _results_table(sweep: Sweep, df: pd.DataFrame, h: Headline) -> str:
     col = quality_column(df)
     metric = h.metric
+    common = uniform_target(df)
+    gpus = estimate_columns(df)
+    primary = (estimate_column(h.choice.source.target)
+               if h.choice.source.kind == "estimated" else None)
+    extra_gpus = [g for g in gpus if g != primary]
     # without labels the metric is agreement itself: one column for it, not two
     show_metric = col != "agreement"
+    lat_head = f"latency ms ({common}) (source)" if common else "latency (source)"
     headers = [("config", False), ("method", False), ("status", False)] + (
         [(metric, True)] if show_metric else []) + [
                ("Δ vs FP32", True), ("agree\u00adment", True), ("SQNR dB", True),
-               ("p50 ms", True), ("p99 ms", True), ("through\u00adput /s", True),
-               ("speed-up", True), ("model size (ratio)", True),
-               ("layers int8 / fp16 / fp32", True), ("engine", False)]
+               (lat_head, True), ("p50 spread (min–max of rounds)", True), ("p99 ms", True),
+               ("through\u00adput /s", True), ("speed-up", True),
+               ("ONNX Runtime CPU p50 ms (source)", True)] + [
+               (f"estimated ms, {g.removeprefix('est_ms_')}", True) for g in extra_gpus] + [
+               ("model size (ratio)", True), ("layers int8 / fp16 / fp32", True),
+               ("engine", False)]
     head = "".join(f'<th class="num">{_e(t)}</th>' if n else f"<th>{_e(t)}</th>"
                    for t, n in headers)
+    ties = set(h.choice.ties)
     rows = []
     for r in df.itertuples():
         mark = '<span class="pareto-mark" title="on the Pareto front">★</span>' if r.pareto else ""
+        if r.config in ties:
+            mark += ('<span class="tie-mark" title="same latency as the headline within '
+                     'noise">≈</span>')
         cls = ["failed"] if r.status != "ok" else []
         cls += ["pareto"] if r.pareto else []
         cls += ["best"] if r.config == h.best else []
+        cls += ["tie"] if r.config in ties else []
         first = (f'<td class="cfg"><span class="dot {_e(r.kind)}" title="{_e(r.kind)}"></span>'
                  f"{_e(r.config)}{mark}</td><td>{_e(_method_cell(r))}</td>")
         attrs = f' class="{" ".join(cls)}"' if cls else ""
@@ -175,20 +185,30 @@ def _results_table(sweep: Sweep, df: pd.DataFrame) -> str:
         size = fmt_bytes(r.model_bytes)
         if pd.notna(r.size_ratio):
             size += f" ({fmt_ratio(r.size_ratio)})"
+        cpu_src = "cpu-fake-quant" if r.kind == "int8" else "cpu"
+        cpu = (f"{fmt_ms(r.cpu_latency_ms_p50)} ({cpu_src})"
+               if _finite(r.cpu_latency_ms_p50) else DASH)
         cells = ([fmt_num(getattr(r, col))] if show_metric else []) + [
             fmt_signed(r.delta), fmt_pct(r.agreement), fmt_num(r.sqnr_db, 1),
-            fmt_ms(r.latency_ms_p50), fmt_ms(r.latency_ms_p99), fmt_num(r.throughput, 0),
-            fmt_ratio(r.speedup), size, counts]
-        rows.append(f"<tr{attrs}>{first}<td class=\"st-ok\">ok</td>"
-                    + "".join(f'<td class="num">{_e(c)}</td>' for c in cells)
-                    + f"<td>{_e(engine)}</td></tr>")
-    note = ("Colour: precision kind (green INT8, blue FP16, orange FP32). "
-            f"★ on the Pareto front of {metric} against p50 latency. Δ, speed-up and size ratio "
-            f"are against {h.baseline or 'no FP32 config'}; latency measured on "
-            f"{h.measured_on} (p90, cosine and the engine build time are in results.csv). "
-            "Failed configs are listed with their error and left out of the plot.")
+            latency_cell(r, short=common is not None), _spread_cell(r),
+            fmt_ms(r.latency_ms_p99), fmt_num(r.throughput, 0), fmt_ratio(r.speedup), cpu] + [
+            fmt_ms(df.at[r.Index, g]) for g in extra_gpus] + [size, counts]
+        row_cells = "".join(f'<td class="num">{_e(c)}</td>' for c in cells)
+        rows.append(f"<tr{attrs}>{first}<td class=\"st-ok\">ok</td>{row_cells}"
+                    f"<td>{_e(engine)}</td></tr>")
+    note = ("Colour: precision kind (green INT8, blue FP16, orange FP32). Bold: the headline "
+            f"config. ★ on the Pareto front of {metric} against p50 latency ({h.measured_on})"
+            + ("; ≈ the same latency as the headline within noise" if ties else "")
+            + f". Δ, speed-up and size ratio are against {h.baseline or 'no FP32 config'}. "
+            "Every latency is per inference of one batch (the batch size is named); p99 is "
+            "shown only in this table. The ONNX Runtime CPU column runs INT8 configs as "
+            "fake quantisation (cpu-fake-quant), never a TensorRT speed. p90, cosine and the "
+            "engine build time are in results.csv. Failed configs are listed with their error "
+            "and left out of the plot.")
+    sq = sqnr_sentence(df)
     return (f'<div class="scroll"><table id="results-table"><thead><tr>{head}</tr></thead>'
-            "<tbody>" + "".join(rows) + f'</tbody></table></div><p class="sub">{_e(note)}</p>')
+            "<tbody>" + "".join(rows) + f'</tbody></table></div><p class="sub">{_e(note)} '
+            f"{_e(sq)}</p>")
 
 
 def _precision(sweep: Sweep) -> str:
@@ -209,26 +229,54 @@ def _precision(sweep: Sweep) -> str:
     return _img(fig, "per-layer precision map", caption) + table
 
 
-def _sensitivity(sweep: Sweep, df: pd.DataFrame) -> str:
+def _time_breakdown(sweep: Sweep, h: Headline) -> str:
+    """Where the time goes: the primary GPU's estimate per config, by precision and kernel."""
+    data = breakdown.primary_estimates(sweep, h.choice.source)
+    if not data:
+        return ""
+    gpu = next(iter(data.values()))
+    label = str(gpu.get("label") or f"estimated, {gpu.get('gpu')}")
+    fig = breakdown.by_precision(data, label)
+    tables = []
+    for config, est in data.items():
+        rows = [[_e(k["name"]), _e(k["precision"]), _e(fmt_ms(k["ms"])), _e(share),
+                 _e(", ".join(k.get("onnx_layers") or []) or DASH)]
+                for k, share in breakdown.top_kernels(est)]
+        tables.append(f"<details><summary>{_e(config)}: {_e(fmt_ms(est['latency_ms']))} ms, "
+                      f"top {len(rows)} kernels</summary>"
+                      + _table([("kernel", False), ("precision", False), ("ms", True),
+                                ("share", True), ("ONNX nodes", False)], rows) + "</details>")
+    return ("<h2 id=\"time\">Where the time goes (estimate)</h2>"
+            + _img(fig, "estimated time by precision", f"Estimated engine time per config by "
+                   f"kernel precision ({label}); from the kernels TensorRT-RTX compiled for "
+                   "each config, each costed on the GPU's roofline plus a launch cost. A "
+                   "latency model, not a measurement.") + "".join(tables))
+
+
+def _sensitivity(sweep: Sweep, df: pd.DataFrame, h: Headline) -> str:
     sens = sweep.sensitivity
     if sens is None:
         return ""
-    h = headline(sweep, df)
-    ref = None
-    if h.baseline is not None and h.metric == sweep.metric:
-        ref = float(df.loc[df["config"] == h.baseline, "accuracy"].iloc[0])
-    fig = figures.sensitivity(sens, reference=ref, higher_is_better=h.higher_is_better,
-                              metric=h.metric)
+    at = sweep.autotune or {}
+    kept = str(at.get("kept_precision") or "fp16")
+    all_int8 = at.get("int8_accuracy") if h.metric == sweep.metric else None
+    fig = figures.sensitivity(sens, higher_is_better=h.higher_is_better, metric=h.metric,
+                              kept=kept, all_int8=float(all_int8) if all_int8 is not None
+                              and _finite(all_int8) else None)
     rows = [[_e(r.rank if pd.notna(r.rank) else DASH), _e(r.layer), _e(r.op_type),
              _e(fmt_num(r.sqnr_int8_only, 1)), _e(fmt_num(r.metric_int8_only)),
              _e(fmt_num(r.sqnr_fp16_only, 1)), _e(fmt_num(r.metric_fp16_only))]
             for r in sens.head(15).itertuples()]
+    k = kept.upper()
     table = _table([("rank", True), ("layer", False), ("op", False), ("SQNR int8-only", True),
-                    (f"{h.metric} int8-only", True), ("SQNR fp16-only", True),
-                    (f"{h.metric} fp16-only", True)], rows)
+                    (f"{h.metric} int8-only", True), (f"SQNR {kept}-only", True),
+                    (f"{h.metric} {kept}-only", True)], rows)
     return ("<h2 id=\"sensitivity\">Per-layer sensitivity</h2>"
-            + _img(fig, "per-layer sensitivity", "int8-only: only this layer is INT8, the rest "
-                   "float; fp16-only: only this layer is left FP16, the rest INT8.")
+            + _img(fig, "per-layer sensitivity", f"int8-only: only this layer is INT8, the rest "
+                   f"float; {kept}-only: only this layer is left {k} (the plan's "
+                   f"default_float), the rest INT8. Ranked by the {h.metric} regained with the "
+                   f"layer alone in {k}, then by the lowest int8-only SQNR (the csv columns "
+                   f"*_fp16_only hold the {kept}-only probes).")
             + f"<h3>Most sensitive layers (top {len(rows)} of {len(sens)})</h3>" + table)
 
 
@@ -261,12 +309,15 @@ def _calibration(sweep: Sweep) -> str:
             settings = cal.get("settings") or {}
             text = ", ".join(f"{k}={v}" for k, v in settings.items()) if isinstance(
                 settings, dict) else str(settings)
+            notes = cal.get("warnings") or []
             rows.append([_e(config), _e(cal.get("method", DASH)),
-                         _e(cal.get("num_samples", DASH)), _e(text or DASH)])
+                         _e(cal.get("num_samples", DASH)), _e(text or DASH),
+                         _e(" ".join(str(n) for n in notes) if isinstance(notes, list)
+                            else str(notes)) or "none"])
     if not rows:
         return "<p>No config recorded calibration settings (no INT8 config ran).</p>"
     return _table([("config", False), ("method", False), ("samples", True),
-                   ("settings", False)], rows)
+                   ("settings", False), ("warnings", False)], rows)
 
 
 def _engines(sweep: Sweep) -> str:
@@ -308,32 +359,46 @@ def _environment(sweep: Sweep, df: pd.DataFrame) -> str:
     return out
 
 
-def render_html(sweep: Sweep) -> str:
-    """The whole report as one self-contained HTML string (see the module docstring)."""
+def render_html(sweep: Sweep, tolerance: float | None = None) -> str:
+    """The whole report as one self-contained HTML string (see the module docstring).
+
+    Args:
+        sweep: a loaded sweep.
+        tolerance: metric points of the headline rule (default: the recipe's, else 0.5).
+    """
     from quantkit import __version__
 
     df = with_derived(sweep)
-    h = headline(sweep, df)
+    h = headline(sweep, df, tolerance)
     notes = warnings(sweep)
     warn = ("<div class=\"warn\" id=\"warnings\"><strong>Warnings</strong><ul>"
             + "".join(f"<li>{_e(n.replace('`', ''))}</li>" for n in notes) + "</ul></div>"
             if notes else "")
     title = f"quantkit report: {sweep.model_name}"
-    fig = figures.accuracy_latency(df, y=quality_column(df), higher_is_better=h.higher_is_better,
-                                   metric=h.metric, baseline=h.baseline)
-    plot = _img(fig, f"{h.metric} vs latency", f"Each point is a config that ran; the red "
-                f"rings and dashed steps mark the Pareto front; the dotted line is "
-                f"{h.baseline or 'FP32'}; the thin line runs from p50 to p99 latency.")
+    plotted = df[df["ranked"]]
+    fig = figures.accuracy_latency(plotted, y=quality_column(df),
+                                   higher_is_better=h.higher_is_better, metric=h.metric,
+                                   baseline=h.baseline, source=h.measured_on)
+    left_out = sorted(set(df.loc[(df["status"] == "ok") & ~df["ranked"], "config"]))
+    plot = _img(fig, f"{h.metric} vs latency", f"Each point is a config that ran, at its p50 "
+                f"latency ({h.measured_on}); the red rings and dashed steps mark the Pareto "
+                f"front; the dotted line is {h.baseline or 'FP32'}; a bar through a point spans "
+                "the median's range over the repeated timing rounds (run-to-run noise). p99 is "
+                "in the results table."
+                + (f" Not plotted (no latency of this source): {', '.join(left_out)}."
+                   if left_out else "")
+                + (" " + h.note if h.note else ""))
     parts = [
         f"<h1>{_e(title)}</h1><p class=\"sub\">{_e(_date(sweep))} · sweep "
         f"<span class=\"mono\">{_e(sweep.directory.resolve().name)}</span> · {len(df)} configs"
         f" · metric {_e(h.metric)} ({'higher' if h.higher_is_better else 'lower'} is better)"
         "</p>",
-        _cards(sweep, df), warn,
+        _cards(sweep, df, h), warn,
         f"<h2 id=\"pareto\">{_e(h.metric)} vs latency</h2>", plot,
-        "<h2 id=\"results\">Results</h2>", _results_table(sweep, df),
+        "<h2 id=\"results\">Results</h2>", _results_table(sweep, df, h),
+        _time_breakdown(sweep, h),
         "<h2 id=\"precision\">Per-layer precision</h2>", _precision(sweep),
-        _sensitivity(sweep, df), _autotune(sweep),
+        _sensitivity(sweep, df, h), _autotune(sweep),
         "<h2 id=\"calibration\">Calibration</h2>", _calibration(sweep),
         "<h2 id=\"engine\">Engine: plan vs parsed network vs engine</h2>", _engines(sweep),
         "<h2 id=\"environment\">Environment</h2>", _environment(sweep, df),
@@ -348,7 +413,8 @@ def render_html(sweep: Sweep) -> str:
 
 def write_report(directory: str | os.PathLike[str] | Sweep,
                  output: str | os.PathLike[str] | None = None,
-                 summary: str | os.PathLike[str] | None = None) -> Path:
+                 summary: str | os.PathLike[str] | None = None,
+                 tolerance: float | None = None) -> Path:
     """Write ``report.html`` and ``summary.md`` for a sweep directory.
 
     Both documents are rendered in memory first and then written atomically, so a failure
@@ -358,6 +424,8 @@ def write_report(directory: str | os.PathLike[str] | Sweep,
         directory: the sweep directory (or a :class:`Sweep` already loaded from it).
         output: the HTML file (default ``DIR/report.html``).
         summary: the Markdown summary (default ``summary.md`` next to the HTML file).
+        tolerance: metric points of the headline rule (default: the recipe's
+            ``report.tolerance``, else 0.5).
 
     Returns:
         The path of the HTML report.
@@ -373,8 +441,8 @@ def write_report(directory: str | os.PathLike[str] | Sweep,
     md = Path(summary) if summary is not None else out.parent / "summary.md"
     check_output_path(out, flag="-o")
     check_output_path(md, flag="--summary")
-    page = render_html(sweep)
-    text = render_markdown(sweep)
+    page = render_html(sweep, tolerance)
+    text = render_markdown(sweep, tolerance=tolerance)
     write_text_atomic(out, page)
     write_text_atomic(md, text)
     return out

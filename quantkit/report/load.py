@@ -34,13 +34,16 @@ from quantkit.qdq.plan import PrecisionPlan
 #: columns every results.csv has (CLI.md, ``quantkit sweep``)
 REQUIRED_COLUMNS = ("config", "method", "accuracy", "agreement", "sqnr_db", "latency_ms_p50",
                     "latency_ms_p99", "throughput", "model_bytes", "backend", "device")
-#: columns parsed as numbers (empty cell = NaN)
+#: columns parsed as numbers (empty cell = NaN); ``est_ms_<gpu>`` columns too
 NUMERIC_COLUMNS = ("accuracy", "agreement", "sqnr_db", "cosine", "latency_ms_p50",
                    "latency_ms_p90", "latency_ms_p99", "throughput", "model_bytes",
                    "int8_layers", "fp16_layers", "fp32_layers", "engine_bytes",
-                   "engine_build_s")
+                   "engine_build_s", "cpu_latency_ms_p50", "cpu_latency_ms_p99",
+                   "latency_batch", "latency_repeats", "latency_ms_p50_min",
+                   "latency_ms_p50_max", "cpu_latency_ms_p50_min", "cpu_latency_ms_p50_max")
 #: text columns added (empty) when an older sweep lacks them
-TEXT_COLUMNS = ("status", "error", "metric", "engine_backend")
+TEXT_COLUMNS = ("status", "error", "metric", "engine_backend", "latency_source",
+                "latency_target", "sqnr_tensor", "calibration_warnings", "transforms")
 SENSITIVITY_COLUMNS = ("layer", "op_type", "sqnr_int8_only", "metric_int8_only",
                        "sqnr_fp16_only", "metric_fp16_only", "rank")
 #: metrics where a smaller value is better, for sweeps without a higher_is_better column
@@ -81,6 +84,8 @@ class Sweep:
         plans: ``{config: PrecisionPlan}`` from ``configs/<config>/plan.json``.
         config_results: ``{config: result.json document}``.
         engines: ``{config: EngineInfo}`` for configs with an ``engine.json``.
+        estimates: ``{config: [estimate per GPU]}`` from ``configs/<config>/estimate.json``
+            (:meth:`quantkit.latency.Estimate.to_json` documents).
         sensitivity: sensitivity.csv sorted by rank, or ``None``.
         autotune: autotune.json, or ``None``.
         environment: environment.json (empty when missing).
@@ -93,6 +98,7 @@ class Sweep:
     plans: dict[str, PrecisionPlan] = field(default_factory=dict)
     config_results: dict[str, dict[str, Any]] = field(default_factory=dict)
     engines: dict[str, EngineInfo] = field(default_factory=dict)
+    estimates: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     sensitivity: pd.DataFrame | None = None
     autotune: dict[str, Any] | None = None
     environment: dict[str, Any] = field(default_factory=dict)
@@ -191,7 +197,7 @@ def _results(path: Path) -> pd.DataFrame:
         if col not in df.columns:
             df[col] = ""
     df["status"] = df["status"].str.strip().str.lower().replace("", "ok")
-    for col in NUMERIC_COLUMNS:
+    for col in (*NUMERIC_COLUMNS, *(c for c in df.columns if c.startswith("est_ms_"))):
         if col not in df.columns:
             df[col] = np.nan
             continue
@@ -208,7 +214,32 @@ def _results(path: Path) -> pd.DataFrame:
     df["higher_is_better"] = [
         h if h is not None else str(m).lower() not in LOWER_IS_BETTER
         for h, m in zip(hib, df["metric"], strict=True)]
+    _older_latency(df)
     return df.reset_index(drop=True)
+
+
+def _older_latency(df: pd.DataFrame) -> None:
+    """Name the source of latencies a sweep wrote before results.csv named them.
+
+    Such sweeps timed ONNX Runtime only: on its CPU provider that is ``cpu`` (or
+    ``cpu-fake-quant`` for a config with INT8 layers), and the CPU columns hold the same numbers.
+    """
+    old = (df["latency_source"].str.strip() == "") & df["latency_ms_p50"].notna()
+    cpu = df["backend"].astype(str).str.strip().str.lower().eq("onnxruntime") & \
+        ~df["device"].astype(str).str.upper().str.contains("GPU|CUDA")
+    for i in df.index[old & cpu]:
+        int8 = config_kind(df.loc[i]) == "int8"
+        df.loc[i, "latency_source"] = "cpu-fake-quant" if int8 else "cpu"
+        df.loc[i, "latency_target"] = str(df.loc[i, "device"])
+        for col in ("latency_ms_p50", "latency_ms_p99"):
+            if pd.isna(df.loc[i, f"cpu_{col}"]):
+                df.loc[i, f"cpu_{col}"] = df.loc[i, col]
+    df.loc[old & ~cpu, "latency_source"] = "unknown"
+
+
+def estimate_columns(df: pd.DataFrame) -> list[str]:
+    """The ``est_ms_<gpu>`` columns of a results frame, in file order."""
+    return [c for c in df.columns if str(c).startswith("est_ms_")]
 
 
 def _sensitivity(path: Path) -> pd.DataFrame:
@@ -290,6 +321,11 @@ def load_sweep(directory: str | os.PathLike[str]) -> Sweep:
                         if p.is_file()), None)
         if sidecar is not None:
             sweep.engines[config] = _engine(sidecar)
+        if (folder / "estimate.json").is_file():
+            doc = _read_json(folder / "estimate.json", "latency estimate")
+            found = doc.get("estimates") if isinstance(doc, dict) else None
+            if isinstance(found, list):
+                sweep.estimates[config] = [e for e in found if isinstance(e, dict)]
     if (root / "sensitivity.csv").is_file():
         sweep.sensitivity = _sensitivity(root / "sensitivity.csv")
     if (root / "autotune.json").is_file():
@@ -400,12 +436,19 @@ def with_derived(sweep: Sweep) -> pd.DataFrame:
     """The results with derived columns for tables and plots.
 
     Adds ``kind`` (int8/fp16/fp32), ``delta`` (metric minus FP32; the metric is agreement when
-    the sweep had no labels, see :func:`quality_column`), ``agreement_delta``,
-    ``speedup`` (FP32 p50 / p50), ``size_ratio`` (model bytes / FP32 model bytes) and
-    ``pareto`` (on the metric-latency Pareto front). Failed configs get NaN.
+    the sweep had no labels, see :func:`quality_column`), ``agreement_delta``, ``ranked``
+    (the row's latency is of the sweep's ranking source,
+    :func:`quantkit.report.sources.ranking_source`), ``speedup`` (FP32 p50 / p50, only between
+    ranked rows of a TensorRT source: never for CPU timings), ``size_ratio`` (model bytes /
+    FP32 model bytes) and ``pareto`` (on the metric-latency Pareto front of the ranked rows).
+    Failed configs get NaN.
     """
+    from quantkit.report.sources import comparable, ranking_source
+
     df = sweep.results.copy()
     df["kind"] = [config_kind(r) for _, r in df.iterrows()]
+    src = ranking_source(df)
+    df["ranked"] = comparable(df, src)
     base = baseline_config(df)
     if base is not None:
         ref = df[df["config"] == base].iloc[0]
@@ -413,17 +456,19 @@ def with_derived(sweep: Sweep) -> pd.DataFrame:
         df["delta"] = df[col] - ref[col]
         df["agreement_delta"] = df["agreement"] - ref["agreement"]
         with np.errstate(divide="ignore", invalid="ignore"):
-            df["speedup"] = ref["latency_ms_p50"] / df["latency_ms_p50"]
+            speed = ref["latency_ms_p50"] / df["latency_ms_p50"]
+            df["speedup"] = speed.where(df["ranked"] & bool(ref["ranked"]) & (not src.is_cpu))
             df["size_ratio"] = df["model_bytes"] / ref["model_bytes"]
     else:
         for col in ("delta", "agreement_delta", "speedup", "size_ratio"):
             df[col] = np.nan
     df.loc[df["status"] != "ok", ["delta", "agreement_delta", "speedup", "size_ratio"]] = np.nan
-    df["pareto"] = pareto_front(df, y=quality_column(df), higher_is_better=(
+    front = pareto_front(df[df["ranked"]], y=quality_column(df), higher_is_better=(
         sweep.higher_is_better if quality_column(df) == "accuracy" else True))
+    df["pareto"] = front.reindex(df.index, fill_value=False).astype(bool)
     return df
 
 
 __all__ = ["LOWER_IS_BETTER", "NUMERIC_COLUMNS", "REQUIRED_COLUMNS", "SENSITIVITY_COLUMNS",
-           "EngineInfo", "Sweep", "baseline_config", "config_kind", "load_sweep", "pareto_front",
-           "quality_column", "with_derived"]
+           "EngineInfo", "Sweep", "baseline_config", "config_kind", "estimate_columns",
+           "load_sweep", "pareto_front", "quality_column", "with_derived"]

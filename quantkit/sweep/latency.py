@@ -103,7 +103,13 @@ def estimate(model_file: Path, gpus: Sequence[str], feed: Mapping[str, np.ndarra
     """
     if not gpus:
         return {}
+    from quantkit.backends import get_backend
     from quantkit.latency import estimate_model
+
+    if not get_backend("tensorrt-rtx").available():
+        logger.info("no latency estimate: TensorRT-RTX is not installed (quantkit[rtx])")
+        return {**{estimate_column(g): None for g in gpus},
+                "estimate_error": "TensorRT-RTX is not installed (pip install 'quantkit[rtx]')"}
 
     shapes = {name: [int(d) for d in arr.shape] for name, arr in feed.items()}
     out: dict[str, Any] = {}

@@ -25,8 +25,29 @@ def test_report_writes_html_and_summary(tmp_path: Path, capsys: pytest.CaptureFi
     code, out, err = run(["report", str(root)], capsys)
     assert code == 0, err
     assert (root / "report.html").is_file() and (root / "summary.md").is_file()
-    assert "Best INT8 config: mixed-fp16-head" in out
+    # within 0.5 points of fp32 (76.13): int8-percentile, mixed-fp16-head and auto; the
+    # fastest of them on the L4 estimate is int8-percentile (1.62 ms), fp32 runs 4.10 ms
+    assert ("Headline config: int8-percentile: top1 −0.23 vs fp32 (worse), 2.53× faster "
+            "(estimated, L4, batch 32)") in flat(out)
+    assert "within 0.5 top1 points of the best (fp32: 76.13)" in flat(out)
     assert f"wrote {root / 'report.html'} and {root / 'summary.md'}" in out
+
+
+def test_tolerance_option_changes_the_headline(tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    root = make_sweep(tmp_path / "sweep", optional=False)
+    # 0.55 points admits int8-entropy (75.61, 0.52 below fp32) at 1.60 ms: faster than
+    # int8-percentile's 1.62 ms, but within the estimates' 5 % tie band
+    code, out, err = run(["report", str(root), "--tolerance", "0.55"], capsys)
+    assert code == 0, err
+    assert "Headline config: int8-entropy" in out and "int8-percentile" in out
+    assert "within 0.55 top1 points" in flat(out)
+    code, out, err = run(["report", str(root), "--tolerance", "0.05"], capsys)
+    assert code == 0, err
+    assert "No INT8 config is within 0.05 top1 points of the best (fp32: 76.13)" in flat(out)
+    assert "the most accurate INT8 config, mixed-fp16-head, is −0.13 vs fp32" in flat(out)
+    code, _, err = run(["report", str(root), "--tolerance", "-1"], capsys)
+    assert code == 2 and "--tolerance" in err
 
 
 def test_output_elsewhere_puts_summary_next_to_it(tmp_path: Path,
@@ -65,7 +86,7 @@ def _edited(p: Path, old: str, new: str) -> Path:
     (lambda p: _edited(p, "75.61", "75.6x"),
      ["results.csv: row 4, column accuracy: '75.6x' is not a number"]),
     (lambda p: _edited(p, "75.61", "75,61"),
-     ["results.csv: not a readable CSV file", "Expected 23 fields in line 4, saw 24"]),
+     ["results.csv: not a readable CSV file", "Expected 37 fields in line 4, saw 38"]),
 ])
 def test_bad_input_exits_2_and_writes_nothing(tmp_path: Path, setup, expect: list[str],
                                               capsys: pytest.CaptureFixture[str]) -> None:

@@ -8,9 +8,17 @@ from pathlib import Path
 from typing import Any
 
 COLUMNS = ["config", "method", "accuracy", "agreement", "sqnr_db", "latency_ms_p50",
-           "latency_ms_p99", "throughput", "model_bytes", "backend", "device", "status", "error",
+           "latency_ms_p99", "throughput", "model_bytes", "backend", "device", "latency_source",
+           "latency_target", "cpu_latency_ms_p50", "cpu_latency_ms_p99", "status", "error",
            "metric", "higher_is_better", "latency_ms_p90", "cosine", "int8_layers",
-           "fp16_layers", "fp32_layers", "engine_backend", "engine_bytes", "engine_build_s"]
+           "fp16_layers", "fp32_layers", "engine_backend", "engine_bytes", "engine_build_s",
+           "latency_batch", "latency_repeats", "latency_ms_p50_min", "latency_ms_p50_max",
+           "cpu_latency_ms_p50_min", "cpu_latency_ms_p50_max", "sqnr_tensor",
+           "calibration_warnings", "est_ms_L4", "est_ms_T4"]
+CPU = "CPU: Test CPU (2 cores)"
+CLIP_WARNING = ("entropy calibration clipped 2 tensor(s) to under 25% of their range "
+                "(/stem/act/Relu_output_0: amax 0.15 = 7% of its range, 29.14% of values "
+                "clipped)")
 
 #: (config, method, accuracy, agreement, sqnr, p50, bytes, precision of quantizable layers)
 TOP1_ROWS: list[tuple[str, str, float, float | None, float, float, int, str]] = [
@@ -70,14 +78,22 @@ def _write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> No
             w.writerow({k: ("" if v is None else v) for k, v in row.items()})
 
 
+def _cpu_p50(p50: float, kind: str) -> float:
+    """A CPU timing unlike the GPU one: fake-quant INT8 is slower than FP32 there."""
+    return round(p50 * (9.0 if kind in ("int8", "mixed") else 5.0), 3)
+
+
 def make_sweep(root: Path, *, n_layers: int = 24, metric: str = "top1",
-               optional: bool = True, failed: bool = True) -> Path:
+               optional: bool = True, failed: bool = True, source: str = "estimated") -> Path:
     """Write a sweep directory and return it.
 
     Configs: fp32, fp16, three INT8 methods (percentile has a NaN agreement), a mixed config,
     auto, plus (``failed``) one config that failed and one whose engine build failed.
     ``metric="cer"`` writes a lower-is-better metric (values mirrored: 100 - top1 / 4).
-    ``optional`` adds engine.json, sensitivity.csv and autotune.json.
+    ``optional`` adds engine.json, sensitivity.csv, autotune.json and estimate.json files.
+    ``source="estimated"``: the primary latency is an estimate for an L4 (T4 in an extra
+    column), the CPU columns hold other numbers; ``source="cpu"``: ONNX Runtime on the CPU is
+    all there is (p50 as the table says, a spread of ±2 %).
     """
     root.mkdir(parents=True, exist_ok=True)
     layers = layer_names(n_layers)
@@ -94,13 +110,34 @@ def make_sweep(root: Path, *, n_layers: int = 24, metric: str = "top1",
                "agreement": agree, "sqnr_db": sqnr if sqnr != float("inf") else "inf",
                "latency_ms_p50": p50, "latency_ms_p90": round(p50 * 1.08, 3),
                "latency_ms_p99": round(p50 * 1.25, 3), "throughput": round(32_000 / p50, 1),
-               "model_bytes": nbytes, "backend": "onnxruntime", "device": "cpu",
+               "model_bytes": nbytes, "backend": "onnxruntime", "device": CPU,
+               "latency_batch": 32, "latency_repeats": 5,
+               "latency_ms_p50_min": round(p50 * 0.98, 4), "latency_ms_p50_max":
+               round(p50 * 1.02, 4), "sqnr_tensor": "/head/fc/Gemm_output_0",
+               "calibration_warnings": CLIP_WARNING if method == "entropy" else "",
                "status": "ok", "error": "", "metric": metric,
                "higher_is_better": "false" if lower else "true",
                "cosine": 1.0 if config == "fp32" else round(1 - (100 - (agree or 90)) / 900, 5),
                "int8_layers": counts["int8"], "fp16_layers": counts["fp16"],
                "fp32_layers": counts["fp32"], "engine_backend": "tensorrt-rtx not installed",
                "engine_bytes": None, "engine_build_s": None}
+        cpu_kind = "cpu-fake-quant" if kind in ("int8", "mixed") else "cpu"
+        if source == "estimated":
+            cpu = _cpu_p50(p50, kind)
+            row.update({"latency_source": "estimated", "latency_target": "L4",
+                        "latency_ms_p90": None, "latency_ms_p99": None,
+                        "latency_ms_p50_min": p50, "latency_ms_p50_max": p50,
+                        "cpu_latency_ms_p50": cpu, "cpu_latency_ms_p99": round(cpu * 3, 3),
+                        "cpu_latency_ms_p50_min": round(cpu * 0.95, 3),
+                        "cpu_latency_ms_p50_max": round(cpu * 1.05, 3),
+                        "est_ms_L4": p50, "est_ms_T4": round(p50 * 1.9, 3)})
+        else:
+            row.update({"latency_source": cpu_kind, "latency_target": CPU,
+                        "cpu_latency_ms_p50": p50, "cpu_latency_ms_p99": row["latency_ms_p99"],
+                        "cpu_latency_ms_p50_min": row["latency_ms_p50_min"],
+                        "cpu_latency_ms_p50_max": row["latency_ms_p50_max"]})
+        if optional and source == "estimated" and config in ("fp32", "int8-entropy"):
+            _estimate_file(root / "configs" / config, p50, kind)
         if optional and config == "int8-entropy":
             row.update({"engine_backend": "tensorrt-rtx 1.7.0", "engine_bytes": 7_400_000,
                         "engine_build_s": 12.4})
@@ -113,6 +150,7 @@ def make_sweep(root: Path, *, n_layers: int = 24, metric: str = "top1",
             (folder / "plan.json").write_text(json.dumps(plan, indent=1), encoding="utf-8")
         if method:
             doc["calibration"] = {"method": method, "num_samples": 512,
+                                  "warnings": [CLIP_WARNING] if method == "entropy" else [],
                                   "settings": {"percentile": 99.99} if method == "percentile"
                                   else {"num_bins": 2048} if method == "entropy" else {}}
         (folder / "result.json").write_text(json.dumps(doc, indent=1), encoding="utf-8")
@@ -185,3 +223,24 @@ def _optional(root: Path, layers: list[tuple[str, str]], lower: bool) -> None:
                 "steps": [{"layer": quant[0][0], "accuracy": 75.8, "kept": True},
                           {"layer": quant[1][0], "accuracy": 75.95, "kept": True}]}
     (root / "autotune.json").write_text(json.dumps(autotune, indent=2), encoding="utf-8")
+
+
+def _estimate_file(folder: Path, p50: float, kind: str) -> None:
+    """estimate.json as the sweep writes it (Estimate.to_json() per GPU): 3 kernels."""
+    folder.mkdir(parents=True, exist_ok=True)
+    prec = "int8" if kind == "int8" else "fp32"
+    kernels = [{"name": "/stem/conv/Conv_myl0_1", "type": "correlation", "precision": prec,
+                "ms": round(p50 * 0.5, 4), "onnx_layers": ["/stem/conv/Conv"]},
+               {"name": "__myl_CastMulAdd_myl0_2", "type": "kgen", "precision": "fp32",
+                "ms": round(p50 * 0.3, 4), "onnx_layers": ["/stem/act/Relu"]},
+               {"name": "/head/fc/Gemm_myl0_3", "type": "gemm", "precision": "fp16",
+                "ms": round(p50 * 0.2, 4), "onnx_layers": ["/head/fc/Gemm"]}]
+    by: dict[str, float] = {}
+    for k in kernels:
+        by[k["precision"]] = by.get(k["precision"], 0.0) + k["ms"]
+    docs = [{"gpu": gpu, "latency_ms": round(p50 * f, 4), "by_precision": {
+        k: v * f for k, v in by.items()}, "kernels": kernels, "batch_size": 32,
+        "label": f"estimated, {gpu}, batch 32", "source": "estimated"}
+        for gpu, f in (("L4", 1.0), ("T4", 1.9))]
+    (folder / "estimate.json").write_text(json.dumps({"format": "quantkit-estimates/1",
+                                                      "estimates": docs}), encoding="utf-8")

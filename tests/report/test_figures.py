@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from matplotlib.figure import Figure
 from matplotlib.text import Text
 from sweep_dirs import make_sweep
@@ -32,6 +33,25 @@ def test_accuracy_latency_plots_ok_configs_and_marks_the_front(tmp_path: Path) -
     assert "6 on the Pareto front" in ax.get_title()
     rings = [c for c in ax.collections if c.get_label() == "Pareto front"]
     assert len(rings) == 1 and len(rings[0].get_offsets()) == int(df["pareto"].sum())
+    assert "estimated" in ax.get_xlabel() and "ms per batch" in ax.get_xlabel()
+
+
+def test_noise_bars_instead_of_p99_and_all_inside_the_axes() -> None:
+    """p99 at 30x the median must not run off the chart: only the median's spread is drawn."""
+    df = pd.DataFrame({"config": ["a", "b", "c"], "latency_ms_p50": [1.0, 2.0, 3.0],
+                       "latency_ms_p99": [40.0, 60.0, 90.0], "latency_ms_p50_min": [0.9, 1.8, 3.0],
+                       "latency_ms_p50_max": [1.1, 2.3, 3.0], "accuracy": [70.0, 75.0, 76.0],
+                       "status": "ok", "int8_layers": [3, 3, 0], "fp16_layers": [0, 0, 0],
+                       "latency_source": ["cpu-fake-quant", "cpu-fake-quant", "cpu"]})
+    fig = figures.accuracy_latency(df, source="cpu / cpu-fake-quant, CPU, batch 8")
+    ax = fig.axes[0]
+    lo, hi = ax.get_xlim()
+    drawn = [line.get_xdata() for line in ax.lines if len(line.get_xdata()) == 2
+             and line.get_linestyle() == "-"]
+    # bars for a (0.9-1.1) and b (1.8-2.3); c has no spread; nothing reaches a p99
+    assert sorted((float(x[0]), float(x[1])) for x in drawn) == [(0.9, 1.1), (1.8, 2.3)]
+    assert lo <= 0.9 and hi >= 2.3 and hi < 40.0
+    assert "cpu / cpu-fake-quant, CPU, batch 8" in ax.get_xlabel()
 
 
 def test_point_labels_do_not_overlap(tmp_path: Path) -> None:
@@ -77,15 +97,19 @@ def test_precision_map_60_layers_is_readable(tmp_path: Path) -> None:
 def test_sensitivity_chart(tmp_path: Path) -> None:
     sweep = load_sweep(make_sweep(tmp_path / "s"))
     assert sweep.sensitivity is not None
-    fig = figures.sensitivity(sweep.sensitivity, reference=76.13, metric="top1", top=5)
-    sqnr, drop = fig.axes
+    fig = figures.sensitivity(sweep.sensitivity, metric="top1", top=5, kept="fp32",
+                              all_int8=75.61)
+    sqnr, regained = fig.axes
     assert [t.get_text() for t in sqnr.get_yticklabels()][0] == "/stem/conv/Conv (Conv)"
     assert len(sqnr.patches) == 5
-    assert drop.patches[0].get_width() > drop.patches[-1].get_width() > 0  # ranked
+    # the ranking key: metric with the layer alone in FP32 minus the all-INT8 metric; for the
+    # first layer sweep_dirs writes 75.6 + 2.5 / 5 = 76.1 -> 76.1 - 75.61 = 0.49
+    assert regained.patches[0].get_width() == pytest.approx(76.1 - 75.61, abs=1e-6)
+    assert regained.patches[0].get_width() > regained.patches[-1].get_width() > 0  # ranked
+    assert "in FP32" in regained.get_xlabel() and "ranking key" in regained.get_xlabel()
     assert "top 5 of" in fig._suptitle.get_text()  # type: ignore[union-attr]
-    flat = sweep.sensitivity.assign(metric_int8_only=76.13)
-    assert len(figures.sensitivity(flat, reference=76.13).axes) == 1  # no empty panel
-
+    flat = sweep.sensitivity.assign(metric_fp16_only=75.61)
+    assert len(figures.sensitivity(flat, all_int8=75.61).axes) == 1  # no empty panel
 
 def test_base64_png_and_svg() -> None:
     fig = Figure(figsize=(2, 1))

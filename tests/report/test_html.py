@@ -63,7 +63,8 @@ def test_no_external_references(report: tuple[Path, str]) -> None:
 
 def test_three_inline_images(report: tuple[Path, str]) -> None:
     _, page = report
-    assert page.count('<img src="data:image/png;base64,') == 3  # Pareto, precision, sensitivity
+    # Pareto, where the time goes, precision, sensitivity
+    assert page.count('<img src="data:image/png;base64,') == 4
 
 
 def test_table_rows_failed_rows_and_pareto_markers(report: tuple[Path, str]) -> None:
@@ -82,9 +83,15 @@ def test_table_rows_failed_rows_and_pareto_markers(report: tuple[Path, str]) -> 
     assert "TensorRT-RTX parser: unsupported node /head/fc/Gemm" in page
     row = re.search(r'<tr[^>]*data-config="int8-entropy".*?</tr>', page)
     assert row is not None
-    for cell in ("75.61", "−0.52", "97.8%", "1.60", "2.56×", "6.3 MiB (0.26×)", "32 / 0 / 28",
+    # the L4 estimate is the primary latency; the T4 estimate (x1.9) gets its own column; the
+    # CPU fake-quant timing (x9 in sweep_dirs) is in its own column, labelled
+    for cell in ("75.61", "−0.52", "97.8%", "1.60 (estimated)", "one estimate", "2.56×",
+                 "14.4 (cpu-fake-quant)", "3.04", "6.3 MiB (0.26×)", "32 / 0 / 28",
                  "tensorrt-rtx 1.7.0 (7.1 MiB)"):
         assert f">{cell}<" in row.group(0), cell
+    assert "latency ms (L4, batch 32) (source)" in page and "estimated ms, T4" in page
+    fp32 = re.search(r'<tr[^>]*data-config="fp32".*?</tr>', page)
+    assert fp32 is not None and ">20.5 (cpu)<" in fp32.group(0)
     nan_row = re.search(r'<tr[^>]*data-config="int8-percentile".*?</tr>', page)
     assert nan_row is not None and '<td class="num">—</td>' in nan_row.group(0)
 
@@ -92,7 +99,13 @@ def test_table_rows_failed_rows_and_pareto_markers(report: tuple[Path, str]) -> 
 def test_headline_and_sections(report: tuple[Path, str]) -> None:
     _, page = report
     assert "<title>quantkit report: resnet_tiny.onnx (2025-05-04 10:20 UTC)</title>" in page
-    assert "Best INT8 config: mixed-fp16-head: top1 −0.13 vs fp32 (worse), 2.16× faster" in page
+    assert ("Headline config: int8-percentile: top1 −0.23 vs fp32 (worse), 2.53× faster "
+            "(estimated, L4, batch 32)") in page
+    assert 'id="headline-rule"' in page and "within 0.5 top1 points of the best" in page
+    assert 'id="latency-note"' not in page  # an estimate exists: no CPU-only sentence
+    assert 'id="time"' in page and "__myl_CastMulAdd_myl0_2" in page  # where the time goes
+    assert "entropy calibration clipped 2 tensor(s)" in page  # warnings and calibration
+    assert "compare the tensor /head/fc/Gemm_output_0" in page
     assert "built with TensorRT-RTX 1.7.0 for 1 of 9 configs" in page
     for section in ('id="pareto"', 'id="results"', 'id="precision"', 'id="sensitivity"',
                     'id="autotune"', 'id="calibration"', 'id="engine"', 'id="environment"',
@@ -115,11 +128,38 @@ def test_lower_is_better_sweep(tmp_path: Path) -> None:
     front = pareto_front(df, higher_is_better=False)
     assert [c for c, cls in parsed.rows.items() if "pareto" in cls] == list(df["config"][front])
     # CER = (100 - top1) / 4: the lowest CER is fp32's; mixed-fp16-head is the best INT8
-    assert "Best INT8 config: mixed-fp16-head: cer +0.03 vs fp32 (worse)" in page
+    # every INT8 config is within 0.5 CER points; the fastest (int8-entropy, 1.60 ms) leads,
+    # int8-minmax and int8-percentile are within the estimates' 5 % tie band
+    assert "Headline config: int8-entropy: cer +0.13 vs fp32 (worse)" in page
+    assert "the same latency within noise: int8-minmax, int8-percentile" in page
+    parsed_ties = {c for c, cls in parsed.rows.items() if "tie" in cls.split()}
+    assert parsed_ties == {"int8-minmax", "int8-percentile"}
     assert "lower is better" in page
     assert "TensorRT engine: build failed for 1 config" in page
     assert 'id="sensitivity"' not in page and 'id="autotune"' not in page
     assert "No engine sidecar" in page
+
+
+def test_cpu_only_report_says_so_visibly(tmp_path: Path) -> None:
+    root = make_sweep(tmp_path / "s", source="cpu", optional=False)
+    page = render_html(load_sweep(root))
+    note = re.search(r'<p class="warn" id="latency-note"><strong>(.*?)</strong></p>', page)
+    assert note is not None
+    assert note.group(1).startswith("All latency here is ONNX Runtime on this machine&#x27;s "
+                                    "CPU, not TensorRT")
+    assert ">not compared<" in page and "speed-up" in page
+    assert "faster" not in re.sub(r"<[^>]+>", " ", page).split("Headline rule")[0]
+    assert "the most accurate (then the highest agreement and SQNR)" in page
+
+
+def test_tolerance_from_the_recipe(tmp_path: Path) -> None:
+    root = make_sweep(tmp_path / "s", optional=False)
+    with (root / "recipe.yaml").open("a", encoding="utf-8") as fh:
+        fh.write("report: {tolerance: 0.1}\n")
+    page = render_html(load_sweep(root))
+    # 0.1 points below fp32 (76.13): no INT8 config (mixed-fp16-head is 0.13 below)
+    assert "No INT8 config is within 0.1 top1 points of the best" in page
+    assert "Headline config: int8-percentile" in render_html(load_sweep(root), tolerance=0.5)
 
 
 def test_write_report_outputs(tmp_path: Path) -> None:

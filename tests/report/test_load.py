@@ -82,9 +82,14 @@ def test_minimal_csv_with_only_contract_columns(tmp_path: Path) -> None:
     df = with_derived(sweep)
     assert baseline_config(df) == "fp32"
     assert [config_kind(r) for _, r in df.iterrows()] == ["fp32", "int8"]
+    # such a sweep timed ONNX Runtime on the CPU: its latencies are named for what they are,
+    # and half the FP32 time on a CPU fake-quant run is not called a speed-up
+    assert list(sweep.results["latency_source"]) == ["cpu", "cpu-fake-quant"]
+    assert list(sweep.results["cpu_latency_ms_p50"]) == [2.0, 1.0]
     h = headline(sweep)
     assert h.best == "int8" and h.delta == pytest.approx(-0.5)
-    assert h.speedup == pytest.approx(2.0) and h.size_ratio == pytest.approx(0.3)
+    assert np.isnan(h.speedup) and h.size_ratio == pytest.approx(0.3)
+    assert h.note.startswith("All latency here is ONNX Runtime on this machine's CPU")
     assert h.engine == "not built: install quantkit[rtx]"
 
 
@@ -144,7 +149,10 @@ def test_malformed_json_and_sensitivity_name_the_file(tmp_path: Path) -> None:
 def test_derived_columns(tmp_path: Path) -> None:
     df = with_derived(load_sweep(make_sweep(tmp_path / "s"))).set_index("config")
     assert df.loc["int8-entropy", "delta"] == pytest.approx(75.61 - 76.13)
-    assert df.loc["int8-entropy", "speedup"] == pytest.approx(4.10 / 1.60)
+    assert df.loc["int8-entropy", "speedup"] == pytest.approx(4.10 / 1.60)  # both estimated
+    assert df.loc["int8-entropy", "est_ms_T4"] == pytest.approx(1.60 * 1.9)
+    cpu = with_derived(load_sweep(make_sweep(tmp_path / "c", source="cpu")))
+    assert cpu["speedup"].isna().all()  # CPU timings only: no speed-up anywhere
     assert df.loc["int8-entropy", "size_ratio"] == pytest.approx(6_600_000 / 25_500_000)
     assert df.loc["fp16", "kind"] == "fp16" and df.loc["fp32", "kind"] == "fp32"
     assert df.loc["auto", "kind"] == "int8"
