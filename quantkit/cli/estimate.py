@@ -37,7 +37,8 @@ def render_estimate(est: Estimate, top: int) -> None:
     rows: list[list[Any]] = []
     for k in shown:
         layers = ",".join(k.onnx_layers) if k.onnx_layers else "-"
-        rows.append([k.name, k.precision, f"{k.flops / 1e9:.3f}", f"{k.bytes / 1e6:.3f}",
+        name = f"{k.name} (+{len(k.fused)} fused)" if k.fused else k.name
+        rows.append([name, k.precision, f"{k.flops / 1e9:.3f}", f"{k.bytes / 1e6:.3f}",
                      k.bound, _fmt_ms(k.ms), layers])
     print_table(["kernel", "precision", "GFLOP", "MB", "bound", "time", "onnx layers"], rows,
                 max_width=48)
@@ -75,12 +76,16 @@ def _render_gpus(gpus: list[GPU]) -> None:
               help="Shape per dynamic input, e.g. input:1x3x224x224.")
 @click.option("--top", type=click.IntRange(min=0), default=15, show_default=True,
               help="Show the N slowest kernels (0: all).")
+@click.option("--as-built", is_flag=True,
+              help="Time the kernels exactly as TensorRT-RTX built them (default: fold the "
+                   "separate INT8/FP8 epilogue kernels into their convolution, as TensorRT "
+                   "fuses them).")
 @click.option("--json", "as_json", is_flag=True,
               help="Print JSON (one object for one GPU, a list for several).")
 @click.option("--list-gpus", "show_gpus", is_flag=True,
               help="Print the GPU table with its sources and exit.")
 def estimate_cmd(model: str | None, gpus: str | None, shapes: str | None, top: int,
-                 as_json: bool, show_gpus: bool) -> None:
+                 as_built: bool, as_json: bool, show_gpus: bool) -> None:
     """Estimate the TensorRT latency of MODEL's engine on a GPU you do not have.
 
     MODEL is built with TensorRT-RTX on this machine for the GPU's compute capability (or the
@@ -96,7 +101,13 @@ def estimate_cmd(model: str | None, gpus: str | None, shapes: str | None, top: i
     """
     from quantkit.backends import parse_shapes
     from quantkit.errors import InputError
-    from quantkit.latency import check_model_precisions, estimate_model, get_gpu, list_gpus
+    from quantkit.latency import (
+        EstimateOptions,
+        check_model_precisions,
+        estimate_model,
+        get_gpu,
+        list_gpus,
+    )
 
     if show_gpus:
         if as_json:
@@ -114,7 +125,9 @@ def estimate_cmd(model: str | None, gpus: str | None, shapes: str | None, top: i
     fixed = parse_shapes(shapes, "--shapes")
     for row in rows:
         check_model_precisions(model, row)
-    estimates = [estimate_model(model, row.name, shapes=fixed or None) for row in rows]
+    options = EstimateOptions(fuse_epilogues=not as_built)
+    estimates = [estimate_model(model, row.name, shapes=fixed or None, options=options)
+                 for row in rows]
     if as_json:
         docs = [e.to_json() for e in estimates]
         click.echo(json.dumps(docs[0] if len(docs) == 1 else docs, indent=2))

@@ -37,6 +37,7 @@ from typing import Any
 
 from quantkit.errors import InputError, MissingExtraError, PipelineError
 from quantkit.latency.flops import NodeCost, node_costs
+from quantkit.latency.fusion import Work, fold_epilogues
 from quantkit.latency.gpus import GPU, get_gpu
 from quantkit.latency.model import Estimate, EstimateOptions, KernelEstimate, kernel_seconds
 
@@ -142,29 +143,39 @@ def estimate_from_sidecar(sidecar: Mapping[str, Any], model: str | os.PathLike[s
     opt = _opt_shapes(sidecar)
     used = {name: list(dims) for name, dims in (shapes or {}).items()} or opt
     costs = node_costs(model, used)
-    matrix, vector = _assign(kernels, costs)
+    matrix, vector, matrix_node = _assign(kernels, costs)
+    work = [Work(name=str(k["name"]), type=str(k.get("type", "")),
+                 # a kernel without inputs (it only reads constants) is typed by what it writes
+                 precision=str(k.get("precision") or next(iter(k.get("outputs") or []), "none")),
+                 matrix_flops=matrix[i], vector_flops=vector[i], bytes=_kernel_bytes(k),
+                 onnx_layers=tuple(k.get("onnx_layers") or ()), matrix_node=matrix_node[i])
+            for i, k in enumerate(kernels)]
+    if options.fuse_epilogues:
+        work = fold_epilogues(kernels, work, _DTYPE_BYTES)
     out: list[KernelEstimate] = []
-    for i, k in enumerate(kernels):
-        # a kernel without inputs (it only reads constants) is typed by what it writes
-        precision = str(k.get("precision") or next(iter(k.get("outputs") or []), "none"))
-        peak = row.tensor_peak_tflops(precision, tf32=options.tf32) if matrix[i] > 0 \
+    for w in work:
+        peak = row.tensor_peak_tflops(w.precision, tf32=options.tf32) if w.matrix_flops > 0 \
             else row.fp32_tflops
         if peak is None:
-            raise InputError(_unsupported(row, precision, f"kernel {k['name']}"))
-        nbytes = _kernel_bytes(k)
-        seconds, bound = kernel_seconds(matrix[i], vector[i], nbytes, tensor_tflops=peak,
-                                        vector_tflops=row.fp32_tflops,
+            raise InputError(_unsupported(row, w.precision, f"kernel {w.name}"))
+        seconds, bound = kernel_seconds(w.matrix_flops, w.vector_flops, w.bytes,
+                                        tensor_tflops=peak, vector_tflops=row.fp32_tflops,
                                         bandwidth_gbs=row.bandwidth_gbs, options=options)
         out.append(KernelEstimate(
-            name=str(k["name"]), type=str(k.get("type", "")), precision=precision,
-            flops=matrix[i] + vector[i], matrix_flops=matrix[i], bytes=int(nbytes),
-            ms=seconds * 1e3, bound=bound, onnx_layers=tuple(k.get("onnx_layers") or ())))
+            name=w.name, type=w.type, precision=w.precision,
+            flops=w.matrix_flops + w.vector_flops, matrix_flops=w.matrix_flops,
+            bytes=int(w.bytes), ms=seconds * 1e3, bound=bound, onnx_layers=w.onnx_layers,
+            fused=w.fused))
     by_precision: dict[str, float] = {}
     for ke in out:
         by_precision[ke.precision] = by_precision.get(ke.precision, 0.0) + ke.ms
     builder = sidecar.get("builder") or {}
     targets = builder.get("compute_capabilities", "default")
     target = ",".join(targets) if isinstance(targets, list) else str(targets)
+    folded = sum(len(k.fused) for k in out)
+    if folded:
+        _note += (f"; {folded} INT8/FP8 epilogue kernels folded into their convolution/GEMM as "
+                  "TensorRT fuses them (TensorRT-RTX compiles them separately)")
     return Estimate(
         gpu=row.name, latency_ms=sum(k.ms for k in out), by_precision=by_precision,
         kernels=tuple(out), method=_method(row, sidecar, target, options) + _note,
@@ -292,10 +303,15 @@ def _matrix_score(kernel: Mapping[str, Any], node: str) -> int:
 
 
 def _assign(kernels: Sequence[Mapping[str, Any]], costs: Mapping[str, NodeCost]
-            ) -> tuple[list[float], list[float]]:
-    """Matrix and vector FLOPs per kernel, each ONNX node counted in exactly one kernel."""
+            ) -> tuple[list[float], list[float], list[str | None]]:
+    """Matrix and vector FLOPs per kernel, each ONNX node counted in exactly one kernel.
+
+    Returns:
+        Matrix FLOPs, vector FLOPs and the (largest) matrix node of each kernel.
+    """
     matrix = [0.0] * len(kernels)
     vector = [0.0] * len(kernels)
+    largest: list[tuple[float, str | None]] = [(0.0, None)] * len(kernels)
     naming: dict[str, list[int]] = {}
     for i, k in enumerate(kernels):
         for node in k.get("onnx_layers") or []:
@@ -307,6 +323,8 @@ def _assign(kernels: Sequence[Mapping[str, Any]], costs: Mapping[str, NodeCost]
         if cost.matrix_flops > 0:
             best = max(where, key=lambda i: (_matrix_score(kernels[i], node), -i))
             matrix[best] += cost.matrix_flops
+            largest[best] = max(largest[best], (cost.matrix_flops, node),
+                                key=lambda item: item[0])
         if cost.vector_flops > 0:
             vector[where[0]] += cost.vector_flops
-    return matrix, vector
+    return matrix, vector, [node for _, node in largest]

@@ -55,6 +55,9 @@ class EstimateOptions:
             default); False counts it at the CUDA-core FP32 rate.
         opt_level: TensorRT-RTX builder optimisation level for the estimate's build (None: the
             library default).
+        fuse_epilogues: fold the separate epilogue kernel TensorRT-RTX compiles after each
+            INT8/FP8 convolution/GEMM into it, as TensorRT fuses them
+            (:mod:`quantkit.latency.fusion`); False estimates the kernel list as built.
     """
 
     compute_efficiency: float = COMPUTE_EFFICIENCY
@@ -63,6 +66,7 @@ class EstimateOptions:
     launch_s: float = LAUNCH_S
     tf32: bool = True
     opt_level: int | None = None
+    fuse_epilogues: bool = True
 
     def __post_init__(self) -> None:
         from quantkit.errors import InputError
@@ -81,7 +85,8 @@ class EstimateOptions:
         return (f"roofline per kernel, efficiency cap {self.compute_efficiency:.2f} of peak "
                 f"FLOPs and {self.memory_efficiency:.2f} of peak bandwidth, half-efficiency at "
                 f"{self.ramp_s * 1e6:g} us of ideal work, launch cost {self.launch_s * 1e6:g} us "
-                f"per kernel, FP32 matrix math at the {'TF32' if self.tf32 else 'FP32'} rate")
+                f"per kernel, FP32 matrix math at the {'TF32' if self.tf32 else 'FP32'} rate"
+                + ("" if self.fuse_epilogues else ", kernels as TensorRT-RTX built them"))
 
 
 def efficiency(ideal_s: float, cap: float, ramp_s: float) -> float:
@@ -126,6 +131,7 @@ class KernelEstimate:
         ms: estimated time, launch cost included.
         bound: ``"compute"``, ``"memory"`` or ``"empty"``.
         onnx_layers: the ONNX nodes the kernel names.
+        fused: kernels of the build folded into this one (see :mod:`quantkit.latency.fusion`).
     """
 
     name: str
@@ -137,11 +143,13 @@ class KernelEstimate:
     ms: float
     bound: str
     onnx_layers: tuple[str, ...] = ()
+    fused: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """The kernel as a JSON-able dict."""
         doc = asdict(self)
         doc["onnx_layers"] = list(self.onnx_layers)
+        doc["fused"] = list(self.fused)
         return doc
 
 

@@ -122,3 +122,19 @@ def test_build_estimate_gpu(mm: Path, tmp_path: Path, capsys: pytest.CaptureFixt
                           "--estimate-gpu", "H800"], capsys)
     assert code == 2 and "Known GPUs" in err
     assert not (tmp_path / "x.engine").exists() and not (tmp_path / "x.engine.json").exists()
+
+
+def test_as_built_keeps_the_int8_epilogue_kernels(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    model = lm.conv_model(tmp_path / "q.onnx", c=16, k=16, hw=16, qdq=True)
+    base = ["estimate", str(model), "--gpu", "L4", "--shapes", "x:1x16x16x16", "--json"]
+    code, out, err = run(base, capsys)
+    assert code == 0, err
+    fused = json.loads(out)
+    code, out, err = run([*base, "--as-built"], capsys)
+    assert code == 0, err
+    built = json.loads(out)
+    assert len(built["kernels"]) == len(fused["kernels"]) + 1
+    assert any(k["fused"] for k in fused["kernels"]) and not any(k["fused"]
+                                                                 for k in built["kernels"])
+    assert built["latency_ms"] > fused["latency_ms"]

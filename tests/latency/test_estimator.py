@@ -168,3 +168,27 @@ def test_package_import_is_light() -> None:
             "('onnx', 'tensorrt_rtx_bindings', 'torch')]; print(bad); assert not bad")
     subprocess.run([sys.executable, "-c", code], check=True)
     assert math.isfinite(get_gpu("L4").fp32_tflops)
+
+
+def test_int8_epilogue_folded_as_tensorrt_fuses_it(tmp_path: Path) -> None:
+    n, c, k, hw = 2, 64, 64, 56
+    model = lm.conv_model(tmp_path / "q.onnx", c=c, k=k, hw=hw, qdq=True)
+    shapes = {"x": (n, c, hw, hw)}
+    built = estimate_model(model, "L4", shapes=shapes, options=EstimateOptions(
+        fuse_epilogues=False))
+    fused = estimate_model(model, "L4", shapes=shapes)
+    # as built: Quantize kernel, INT8 conv writing FP32, epilogue (scale + bias) kernel
+    assert [x.precision for x in built.kernels] == ["fp32", "int8", "fp32"]
+    quant, conv = fused.kernels
+    assert conv.fused == (built.kernels[2].name,) and quant.fused == ()
+    flops = 2 * n * k * hw * hw * c * 9
+    assert conv.matrix_flops == flops and conv.precision == "int8"
+    # INT8 input and weights, per-channel scale and bias of both kernels (FP32 [1, K, 1, 1]),
+    # the FP32 output of the model; the FP32 accumulator in between is gone
+    nbytes = n * c * hw * hw + k * c * 9 + 4 * k * 4 + n * k * hw * hw * 4
+    assert conv.bytes == nbytes
+    assert conv.ms == pytest.approx(roofline(flops, nbytes, 242.5, 300.0) * 1e3, rel=1e-9)
+    assert quant.ms == pytest.approx(built.kernels[0].ms)
+    assert fused.latency_ms < built.latency_ms - LAUNCH * 1e3
+    assert "1 INT8/FP8 epilogue kernels folded" in fused.method
+    assert "as TensorRT-RTX built them" in built.method
