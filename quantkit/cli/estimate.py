@@ -101,13 +101,7 @@ def estimate_cmd(model: str | None, gpus: str | None, shapes: str | None, top: i
     """
     from quantkit.backends import parse_shapes
     from quantkit.errors import InputError
-    from quantkit.latency import (
-        EstimateOptions,
-        check_model_precisions,
-        estimate_model,
-        get_gpu,
-        list_gpus,
-    )
+    from quantkit.latency import EstimateOptions, estimate_models, list_gpus
 
     if show_gpus:
         if as_json:
@@ -121,13 +115,10 @@ def estimate_cmd(model: str | None, gpus: str | None, shapes: str | None, top: i
     if not names:
         raise InputError("--gpu: name the GPU to estimate for, e.g. --gpu L4 (several: "
                          "--gpu L4,H100); quantkit estimate --list-gpus shows the table.")
-    rows = [get_gpu(name) for name in names]  # every name checked before any build
     fixed = parse_shapes(shapes, "--shapes")
-    for row in rows:
-        check_model_precisions(model, row)
     options = EstimateOptions(fuse_epilogues=not as_built)
-    estimates = [estimate_model(model, row.name, shapes=fixed or None, options=options)
-                 for row in rows]
+    # every GPU name and the model's precisions are checked before the first build
+    estimates = estimate_models(model, names, shapes=fixed or None, options=options)
     if as_json:
         docs = [e.to_json() for e in estimates]
         click.echo(json.dumps(docs[0] if len(docs) == 1 else docs, indent=2))

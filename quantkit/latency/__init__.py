@@ -17,6 +17,7 @@ from quantkit.latency.estimate import (
     estimate_build,
     estimate_from_sidecar,
     estimate_model,
+    estimate_models,
 )
 from quantkit.latency.gpus import GPU, get_gpu, list_gpus
 from quantkit.latency.model import Estimate, EstimateOptions, KernelEstimate
@@ -30,6 +31,7 @@ __all__ = [
     "estimate_build",
     "estimate_from_sidecar",
     "estimate_model",
+    "estimate_models",
     "get_gpu",
     "list_gpus",
 ]

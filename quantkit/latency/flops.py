@@ -64,8 +64,13 @@ class NodeCost:
 
 
 def node_name(node: Any) -> str:
-    """The name the TensorRT ONNX parser gives a node's layers (its name, else its output)."""
-    return str(node.name) if node.name else str(node.output[0] if node.output else "")
+    """The name TensorRT's ONNX parser gives a node: its name, else ``node_of_<first output>``.
+
+    (TensorRT-RTX 1.7.1 names the kernels of unnamed nodes that way in the engine log.)
+    """
+    if node.name:
+        return str(node.name)
+    return f"node_of_{node.output[0]}" if node.output else ""
 
 
 def node_costs(model: str | os.PathLike[str], shapes: Mapping[str, Sequence[int]]

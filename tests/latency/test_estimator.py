@@ -192,3 +192,16 @@ def test_int8_epilogue_folded_as_tensorrt_fuses_it(tmp_path: Path) -> None:
     assert fused.latency_ms < built.latency_ms - LAUNCH * 1e3
     assert "1 INT8/FP8 epilogue kernels folded" in fused.method
     assert "as TensorRT-RTX built them" in built.method
+
+
+def test_unnamed_nodes_are_matched(tmp_path: Path) -> None:
+    import onnx
+
+    path = lm.matmul_model(tmp_path / "named.onnx", k=256, n=512)
+    proto = onnx.load(str(path))
+    for node in proto.graph.node:
+        node.name = ""
+    onnx.save(proto, str(tmp_path / "unnamed.onnx"))
+    est = estimate_model(tmp_path / "unnamed.onnx", "L4", shapes={"x": (1, 32, 256)})
+    assert est.kernels[0].onnx_layers == ("node_of_y",)
+    assert est.kernels[0].matrix_flops == 2 * 32 * 256 * 512
