@@ -169,6 +169,11 @@ def estimate_from_sidecar(sidecar: Mapping[str, Any], model: str | os.PathLike[s
                     "(the same min, opt and max shape).")
     opt = _opt_shapes(sidecar)
     used = {name: list(dims) for name, dims in (shapes or {}).items()} or opt
+    for name, dims in used.items():
+        if name in opt and opt[name] != dims:
+            raise InputError(f"input '{name}': shape {dims} was asked for, but the engine was "
+                             f"built for {opt[name]}; estimate at the built shape or build "
+                             "again for this one.")
     costs = node_costs(model, used)
     matrix, vector, matrix_node = _assign(kernels, costs)
     work = [Work(name=str(k["name"]), type=str(k.get("type", "")),

@@ -142,6 +142,8 @@ def test_estimate_from_sidecar_matches_and_rejects_dynamic(models: dict[str, Pat
                                         max_shapes={"x": (4, 64, 256)}))
     with pytest.raises(InputError, match="dynamic dimensions"):
         estimate_from_sidecar(ranged.sidecar, models["mm"], "A100")
+    with pytest.raises(InputError, match=r"built for \[2, 64, 256\]"):
+        estimate_from_sidecar(built.sidecar, models["mm"], "A100", {"x": (4, 64, 256)})
 
 
 def test_options_change_the_result_as_the_formula_says(models: dict[str, Path]) -> None:
