@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import click
 
 from quantkit.cli.options import build_data_options, data_options
-from quantkit.cli.render import print_table
+from quantkit.cli.render import CPU_NOTE, print_table
 
 
 @click.command("eval")
@@ -22,13 +23,23 @@ from quantkit.cli.render import print_table
 @click.option("--backend", type=click.Choice(["onnxruntime"]), default="onnxruntime",
               show_default=True, help="Runtime (TensorRT engines: see docs/backends.md).")
 @click.option("--iterations", type=int, default=30, show_default=True,
-              help="Timed latency runs (0 to skip).")
+              help="Timed latency runs per round (0 to skip).")
+@click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Timing rounds; the range of their medians shows the run-to-run noise.")
+@click.option("--engine", type=click.Path(dir_okay=False), default=None,
+              help="A TensorRT / TensorRT-RTX engine built from MODEL: time it on this "
+                   "machine's GPU (measured latency). Needs a GPU.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def eval_cmd(model: str, data: str, batch_size: int, max_samples: int | None, seed: int | None,
              preprocess_file: str | None, columns: tuple[str, ...], streaming: bool,
              labels: str | None, reference: str | None, metric: str | None,
-             output_name: str | None, backend: str, iterations: int, as_json: bool) -> None:
-    """Evaluate MODEL: task accuracy, agreement with --reference, latency p50/p90/p99.
+             output_name: str | None, backend: str, iterations: int, repeats: int,
+             engine: str | None, as_json: bool) -> None:
+    """Evaluate MODEL: task accuracy, agreement with --reference, latency.
+
+    Latency is per inference of one batch of --batch-size samples (and per sample), with
+    its source: ONNX Runtime on this CPU (cpu, or cpu-fake-quant for a Q/DQ model: fake
+    quantisation in float, not a TensorRT speed), or the --engine measured on the GPU.
 
     \b
     Examples:
@@ -43,12 +54,44 @@ def eval_cmd(model: str, data: str, batch_size: int, max_samples: int | None, se
         model, data, labels=load_labels(labels, text=text) if labels else None,
         reference=reference,
         metric=metric, output=output_name, batch_size=batch_size, max_samples=max_samples,
-        latency_iterations=iterations,
+        latency_iterations=iterations, latency_repeats=repeats, engine=engine,
         data_options=build_data_options(preprocess_file, columns, streaming, seed))
     if as_json:
         click.echo(json.dumps(res.to_dict(), indent=2, default=str))
         return
-    row = res.as_row()
-    rows = [(k, f"{v:.4g}" if isinstance(v, float) else v) for k, v in row.items()
-            if v is not None]
-    print_table(["measure", "value"], rows)
+    print_table(["measure", "value"], _rows(res.as_row()))
+    if res.as_row().get("latency_source") == "cpu-fake-quant" or (
+            res.cpu_latency is not None and res.latency_source == "measured"):
+        click.echo(CPU_NOTE)
+
+
+def _fmt(v: object) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def _rows(row: dict[str, Any]) -> list[tuple[str, str]]:
+    """The table: latency rows say per batch of how many samples, per sample, and the source."""
+    from quantkit.evaluate.latency import latency_label
+
+    batch = row.get("latency_batch")
+    names = {"latency_ms_p50": f"latency p50 ms (per batch of {batch})",
+             "latency_ms_p90": f"latency p90 ms (per batch of {batch})",
+             "latency_ms_p99": f"latency p99 ms (per batch of {batch})",
+             "latency_ms_p50_min": "latency p50 ms, lowest round",
+             "latency_ms_p50_max": "latency p50 ms, highest round",
+             "latency_ms_per_sample": "latency p50 ms per sample",
+             "throughput": "throughput samples/s",
+             "cpu_latency_ms_p50": f"ONNX Runtime CPU p50 ms (per batch of {batch})",
+             "cpu_latency_ms_p99": f"ONNX Runtime CPU p99 ms (per batch of {batch})",
+             "sqnr_tensor": "tensor compared (agreement, cosine, SQNR)",
+             "latency_source": "latency source"}
+    out = []
+    for key, value in row.items():
+        if value is None or key in ("latency_batch", "latency_target"):
+            continue
+        if key.startswith("cpu_") and row.get("latency_source") != "measured":
+            continue  # the same numbers as the latency rows
+        if key == "latency_source":
+            value = latency_label(str(value), row.get("latency_target"), batch)
+        out.append((names.get(key, key), _fmt(value)))
+    return out

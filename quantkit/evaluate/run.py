@@ -13,12 +13,20 @@ import numpy as np
 
 from quantkit.backends.base import LatencyStats
 from quantkit.errors import InputError, PipelineError
+from quantkit.evaluate.compare import compared_tensor, with_output
+from quantkit.evaluate.latency import cpu_source, measure
 from quantkit.evaluate.metrics import Agreement, AgreementResult, create_metric
 
 
 @dataclass
 class EvalResult:
-    """What :func:`evaluate_model` measured."""
+    """What :func:`evaluate_model` measured.
+
+    ``latency`` is the primary latency (``latency_source`` on ``latency_target``): an engine
+    measured on a GPU when one was given, else ONNX Runtime on the CPU, which is also kept in
+    ``cpu_latency`` (``cpu-fake-quant`` for a Q/DQ model: fake quantisation in float, not a
+    TensorRT speed). Each is per inference of one batch of ``latency.batch_size`` samples.
+    """
 
     model: str
     samples: int
@@ -28,20 +36,33 @@ class EvalResult:
     latency: LatencyStats | None = None
     model_bytes: int = 0
     environment: dict[str, Any] = field(default_factory=dict)
+    sqnr_tensor: str | None = None
+    latency_source: str | None = None
+    latency_target: str | None = None
+    cpu_latency: LatencyStats | None = None
 
     def as_row(self) -> dict[str, Any]:
         """Flat dict with the results.csv column names (CLI.md, ``quantkit sweep``)."""
-        a, lat = self.agreement, self.latency
+        a, lat, cpu = self.agreement, self.latency, self.cpu_latency
         return {
             "metric": self.metric, "accuracy": self.accuracy,
             "agreement": a.top1_agreement if a else None,
             "cosine": a.mean_cosine if a else None,
             "sqnr_db": a.sqnr_db if a else None,
             "max_abs_error": a.max_abs_error if a else None,
+            "sqnr_tensor": self.sqnr_tensor if a else None,
             "latency_ms_p50": lat.p50_ms if lat else None,
             "latency_ms_p90": lat.p90_ms if lat else None,
             "latency_ms_p99": lat.p99_ms if lat else None,
+            "latency_ms_p50_min": lat.p50_min_ms if lat else None,
+            "latency_ms_p50_max": lat.p50_max_ms if lat else None,
+            "latency_batch": lat.batch_size if lat else None,
+            "latency_ms_per_sample": lat.per_sample_ms if lat else None,
             "throughput": lat.throughput if lat else None,
+            "latency_source": self.latency_source if lat else None,
+            "latency_target": self.latency_target if lat else None,
+            "cpu_latency_ms_p50": cpu.p50_ms if cpu else None,
+            "cpu_latency_ms_p99": cpu.p99_ms if cpu else None,
             "model_bytes": self.model_bytes,
             "backend": self.environment.get("backend"),
             "device": self.environment.get("device"),
@@ -51,8 +72,10 @@ class EvalResult:
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form."""
         out = asdict(self)
-        if self.latency is not None:
-            out["latency"] = self.latency.to_json()
+        for key in ("latency", "cpu_latency"):
+            stats = getattr(self, key)
+            if stats is not None:
+                out[key] = stats.to_json()
         return out
 
 
@@ -123,8 +146,9 @@ def evaluate_model(model: str | os.PathLike[str], data: Any, *,
                    metric: str | None = None, output: str | None = None,
                    batch_size: int = 32, max_samples: int | None = None,
                    latency_iterations: int = 30, latency_warmup: int = 5,
-                   threads: int | None = None,
-                   data_options: dict[str, Any] | None = None) -> EvalResult:
+                   latency_repeats: int = 3, threads: int | None = None,
+                   data_options: dict[str, Any] | None = None,
+                   engine: str | os.PathLike[str] | None = None) -> EvalResult:
     """Accuracy, agreement with ``reference`` and latency of an ONNX model on ONNX Runtime.
 
     Args:
@@ -136,10 +160,16 @@ def evaluate_model(model: str | os.PathLike[str], data: Any, *,
         output: which model output the metrics use (default: the first).
         batch_size: samples per batch (also the latency batch).
         max_samples: evaluate at most this many samples.
-        latency_iterations: timed runs for latency (0 to skip).
+        latency_iterations: timed runs per round for latency (0 to skip).
         latency_warmup: untimed runs before timing.
+        latency_repeats: timing rounds (their medians' range is the run-to-run noise).
         threads: ONNX Runtime intra-op threads.
         data_options: extra options for ``open_source``.
+        engine: a TensorRT / TensorRT-RTX engine built from ``model``, timed on this
+            machine's GPU with CUDA events (``measured`` latency, on the first batch).
+
+    Agreement, cosine and SQNR compare the tensor :func:`quantkit.evaluate.compare.
+    compared_tensor` names (the logits under a Softmax output), as ``quantkit sweep`` does.
     """
     from quantkit.backends.onnxruntime import OrtRunner
     from quantkit.data import open_source
@@ -147,13 +177,18 @@ def evaluate_model(model: str | os.PathLike[str], data: Any, *,
     from quantkit.model import input_specs, load_model
 
     check_batch_args(batch_size, max_samples)
-    specs = input_specs(load_model(model, load_external_data=False))
+    proto = load_model(model, load_external_data=False)
+    specs = input_specs(proto)
+    has_qdq = any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in proto.graph.node)
     runner = OrtRunner(model, threads=threads)
-    ref_runner = OrtRunner(reference, threads=threads) if reference is not None else None
     out_name = output or runner.output_names[0]
     if out_name not in runner.output_names:
         raise InputError(f"--output {out_name}: the model's outputs are "
                          f"{', '.join(runner.output_names)}.")
+    compare = compared_tensor(reference, out_name) if reference is not None else out_name
+    scored = _Scored(model, out_name, compare, threads)
+    ref_runner = _Scored(reference, out_name, compare, threads) if reference is not None \
+        else None
     task = create_metric(metric or "top1") if (labels is not None or metric) else None
     if task is not None:
         task.bind_model(reference if reference is not None else model)
@@ -162,7 +197,7 @@ def evaluate_model(model: str | os.PathLike[str], data: Any, *,
     seen = 0
     first: dict[str, np.ndarray] | None = None
     for batch in source.batches(batch_size, max_samples):
-        out = runner.infer(batch)[out_name]
+        out, cmp = scored.run(batch)
         n = len(out)
         if first is None:
             first = batch
@@ -174,7 +209,7 @@ def evaluate_model(model: str | os.PathLike[str], data: Any, *,
                                  f"samples (at least {seen + n}); give one label per sample.")
             task.update(out, labels[seen: seen + n])
         if agree is not None and ref_runner is not None:
-            agree.update(out, ref_runner.infer(batch)[out_name])
+            agree.update(cmp, ref_runner.run(batch)[1])
         seen += n
     if seen == 0:
         raise InputError(f"data {getattr(source, 'description', data)}: contains no samples.")
@@ -185,13 +220,61 @@ def evaluate_model(model: str | os.PathLike[str], data: Any, *,
     if accuracy is not None and math.isnan(accuracy):
         raise PipelineError(f"metric {task.name if task else '?'} returned NaN; check the "
                             "metric and the labels.")
-    latency = None
+    cpu = latency = None
+    desc = runner.describe()
+    lat_source, target = cpu_source(has_qdq), str(desc["device"])
     if latency_iterations > 0 and first is not None:
-        latency = runner.latency(first, warmup=latency_warmup, iterations=latency_iterations)
+        feed = first
+        cpu = latency = measure(lambda: runner.infer(feed),
+                                batch_size=len(next(iter(feed.values()))),
+                                warmup=latency_warmup, iterations=latency_iterations,
+                                repeats=latency_repeats)
+        if engine is not None:
+            timed = _measured(engine, feed, latency_warmup, latency_iterations, latency_repeats)
+            latency, lat_source, target = timed.stats, "measured", timed.gpu
     size = Path(model).stat().st_size
     data_file = Path(f"{model}.data")
     if data_file.exists():
         size += data_file.stat().st_size
     return EvalResult(str(model), seen, task.name if task else None, accuracy,
                       agree.result() if agree else None, latency, size,
-                      environment(runner.describe()))
+                      environment(desc), compare, lat_source, target, cpu)
+
+
+class _Scored:
+    """A model's scored output and compared tensor per batch (one ONNX Runtime session)."""
+
+    def __init__(self, model: str | os.PathLike[str], output: str, compare: str,
+                 threads: int | None) -> None:
+        from quantkit._ort import session
+
+        self.names = [output] if compare == output else [output, compare]
+        payload: str | bytes = str(model) if compare == output else with_output(model, compare)
+        try:
+            self._session = session(payload, threads=threads)
+        except Exception as err:
+            raise InputError(f"{model}: ONNX Runtime cannot load the model: {err}") from err
+        self._inputs = [i.name for i in self._session.get_inputs()]
+
+    def run(self, batch: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        try:
+            res = self._session.run(self.names, {n: batch[n] for n in self._inputs})
+        except Exception as err:
+            raise PipelineError(f"ONNX Runtime failed: {err}") from err
+        return res[0], res[-1]
+
+
+def _measured(engine: str | os.PathLike[str], feed: dict[str, np.ndarray], warmup: int,
+              iterations: int, repeats: int) -> Any:
+    from quantkit.backends.runner import measure_engine
+
+    if not Path(engine).is_file():
+        raise InputError(f"engine {engine}: no such file; give an engine built from the model "
+                         "(quantkit build).")
+    timed = measure_engine(engine, feed, warmup=warmup, iterations=iterations,
+                           repeats=repeats)
+    if timed is None:
+        raise InputError(f"engine {engine}: measured latency needs an NVIDIA GPU with its "
+                         "driver and pycuda or cuda-python; none was found here. Leave the "
+                         "engine out to time the model on ONNX Runtime.")
+    return timed

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from quantkit.errors import InputError, PipelineError
+from quantkit.evaluate.compare import compared_tensor, with_output
 from quantkit.evaluate.metrics import Agreement, Metric, create_metric
 
 
@@ -75,7 +76,7 @@ class Evaluator:
         if self.output not in ref.output_names:
             raise InputError(f"output {self.output!r}: the model's outputs are "
                              f"{', '.join(ref.output_names)}.")
-        self.compare = _pre_softmax(reference_model, self.output)
+        self.compare = compared_tensor(reference_model, self.output)
         outs = self.outputs(reference_model, count=False)
         self.reference = [o[1] for o in outs]
         self.higher_is_better = (self._metric_proto.higher_is_better
@@ -94,7 +95,7 @@ class Evaluator:
 
         names = [self.output] if self.compare == self.output else [self.output, self.compare]
         payload = model if self.compare == self.output and isinstance(model, (str, bytes)) \
-            else _with_output(model, self.compare)
+            else with_output(model, self.compare)
         try:
             sess = session(payload, providers=["CPUExecutionProvider"], threads=self.threads)
             runs = [sess.run(names, b) for b in self.batches]
@@ -145,33 +146,3 @@ class Evaluator:
         """Accuracy drop in points (positive = worse), respecting the metric's direction."""
         d = reference.accuracy - candidate.accuracy
         return d if self.higher_is_better else -d
-
-
-def _load(model: str | bytes | Any) -> Any:
-    import onnx
-
-    if isinstance(model, str):
-        return onnx.load(model)
-    if isinstance(model, bytes):
-        return onnx.load_from_string(model)
-    return model
-
-
-def _pre_softmax(model: str, output: str) -> str:
-    """The Softmax input if ``output`` is produced by a Softmax, else ``output``."""
-    graph = _load(model).graph
-    for node in graph.node:
-        if output in node.output and node.op_type == "Softmax":
-            return str(node.input[0])
-    return output
-
-
-def _with_output(model: str | bytes | Any, tensor: str) -> bytes:
-    """Serialized ``model`` with ``tensor`` exposed as an extra graph output."""
-    import onnx
-
-    m = onnx.ModelProto()
-    m.CopyFrom(_load(model))
-    if tensor not in {o.name for o in m.graph.output}:
-        m.graph.output.append(onnx.ValueInfoProto(name=tensor))
-    return bytes(m.SerializeToString())

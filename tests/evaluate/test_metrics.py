@@ -79,6 +79,21 @@ def test_latency_summary_percentiles() -> None:
     assert len(calls) == 13 and stats.iterations == 10
 
 
+def test_latency_rounds_give_the_median_and_its_spread() -> None:
+    # three rounds: medians 2, 11 and 4 -> p50 = median of medians = 4, spread 2..11;
+    # p99 pools the nine runs
+    rounds = [[1.0, 2.0, 3.0], [10.0, 11.0, 12.0], [4.0, 4.0, 5.0]]
+    s = LatencyStats.from_repeats(rounds, warmup=1, batch_size=4)
+    assert (s.p50_ms, s.p50_min_ms, s.p50_max_ms, s.repeats) == (4.0, 2.0, 11.0, 3)
+    assert s.iterations == 9 and s.per_sample_ms == 1.0
+    assert s.p99_ms == pytest.approx(np.percentile(np.array(rounds).ravel(), 99))
+    assert s.mean_ms == pytest.approx(np.mean(rounds))
+    calls = []
+    timed = measure(lambda: calls.append(1), batch_size=2, warmup=2, iterations=5, repeats=3)
+    assert len(calls) == 2 + 15 and timed.repeats == 3 and timed.iterations == 15
+    assert timed.p50_min_ms <= timed.p50_ms <= timed.p50_max_ms  # type: ignore[operator]
+
+
 def test_layer_sqnr_orders_int8_below_fp16(tmp_path: Path) -> None:
     path = small_cnn(tmp_path / "m.onnx")
     x = np.random.default_rng(0).standard_normal((16, 3, 8, 8)).astype(np.float32)

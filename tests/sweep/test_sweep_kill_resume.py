@@ -37,7 +37,9 @@ configs:
 latency: {iterations: 2, warmup: 1, batch_size: 1}
 """
 
-TIMING = {"latency_ms_p50", "latency_ms_p90", "latency_ms_p99", "throughput", "engine_build_s"}
+TIMING = {"latency_ms_p50", "latency_ms_p90", "latency_ms_p99", "throughput", "engine_build_s",
+          "latency_ms_p50_min", "latency_ms_p50_max", "cpu_latency_ms_p50", "cpu_latency_ms_p99",
+          "cpu_latency_ms_p50_min", "cpu_latency_ms_p50_max"}
 
 
 def _recipe(folder: Path) -> Path:
