@@ -37,6 +37,34 @@ def test_demo_runs_the_pipeline(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert fp32 > 90  # a trained network, evaluated on held-out digits
     assert fp32 - float(rows["auto"]["accuracy"]) <= 0.5 + 1e-9
     assert "results:" in out and "int8-entropy" in out
+    # every latency names its source; CPU timings of INT8 are fake quantisation, said once
+    assert "latency source" in out and "CPU p50 ms/batch" in out
+    assert "(cpu-fake-quant)" in out and "says nothing about a TensorRT engine's speed" in out
+    for r in rows.values():
+        assert r["latency_batch"] == "100" and float(r["cpu_latency_ms_p50"]) > 0
+    int8 = [c for c in rows if c.startswith(("int8", "mixed", "auto"))]
+    # entropy calibration clips the demo's activations: the warning reaches the results
+    assert "entropy calibration clipped" in rows["int8-entropy"]["calibration_warnings"]
+    assert rows["int8-percentile"]["calibration_warnings"] == ""
+    summary = (tmp_path / "demo" / "results" / "summary.md").read_text(encoding="utf-8")
+    assert "Headline rule: " in summary and "within 0.5 top1 points of the best" in summary
+    assert "calibration of `int8-entropy`, `auto`: entropy calibration clipped" in summary
+    if rows["fp32"]["engine_bytes"]:  # TensorRT-RTX installed: estimated TensorRT latency
+        for name, r in rows.items():
+            assert (r["latency_source"], r["latency_target"]) == ("estimated", "H100-SXM"), name
+            assert float(r["est_ms_Jetson-Orin-Nano"]) > float(r["est_ms_H100-SXM"]) > 0
+        est = {c: float(r["latency_ms_p50"]) for c, r in rows.items()}
+        assert est["int8-percentile"] < est["fp16"] < est["fp32"]  # all-INT8 < FP16 < FP32
+        assert "estimated, H100-SXM, batch 100" in out
+        assert "All latency here is ONNX Runtime" not in summary
+        # the headline is the fastest INT8 config within 0.5 points (by the H100 estimate)
+        ok = [c for c in int8 if fp32 - float(rows[c]["accuracy"]) <= 0.5 + 1e-9]
+        fastest = min(ok, key=lambda c: (float(rows[c]["latency_ms_p50"]),
+                                         -float(rows[c]["accuracy"])))  # equal: more accurate
+        assert f"Headline config: `{fastest}`" in summary
+    else:
+        assert {r["latency_source"] for r in rows.values()} == {"cpu", "cpu-fake-quant"}
+        assert "All latency here is ONNX Runtime on this machine's CPU" in summary
 
 
 def test_demo_refuses_a_non_empty_folder(tmp_path: Path,
