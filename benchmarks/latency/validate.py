@@ -296,7 +296,24 @@ def environment() -> dict[str, str]:
             env[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             env[pkg] = "not installed"
+    env["quantkit commit"] = _git_state()
     return env
+
+
+def _git_state() -> str:
+    """The checkout's commit, and whether the estimator's code differs from it."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
+                              check=False).stdout.strip()
+
+    head = git("rev-parse", "--short", "HEAD")
+    if not head:
+        return "unknown (not a git checkout)"
+    dirty = git("status", "--porcelain", "--", "quantkit/latency", "quantkit/backends")
+    return head + (" with uncommitted changes in quantkit/latency or quantkit/backends"
+                   if dirty else "")
 
 
 def render(results: list[Result], sources: dict[str, Any], command: str) -> str:

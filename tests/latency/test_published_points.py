@@ -77,6 +77,7 @@ def test_published_figures_convert_to_ms_per_batch() -> None:
     ("yolo11n", 2.624, 0.01),
     ("yolo11s", 9.458, 0.01),
     ("yolo11m", 20.114, 0.01),
+    ("yolov7", 36.9, 0.01),  # YOLOv7 paper, Table 1 (deployed, RepConv fused)
     ("bert_base", 110.0, 0.02),  # paper's 110M includes the 0.6M pooler we leave out
 ])
 def test_builders_match_the_reference_parameter_counts(name, published_m, tol) -> None:
