@@ -208,8 +208,11 @@ def _compute_precision(inputs: Sequence[trt.ITensor | None], producers: dict[str
 _KERNEL = re.compile(
     r"^Name: (?P<name>.*?), LayerType: (?P<type>[^,]*), Inputs: \[(?P<inputs>.*?)\], "
     r"Constants: \[(?P<constants>.*?)\], Outputs: \[(?P<outputs>.*?)\], "
-    r"TacticName: (?P<tactic>.*?), StreamId: (?P<stream>-?\d+), Metadata: ?(?P<meta>.*)$"
+    r"TacticName: (?P<tactic>.*?), StreamId: (?P<stream>-?\d+)(?P<extra>(?:, \w+: [^,]*)*?), "
+    r"Metadata: ?(?P<meta>.*)$"
 )
+# multi-stream engines add ``EventId: N`` to their signal/wait entries (TensorRT-RTX 1.7.1)
+_EVENT = re.compile(r"EventId: (-?\d+)")
 _DATATYPE = re.compile(r"Datatype: (\w+)")
 _ENTRY = re.compile(r"\{(.*?)\}")
 _DIMENSIONS = re.compile(r"Dimensions: \[([-\d,\s]*)\]")
@@ -233,6 +236,11 @@ def _log_dims(text: str) -> list[list[int] | None]:
     return out
 
 
+def _event(extra: str) -> int | None:
+    found = _EVENT.search(extra or "")
+    return int(found[1]) if found else None
+
+
 def parse_engine_log(messages: Iterable[str]) -> list[dict[str, Any]] | None:
     """Read the per-kernel table the builder logs after ``Layers:`` (VERBOSE, DETAILED).
 
@@ -241,8 +249,10 @@ def parse_engine_log(messages: Iterable[str]) -> list[dict[str, Any]] | None:
 
     Returns:
         One entry per kernel (``name``, ``type``, ``tactic``, ``precision``, ``inputs``,
-        ``constants``, ``outputs``, ``onnx_layers``, and ``input_dims`` / ``constant_dims`` /
-        ``output_dims``: each tensor's dimensions or None), or None when there is no such table
+        ``constants``, ``outputs``, ``onnx_layers``, ``stream``, ``event`` (the event id of a
+        ``signal``/``wait`` entry of a multi-stream engine, else None), and ``input_dims`` /
+        ``constant_dims`` / ``output_dims``: each tensor's dimensions or None), or None when
+        there is no such table
         or any of its lines has an unexpected format (it is not a stable API).
     """
     lines = [line for msg in messages for line in msg.splitlines()]
@@ -264,6 +274,7 @@ def parse_engine_log(messages: Iterable[str]) -> list[dict[str, Any]] | None:
             "precision": inputs[0] if inputs else None, "inputs": inputs,
             "constants": _log_dtypes(m["constants"]), "outputs": _log_dtypes(m["outputs"]),
             "onnx_layers": split_metadata(m["meta"]),
+            "stream": int(m["stream"]), "event": _event(m["extra"]),
             # tensor dimensions, parallel to inputs/constants/outputs (for latency estimates)
             "input_dims": _log_dims(m["inputs"]), "constant_dims": _log_dims(m["constants"]),
             "output_dims": _log_dims(m["outputs"]),

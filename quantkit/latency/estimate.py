@@ -10,7 +10,9 @@ output tensors (dimensions and data types) and the ONNX nodes it implements
   layer's Quantize, a myelin fusion of many element-wise nodes, a fused attention) therefore
   counts only its external tensors; intermediates that stay on chip cost nothing. Weights are
   listed once per kernel that uses them.
-* **FLOPs** come from the ONNX nodes the kernel names (:mod:`quantkit.latency.flops`). A node
+* **FLOPs** come from the ONNX nodes the kernel names (:mod:`quantkit.latency.flops`); a
+  GEMM/convolution kernel that names none gets them from its own weight and output dimensions
+  (:func:`_weight_flops`). A node
   named by several kernels is counted once: a convolution/matrix node in the kernel that runs
   it (the kernel named after it, else a GEMM/convolution/attention kernel, else the first that
   names it; Q/DQ and epilogue kernels also name the conv whose output they rescale), any other
@@ -20,7 +22,8 @@ output tensors (dimensions and data types) and the ONNX nodes it implements
   matrix FLOPs run at that precision's tensor peak, element-wise FLOPs at the FP32 CUDA-core
   peak; time from :func:`quantkit.latency.model.kernel_seconds`.
 
-The engine latency is the sum over kernels (one stream, no overlap).
+The engine latency is the sum over kernels along the engine's streams
+(:func:`quantkit.latency.model.timeline_seconds`; one stream: the plain sum).
 """
 
 from __future__ import annotations
@@ -39,7 +42,13 @@ from quantkit.errors import InputError, MissingExtraError, PipelineError
 from quantkit.latency.flops import NodeCost, node_costs
 from quantkit.latency.fusion import Work, fold_epilogues
 from quantkit.latency.gpus import GPU, get_gpu
-from quantkit.latency.model import Estimate, EstimateOptions, KernelEstimate, kernel_seconds
+from quantkit.latency.model import (
+    Estimate,
+    EstimateOptions,
+    KernelEstimate,
+    kernel_seconds,
+    timeline_seconds,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -176,11 +185,15 @@ def estimate_from_sidecar(sidecar: Mapping[str, Any], model: str | os.PathLike[s
                              "again for this one.")
     costs = node_costs(model, used)
     matrix, vector, matrix_node = _assign(kernels, costs)
+    for i, k in enumerate(kernels):
+        if matrix[i] == 0:  # a GEMM/conv kernel whose metadata names no matrix node
+            matrix[i] = _weight_flops(k)
     work = [Work(name=str(k["name"]), type=str(k.get("type", "")),
                  # a kernel without inputs (it only reads constants) is typed by what it writes
                  precision=str(k.get("precision") or next(iter(k.get("outputs") or []), "none")),
                  matrix_flops=matrix[i], vector_flops=vector[i], bytes=_kernel_bytes(k),
-                 onnx_layers=tuple(k.get("onnx_layers") or ()), matrix_node=matrix_node[i])
+                 onnx_layers=tuple(k.get("onnx_layers") or ()), matrix_node=matrix_node[i],
+                 stream=int(k.get("stream") or 0), event=k.get("event"))
             for i, k in enumerate(kernels)]
     if options.fuse_epilogues:
         work = fold_epilogues(kernels, work, _DTYPE_BYTES)
@@ -197,10 +210,11 @@ def estimate_from_sidecar(sidecar: Mapping[str, Any], model: str | os.PathLike[s
             name=w.name, type=w.type, precision=w.precision,
             flops=w.matrix_flops + w.vector_flops, matrix_flops=w.matrix_flops,
             bytes=int(w.bytes), ms=seconds * 1e3, bound=bound, onnx_layers=w.onnx_layers,
-            fused=w.fused))
+            fused=w.fused, stream=w.stream, event=w.event))
     by_precision: dict[str, float] = {}
     for ke in out:
-        by_precision[ke.precision] = by_precision.get(ke.precision, 0.0) + ke.ms
+        if ke.bound != "empty":  # signal/wait entries and host-side shape calls take no time
+            by_precision[ke.precision] = by_precision.get(ke.precision, 0.0) + ke.ms
     builder = sidecar.get("builder") or {}
     targets = builder.get("compute_capabilities", "default")
     target = ",".join(targets) if isinstance(targets, list) else str(targets)
@@ -215,10 +229,16 @@ def estimate_from_sidecar(sidecar: Mapping[str, Any], model: str | os.PathLike[s
     if folded:
         _note += (f"; {folded} INT8/FP8 epilogue kernels folded into their convolution/GEMM as "
                   "TensorRT fuses them (TensorRT-RTX compiles them separately)")
+    latency = timeline_seconds([(k.stream, k.type, k.event, k.ms) for k in out])
+    streams = {k.stream for k in out}
+    if len(streams) > 1:
+        _note += (f"; the engine runs kernels on {len(streams)} streams, synchronised by the "
+                  "builder's events: overlapping kernels are assumed not to slow each other")
     return Estimate(
-        gpu=row.name, latency_ms=sum(k.ms for k in out), by_precision=by_precision,
+        gpu=row.name, latency_ms=latency, by_precision=by_precision,
         kernels=tuple(out), method=_method(row, sidecar, target, options) + _note,
-        batch_size=_batch_size(sidecar, used), shapes=used, build_target=target)
+        batch_size=_batch_size(sidecar, used), shapes=used, build_target=target,
+        overlap_ms=max(0.0, sum(k.ms for k in out) - latency))
 
 
 def estimate_build(sidecar: Mapping[str, Any], model: str | os.PathLike[str], gpu: str, *,
@@ -331,12 +351,41 @@ def _kernel_bytes(kernel: Mapping[str, Any]) -> float:
     return total
 
 
+def _is_matrix_kernel(kernel: Mapping[str, Any]) -> bool:
+    return (kernel.get("type") in _MATRIX_KERNEL_TYPES
+            or bool(_MATRIX_KERNEL_NAME.search(str(kernel["name"]))))
+
+
+def _weight_flops(kernel: Mapping[str, Any]) -> float:
+    """FLOPs of a GEMM/convolution kernel from its own tensor dimensions, or 0.
+
+    For kernels whose metadata names no convolution/matrix node although they run one
+    (TensorRT-RTX 1.7.1 logs ``__myl_FcAdd`` kernels with empty metadata, e.g. the last 1x1 conv
+    of a ResNet bottleneck merged with its projection shortcut). With weight ``W`` (the largest
+    constant) and output ``Y``: ``2 * prod(Y) * prod(W) / n_out``, ``n_out`` being the largest
+    dimension of ``W`` that ``Y`` also has (the output features): Conv ``W = (K, C, R, S)``,
+    ``Y = (N, K, P, Q)`` gives ``2 * prod(Y) * C*R*S``.
+    """
+    if not _is_matrix_kernel(kernel):
+        return 0.0
+    weights = [d for d in kernel.get("constant_dims") or [] if d and len(d) >= 2]
+    outputs = kernel.get("output_dims") or []
+    if not weights or not outputs or not outputs[0]:
+        return 0.0
+    w: list[int] = max(weights, key=math.prod)
+    y: list[int] = outputs[0]
+    shared = [d for d in w if d > 1 and d in y]
+    if not shared:
+        return 0.0
+    return 2.0 * math.prod(y) * math.prod(w) / max(shared)
+
+
 def _matrix_score(kernel: Mapping[str, Any], node: str) -> int:
     """How surely ``kernel`` is the one that runs matrix node ``node`` (higher is surer)."""
     name = str(kernel["name"])
     if node in name.rsplit("_myl", 1)[0].split("+"):
         return 3  # named after the node (``/conv1/Conv_myl0_1``, ``v_proj+k_proj+q_proj_myl0_2``)
-    if kernel.get("type") in _MATRIX_KERNEL_TYPES or _MATRIX_KERNEL_NAME.search(name):
+    if _is_matrix_kernel(kernel):
         return 2
     return 1
 

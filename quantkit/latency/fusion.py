@@ -12,8 +12,8 @@ already compiled with their epilogue by TensorRT-RTX.
 A pair is folded when, in engine order,
 
 * the first kernel runs matrix math in ``int8``/``fp8`` and writes a floating-point tensor,
-* the next kernel runs no matrix math, reads a tensor of exactly that type and shape, and names
-  the first kernel's matrix node among its ONNX layers.
+* the next kernel on its stream runs no matrix math, reads a tensor of exactly that type and
+  shape, and names the first kernel's matrix node among its ONNX layers.
 
 The folded kernel keeps the first kernel's name and precision, adds the FLOPs and ONNX layers of
 both, and moves the bytes of both minus the intermediate tensor written and read back.
@@ -43,6 +43,8 @@ class Work:
     onnx_layers: tuple[str, ...]
     matrix_node: str | None = None
     fused: tuple[str, ...] = ()
+    stream: int = 0
+    event: int | None = None
 
 
 def _tensor_bytes(dtype: str, dims: Sequence[int], sizes: Mapping[str, float]) -> float:
@@ -53,29 +55,49 @@ def fold_epilogues(kernels: Sequence[Mapping[str, Any]], work: Sequence[Work],
                    sizes: Mapping[str, float]) -> list[Work]:
     """``work`` (one entry per kernel of ``kernels``) with INT8/FP8 epilogues folded in.
 
+    The epilogue is the next kernel *on the same stream* (multi-stream engines interleave
+    ``signal``/``wait`` entries and other streams' kernels). The folded kernel takes the
+    epilogue's place in the order: it needs everything the epilogue waited for.
+
     Args:
         kernels: the sidecar's ``engine_layers`` entries (types and dims of the tensors).
         work: the per-kernel work, parallel to ``kernels``.
         sizes: bytes per element of each data type.
     """
+    first_of: dict[int, int] = {}  # epilogue index -> matrix kernel index
+    for i in range(len(work)):
+        j = _next_on_stream(kernels, i)
+        if j is not None and j not in first_of and _foldable(kernels[i], work[i], kernels[j],
+                                                             work[j]):
+            first_of[j] = i
+    folded = set(first_of.values())
     out: list[Work] = []
-    i = 0
-    while i < len(work):
-        first = work[i]
-        if i + 1 < len(work) and _foldable(kernels[i], first, kernels[i + 1], work[i + 1]):
-            second = work[i + 1]
-            dtype = kernels[i]["outputs"][0]
-            between = _tensor_bytes(dtype, kernels[i]["output_dims"][0], sizes)
-            layers = first.onnx_layers + tuple(n for n in second.onnx_layers
-                                               if n not in first.onnx_layers)
-            out.append(replace(first, vector_flops=first.vector_flops + second.vector_flops,
-                               bytes=first.bytes + second.bytes - 2 * between,
-                               onnx_layers=layers, fused=(*first.fused, second.name)))
-            i += 2
+    for j, second in enumerate(work):
+        if j in folded:
+            continue  # emitted at its epilogue's place
+        if j not in first_of:
+            out.append(second)
             continue
-        out.append(first)
-        i += 1
+        i = first_of[j]
+        first = work[i]
+        between = _tensor_bytes(kernels[i]["outputs"][0], kernels[i]["output_dims"][0], sizes)
+        layers = first.onnx_layers + tuple(n for n in second.onnx_layers
+                                           if n not in first.onnx_layers)
+        out.append(replace(first, vector_flops=first.vector_flops + second.vector_flops,
+                           bytes=first.bytes + second.bytes - 2 * between, onnx_layers=layers,
+                           fused=(*first.fused, second.name), stream=second.stream))
     return out
+
+
+_SYNC = frozenset({"signal", "wait"})
+
+
+def _next_on_stream(kernels: Sequence[Mapping[str, Any]], i: int) -> int | None:
+    stream = kernels[i].get("stream", 0)
+    for j in range(i + 1, len(kernels)):
+        if kernels[j].get("stream", 0) == stream and kernels[j].get("type") not in _SYNC:
+            return j
+    return None
 
 
 def _foldable(k1: Mapping[str, Any], w1: Work, k2: Mapping[str, Any], w2: Work) -> bool:

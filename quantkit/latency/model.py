@@ -1,6 +1,6 @@
 """The roofline latency model: its constants, options and result types.
 
-A kernel's time on a GPU is
+A kernel's time on a GPU is (the engine's time is :func:`timeline_seconds` of its kernels)
 
     t = max(t_compute, t_memory) + launch
 
@@ -24,6 +24,7 @@ The constants below are the only ones the model has. They are chosen from genera
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -117,6 +118,28 @@ def kernel_seconds(matrix_flops: float, vector_flops: float, nbytes: float, *,
     return max(t_c, t_m) + options.launch_s, bound
 
 
+def timeline_seconds(kernels: Sequence[tuple[int, str, int | None, float]]) -> float:
+    """End-to-end time of kernels on several streams, in engine order.
+
+    Each entry is ``(stream, type, event, seconds)``. A stream runs its kernels one after
+    another; a ``signal`` entry records its stream's time under its event id, a ``wait`` entry
+    holds its stream until that time. The engine is done when its last stream is. Kernels that
+    overlap are assumed not to slow each other (the builder puts small kernels on auxiliary
+    streams, where the GPU has room).
+    """
+    clock: dict[int, float] = {}
+    events: dict[int, float] = {}
+    for stream, kind, event, seconds in kernels:
+        t = clock.get(stream, 0.0)
+        if kind == "wait" and event is not None:
+            t = max(t, events.get(event, 0.0))
+        t += seconds
+        if kind == "signal" and event is not None:
+            events[event] = t
+        clock[stream] = t
+    return max(clock.values(), default=0.0)
+
+
 @dataclass(frozen=True)
 class KernelEstimate:
     """One compiled kernel's estimate.
@@ -132,6 +155,8 @@ class KernelEstimate:
         bound: ``"compute"``, ``"memory"`` or ``"empty"``.
         onnx_layers: the ONNX nodes the kernel names.
         fused: kernels of the build folded into this one (see :mod:`quantkit.latency.fusion`).
+        stream: the stream the engine runs it on (0 unless the builder uses several).
+        event: the event id of a ``signal``/``wait`` entry, else None.
     """
 
     name: str
@@ -144,6 +169,8 @@ class KernelEstimate:
     bound: str
     onnx_layers: tuple[str, ...] = ()
     fused: tuple[str, ...] = ()
+    stream: int = 0
+    event: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The kernel as a JSON-able dict."""
@@ -159,8 +186,10 @@ class Estimate:
 
     Attributes:
         gpu: canonical GPU name.
-        latency_ms: sum of the kernels' times.
-        by_precision: milliseconds per kernel precision.
+        latency_ms: the kernels' times along the engine's streams (their sum when the engine
+            uses one stream).
+        by_precision: kernel milliseconds per kernel precision (their sum exceeds
+            ``latency_ms`` by ``overlap_ms``).
         kernels: per-kernel estimates, in engine order.
         method: how the figure was obtained (build target, constants, efficiency source).
         batch_size: the first dimension of the first input, if it has one.
@@ -168,6 +197,7 @@ class Estimate:
         build_target: the TensorRT-RTX compute capability whose kernel list was used
             (``"default"`` for a portable build).
         source: always ``"estimated"`` (a latency model, not a measurement).
+        overlap_ms: kernel time hidden by running on several streams at once.
     """
 
     gpu: str
@@ -179,6 +209,7 @@ class Estimate:
     shapes: dict[str, list[int]]
     build_target: str = ""
     source: str = field(default="estimated")
+    overlap_ms: float = 0.0
 
     @property
     def label(self) -> str:
@@ -195,4 +226,5 @@ class Estimate:
             "batch_size": self.batch_size,
             "shapes": {name: list(dims) for name, dims in self.shapes.items()},
             "build_target": self.build_target, "source": self.source, "label": self.label,
+            "overlap_ms": self.overlap_ms,
         }

@@ -187,3 +187,33 @@ def conv_chain(path: Path, *, channels: int = 128, hw: int = 28, depth: int = 3,
     nodes.append(helper.make_node("Identity", [x], ["y"], name="out"))
     return _save(nodes, inits, [helper.make_tensor_value_info("x", ft, ["N", channels, hw, hw])],
                  [helper.make_tensor_value_info("y", ft, ["N", channels, hw, hw])], path)
+
+
+def bottleneck(path: Path, *, c: int = 64, mid: int = 32, out: int = 128,
+               dtype: str = "fp16") -> Path:
+    """A ResNet bottleneck with a strided projection shortcut: c1 (1x1) -> c2 (3x3, stride 2)
+    -> c3 (1x1), down (1x1, stride 2) on the input, Add, ReLU."""
+    ft, npt = (F16, np.float16) if dtype == "fp16" else (F32, np.float32)
+    rng = _rng(4)
+    inits: list[onnx.TensorProto] = []
+
+    def conv(name: str, x: str, cin: int, cout: int, k: int, stride: int) -> onnx.NodeProto:
+        w = (rng.standard_normal((cout, cin, k, k)) * 0.05).astype(npt)
+        inits.extend([numpy_helper.from_array(w, f"{name}_w"),
+                      numpy_helper.from_array(np.zeros(cout, npt), f"{name}_b")])
+        return helper.make_node("Conv", [x, f"{name}_w", f"{name}_b"], [f"{name}_y"],
+                                name=name, kernel_shape=[k, k], strides=[stride, stride],
+                                pads=[k // 2] * 4)
+
+    nodes = [
+        conv("c1", "x", c, mid, 1, 1),
+        helper.make_node("Relu", ["c1_y"], ["r1"], name="relu1"),
+        conv("c2", "r1", mid, mid, 3, 2),
+        helper.make_node("Relu", ["c2_y"], ["r2"], name="relu2"),
+        conv("c3", "r2", mid, out, 1, 1),
+        conv("down", "x", c, out, 1, 2),
+        helper.make_node("Add", ["c3_y", "down_y"], ["s"], name="add"),
+        helper.make_node("Relu", ["s"], ["y"], name="relu3"),
+    ]
+    return _save(nodes, inits, [helper.make_tensor_value_info("x", ft, ["N", c, 28, 28])],
+                 [helper.make_tensor_value_info("y", ft, ["N", out, 14, 14])], path)
