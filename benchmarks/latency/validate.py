@@ -124,6 +124,9 @@ class Result:
     by_precision: dict[str, dict[str, float]] = field(default_factory=dict)
     method: str = ""
     error: str = ""
+    #: what-if: INT8 estimate with TensorRT-style fused epilogues (None: not computed)
+    fused_int8_ms: float | None = None
+    fused_epilogues: int = 0
 
     @property
     def ok(self) -> bool:
@@ -143,6 +146,19 @@ class Result:
     @property
     def ratio_error(self) -> float:
         return self.est_ratio / self.pub_ratio - 1.0
+
+    @property
+    def fused_ratio_error(self) -> float | None:
+        """Ratio error with the fused-epilogue what-if INT8 estimate (FP16 unchanged)."""
+        if self.fused_int8_ms is None or not self.ok:
+            return None
+        return (self.fused_int8_ms / self.est_ms["fp16"]) / self.pub_ratio - 1.0
+
+    @property
+    def fused_latency_error(self) -> float | None:
+        if self.fused_int8_ms is None:
+            return None
+        return self.fused_int8_ms / self.point.published_ms("int8") - 1.0
 
 
 # --------------------------------------------------------------------------- models
@@ -203,8 +219,7 @@ def prepare_model(name: str, cache: Path) -> dict[str, Path]:
 
 # --------------------------------------------------------------------------- estimates
 
-
-def estimate_point(point: Point, files: dict[str, Path]) -> Result:
+def estimate_point(point: Point, files: dict[str, Path], whatif: bool = True) -> Result:
     """Estimate the INT8 and FP16 engines of ``point`` at its GPU and shape."""
     import models
 
@@ -226,6 +241,14 @@ def estimate_point(point: Point, files: dict[str, Path]) -> Result:
         res.method = est.method
         logger.info("%s %s: estimated %.3f ms (%s) in %.1f s", point.id, precision,
                     est.latency_ms, est.label, time.perf_counter() - start)
+    if whatif:
+        try:
+            from whatif import fused_int8_estimate
+
+            res.fused_int8_ms, res.fused_epilogues = fused_int8_estimate(
+                files["int8"], point.gpu, shapes, files["int8"].parent)
+        except Exception as err:  # the what-if is a side analysis
+            logger.warning("%s: fused-epilogue what-if failed: %s", point.id, err)
     return res
 
 
@@ -236,11 +259,27 @@ def _pct(x: float) -> str:
     return f"{x * 100:+.0f}%"
 
 
-def summary(results: list[Result]) -> dict[str, Any]:
-    """Median / worst absolute latency and ratio errors of ``results`` (the ok ones)."""
-    ok = [r for r in results if r.ok]
+def summary(results: list[Result], *, fused: bool = False) -> dict[str, Any]:
+    """Median / worst absolute latency and ratio errors of ``results`` (the ok ones).
+
+    ``fused``: use the fused-epilogue what-if for INT8 (points without one are left out).
+    """
+    ok = [r for r in results if r.ok and (not fused or r.fused_int8_ms is not None)]
     if not ok:
         return {"points": 0}
+    if fused:
+        lat = [(abs(e), f"{r.point.id} {p}") for r in ok for p, e in
+               (("int8", r.fused_latency_error), ("fp16", r.latency_error("fp16")))
+               if e is not None]
+        ratio = [(abs(r.fused_ratio_error or 0.0), r.point.id) for r in ok]
+        signed = [e for r in ok for e in (r.fused_latency_error, r.latency_error("fp16"))
+                  if e is not None]
+        return {"points": len(ok),
+                "median_abs_latency_error": statistics.median(e for e, _ in lat),
+                "worst_abs_latency_error": max(lat),
+                "median_abs_ratio_error": statistics.median(e for e, _ in ratio),
+                "worst_abs_ratio_error": max(ratio),
+                "median_signed_latency_error": statistics.median(signed)}
     lat = [(abs(r.latency_error(p)), f"{r.point.id} {p}") for r in ok for p in ("int8", "fp16")]
     ratio = [(abs(r.ratio_error), r.point.id) for r in ok]
     return {
@@ -319,19 +358,22 @@ def _git_state() -> str:
 def render(results: list[Result], sources: dict[str, Any], command: str) -> str:
     """The Markdown report."""
     lines = ["| half | point | GPU | batch | seq | published INT8 / FP16 ms | estimated INT8 / "
-             "FP16 ms | INT8 err | FP16 err | ratio pub / est | ratio err | source |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "FP16 ms | INT8 err | FP16 err | ratio pub / est | ratio err | what-if INT8 ms "
+             "(ratio err) | source |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         p = r.point
         head = (f"| {p.half} | {p.id} | {p.gpu} | {p.batch} | {p.seq or ''} | "
                 f"{p.published_ms('int8'):.3g} / {p.published_ms('fp16'):.3g} | ")
         if not r.ok:
-            lines.append(head + f"failed: {r.error[:80]} | | | | | {p.source} |")
+            lines.append(head + f"failed: {r.error[:80]} | | | | | | {p.source} |")
             continue
+        whatif = (f"{r.fused_int8_ms:.3g} ({_pct(r.fused_ratio_error or 0.0)})"
+                  if r.fused_int8_ms is not None else "n/a")
         lines.append(head + f"{r.est_ms['int8']:.3g} / {r.est_ms['fp16']:.3g} | "
                      f"{_pct(r.latency_error('int8'))} | {_pct(r.latency_error('fp16'))} | "
                      f"{r.pub_ratio:.2f} / {r.est_ratio:.2f} | {_pct(r.ratio_error)} | "
-                     f"{p.source} |")
+                     f"{whatif} | {p.source} |")
     out = ["## TensorRT latency estimate vs published", "",
            "Published: the source's TensorRT measurement on the named GPU (ms per batch). "
            "Estimated: quantkit's latency model for that GPU, from the TensorRT-RTX kernel list "
@@ -342,6 +384,12 @@ def render(results: list[Result], sources: dict[str, Any], command: str) -> str:
                                                 " (held out)"),
                               summary([r for r in results if r.point.half == half]))
     out += _summary_lines("all", summary(results))
+    out += ["", "What-if (not quantkit's estimate): INT8 with each INT8 conv/GEMM's separate "
+            "element-wise epilogue kernel folded into it, as TensorRT 10 fuses them "
+            "(`fuse_int8_epilogues`); FP16 unchanged:", ""]
+    for half in ("A", "B"):
+        out += _summary_lines(f"what-if, half {half}",
+                              summary([r for r in results if r.point.half == half], fused=True))
     fit = scale_fit(results)
     if fit:
         b = (f"{fit['B_before'] * 100:.0f}% -> {fit['B_after'] * 100:.0f}%"
@@ -400,10 +448,13 @@ def main(argv: list[str] | None = None) -> int:
     write_text_atomic(args.cache / "validation.md", report)
     raw = {"environment": environment(), "halves_rule": "file order: 1st, 3rd, ... -> A",
            "summary": {h: summary([r for r in results if r.point.half == h]) for h in "AB"},
+           "summary_fused_whatif": {h: summary([r for r in results if r.point.half == h],
+                                               fused=True) for h in "AB"},
            "scale_fit": scale_fit(results),
            "results": [{"point": asdict(r.point), "published_ms": {
                q: r.point.published_ms(q) for q in ("int8", "fp16")}, "estimated_ms": r.est_ms,
-               "by_precision": r.by_precision, "method": r.method, "error": r.error}
+               "by_precision": r.by_precision, "method": r.method, "error": r.error,
+               "fused_whatif_int8_ms": r.fused_int8_ms, "fused_epilogues": r.fused_epilogues}
                for r in results]}
     write_text_atomic(args.cache / "validation.json", json.dumps(raw, indent=2, default=str))
     print(report)
