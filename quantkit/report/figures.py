@@ -253,8 +253,9 @@ def accuracy_latency(df: pd.DataFrame, *, y: str | None = None,
         xs = np.concatenate([xs, [w[0] for w in whiskers], [w[1] for w in whiskers]])
     _limits(ax, xs, ok[y].to_numpy(dtype=float), log_x)
     better = "higher is better" if higher_is_better else "lower is better"
-    ax.set_xlabel(f"latency p50, ms per batch ({source}); lower is better; bar: range over "
-                  "timing rounds", fontsize=8)
+    stat = "latency" if source.startswith("estimated") else "latency p50"
+    bars = "; bar: range of the median over timing rounds" if whiskers else ""
+    ax.set_xlabel(f"{stat}, ms per batch ({source}); lower is better{bars}", fontsize=8)
     ax.set_ylabel(f"{metric} ({better})", fontsize=8)
     ax.tick_params(labelsize=8)
     ax.grid(True, lw=0.4, alpha=0.5)

@@ -146,10 +146,16 @@ def _results_table(sweep: Sweep, df: pd.DataFrame, h: Headline) -> str:
     # without labels the metric is agreement itself: one column for it, not two
     show_metric = col != "agreement"
     lat_head = f"latency ms ({common}) (source)" if common else "latency (source)"
+    ok = df[df["status"] == "ok"]
+    # an estimate has neither a tail nor a run-to-run spread: no empty columns for them
+    show_p99 = bool(ok["latency_ms_p99"].notna().any())
+    show_spread = bool((ok["latency_source"] != "estimated").any())
     headers = [("config", False), ("method", False), ("status", False)] + (
         [(metric, True)] if show_metric else []) + [
                ("Δ vs FP32", True), ("agree\u00adment", True), ("SQNR dB", True),
-               (lat_head, True), ("p50 spread (min–max of rounds)", True), ("p99 ms", True),
+               (lat_head, True)] + (
+        [("p50 spread (min–max of rounds)", True)] if show_spread else []) + (
+        [("p99 ms", True)] if show_p99 else []) + [
                ("through\u00adput /s", True), ("speed-up", True),
                ("ONNX Runtime CPU p50 ms (source)", True)] + [
                (f"estimated ms, {g.removeprefix('est_ms_')}", True) for g in extra_gpus] + [
@@ -190,8 +196,10 @@ def _results_table(sweep: Sweep, df: pd.DataFrame, h: Headline) -> str:
                if _finite(r.cpu_latency_ms_p50) else DASH)
         cells = ([fmt_num(getattr(r, col))] if show_metric else []) + [
             fmt_signed(r.delta), fmt_pct(r.agreement), fmt_num(r.sqnr_db, 1),
-            latency_cell(r, short=common is not None), _spread_cell(r),
-            fmt_ms(r.latency_ms_p99), fmt_num(r.throughput, 0), fmt_ratio(r.speedup), cpu] + [
+            latency_cell(r, short=common is not None)] + (
+            [_spread_cell(r)] if show_spread else []) + (
+            [fmt_ms(r.latency_ms_p99)] if show_p99 else []) + [
+            fmt_num(r.throughput, 0), fmt_ratio(r.speedup), cpu] + [
             fmt_ms(df.at[r.Index, g]) for g in extra_gpus] + [size, counts]
         row_cells = "".join(f'<td class="num">{_e(c)}</td>' for c in cells)
         rows.append(f"<tr{attrs}>{first}<td class=\"st-ok\">ok</td>{row_cells}"
@@ -200,11 +208,12 @@ def _results_table(sweep: Sweep, df: pd.DataFrame, h: Headline) -> str:
             f"config. ★ on the Pareto front of {metric} against p50 latency ({h.measured_on})"
             + ("; ≈ the same latency as the headline within noise" if ties else "")
             + f". Δ, speed-up and size ratio are against {h.baseline or 'no FP32 config'}. "
-            "Every latency is per inference of one batch (the batch size is named); p99 is "
-            "shown only in this table. The ONNX Runtime CPU column runs INT8 configs as "
-            "fake quantisation (cpu-fake-quant), never a TensorRT speed. p90, cosine and the "
-            "engine build time are in results.csv. Failed configs are listed with their error "
-            "and left out of the plot.")
+            "Every latency is per inference of one batch (the batch size is named); p99, "
+            "where there is one (not for estimates), is shown only in this table. The ONNX "
+            "Runtime CPU column runs INT8 configs as fake quantisation (cpu-fake-quant), "
+            "never a TensorRT speed. p90, cosine and the engine build time are in "
+            "results.csv. Failed configs are listed with their error and left out of the "
+            "plot.")
     sq = sqnr_sentence(df)
     return (f'<div class="scroll"><table id="results-table"><thead><tr>{head}</tr></thead>'
             "<tbody>" + "".join(rows) + f'</tbody></table></div><p class="sub">{_e(note)} '

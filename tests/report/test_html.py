@@ -85,11 +85,15 @@ def test_table_rows_failed_rows_and_pareto_markers(report: tuple[Path, str]) -> 
     assert row is not None
     # the L4 estimate is the primary latency; the T4 estimate (x1.9) gets its own column; the
     # CPU fake-quant timing (x9 in sweep_dirs) is in its own column, labelled
-    for cell in ("75.61", "−0.52", "97.8%", "1.60 (estimated)", "one estimate", "2.56×",
+    for cell in ("75.61", "−0.52", "97.8%", "1.60 (estimated)", "2.56×",
                  "14.4 (cpu-fake-quant)", "3.04", "6.3 MiB (0.26×)", "32 / 0 / 28",
                  "tensorrt-rtx 1.7.0 (7.1 MiB)"):
         assert f">{cell}<" in row.group(0), cell
     assert "latency ms (L4, batch 32) (source)" in page and "estimated ms, T4" in page
+    # estimates only: no p99 and no spread columns (an estimate has neither)
+    assert ">p99 ms<" not in page and "p50 spread" not in page
+    cpu_page = render_html(load_sweep(make_sweep(root.parent / "cpu", source="cpu")))
+    assert ">p99 ms<" in cpu_page and ">1.57–1.63 (5 rounds)<" in cpu_page  # 1.60 ± 2 %
     fp32 = re.search(r'<tr[^>]*data-config="fp32".*?</tr>', page)
     assert fp32 is not None and ">20.5 (cpu)<" in fp32.group(0)
     nan_row = re.search(r'<tr[^>]*data-config="int8-percentile".*?</tr>', page)
