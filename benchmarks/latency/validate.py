@@ -19,6 +19,11 @@ and FP16 latencies a source published for TensorRT engines of that model on that
 4. compares: latency error ``est / published - 1`` of each precision and the error of the
    INT8/FP16 ratio ``(est_int8 / est_fp16) / (pub_int8 / pub_fp16) - 1``.
 
+A side column gives the INT8 estimate "as built" (``EstimateOptions(fuse_epilogues=False)``):
+TensorRT-RTX compiles each INT8 conv/GEMM as a kernel writing FP32 plus a separate epilogue
+kernel, which the estimator folds by default as TensorRT fuses them; the column shows what that
+folding changes against the published numbers.
+
 Published figures are converted to milliseconds per batch: ``latency_ms`` as is,
 ``ms_per_image`` (a per-image time of a batch-``batch`` run) times ``batch``, ``throughput``
 (images/s) as ``batch / throughput * 1000``.
@@ -124,9 +129,9 @@ class Result:
     by_precision: dict[str, dict[str, float]] = field(default_factory=dict)
     method: str = ""
     error: str = ""
-    #: what-if: INT8 estimate with TensorRT-style fused epilogues (None: not computed)
-    fused_int8_ms: float | None = None
-    fused_epilogues: int = 0
+    #: INT8 estimated from the kernel list exactly as built, without the estimator's folding
+    #: of INT8 epilogue kernels (``EstimateOptions(fuse_epilogues=False)``; None: not computed)
+    asbuilt_int8_ms: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -148,17 +153,17 @@ class Result:
         return self.est_ratio / self.pub_ratio - 1.0
 
     @property
-    def fused_ratio_error(self) -> float | None:
-        """Ratio error with the fused-epilogue what-if INT8 estimate (FP16 unchanged)."""
-        if self.fused_int8_ms is None or not self.ok:
+    def asbuilt_ratio_error(self) -> float | None:
+        """Ratio error with the as-built INT8 estimate (FP16 unchanged: nothing to fold)."""
+        if self.asbuilt_int8_ms is None or not self.ok:
             return None
-        return (self.fused_int8_ms / self.est_ms["fp16"]) / self.pub_ratio - 1.0
+        return (self.asbuilt_int8_ms / self.est_ms["fp16"]) / self.pub_ratio - 1.0
 
     @property
-    def fused_latency_error(self) -> float | None:
-        if self.fused_int8_ms is None:
+    def asbuilt_latency_error(self) -> float | None:
+        if self.asbuilt_int8_ms is None:
             return None
-        return self.fused_int8_ms / self.point.published_ms("int8") - 1.0
+        return self.asbuilt_int8_ms / self.point.published_ms("int8") - 1.0
 
 
 # --------------------------------------------------------------------------- models
@@ -219,7 +224,7 @@ def prepare_model(name: str, cache: Path) -> dict[str, Path]:
 
 # --------------------------------------------------------------------------- estimates
 
-def estimate_point(point: Point, files: dict[str, Path], whatif: bool = True) -> Result:
+def estimate_point(point: Point, files: dict[str, Path], as_built: bool = True) -> Result:
     """Estimate the INT8 and FP16 engines of ``point`` at its GPU and shape."""
     import models
 
@@ -241,14 +246,15 @@ def estimate_point(point: Point, files: dict[str, Path], whatif: bool = True) ->
         res.method = est.method
         logger.info("%s %s: estimated %.3f ms (%s) in %.1f s", point.id, precision,
                     est.latency_ms, est.label, time.perf_counter() - start)
-    if whatif:
-        try:
-            from whatif import fused_int8_estimate
+    if as_built:  # how much the estimator's INT8 epilogue folding changes the estimate
+        from quantkit.latency import EstimateOptions, estimate_model
 
-            res.fused_int8_ms, res.fused_epilogues = fused_int8_estimate(
-                files["int8"], point.gpu, shapes, files["int8"].parent)
-        except Exception as err:  # the what-if is a side analysis
-            logger.warning("%s: fused-epilogue what-if failed: %s", point.id, err)
+        try:
+            res.asbuilt_int8_ms = estimate_model(
+                files["int8"], point.gpu, shapes=shapes,
+                options=EstimateOptions(fuse_epilogues=False)).latency_ms
+        except Exception as err:  # a side figure: the main estimate stands without it
+            logger.warning("%s: as-built INT8 estimate failed: %s", point.id, err)
     return res
 
 
@@ -259,20 +265,20 @@ def _pct(x: float) -> str:
     return f"{x * 100:+.0f}%"
 
 
-def summary(results: list[Result], *, fused: bool = False) -> dict[str, Any]:
+def summary(results: list[Result], *, as_built: bool = False) -> dict[str, Any]:
     """Median / worst absolute latency and ratio errors of ``results`` (the ok ones).
 
-    ``fused``: use the fused-epilogue what-if for INT8 (points without one are left out).
+    ``as_built``: use the as-built INT8 estimate (points without one are left out).
     """
-    ok = [r for r in results if r.ok and (not fused or r.fused_int8_ms is not None)]
+    ok = [r for r in results if r.ok and (not as_built or r.asbuilt_int8_ms is not None)]
     if not ok:
         return {"points": 0}
-    if fused:
+    if as_built:
         lat = [(abs(e), f"{r.point.id} {p}") for r in ok for p, e in
-               (("int8", r.fused_latency_error), ("fp16", r.latency_error("fp16")))
+               (("int8", r.asbuilt_latency_error), ("fp16", r.latency_error("fp16")))
                if e is not None]
-        ratio = [(abs(r.fused_ratio_error or 0.0), r.point.id) for r in ok]
-        signed = [e for r in ok for e in (r.fused_latency_error, r.latency_error("fp16"))
+        ratio = [(abs(r.asbuilt_ratio_error or 0.0), r.point.id) for r in ok]
+        signed = [e for r in ok for e in (r.asbuilt_latency_error, r.latency_error("fp16"))
                   if e is not None]
         return {"points": len(ok),
                 "median_abs_latency_error": statistics.median(e for e, _ in lat),
@@ -358,7 +364,7 @@ def _git_state() -> str:
 def render(results: list[Result], sources: dict[str, Any], command: str) -> str:
     """The Markdown report."""
     lines = ["| half | point | GPU | batch | seq | published INT8 / FP16 ms | estimated INT8 / "
-             "FP16 ms | INT8 err | FP16 err | ratio pub / est | ratio err | what-if INT8 ms "
+             "FP16 ms | INT8 err | FP16 err | ratio pub / est | ratio err | INT8 as built ms "
              "(ratio err) | source |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
@@ -368,12 +374,12 @@ def render(results: list[Result], sources: dict[str, Any], command: str) -> str:
         if not r.ok:
             lines.append(head + f"failed: {r.error[:80]} | | | | | | {p.source} |")
             continue
-        whatif = (f"{r.fused_int8_ms:.3g} ({_pct(r.fused_ratio_error or 0.0)})"
-                  if r.fused_int8_ms is not None else "n/a")
+        asbuilt = (f"{r.asbuilt_int8_ms:.3g} ({_pct(r.asbuilt_ratio_error or 0.0)})"
+                   if r.asbuilt_int8_ms is not None else "n/a")
         lines.append(head + f"{r.est_ms['int8']:.3g} / {r.est_ms['fp16']:.3g} | "
                      f"{_pct(r.latency_error('int8'))} | {_pct(r.latency_error('fp16'))} | "
                      f"{r.pub_ratio:.2f} / {r.est_ratio:.2f} | {_pct(r.ratio_error)} | "
-                     f"{whatif} | {p.source} |")
+                     f"{asbuilt} | {p.source} |")
     out = ["## TensorRT latency estimate vs published", "",
            "Published: the source's TensorRT measurement on the named GPU (ms per batch). "
            "Estimated: quantkit's latency model for that GPU, from the TensorRT-RTX kernel list "
@@ -384,12 +390,13 @@ def render(results: list[Result], sources: dict[str, Any], command: str) -> str:
                                                 " (held out)"),
                               summary([r for r in results if r.point.half == half]))
     out += _summary_lines("all", summary(results))
-    out += ["", "What-if (not quantkit's estimate): INT8 with each INT8 conv/GEMM's separate "
-            "element-wise epilogue kernel folded into it, as TensorRT 10 fuses them "
-            "(`fuse_int8_epilogues`); FP16 unchanged:", ""]
+    out += ["", "INT8 as built (`EstimateOptions(fuse_epilogues=False)`: TensorRT-RTX's separate "
+            "INT8 epilogue kernels timed as they are, instead of folded as TensorRT fuses "
+            "them); FP16 unchanged:", ""]
     for half in ("A", "B"):
-        out += _summary_lines(f"what-if, half {half}",
-                              summary([r for r in results if r.point.half == half], fused=True))
+        out += _summary_lines(f"as built, half {half}",
+                              summary([r for r in results if r.point.half == half],
+                                      as_built=True))
     fit = scale_fit(results)
     if fit:
         b = (f"{fit['B_before'] * 100:.0f}% -> {fit['B_after'] * 100:.0f}%"
@@ -448,13 +455,13 @@ def main(argv: list[str] | None = None) -> int:
     write_text_atomic(args.cache / "validation.md", report)
     raw = {"environment": environment(), "halves_rule": "file order: 1st, 3rd, ... -> A",
            "summary": {h: summary([r for r in results if r.point.half == h]) for h in "AB"},
-           "summary_fused_whatif": {h: summary([r for r in results if r.point.half == h],
-                                               fused=True) for h in "AB"},
+           "summary_int8_as_built": {h: summary([r for r in results if r.point.half == h],
+                                                as_built=True) for h in "AB"},
            "scale_fit": scale_fit(results),
            "results": [{"point": asdict(r.point), "published_ms": {
                q: r.point.published_ms(q) for q in ("int8", "fp16")}, "estimated_ms": r.est_ms,
                "by_precision": r.by_precision, "method": r.method, "error": r.error,
-               "fused_whatif_int8_ms": r.fused_int8_ms, "fused_epilogues": r.fused_epilogues}
+               "int8_as_built_ms": r.asbuilt_int8_ms}
                for r in results]}
     write_text_atomic(args.cache / "validation.json", json.dumps(raw, indent=2, default=str))
     print(report)
