@@ -117,3 +117,42 @@ def test_estimated_latency_is_primary(tmp_path: Path,
     assert "All latency here is ONNX Runtime" not in summary
     page = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
     assert "estimated ms, Jetson-Orin-Nano" in page and 'id="time"' in page
+
+
+def test_primary_latency_is_the_best_source() -> None:
+    from quantkit.sweep.latency import set_primary
+
+    cpu = {"cpu_latency_ms_p50": 9.0, "cpu_latency_ms_p90": 9.5, "cpu_latency_ms_p99": 30.0,
+           "cpu_throughput": 800.0, "cpu_latency_ms_p50_min": 8.0,
+           "cpu_latency_ms_p50_max": 10.0, "cpu_source": "cpu-fake-quant",
+           "cpu_target": "CPU: x", "latency_batch": 8}
+    row = dict(cpu)
+    set_primary(row, [])
+    assert (row["latency_source"], row["latency_ms_p50"], row["latency_ms_p99"]) == \
+        ("cpu-fake-quant", 9.0, 30.0)
+    row = {**cpu, "est_ms_L4": 0.5, "est_ms_T4": 0.9}
+    set_primary(row, ["L4", "T4"])
+    assert (row["latency_source"], row["latency_target"], row["latency_ms_p50"]) == \
+        ("estimated", "L4", 0.5)
+    assert row["latency_ms_p99"] is None and row["throughput"] == 8 * 1e3 / 0.5
+    assert row["cpu_latency_ms_p50"] == 9.0  # kept in its own column
+    row = {**cpu, "est_ms_L4": 0.5, "measured_ms_p50": 0.7, "measured_ms_p90": 0.75,
+           "measured_ms_p99": 0.9, "measured_throughput": 11000.0,
+           "measured_ms_p50_min": 0.69, "measured_ms_p50_max": 0.72, "measured_gpu": "NVIDIA L4"}
+    set_primary(row, ["L4"])
+    assert (row["latency_source"], row["latency_target"], row["latency_ms_p50"],
+            row["latency_ms_p99"]) == ("measured", "NVIDIA L4", 0.7, 0.9)
+
+
+@pytest.mark.gpu
+def test_engine_measured_on_the_gpu_is_primary(tmp_path: Path) -> None:  # pragma: no cover
+    pytest.importorskip("tensorrt_rtx_bindings")
+    recipe = _setup(tmp_path, gpus=", estimate_gpus: [L4]")
+    text = recipe.read_text() + "build: {backend: tensorrt-rtx, shapes: 'x:8x3x8x8'}\n"
+    recipe.write_text(text)
+    res = run_sweep(recipe, tmp_path / "out")
+    if any("could not load the engine" in str(r.get("measure_error", "")) for r in res.rows):
+        pytest.skip("TensorRT-RTX engines do not run on this GPU (e.g. compute capability 9.0)")
+    for r in res.rows:
+        assert r["latency_source"] == "measured" and r["latency_target"], r["config"]
+        assert r["latency_ms_p50"] == r["measured_ms_p50"] and r["est_ms_L4"] > 0
