@@ -125,7 +125,8 @@ CPU_ONLY_NOTE = ("All latency here is ONNX Runtime on this machine's CPU, not Te
                  "QuantizeLinear/DequantizeLinear pair rounds and rescales in float and the "
                  "convolutions stay FP32), which is usually slower than FP32 and says nothing "
                  "about an INT8 engine's speed, so no config is called faster. Set "
-                 "latency.estimate_gpus in the recipe for estimated TensorRT latency, or run "
+                 "latency.estimate_gpus in the recipe (with quantkit[rtx] installed) for estimated "
+                 "TensorRT latency, or run "
                  "the sweep where TensorRT and a GPU are present for measured latency.")
 
 __all__ = ["CPU_ONLY_NOTE", "ESTIMATE_TIE", "NO_SPREAD_TIE", "RankingSource", "comparable",
