@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from quantkit.errors import InputError, MissingExtraError, PipelineError
-from quantkit.latency.flops import NodeCost, node_costs
+from quantkit.latency.flops import MATRIX_OPS, NodeCost, node_costs
 from quantkit.latency.fusion import Work, fold_epilogues
 from quantkit.latency.gpus import GPU, get_gpu
 from quantkit.latency.model import (
@@ -186,7 +186,7 @@ def estimate_from_sidecar(sidecar: Mapping[str, Any], model: str | os.PathLike[s
     costs = node_costs(model, used)
     matrix, vector, matrix_node = _assign(kernels, costs)
     for i, k in enumerate(kernels):
-        if matrix[i] == 0:  # a GEMM/conv kernel whose metadata names no matrix node
+        if matrix[i] == 0:  # a GEMM/conv kernel naming no matrix node, or one of unknown shape
             matrix[i] = _weight_flops(k)
     work = [Work(name=str(k["name"]), type=str(k.get("type", "")),
                  # a kernel without inputs (it only reads constants) is typed by what it writes
@@ -408,11 +408,11 @@ def _assign(kernels: Sequence[Mapping[str, Any]], costs: Mapping[str, NodeCost]
         cost = costs.get(node)
         if cost is None:
             continue  # a name the parser made up (split layers); nothing known about it
-        if cost.matrix_flops > 0:
+        if cost.op_type in MATRIX_OPS:  # FLOPs may be 0 where shape inference gave up
             best = max(where, key=lambda i: (_matrix_score(kernels[i], node), -i))
             matrix[best] += cost.matrix_flops
-            largest[best] = max(largest[best], (cost.matrix_flops, node),
-                                key=lambda item: item[0])
+            if largest[best][1] is None or cost.matrix_flops > largest[best][0]:
+                largest[best] = (cost.matrix_flops, node)
         if cost.vector_flops > 0:
             vector[where[0]] += cost.vector_flops
     return matrix, vector, [node for _, node in largest]

@@ -1,8 +1,9 @@
 """FLOPs of each ONNX node at concrete input shapes (ONNX shape inference, no weights read).
 
 The engine's kernel log names the ONNX nodes each kernel implements but not what they compute,
-so the arithmetic comes from the model: its inputs are fixed to the requested shapes, ONNX shape
-inference fills in every tensor, and each node gets
+so the arithmetic comes from the model: its inputs are fixed to the requested shapes, shape
+inference (ONNX Runtime's symbolic inference, else ONNX's) fills in every tensor, and each node
+gets
 
 * ``matrix`` FLOPs (tensor-core math), counted as 2 x multiply-accumulates:
   Conv ``2 * prod(Y) * C/g * kh * kw``, ConvTranspose ``2 * prod(X) * K/g * kh * kw``,
@@ -103,12 +104,12 @@ def node_costs(model: str | os.PathLike[str], shapes: Mapping[str, Sequence[int]
             for dim, size in zip(dims, wanted, strict=True):
                 dim.Clear()
                 dim.dim_value = int(size)
-    try:
-        inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=False, data_prop=True)
-    except Exception as err:  # an inference failure only loses FLOPs, the bytes remain
-        logger.warning("%s: ONNX shape inference failed (%s); matrix FLOPs are counted as 0",
-                       model, err)
-        inferred = proto
+    # shapes recorded by the exporter were inferred for symbolic inputs and would shadow the
+    # concrete ones (inference keeps existing value_info); outputs are inferred again too
+    del proto.graph.value_info[:]
+    for value in proto.graph.output:
+        value.type.tensor_type.ClearField("shape")
+    inferred = _infer(proto, str(model))
     known = _shapes(inferred)
     # tensors fixed at build time: the builder folds nodes computed only from them (a weight's
     # DequantizeLinear, shape arithmetic on constants), so they cost nothing at run time
@@ -122,6 +123,29 @@ def node_costs(model: str | os.PathLike[str], shapes: Mapping[str, Sequence[int]
             continue
         costs[node_name(node)] = _cost(node, known)
     return costs
+
+
+def _infer(proto: Any, where: str) -> Any:
+    """Shapes of every tensor: ONNX Runtime's symbolic shape inference, else ONNX's own.
+
+    ONNX's inference gives up on shapes computed in the graph (``Shape -> Gather -> Div ->
+    Slice``, common in exported detectors); ONNX Runtime's evaluates such subgraphs.
+    """
+    import onnx
+
+    try:
+        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+        return SymbolicShapeInference.infer_shapes(proto, auto_merge=True)
+    except Exception as err:  # unsupported op or opset: fall back to ONNX's inference
+        logger.debug("%s: ONNX Runtime symbolic shape inference failed (%s); using ONNX's",
+                     where, err)
+    try:
+        return onnx.shape_inference.infer_shapes(proto, strict_mode=False, data_prop=True)
+    except Exception as err:  # an inference failure only loses FLOPs, the bytes remain
+        logger.warning("%s: ONNX shape inference failed (%s); FLOPs of nodes with unknown "
+                       "shapes come from the kernels' dimensions or are 0", where, err)
+        return proto
 
 
 def _shapes(proto: Any) -> dict[str, tuple[int, ...]]:
