@@ -18,7 +18,8 @@ output tensors (dimensions and data types) and the ONNX nodes it implements
   names it; Q/DQ and epilogue kernels also name the conv whose output they rescale), any other
   node in the first kernel naming it. Nodes whose inputs are all constants are folded by the
   builder and cost nothing.
-* **precision** is the kernel's first input type (an INT8 conv reads INT8, a FP8 GEMM FP8);
+* **precision** is the kernel's first floating-point or quantized input type (an INT8 conv
+  reads INT8, a FP8 GEMM FP8; an embedding gather is typed by its table, not its indices);
   matrix FLOPs run at that precision's tensor peak, element-wise FLOPs at the FP32 CUDA-core
   peak; time from :func:`quantkit.latency.model.kernel_seconds`.
 
@@ -189,8 +190,7 @@ def estimate_from_sidecar(sidecar: Mapping[str, Any], model: str | os.PathLike[s
         if matrix[i] == 0:  # a GEMM/conv kernel naming no matrix node, or one of unknown shape
             matrix[i] = _weight_flops(k)
     work = [Work(name=str(k["name"]), type=str(k.get("type", "")),
-                 # a kernel without inputs (it only reads constants) is typed by what it writes
-                 precision=str(k.get("precision") or next(iter(k.get("outputs") or []), "none")),
+                 precision=_precision(k),
                  matrix_flops=matrix[i], vector_flops=vector[i], bytes=_kernel_bytes(k),
                  onnx_layers=tuple(k.get("onnx_layers") or ()), matrix_node=matrix_node[i],
                  stream=int(k.get("stream") or 0), event=k.get("event"))
@@ -339,6 +339,21 @@ def _method(row: GPU, sidecar: Mapping[str, Any], target: str,
                   "closest target with the same tensor precisions)")
     return (f"estimated: {built}; {options.describe()}; peaks from {row.citation} "
             f"({row.source}), efficiency curve: {row.efficiency_source}")
+
+
+_NUMERIC = frozenset({"fp32", "fp16", "bf16", "int8", "fp8", "int4", "fp4"})
+
+
+def _precision(kernel: Mapping[str, Any]) -> str:
+    """The kernel's first floating-point or quantized input type, else output, else constant.
+
+    An embedding gather reads INT64 indices first: it is typed by its table.
+    """
+    for group in ("inputs", "outputs", "constants"):
+        for dtype in kernel.get(group) or []:
+            if dtype in _NUMERIC:
+                return str(dtype)
+    return str(kernel.get("precision") or next(iter(kernel.get("outputs") or []), "none"))
 
 
 def _kernel_bytes(kernel: Mapping[str, Any]) -> float:
