@@ -154,7 +154,8 @@ configs:
 latency: {iterations: 3, warmup: 1}
 """
 TIMINGS = {"latency_ms_p50", "latency_ms_p90", "latency_ms_p99", "throughput",
-           "engine_build_s"}
+           "engine_build_s", "latency_ms_p50_min", "latency_ms_p50_max", "cpu_latency_ms_p50",
+           "cpu_latency_ms_p99", "cpu_latency_ms_p50_min", "cpu_latency_ms_p50_max"}
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
