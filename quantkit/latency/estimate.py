@@ -10,14 +10,16 @@ output tensors (dimensions and data types) and the ONNX nodes it implements
   layer's Quantize, a myelin fusion of many element-wise nodes, a fused attention) therefore
   counts only its external tensors; intermediates that stay on chip cost nothing. Weights are
   listed once per kernel that uses them.
-* **FLOPs** come from the ONNX nodes the kernel names (:mod:`quantkit.latency.flops`); a
-  GEMM/convolution kernel that names none gets them from its own weight and output dimensions
-  (:func:`_weight_flops`). A node
+* **FLOPs** come from the ONNX nodes the kernel names (:mod:`quantkit.latency.flops`). A node
   named by several kernels is counted once: a convolution/matrix node in the kernel that runs
   it (the kernel named after it, else a GEMM/convolution/attention kernel, else the first that
   names it; Q/DQ and epilogue kernels also name the conv whose output they rescale), any other
   node in the first kernel naming it. Nodes whose inputs are all constants are folded by the
-  builder and cost nothing.
+  builder and cost nothing. A GEMM/convolution kernel left without matrix FLOPs (its metadata
+  names no matrix node, or the node's shapes are unknown) gets them from its own weight and
+  output dimensions (:func:`_weight_flops`).
+* INT8/FP8 epilogue kernels are folded into their convolution/GEMM as TensorRT fuses them
+  (:mod:`quantkit.latency.fusion`), unless ``EstimateOptions.fuse_epilogues`` is off.
 * **precision** is the kernel's first floating-point or quantized input type (an INT8 conv
   reads INT8, a FP8 GEMM FP8; an embedding gather is typed by its table, not its indices);
   matrix FLOPs run at that precision's tensor peak, element-wise FLOPs at the FP32 CUDA-core
