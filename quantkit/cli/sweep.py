@@ -46,7 +46,10 @@ def sweep_cmd(recipe: str, out_dir: str, force: bool, tolerance: float | None, e
               ray_address: str | None, shards: int | None) -> None:
     """Run every precision configuration of RECIPE; write results.csv and report.html.
 
-    Re-running resumes: configs with results are skipped unless --force.
+    Each config's latency names its source: measured (its engine on this machine's GPU),
+    estimated (recipe latency.estimate_gpus), or ONNX Runtime on this CPU (cpu, and
+    cpu-fake-quant for Q/DQ models: not a TensorRT speed). Re-running resumes: configs with
+    results are skipped (and listed) unless --force; environment.json keeps the first run's.
     """
     from quantkit.sweep import run_sweep
 
