@@ -222,3 +222,16 @@ def test_kernel_without_metadata_gets_its_flops_from_its_dims(tmp_path: Path) ->
     anonymous = [k for k in est.kernels if k.matrix_flops and not k.onnx_layers]
     assert [k.matrix_flops for k in anonymous] == [c3]
     assert "left out" not in est.method
+
+
+def test_several_gpus_share_a_build(models: dict[str, Path]) -> None:
+    from quantkit.latency import estimate_models
+
+    l4, h100, a100 = estimate_models(models["mm"], ["L4", "h100", "A100"],
+                                     shapes={"x": (2, 64, 256)})
+    assert (l4.gpu, h100.gpu, a100.gpu) == ("L4", "H100-SXM", "A100-SXM")
+    assert l4.build_target == h100.build_target == "SM89" and a100.build_target == "SM80"
+    assert [(k.name, k.bytes, k.matrix_flops) for k in l4.kernels] == \
+        [(k.name, k.bytes, k.matrix_flops) for k in h100.kernels]
+    # same kernels, 11x the bandwidth and 8x the TF32 peak: the H100 is faster
+    assert h100.latency_ms < l4.latency_ms
