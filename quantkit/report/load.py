@@ -6,6 +6,7 @@ Layout (CLI.md, ``quantkit sweep``)::
     DIR/configs/<config>/plan.json   quantkit-plan/1 precision plan
     DIR/configs/<config>/result.json the row as JSON, plus "calibration"
     DIR/configs/<config>/engine.json engine sidecar (optional)
+    DIR/configs/<config>/estimate.json latency estimates per GPU (optional)
     DIR/sensitivity.csv              per-layer sensitivity (optional)
     DIR/autotune.json                accuracy-target search (optional)
     DIR/environment.json             versions, backend, device, recipe, model

@@ -5,11 +5,16 @@ unless ``force``)::
 
     DIR/results.csv                one row per config (CLI.md columns first)
     DIR/configs/<name>/            model.onnx, plan.json, result.json, precision.yaml (auto),
-                                   model.engine + model.engine.json (when built)
+                                   model.engine + model.engine.json (when built),
+                                   estimate.json (with latency.estimate_gpus)
     DIR/calibration/<method>.json  scales, computed once per method and reused while the
                                    model and calibration data are unchanged (<method>.inputs.json)
     DIR/sensitivity.csv, DIR/autotune.json   when a config uses autotune
-    DIR/environment.json, DIR/recipe.yaml
+    DIR/environment.json, DIR/recipe.yaml   (environment.json: of the first run; a resumed
+                                   sweep keeps it)
+    DIR/calibration/<key>.warnings.json  what calibration warned (e.g. heavy clipping)
+
+Latency: see :mod:`quantkit.sweep.latency` (measured > estimated > ONNX Runtime on the CPU).
 
 Crash safety (a sweep killed at any instant, even with SIGKILL, resumes cleanly):
 
