@@ -7,12 +7,15 @@ import json
 import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from quantkit._log import progress_enabled
 from quantkit.cli.render import print_table
+
+if TYPE_CHECKING:
+    from quantkit.backends import BuildResult
 
 logger = logging.getLogger(__name__)
 
@@ -151,7 +154,7 @@ def build_cmd(model: str, output: str, backend: str | None, shapes: str | None,
                    f"({est['label']}; quantkit estimate shows the kernels)")
 
 
-def _add_estimates(result: Any, model: str, gpus: tuple[str, ...]) -> None:
+def _add_estimates(result: BuildResult, model: str, gpus: tuple[str, ...]) -> None:
     """Estimate the engine on each GPU and rewrite the sidecar with ``estimates``.
 
     If an estimate fails, the engine and its sidecar are removed: nothing half-done is left.
