@@ -208,7 +208,9 @@ _TABLE: tuple[GPU, ...] = (
          f"Orin Nano 8GB in the 25 W 'Super' mode (JetPack 6.1+); {_ORIN_DERIVED} (67 sparse "
          "INT8 TOPS); FP32 = 1024 CUDA cores x 2 x 1.02 GHz"),
     _row("Jetson-Orin-Nano-15W", ("orin-nano-15w", "orin-nano-original"), "SM87", "Ampere",
-         1.28, 5.0, 10.0, 10.0, None, 20.0, 68.0, _ORIN_DS,
+         1.28, 5.0, 10.0, 10.0, None, 20.0, 68.0,
+         ("NVIDIA Jetson Orin modules: technical specifications (Jetson Orin Nano 8GB)",
+          "https://www.nvidia.com/en-us/autonomous-machines/embedded-systems/jetson-orin/"),
          f"Orin Nano 8GB in the original 15 W mode; {_ORIN_DERIVED} (40 sparse INT8 TOPS); "
          "FP32 = 1024 CUDA cores x 2 x 0.625 GHz"),
 )
