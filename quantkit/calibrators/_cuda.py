@@ -1,7 +1,8 @@
 """A thin device-memory layer for the legacy TensorRT calibrators.
 
-TensorRT's ``get_batch`` callback wants device pointers (``TENSORRT_FACTS.md``, "Legacy
-calibrator contract"), so the calibrators need to allocate device memory and copy host arrays
+TensorRT's ``get_batch`` callback wants device pointers
+(``docs/tensorrt_rules.md#legacy-calibrators``), so the calibrators need to allocate device
+memory and copy host arrays
 into it. This module hides the two Python CUDA bindings behind one small interface,
 :class:`DeviceMemory` (``alloc``, ``copy_htod``, ``copy_dtoh``, ``synchronize``, ``free``):
 

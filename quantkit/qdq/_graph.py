@@ -3,7 +3,7 @@
 :class:`GraphIndex` maps every tensor to its producer and consumers and knows which tensors are
 constants. Weights count as constants whether they are initializers or outputs of ``Constant``
 nodes: real exported models (paddle2onnx, many torch exports) store every weight as a
-``Constant`` node (TENSORRT_FACTS.md, "Real exported models store weights as Constant nodes").
+``Constant`` node (docs/tensorrt_rules.md#weights-stored-as-constant-nodes).
 Building the index is linear in the graph size; constant values are decoded lazily and only for
 the small tensors asked for (scales, zero points), never for weights.
 """

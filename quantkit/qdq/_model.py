@@ -16,7 +16,8 @@ logger = logging.getLogger(__name__)
 
 MIN_OPSET = 13  # per-channel QuantizeLinear/DequantizeLinear
 FP16_QDQ_OPSET = 19  # float16 scales on QuantizeLinear/DequantizeLinear
-MAX_PARSER_OPSET = 24  # TensorRT's ONNX parser supports opsets 9-24 (TENSORRT_FACTS.md)
+MAX_PARSER_OPSET = 24  # TensorRT's ONNX parser supports 9-24
+# (docs/tensorrt_rules.md#onnx-opsets)
 
 
 def model_opset(model: onnx.ModelProto) -> int:

@@ -1,7 +1,7 @@
 """Make the non-INT8 part of a graph FP16 with Cast nodes, as strongly typed builders need.
 
 TensorRT 11 and TensorRT-RTX are strongly typed: a layer computes in the type of its tensors
-(TENSORRT_FACTS.md, "Which TensorRT does what"). So every node gets a float type (fp16 or
+(docs/tensorrt_rules.md#strongly-typed-networks). So every node gets a float type (fp16 or
 fp32, from the precision plan; Q/DQ nodes take ``default_float``) and this pass rewrites
 tensor types to match:
 

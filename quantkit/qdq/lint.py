@@ -2,8 +2,8 @@
 
 :func:`lint_model` gives each node the precision TensorRT would give it (a Conv/Gemm/MatMul is
 INT8 when its data and weight inputs both come from DequantizeLinear of INT8 data:
-TENSORRT_FACTS.md, "TensorRT-RTX 1.7 on a CPU-only machine") and reports findings against
-TENSORRT_FACTS.md, "Q/DQ placement rules TensorRT expects". Messages marked *verified* were
+docs/tensorrt_rules.md#precision-as-the-builder-sees-it) and reports findings against
+docs/tensorrt_rules.md#qdq-placement and the pages it links. Messages marked *verified* were
 reproduced with the TensorRT-RTX 1.7 parser/builder on CPU (kernel precisions from its log).
 Severities: ``error`` = TensorRT rejects the model or the Q/DQ cannot take effect (the node runs
 in float); ``warning`` = it builds but is slower or less accurate than intended; ``info``.
@@ -56,7 +56,7 @@ CODES: dict[str, tuple[Severity, str]] = {
 }
 _RANK = {"error": 0, "warning": 1, "info": 2}
 _CONST_HINT = (" This weight is a Constant node, which onnxruntime's quantize_static quantizes "
-               "like an activation (TENSORRT_FACTS.md, weights as Constant nodes).")
+               "like an activation (docs/tensorrt_rules.md#weights-stored-as-constant-nodes).")
 
 
 @dataclass(frozen=True)
@@ -227,12 +227,13 @@ class _Linter:
                          f"{first}. ONNX Runtime will not load it either; fix that node.")
         if not 9 <= g.opset <= 24:
             self.add("QK111", None, None, f"{self.source}: opset {g.opset}; the TensorRT parser "
-                     "supports opsets 9-24 (TENSORRT_FACTS.md). Convert it (onnx.version_converter"
-                     ".convert_version(model, 17)) or re-export.")
+                     "supports opsets 9-24 (docs/tensorrt_rules.md#onnx-opsets). Convert it "
+                     "(onnx.version_converter.convert_version(model, 17)) or re-export.")
         for i, node in enumerate(g.nodes):
             if gx.is_qoperator(node):
                 self.add("QK108", i, None, f"{node.op_type} ({node.domain or 'ai.onnx'}): TensorRT "
-                         "takes explicit Q/DQ only (TENSORRT_FACTS.md; verified). Quantize in QDQ "
+                         "takes explicit Q/DQ only, verified "
+                         "(docs/tensorrt_rules.md#explicit-quantization-only). Quantize in QDQ "
                          "format (quantkit quantize, or onnxruntime QuantFormat.QDQ).")
 
     def _check_qdq(self, q: QDQ) -> None:
@@ -273,8 +274,9 @@ class _Linter:
                      "float (onnxruntime: extra_options={'QuantizeBias': False}).")
         elif q.qtype == TensorProto.UINT8 and not q.weight:
             self.add("QK104", q.idx, q.x, f"{what} is uint8; TensorRT's explicit quantization "
-                     "is symmetric INT8 (TENSORRT_FACTS.md). Use int8 (onnxruntime: activation_"
-                     "type=QuantType.QInt8, extra_options={'ActivationSymmetric': True}).")
+                     "is symmetric INT8 (docs/tensorrt_rules.md#rejected-qdq-forms). Use int8 "
+                     "(onnxruntime: activation_type="
+                     "QuantType.QInt8, extra_options={'ActivationSymmetric': True}).")
         elif q.qtype and (q.qtype not in gx.ACCEPTED_QTYPES or q.qtype == TensorProto.UINT8):
             self.add("QK103", q.idx, q.x, f"{what} is {type_name(q.qtype)}: the TensorRT parser "
                      "takes int8 (fp8, int4/fp4 weights, uint8 activations) and rejects it "
@@ -288,7 +290,7 @@ class _Linter:
             self.add("QK110", q.idx, q.x, f"{what} is per-channel in an opset-{g.opset} model: "
                      "per-channel Q/DQ needs opset 13, so the model is invalid ONNX. Convert it "
                      "with onnx.version_converter.convert_version(model, 13) (output-identical, "
-                     "TENSORRT_FACTS.md).")
+                     "docs/tensorrt_rules.md#onnx-opsets).")
         if q.channels > 1 and not q.weight and q.axis is not None:
             self.add("QK109", q.idx, q.x, f"{what} has {q.channels} per-channel scales on axis "
                      f"{q.axis}: TensorRT quantizes activations per tensor, and the consumer runs "
@@ -319,7 +321,7 @@ class _Linter:
             self.add("QK120", q.idx, q.x, f"{what}: its input is {type_name(xt)} but its scale "
                      f"is {type_name(st)}; ONNX requires one type and TensorRT rejects the mix. "
                      f"Write the scale as {type_name(xt)} (FP16 scales are allowed in strongly "
-                     "typed FP16 graphs, TENSORRT_FACTS.md).")
+                     "typed FP16 graphs, docs/tensorrt_rules.md#strongly-typed-networks).")
         if not q.is_q and cnodes and all(n.op_type == "Cast" for n in cnodes):
             # a Cast pair around the Q/DQ: x(T) -> Cast -> Q -> DQ -> Cast(to T)
             back = {int(attr(n, "to", 0)) for n in cnodes}
@@ -330,7 +332,8 @@ class _Linter:
                 self.add("QK119", q.idx, q.x, f"{what} uses {type_name(st)} scales in a "
                          f"{type_name(t)} region, with Casts to {type_name(st)} and back around "
                          f"it: write the Q/DQ with {type_name(t)} scales (opset >= 19) and drop "
-                         "the Casts, as strongly typed FP16 networks expect (TENSORRT_FACTS.md).")
+                         "the Casts, as strongly typed FP16 networks expect "
+                         "(docs/tensorrt_rules.md#strongly-typed-networks).")
 
     def _check_constants(self) -> None:
         """QK107: TensorRT accepts a quantized (int8/int4/fp8) constant only before a DQ."""
@@ -402,7 +405,8 @@ class _Linter:
                 missing = node.input[1 if a is not None else 0]
                 self.add("QK117", i, missing, f"{name}: input {missing} has no Q/DQ but the other "
                          f"input has: TensorRT runs the node in {fname} and the Q/DQ only adds "
-                         "rounding. Quantize data and weight inputs (TENSORRT_FACTS.md), or none.")
+                         "rounding. Quantize data and weight inputs "
+                         "(docs/tensorrt_rules.md#qdq-placement), or none.")
         self.precision[i] = precision
         return NodeInfo(name, op, precision, weights, w_axis, scales, tuple(notes))
 
@@ -421,7 +425,8 @@ class _Linter:
                 len(dims) <= expected or dims[expected] > 1):  # one output channel: same thing
             self.add("QK105", i, d.x, f"{name}: weight {d.x} has one scale for the whole "
                      f"tensor; TensorRT expects per-channel weight scales on axis {expected} "
-                     "(TENSORRT_FACTS.md), which keep small-range channels accurate. Quantize "
+                     "(docs/tensorrt_rules.md#qdq-placement), which keep small-range channels "
+                     "accurate. Quantize "
                      f"it per channel (onnxruntime: per_channel=True).{hint}")
         return True
 
@@ -450,12 +455,14 @@ class _Linter:
             self.add("QK113", i, node.input[0 if conv == ca else 1], f"{g.names[i]}: both inputs "
                      f"are quantized, including the output of {cname}. TensorRT fuses a residual "
                      "Add into the preceding convolution: quantize only the other branch "
-                     f"(TENSORRT_FACTS.md) and remove {g.names[q.idx] if q else 'the Q/DQ'}.")
+                     "(docs/tensorrt_rules.md#residual-add) and remove "
+                     f"{g.names[q.idx] if q else 'the Q/DQ'}.")
         elif not qa and not qb and self.precision.get(conv) in gx.LOW_PRECISION.values():
             other = node.input[1 if conv == ca else 0]
             self.add("QK114", i, other, f"{g.names[i]}: neither input is quantized although "
                      f"{cname} is INT8. Quantize the branch {other} (not the output of {cname}) "
-                     f"so TensorRT can fuse the Add into {cname} in INT8 (TENSORRT_FACTS.md).")
+                     f"so TensorRT can fuse the Add into {cname} in INT8 "
+                     "(docs/tensorrt_rules.md#residual-add).")
 
     def _check_types(self, i: int, node: onnx.NodeProto) -> None:
         """QK120: a DQ output whose type differs from the node's other inputs (verified)."""
@@ -481,7 +488,7 @@ class _Linter:
                     self.add("QK112", c, g.nodes[c].input[0], f"{g.names[c]} quantizes the "
                              f"output of {g.names[i]} before the {fused[0]} TensorRT fuses into "
                              "it. Quantize compute-op inputs, not outputs: move this Q/DQ after "
-                             f"the {fused[0]} (TENSORRT_FACTS.md).")
+                             f"the {fused[0]} (docs/tensorrt_rules.md#qdq-placement).")
                     break
 
     def _check_dq_use(self) -> None:
@@ -496,4 +503,5 @@ class _Linter:
                 users = " and ".join([", ".join(ops)] * bool(ops) + ["a graph output"] * is_output)
                 self.add("QK115", q.idx, q.x, f"DequantizeLinear {g.names[q.idx]} feeds only "
                          f"{users}, with no INT8 use in TensorRT: the Q/DQ pair only adds rounding"
-                         " error. Remove it; quantize compute-op inputs (TENSORRT_FACTS.md).")
+                         " error. Remove it; quantize compute-op inputs "
+                         "(docs/tensorrt_rules.md#qdq-placement).")

@@ -1,6 +1,6 @@
 """Precision files and per-node precision plans.
 
-A precision file (CLI.md, ``quantize --precision P.yaml``)::
+A precision file (docs/cli.md#precision-file, ``quantize --precision P.yaml``)::
 
     default: int8            # int8 | fp16 | fp32 for quantizable ops
     default_float: fp32      # precision of the non-quantized rest: fp32 | fp16
@@ -227,7 +227,8 @@ def make_plan(nodes: Sequence[NodeView], config: PrecisionConfig,
         nodes: the graph's nodes in order (names must be unique and non-empty).
         config: the precision file.
         residual_adds: ``(add node, fusing producer node)`` pairs: when the producer is int8
-            and no rule names the Add, its other branch gets Q/DQ (TENSORRT_FACTS.md).
+            and no rule names the Add, its other branch gets Q/DQ
+            (docs/tensorrt_rules.md#residual-add).
 
     Raises:
         InputError: a rule that matches no node (with the closest node names).

@@ -1,6 +1,6 @@
 """Write an explicitly quantized (Q/DQ) ONNX model that TensorRT 10/11 and TensorRT-RTX parse.
 
-Placement follows TENSORRT_FACTS.md ("Q/DQ placement rules TensorRT expects"):
+Placement follows docs/tensorrt_rules.md#qdq-placement:
 
 * activations: one ``QuantizeLinear -> DequantizeLinear`` pair per tensor (shared by all its
   INT8 consumers; other consumers keep reading the original tensor), symmetric INT8, zero

@@ -17,7 +17,7 @@ those pairs are skipped and reported: ``Clip`` (ReLU6: ``min(x / s, 6) != min(x,
 folded into the layer before it first (:mod:`quantkit.transforms.fold_bn`; exporters usually
 have done it). Node names never change; only weight and bias initializers are rewritten.
 
-TensorRT quantizes weights per output channel (TENSORRT_FACTS.md, Q/DQ placement), so the
+TensorRT quantizes weights per output channel (docs/tensorrt_rules.md#qdq-placement), so the
 range imbalance of ``W1``'s output channels costs nothing there; what equalization still changes
 is the spread of ``W2``'s input columns inside each per-channel scale, and the per-channel ranges
 of the activation between the two layers (scaled by ``1 / s_i``), which is quantized per tensor.

@@ -1,4 +1,4 @@
-"""lint_model against TensorRT's Q/DQ rules (TENSORRT_FACTS.md), without mocks.
+"""lint_model against TensorRT's Q/DQ rules (docs/tensorrt_rules.md#qdq-placement), no mocks.
 
 Models are built here with onnx.helper: an FP32 Conv-Relu-Conv + residual Add + Gemm network
 quantized by ONNX Runtime's quantize_static, and a hand-written TensorRT-style Q/DQ model
@@ -243,7 +243,8 @@ def test_ort_tensorrt_settings_remove_the_errors(tmp_path: Path, as_constant: bo
     # quantized, Q/DQ in front of Softmax and on the graph output
     assert {"QK112", "QK113", "QK115"} <= codes(report, "warning")
     per_tensor = {f.tensor for f in report.findings if f.code == "QK105"}
-    # Constant weights: ORT quantizes them per tensor, at run time (TENSORRT_FACTS.md)
+    # Constant weights: ORT quantizes them per tensor, at run time
+    # (docs/tensorrt_rules.md#weights-stored-as-constant-nodes)
     assert per_tensor == ({f"{w}_QuantizeLinear_Output" for w in ("w1", "w2", "wf")}
                           if as_constant else set())
 
