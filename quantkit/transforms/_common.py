@@ -12,11 +12,12 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from quantkit.qdq._model import (
+from quantkit.graph import (
     GraphIndex,
     UniqueNames,
     constants_to_initializers,
     name_nodes,
+    use_counts,
 )
 
 #: metadata key of the transforms applied to a model (a JSON list of reports, oldest first);
@@ -101,15 +102,12 @@ def set_initializer(index: GraphIndex, name: str, value: np.ndarray) -> None:
 
 
 def use_count(model: onnx.ModelProto) -> dict[str, int]:
-    """How many node inputs (plus graph outputs) read each tensor."""
-    count: dict[str, int] = {}
-    for node in model.graph.node:
-        for i in node.input:
-            if i:
-                count[i] = count.get(i, 0) + 1
-    for o in model.graph.output:
-        count[o.name] = count.get(o.name, 0) + 1
-    return count
+    """How many times each tensor is read (:func:`quantkit.graph.use_counts`).
+
+    Reads inside If/Loop/Scan bodies count: a weight a branch also reads is shared, so a
+    transform leaves it alone.
+    """
+    return use_counts(model.graph)
 
 
 @dataclass
@@ -144,10 +142,7 @@ def auxiliary_copy(model: onnx.ModelProto) -> tuple[onnx.ModelProto, UniqueNames
     """
     aux = onnx.ModelProto()
     aux.CopyFrom(model)
-    g = aux.graph
-    unique = UniqueNames({n.name for n in g.node} | {t.name for t in g.initializer}
-                         | {o for n in g.node for o in n.output} | {i.name for i in g.input})
-    return aux, unique
+    return aux, UniqueNames.for_model(aux)
 
 
 def as_layer(node: onnx.NodeProto, index: GraphIndex) -> Layer | None:
@@ -155,13 +150,13 @@ def as_layer(node: onnx.NodeProto, index: GraphIndex) -> Layer | None:
     if node.op_type not in LAYER_OPS or len(node.input) < 2:
         return None
     w = node.input[1]
-    if not index.is_constant(w) or index.elem_type(w) != onnx.TensorProto.FLOAT:
+    if not index.is_initializer(w) or index.elem_type(w) != onnx.TensorProto.FLOAT:
         return None
     rank = len(index.initializers[w].dims)
     attrs = int_attrs(node)
     bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
     reason = None
-    if bias is not None and not index.is_constant(bias):
+    if bias is not None and not index.is_initializer(bias):
         reason = "its bias is not a constant"
         bias = None
     if node.op_type == "Conv":

@@ -35,7 +35,7 @@ from onnx import helper, numpy_helper
 
 from quantkit.calibrators.cache import ScaleTable
 from quantkit.errors import InputError
-from quantkit.qdq._model import GraphIndex, UniqueNames, model_opset, upgrade_opset
+from quantkit.graph import GraphIndex, UniqueNames, model_opset, upgrade_opset
 from quantkit.qdq.plan import PrecisionConfig
 from quantkit.qdq.rules import quantized_inputs
 from quantkit.qdq.writer import quantize_weight
@@ -61,8 +61,8 @@ def _weight_axis(layer: Layer, index: GraphIndex) -> int | None:
     node = layer.node
     names = list(node.input)
     qi = quantized_inputs(node.op_type, int_attrs(node),
-                          [bool(n) and index.is_constant(n) for n in names] + [False] * 3,
-                          [len(index.initializers[n].dims) if index.is_constant(n) else None
+                          [bool(n) and index.is_initializer(n) for n in names] + [False] * 3,
+                          [len(index.initializers[n].dims) if index.is_initializer(n) else None
                            for n in names] + [None] * 3)
     for q in qi:
         if q.index == 1 and q.kind == "weight":
@@ -343,7 +343,7 @@ def _correct(model: onnx.ModelProto, index: GraphIndex, layer: Layer,
     beta = next((a.f for a in layer.node.attribute if a.name == "beta"), 1.0) \
         if layer.node.op_type == "Gemm" else 1.0
     if layer.bias is None:
-        name = UniqueNames({t.name for t in model.graph.initializer})(f"{layer.name}_bias")
+        name = UniqueNames.for_model(model)(f"{layer.name}_bias")
         model.graph.initializer.append(numpy_helper.from_array(
             np.zeros(shift.size, np.float32), name))
         if len(layer.node.input) > 2:

@@ -41,7 +41,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from quantkit.errors import InputError
-from quantkit.qdq._model import GraphIndex, UniqueNames, model_opset
+from quantkit.graph import GraphIndex, UniqueNames, model_opset
 from quantkit.transforms._common import (
     Layer,
     TransformReport,
@@ -268,8 +268,7 @@ def absorb_high_bias(model: onnx.ModelProto, data: Any = None, *, batch_size: in
         for p in todo:
             st = stats[p.first.name]
             cs[p.first.name] = np.maximum(st.beta - _SIGMAS * np.abs(st.gamma), 0.0)
-    unique = UniqueNames({n.name for n in out.graph.node} | {t.name for t in
-                                                              out.graph.initializer})
+    unique = UniqueNames.for_model(out)
     for p in todo:
         c = cs[p.first.name]
         entry = {"first": p.first.name, "second": p.second.name, "via": p.via}
