@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, mo
 
 from quantkit._yaml import load_yaml
 from quantkit.errors import InputError
+from quantkit.qdq.rescue_spec import parse_rescue
 from quantkit.qdq.rules import FUSES_RESIDUAL
 
 logger = logging.getLogger(__name__)
@@ -91,7 +92,7 @@ class PrecisionConfig(BaseModel):
     default_float: FloatPrecision = "fp32"
     overrides: tuple[Rule, ...] = ()
     #: rescue transforms ``quantize`` applies to the FP32 model first (spec strings of
-    #: :func:`quantkit.transforms.rescue.parse_rescue`, e.g. ``["cle", "smoothquant:0.8"]``)
+    #: :func:`quantkit.qdq.rescue_spec.parse_rescue`, e.g. ``["cle", "smoothquant:0.8"]``)
     rescue: tuple[str, ...] = ()
 
     @field_validator("rescue", mode="before")
@@ -102,8 +103,6 @@ class PrecisionConfig(BaseModel):
         if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
             raise ValueError("rescue is a list of transform names, e.g. [cle, "
                              "\"smoothquant:0.8\", bias-correction]")
-        from quantkit.transforms.rescue import parse_rescue
-
         try:
             parse_rescue(value, where="rescue")
         except InputError as err:
