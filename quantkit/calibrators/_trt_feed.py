@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from quantkit._io import write_bytes_atomic
-from quantkit.calibrators._cuda import DeviceBuffer, DeviceMemory, default_device_memory
+from quantkit.calibrators.device import DeviceBuffer, DeviceMemory, default_device_memory
 from quantkit.errors import InputError, PipelineError, QuantkitError
 
 logger = logging.getLogger("quantkit.calibrators.tensorrt")  # one logger for the adapters
@@ -70,7 +70,7 @@ class TensorRTCalibratorBase:
             (e.g. int32 token ids). Only safe conversions are done.
         last_batch: ``"drop"`` (default) or ``"pad"`` the final partial batch.
         device: the device-memory layer; default: pycuda if installed, else cuda-python
-            (:func:`quantkit.calibrators._cuda.default_device_memory`).
+            (:func:`quantkit.calibrators.device.default_device_memory`).
 
     Raises:
         InputError: bad ``batch_size``, ``max_samples`` or ``last_batch``.

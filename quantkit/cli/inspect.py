@@ -115,7 +115,7 @@ def model_transforms(model: onnx.ModelProto) -> list[dict[str, Any]]:
     One ``{transform, changed, skipped, settings, changed_layers}`` per transform, oldest
     first; unreadable metadata gives one ``{transform: "?", error: ...}`` entry.
     """
-    from quantkit.transforms._common import TRANSFORMS_METADATA_KEY
+    from quantkit.transforms import TRANSFORMS_METADATA_KEY
     from quantkit.transforms.rescue import changed_layers
 
     raw = next((p.value for p in model.metadata_props if p.key == TRANSFORMS_METADATA_KEY),
