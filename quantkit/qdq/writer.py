@@ -41,6 +41,7 @@ from quantkit.graph import (
     remove_unused_initializers,
     upgrade_opset,
 )
+from quantkit.qdq.fp16 import apply_float_types
 from quantkit.qdq.plan import NodeView, PrecisionConfig, PrecisionPlan, make_plan
 from quantkit.qdq.rules import FUSES_RESIDUAL, QUANTIZABLE_OPS, QuantInput, quantized_inputs
 
@@ -287,8 +288,6 @@ def quantize_model(model: onnx.ModelProto, scales: ScaleTable | None,
         fp16: force ``default_float`` to fp16 (the ``--fp16`` flag).
         source: the model's path, for messages.
     """
-    from quantkit.qdq.fp16 import apply_float_types
-
     config = config or PrecisionConfig()
     if fp16:
         config = config.model_copy(update={"default_float": "fp16"})

@@ -12,6 +12,11 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from quantkit._ort import session
+from quantkit.capture.runner import static_batch_chunks
+from quantkit.data import open_source
+from quantkit.data.base import DataSource
+from quantkit.errors import InputError, PipelineError
 from quantkit.graph import (
     GraphIndex,
     UniqueNames,
@@ -19,6 +24,7 @@ from quantkit.graph import (
     name_nodes,
     use_counts,
 )
+from quantkit.model import input_specs, save_model
 
 #: metadata key of the transforms applied to a model (a JSON list of reports, oldest first);
 #: the Q/DQ writer copies metadata, so the quantized model carries it.
@@ -256,10 +262,6 @@ def recording_source(data: Any, model: onnx.ModelProto, keep: int,
     the list then feed :func:`verify_fp32` without reading the data a second time (a one-shot
     iterator stays usable).
     """
-    from quantkit.data import open_source
-    from quantkit.data.base import DataSource
-    from quantkit.model import input_specs
-
     source = open_source(data, input_specs(model), **dict(data_options or {}))
     kept: list[dict[str, np.ndarray]] = []
 
@@ -317,12 +319,6 @@ def verify_fp32(original: onnx.ModelProto, transformed: onnx.ModelProto, data: A
     """
     import tempfile
     from pathlib import Path
-
-    from quantkit._ort import session
-    from quantkit.capture.runner import static_batch_chunks
-    from quantkit.data import open_source
-    from quantkit.errors import InputError, PipelineError
-    from quantkit.model import input_specs, save_model
 
     specs = input_specs(original)
     source = open_source(data, specs, **dict(data_options or {}))

@@ -50,6 +50,7 @@ from quantkit.transforms._common import (
     warn_skipped,
     working_copy,
 )
+from quantkit.transforms.fold_bn import fold_batchnorm as fold
 
 logger = logging.getLogger(__name__)
 
@@ -345,8 +346,6 @@ def equalize(model: onnx.ModelProto, *, iterations: int = 20, tolerance: float =
     """
     original = model
     if fold_batchnorm and any(n.op_type == "BatchNormalization" for n in model.graph.node):
-        from quantkit.transforms.fold_bn import fold_batchnorm as fold
-
         model, _ = fold(model)
     out = working_copy(model)
     replaced = relu6_to_relu_nodes(out) if relu6_to_relu else []

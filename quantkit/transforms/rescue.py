@@ -27,7 +27,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from quantkit.capture import calibrate
 from quantkit.errors import InputError
+from quantkit.model import save_model
 from quantkit.qdq.rescue_spec import (
     FUNCTION_PRESERVING,
     RESCUE_ORDER,
@@ -36,6 +38,12 @@ from quantkit.qdq.rescue_spec import (
     combine_rescue,
     parse_rescue,
 )
+from quantkit.qdq.writer import plan_model, prepare
+from quantkit.transforms._common import working_copy
+from quantkit.transforms.bias_correction import bias_correct
+from quantkit.transforms.equalize import equalize
+from quantkit.transforms.high_bias import absorb_high_bias
+from quantkit.transforms.smoothquant import smoothquant
 
 if TYPE_CHECKING:
     import onnx
@@ -116,17 +124,12 @@ def plan_int8_layers(model: onnx.ModelProto, config: PrecisionConfig) -> list[st
     Raises:
         InputError: an override that matches no node (before any transform runs).
     """
-    from quantkit.qdq.writer import plan_model, prepare
-
     plan = plan_model(prepare(model, fp16=False, source="model"), config)
     return [n.name for n in plan.nodes.values() if n.precision == "int8"]
 
 
 def _calibrate(model: onnx.ModelProto, data: Any, method: str,
                method_options: Mapping[str, Any], run: Mapping[str, Any]) -> ScaleTable:
-    from quantkit.capture import calibrate
-    from quantkit.model import save_model
-
     with tempfile.TemporaryDirectory(prefix="quantkit-rescue-") as tmp:
         path = Path(tmp) / "rescued.onnx"
         save_model(model, path)
@@ -192,7 +195,6 @@ def apply_rescue(model: onnx.ModelProto, specs: str | Iterable[str] | Sequence[R
     if data is None:
         raise InputError(f"{where}: the rescue transforms need calibration data (--data); "
                          "the transformed model is calibrated on it.")
-    from quantkit.transforms._common import working_copy
 
     run: dict[str, Any] = {"batch_size": batch_size, "max_samples": max_samples,
                            "data_options": data_options, "providers": providers}
@@ -212,19 +214,13 @@ def apply_rescue(model: onnx.ModelProto, specs: str | Iterable[str] | Sequence[R
     names = [s.name for s in steps]
     for step in steps:
         if step.name == "equalize":
-            from quantkit.transforms import equalize
-
             # with data: verified on its first samples, refused if the FP32 output moves
             current, rep = equalize(current, data=data, batch_size=run.get("batch_size", 32),
                                     data_options=run.get("data_options"),
                                     providers=run.get("providers"))
         elif step.name == "high_bias":
-            from quantkit.transforms import absorb_high_bias
-
             current, rep = absorb_high_bias(current, data, **run)
         elif step.name == "smoothquant":
-            from quantkit.transforms import smoothquant
-
             a = step.options.get("alpha", alpha if alpha is not None else 0.5)
             wanted = set(sub or ())
             mm = None if sub is None else [n.name for n in current.graph.node
@@ -241,8 +237,6 @@ def apply_rescue(model: onnx.ModelProto, specs: str | Iterable[str] | Sequence[R
     reference = current
     original: dict[str, tuple[str, np.ndarray]] = {}
     if "bias_correction" in names:
-        from quantkit.transforms import bias_correct
-
         before = working_copy(current)
         current, rep = bias_correct(current, data, scales=scales, layers=sub, **run)
         keep(rep)

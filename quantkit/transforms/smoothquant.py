@@ -43,8 +43,12 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from quantkit.capture.runner import ActivationCapture
+from quantkit.data import open_source
+from quantkit.data.base import DataSource, check_batch_args
 from quantkit.errors import InputError
 from quantkit.graph import GraphIndex, UniqueNames, model_opset
+from quantkit.model import save_model
 from quantkit.transforms._common import (
     TransformReport,
     auxiliary_copy,
@@ -194,11 +198,6 @@ def _max_pass(aux: onnx.ModelProto, outs: dict[str, str], data: Any, batch_size:
               max_samples: int | None, data_options: Mapping[str, Any] | None,
               providers: Sequence[str] | None, description: str = "smoothquant statistics",
               ) -> tuple[dict[str, np.ndarray], int]:
-    from quantkit.capture.runner import ActivationCapture
-    from quantkit.data import open_source
-    from quantkit.data.base import DataSource, check_batch_args
-    from quantkit.model import save_model
-
     check_batch_args(batch_size, max_samples)
     maxima: dict[str, np.ndarray] = {}
     with tempfile.TemporaryDirectory(prefix="quantkit-smooth-") as tmp:
