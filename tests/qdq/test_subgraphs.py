@@ -119,3 +119,46 @@ def test_fold_batchnorm_leaves_a_weight_a_branch_reads(tmp_path: Path) -> None:
            .run(None, {"x": x}) for m in (model, folded)]
     for a, b in zip(*run, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def _edit_if_model(path: Path, *, else_weight: str = "w_else",
+                   then_name: str = "t_mul") -> onnx.ModelProto:
+    """The If model with the else-branch Conv reading ``else_weight`` and the then-branch's
+    intermediate tensor renamed to ``then_name``."""
+    model = onnx.load(str(if_model(path)))
+    if_node = next(n for n in model.graph.node if n.op_type == "If")
+    for a in if_node.attribute:
+        for node in a.g.node:
+            node.input[:] = [else_weight if i == "w_else" else then_name if i == "t_mul" else i
+                             for i in node.input]
+            node.output[:] = [then_name if o == "t_mul" else o for o in node.output]
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, str(path))
+    return model
+
+
+def test_weight_read_by_a_branch_and_a_quantized_conv(tmp_path: Path) -> None:
+    # w2 feeds /conv2/Conv (quantized: it gets an INT8 copy) and else/Conv (stays FP32)
+    model = _edit_if_model(tmp_path / "m.onnx", else_weight="w2")
+    res = quantize_model(model, calibrate(tmp_path / "m.onnx", [{"x": X}],
+                                          method="minmax").scales)
+    onnx.checker.check_model(res.model, full_check=True)
+    after = _values(res.model)
+    np.testing.assert_array_equal(after["w2"], _values(model)["w2"])
+    assert "w2_int8" in after and "w_else" not in after  # w_else is read by nobody now
+    x = -X[:8]  # the else branch
+    want, got = _run(tmp_path / "m.onnx", x), _run(res.model, x)
+    assert 0 < float(np.abs(got - want).max()) <= 0.05 * float(np.abs(want).max())
+
+
+def test_new_names_avoid_names_defined_in_bodies(tmp_path: Path) -> None:
+    # a body defines 'x_scale', the name the writer would give the scale of input x
+    model = _edit_if_model(tmp_path / "m.onnx", then_name="x_scale")
+    res = quantize_model(model, calibrate(tmp_path / "m.onnx", [{"x": X}],
+                                          method="minmax").scales)
+    onnx.checker.check_model(res.model, full_check=True)
+    q = next(n for n in res.model.graph.node if n.op_type == "QuantizeLinear"
+             and n.input[0] == "x")
+    assert q.input[1] == "x_scale_1"
+    want, got = _run(tmp_path / "m.onnx", X[:8]), _run(res.model, X[:8])
+    assert float(np.abs(got - want).max()) <= 0.05 * float(np.abs(want).max())
