@@ -23,16 +23,16 @@ WRITTEN_FILES = frozenset({"summary.md"})
 
 #: Temporary (issue 16): files other work is editing at the time citations moved to docs/;
 #: each still cites a team note that is not in the repository. The mapping to the new anchors
-#: is in the issue; remove an entry once its file cites docs/ (a stale entry fails the test).
-PENDING_ISSUE_16: dict[str, frozenset[str]] = {
-    "quantkit/backends/_trt_common.py": frozenset({"TENSORRT_FACTS.md"}),
-    "quantkit/backends/base.py": frozenset({"CLI.md"}),
-    "quantkit/backends/runner.py": frozenset({"TENSORRT_FACTS.md"}),
-    "quantkit/backends/sidecar.py": frozenset({"TENSORRT_FACTS.md"}),
-    "quantkit/evaluate/run.py": frozenset({"CLI.md"}),
-    "quantkit/report/load.py": frozenset({"CLI.md"}),
-    "quantkit/sweep/run.py": frozenset({"CLI.md"}),
-}
+#: is in the issue; remove a file once it cites docs/ only (a stale entry fails the test).
+PENDING_ISSUE_16 = frozenset({
+    "quantkit/backends/_trt_common.py",
+    "quantkit/backends/base.py",
+    "quantkit/backends/runner.py",
+    "quantkit/backends/sidecar.py",
+    "quantkit/evaluate/run.py",
+    "quantkit/report/load.py",
+    "quantkit/sweep/run.py",
+})
 
 
 def github_slugs(markdown: str) -> set[str]:
@@ -106,21 +106,17 @@ def test_checker_reports_missing_documents_and_anchors(tmp_path: Path) -> None:
 
 def test_package_cites_only_documents_of_the_repository() -> None:
     bad: list[str] = []
-    pending_used: dict[str, set[str]] = {}
+    pending_used: set[str] = set()
     for path in _sources():
         rel = path.relative_to(ROOT).as_posix()
-        allowed = PENDING_ISSUE_16.get(rel, frozenset())
         for citation, problem in citation_problems(path.read_text(encoding="utf-8")):
-            doc = citation.split("#")[0]
-            if doc in allowed:
-                pending_used.setdefault(rel, set()).add(doc)
+            if rel in PENDING_ISSUE_16 and "not a file" in problem:
+                pending_used.add(rel)
                 continue
             bad.append(f"{rel}: {citation}: {problem}")
     assert not bad, "dead citations:\n" + "\n".join(bad)
-    stale = {f: sorted(set(docs) - pending_used.get(f, set()))
-             for f, docs in PENDING_ISSUE_16.items()
-             if set(docs) - pending_used.get(f, set())}
-    assert not stale, f"remove these entries from PENDING_ISSUE_16 (no longer cited): {stale}"
+    stale = sorted(PENDING_ISSUE_16 - pending_used)
+    assert not stale, f"remove these files from PENDING_ISSUE_16 (no dead citation left): {stale}"
 
 
 @pytest.mark.parametrize("doc", ["docs/tensorrt_rules.md", "docs/cli.md"])
