@@ -15,6 +15,7 @@ from quantkit.errors import InputError
 
 logger = logging.getLogger(__name__)
 
+
 def no_samples(description: str, detail: str = "") -> InputError:
     """The error for a data source without samples."""
     extra = f" ({detail})" if detail else ""

@@ -37,6 +37,8 @@ CODES: dict[str, tuple[Severity, str]] = {
     "QK121": ("warning", "Q and DQ of a pair use different scales or zero points"),
     "QK122": ("error", "zero, negative or non-finite scale"),
 }
+
+
 @dataclass(frozen=True)
 class Finding:
     """One lint finding.

@@ -102,7 +102,6 @@ class _Pass:
                            if n.op_type in ("QuantizeLinear", "DequantizeLinear")
                            and len(n.input) > 1}
 
-
     def node_type(self, node: onnx.NodeProto) -> int:
         entry = self.plan.nodes.get(node.name)
         prec = self.plan.default_float if entry is None else self.plan.float_type(node.name)

@@ -42,6 +42,7 @@ FLOAT_ONLY_OPS = frozenset({"Softmax", "LogSoftmax", "LayerNormalization",
 SAME_TYPE_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Sub", "Mul",
                            "Div", "Sum", "Max", "Min", "Mean", "Concat", "PRelu"})
 
+
 def is_qoperator(node: onnx.NodeProto) -> bool:
     """Whether a node is a QOperator-format op (QLinearConv, ConvInteger...) or a contrib Q/DQ."""
     return (node.op_type.startswith("QLinear") or node.op_type in QOPERATOR_OPS

@@ -53,6 +53,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+
 def summary(report: Any) -> dict[str, Any]:
     """``{transform, changed, skipped, settings}`` of a transform report (or its dict)."""
     doc = report if isinstance(report, Mapping) else report.to_dict()
