@@ -80,7 +80,7 @@ def _patch_npy_plain_read() -> None:
     import numpy as np
 
     import quantkit.data.npy as npy
-    from quantkit.data._common import as_slice, read_rows
+    from quantkit.data.rows import as_slice, read_rows
 
     @contextmanager
     def _open(self):

@@ -71,7 +71,7 @@ class OrtRunner:
     def latency(self, feeds: Mapping[str, np.ndarray], *, warmup: int = 10,
                 iterations: int = 100) -> LatencyStats:
         """Host-timed latency of :meth:`infer` (``time.perf_counter``)."""
-        from quantkit.evaluate.latency import measure
+        from quantkit.backends.timing import measure
 
         batch = max((int(a.shape[0]) for a in feeds.values() if a.ndim), default=1)
         return measure(lambda: self.infer(feeds), batch_size=batch, warmup=warmup,

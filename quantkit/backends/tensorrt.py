@@ -2,8 +2,9 @@
 
 Everything is implemented once in :mod:`quantkit.backends._trt_common`; this module only names
 the library and recognises a fake install. Building needs an NVIDIA GPU and driver
-(TENSORRT_FACTS.md, "Which TensorRT does what"). TensorRT 10 networks are created strongly typed
-(``NetworkDefinitionCreationFlag.STRONGLY_TYPED``); TensorRT 11 is strongly typed always.
+(docs/tensorrt_rules.md#building-on-a-cpu-only-machine). TensorRT 10 networks are created
+strongly typed (``NetworkDefinitionCreationFlag.STRONGLY_TYPED``); TensorRT 11 is strongly typed
+always.
 """
 
 from __future__ import annotations

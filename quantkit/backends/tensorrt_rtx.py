@@ -4,7 +4,7 @@ Everything is implemented once in :mod:`quantkit.backends._trt_common`; this mod
 the library. TensorRT-RTX is strongly typed only and builds engines ahead of time without a GPU;
 with no ``--compute-capability`` the engine is portable across the GPUs it supports (compute
 capability 8.0, 8.6, 8.9, 12.x; not 9.0 = H100/H200). Engines only run on such a GPU
-(TENSORRT_FACTS.md, "Which TensorRT does what" and "TensorRT-RTX 1.7 on a CPU-only machine").
+(docs/tensorrt_rules.md#running-engines, docs/tensorrt_rules.md#building-on-a-cpu-only-machine).
 Timing caches are a no-op in TensorRT-RTX (it compiles kernels for the GPU at run time).
 """
 

@@ -5,6 +5,8 @@ Plugins subclass :class:`Calibrator` and register with :func:`register_calibrato
 The legacy TensorRT adapters live in :mod:`quantkit.calibrators.tensorrt` (imported on demand).
 """
 
+from quantkit.calibrators._kernel import PRELOAD_PER_SAMPLE as KERNEL_PRELOAD_PER_SAMPLE
+from quantkit.calibrators._kernel import preload as preload_kernel
 from quantkit.calibrators.base import (
     CACHE_ALGORITHMS,
     Calibrator,
@@ -34,6 +36,8 @@ from quantkit.calibrators.mse import mse_amax
 from quantkit.calibrators.percentile import percentile_amax
 
 __all__ = [
+    "KERNEL_PRELOAD_PER_SAMPLE",
+    "preload_kernel",
     "CACHE_ALGORITHMS",
     "AbsHistogram",
     "Calibrator",

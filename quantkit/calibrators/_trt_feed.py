@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from quantkit._io import write_bytes_atomic
-from quantkit.calibrators._cuda import DeviceBuffer, DeviceMemory, default_device_memory
+from quantkit.calibrators.device import DeviceBuffer, DeviceMemory, default_device_memory
 from quantkit.errors import InputError, PipelineError, QuantkitError
 
 logger = logging.getLogger("quantkit.calibrators.tensorrt")  # one logger for the adapters
@@ -36,8 +36,8 @@ _CACHE_HEADER = re.compile(rb"^TRT-(\d{1,8})-([A-Za-z0-9]+)\s*$")
 class TensorRTCalibratorBase:
     """The TensorRT-independent part of the legacy calibrators.
 
-    Implements TensorRT's calibrator callbacks (``TENSORRT_FACTS.md``, "Legacy calibrator
-    contract") on top of a quantkit :class:`~quantkit.data.base.DataSource`:
+    Implements TensorRT's calibrator callbacks (``docs/tensorrt_rules.md#legacy-calibrators``) on
+    top of a quantkit :class:`~quantkit.data.base.DataSource`:
 
     * ``get_batch(names)`` takes the next batch, checks it holds every input TensorRT asks
       for, converts each array to the engine's dtype (float32 unless ``dtypes`` says otherwise)
@@ -70,7 +70,7 @@ class TensorRTCalibratorBase:
             (e.g. int32 token ids). Only safe conversions are done.
         last_batch: ``"drop"`` (default) or ``"pad"`` the final partial batch.
         device: the device-memory layer; default: pycuda if installed, else cuda-python
-            (:func:`quantkit.calibrators._cuda.default_device_memory`).
+            (:func:`quantkit.calibrators.device.default_device_memory`).
 
     Raises:
         InputError: bad ``batch_size``, ``max_samples`` or ``last_batch``.
@@ -253,7 +253,7 @@ class TensorRTCalibratorBase:
 
     # -- helpers ----------------------------------------------------------------------------
     def _check_cache_header(self, path: Path, data: bytes) -> None:
-        # Cache format: TENSORRT_FACTS.md, "Calibration cache format". TensorRT itself decides
+        # Cache format: docs/tensorrt_rules.md#calibration-cache-format. TensorRT itself decides
         # whether to use the file; we only warn about a mismatch it may reject or ignore.
         first = data.split(b"\n", 1)[0]
         match = _CACHE_HEADER.match(first)

@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 
 C = TypeVar("C", bound="Calibrator")
 
-#: TensorRT cache header algorithms (``TENSORRT_FACTS.md``, "Calibration cache format").
+#: TensorRT cache header algorithms (``docs/tensorrt_rules.md#calibration-cache-format``).
 CACHE_ALGORITHMS = ("EntropyCalibration2", "EntropyCalibration", "MinMaxCalibration",
                     "LegacyCalibration")
 

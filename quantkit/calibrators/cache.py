@@ -1,6 +1,6 @@
 """Calibration scales: TensorRT's calibration-cache text format and quantkit's scales JSON.
 
-TensorRT cache (``TENSORRT_FACTS.md``, "Calibration cache format")::
+TensorRT cache (``docs/tensorrt_rules.md#calibration-cache-format``)::
 
     TRT-101300-EntropyCalibration2
     input: 3c010204

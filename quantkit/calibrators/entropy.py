@@ -1,7 +1,7 @@
 """Entropy (KL-divergence) calibration, as TensorRT / pytorch-quantization / ModelOpt do it.
 
 The reference (``_compute_amax_entropy`` in pytorch-quantization 2.1.3 and ModelOpt, see
-``TENSORRT_FACTS.md``) works on the |x| histogram:
+``docs/tensorrt_rules.md#entropy-calibration``) works on the |x| histogram:
 
 * ``bins[0] = bins[1]`` (the zero bin is overwritten by bin 1);
 * for every candidate ``i`` in ``128..nbins`` (inclusive): ``P = bins[:i]`` with the tail

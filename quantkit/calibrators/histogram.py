@@ -1,7 +1,7 @@
 """Streaming, mergeable histogram of |x|, binned as TensorRT's reference calibrator bins it.
 
 The reference is ``HistogramCalibrator`` in pytorch-quantization 2.1.3 / ModelOpt (see
-``TENSORRT_FACTS.md``, "Entropy (KL) calibration"):
+``docs/tensorrt_rules.md#entropy-calibration``):
 
 1. The first batch fixes the range ``[0, hi0]`` with ``hi0 = max|x|`` and 2048 bins, so the bin
    width is ``w = hi0 / 2048``. A value goes to bin ``int(float32(float32(x * 2048) / hi0))``
@@ -14,7 +14,7 @@ beyond ``hi0`` too -- so histograms that share ``hi0`` merge exactly (zero-pad a
 sharded run equals one sequential pass. For batches that stay inside the first range this is
 the reference's binning bit for bit; when the range grows, the reference re-bins the new batch
 over ``[0, edges[-1]]`` with float32 edges and so agrees with an exact-width histogram only to
-about one bin (documented in ``TENSORRT_FACTS.md``).
+about one bin (documented in ``docs/tensorrt_rules.md#entropy-calibration``).
 
 Two deliberate differences from the reference:
 

@@ -1,4 +1,6 @@
-"""MSE calibration (pytorch-quantization reference, ``TENSORRT_FACTS.md``).
+"""MSE calibration, as the pytorch-quantization reference computes it.
+
+See ``docs/tensorrt_rules.md#other-calibration-methods``.
 
 Candidates are the bin centres ``128 .. nbins-1`` (the last centre excluded). For each candidate
 ``c``, every centre is fake-quantised with scale ``127 / c`` (round half to even, clamped to

@@ -1,7 +1,7 @@
 """Percentile calibration (pytorch-quantization / ModelOpt reference).
 
 ``cdf = cumsum(hist / total)``; ``idx = searchsorted(cdf, p / 100)``; ``amax = edges[idx]``: the
-LEFT edge of the bin holding the percentile (``TENSORRT_FACTS.md``).
+LEFT edge of the bin holding the percentile (``docs/tensorrt_rules.md#other-calibration-methods``).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 :class:`EntropyCalibrator2`, :class:`EntropyCalibrator`, :class:`MinMaxCalibrator` and
 :class:`LegacyCalibrator` subclass the real ``tensorrt.IInt8*Calibrator`` classes (deprecated since
-TensorRT 10.1, removed in 11: ``TENSORRT_FACTS.md``, "Which TensorRT does what"). ``tensorrt``
+TensorRT 10.1, removed in 11: ``docs/tensorrt_rules.md#legacy-calibrators``). ``tensorrt``
 is imported lazily: importing this module does not import it, the classes are built on first
 attribute access, and without TensorRT constructing one raises
 :class:`~quantkit.errors.MissingExtraError`. The logic lives in :class:`TensorRTCalibratorBase`,
@@ -129,7 +129,8 @@ def calibrator_class(name: str) -> type[TensorRTCalibratorBase]:
 
     Args:
         name: ``"EntropyCalibrator2"``... or ``"EntropyCalibration2"``, ``"MinMaxCalibration"``...
-            (the algorithm in a cache's first line, ``TENSORRT_FACTS.md``).
+            (the algorithm in a cache's first line,
+            ``docs/tensorrt_rules.md#calibration-cache-format``).
 
     Returns:
         The class; without TensorRT, a stand-in whose constructor raises

@@ -22,13 +22,13 @@ import numpy as np
 
 from quantkit._io import check_output_path
 from quantkit._log import track
-from quantkit.calibrators import _kernel
+from quantkit.calibrators import KERNEL_PRELOAD_PER_SAMPLE, preload_kernel
 from quantkit.calibrators.base import Calibrator, create_calibrator
 from quantkit.calibrators.cache import DEFAULT_TRT_VERSION, ScaleTable
 from quantkit.calibrators.methods import HistogramCalibrator
 from quantkit.capture.checkpoint import Checkpoint, batch_digest, data_identity, file_digest
-from quantkit.data._common import ReaderSource
 from quantkit.data.base import Batch, DataSource, InputSpec, check_batch_args, validate_batch
+from quantkit.data.rows import ReaderSource
 from quantkit.errors import InputError, PipelineError
 from quantkit.model import ActivationInfo, activation_tensors, input_specs, load_model
 
@@ -46,7 +46,8 @@ class ActivationCapture:
         providers: ONNX Runtime execution providers (default: CUDA when available, else CPU).
         threads: intra-op threads for ONNX Runtime (default: ONNX Runtime's choice).
         histograms: the activations will be histogrammed: with large inputs, start loading the
-            compiled binning kernel (``calibrators._kernel``) in the background now.
+            compiled binning kernel (:func:`quantkit.calibrators.preload_kernel`) in the
+            background now.
     """
 
     def __init__(self, model_path: str | os.PathLike[str], tensors: Sequence[str] | None = None,
@@ -58,8 +59,8 @@ class ActivationCapture:
         model = load_model(self.model_path)
         self.inputs: list[InputSpec] = input_specs(model)
         if histograms and any(math.prod(d for d in s.shape[1:] if isinstance(d, int))
-                              >= _kernel.PRELOAD_PER_SAMPLE for s in self.inputs):
-            _kernel.preload()  # large activations ahead: load the binning kernel meanwhile
+                              >= KERNEL_PRELOAD_PER_SAMPLE for s in self.inputs):
+            preload_kernel()  # large activations ahead: load the binning kernel meanwhile
         acts = activation_tensors(model)
         if tensors is not None:
             known = {a.name: a for a in acts}

@@ -87,8 +87,8 @@ def shard_batches(source: DataSource, batch_size: int, max_samples: int | None,
     Index-addressable sources read only the shard's samples; other sources are read from the
     start and the first ``lo`` batches dropped.
     """
-    from quantkit.data._common import ReaderSource, RowReader, iter_chunks, select_indices
     from quantkit.data.images import ImageFolderSource
+    from quantkit.data.rows import ReaderSource, RowReader, iter_chunks, select_indices
 
     check_batch_args(batch_size, max_samples)
     if isinstance(source, ReaderSource):
@@ -243,7 +243,7 @@ def calibrate_sharded(model: str | os.PathLike[str], data: Any, *, executor: Any
     elif isinstance(data, DataSource):
         spec = data
     else:  # arrays in memory: ship the opened source (plain arrays) to the workers
-        from quantkit.data._common import ReaderSource
+        from quantkit.data.rows import ReaderSource
 
         spec = source if isinstance(source, ReaderSource) else None
     if total is None or spec is None:

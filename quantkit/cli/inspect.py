@@ -1,8 +1,9 @@
 """``quantkit inspect``: Q/DQ placement, per-node precision and lint findings of a model/engine.
 
 For ``.onnx`` files: :func:`quantkit.qdq.lint.lint_model` (TensorRT's Q/DQ rules, see
-TENSORRT_FACTS.md). For ``.engine`` files: the sidecar ``FILE.engine.json`` written by
-``quantkit build`` (per-layer precision of the parsed network, the builder's kernels and the
+docs/tensorrt_rules.md#qdq-placement). For ``.engine`` files: the sidecar ``FILE.engine.json``
+written by ``quantkit build`` (per-layer precision of the parsed network, the builder's kernels
+and the
 plan), plus TensorRT's engine inspector when a GPU and a full TensorRT are present.
 """
 
@@ -114,7 +115,7 @@ def model_transforms(model: onnx.ModelProto) -> list[dict[str, Any]]:
     One ``{transform, changed, skipped, settings, changed_layers}`` per transform, oldest
     first; unreadable metadata gives one ``{transform: "?", error: ...}`` entry.
     """
-    from quantkit.transforms._common import TRANSFORMS_METADATA_KEY
+    from quantkit.transforms import TRANSFORMS_METADATA_KEY
     from quantkit.transforms.rescue import changed_layers
 
     raw = next((p.value for p in model.metadata_props if p.key == TRANSFORMS_METADATA_KEY),
@@ -202,7 +203,8 @@ def engine_inspector_layers(engine: Path, backend: str | None) -> list[Any] | No
     """Layer information from TensorRT's engine inspector, or None where it cannot run.
 
     Needs a GPU and a real TensorRT (``tensorrt``, or ``tensorrt_rtx_bindings`` for engines of
-    the tensorrt-rtx backend): deserializing an engine needs a driver (TENSORRT_FACTS.md).
+    the tensorrt-rtx backend): deserializing an engine needs a driver
+    (docs/tensorrt_rules.md#running-engines).
     ``tensorrt-stubs`` installs an empty ``tensorrt`` namespace package, hence the ``Builder``
     check.
     """

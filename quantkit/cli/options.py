@@ -14,7 +14,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def data_options(func: F) -> F:
-    """``--data`` (required) and the options that shape how it is read (CLI.md)."""
+    """``--data`` (required) and the options shaping how it is read (docs/cli.md#data-sources)."""
     return _data_options(func, required=True)
 
 

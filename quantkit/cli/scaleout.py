@@ -1,4 +1,6 @@
-"""``--executor local|ray``, ``--ray-address``, ``--shards``: scale-out options (CLI.md).
+"""``--executor local|ray``, ``--ray-address``, ``--shards``: scale-out options.
+
+See docs/cli.md#scale-out.
 
 Shared by ``calibrate``, ``sweep`` and ``sensitivity``. Nothing here imports ray: the Ray
 executor is loaded only when ``--executor ray`` is given.

@@ -15,15 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from quantkit.data._common import (
-    check_columns_keys,
-    iter_chunks,
-    no_samples,
-    select_indices,
-)
+from quantkit.data._common import check_columns_keys, no_samples
 from quantkit.data.base import Batch, DataSource, InputSpec, check_batch_args, validate_batch
 from quantkit.data.images import stack_samples
 from quantkit.data.preprocess import PreprocessSpec
+from quantkit.data.rows import iter_chunks, select_indices
 from quantkit.errors import InputError, MissingExtraError
 
 logger = logging.getLogger(__name__)

@@ -10,9 +10,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from quantkit.data._common import iter_chunks, no_samples, select_indices, single_input
+from quantkit.data._common import no_samples, single_input
 from quantkit.data.base import Batch, DataSource, InputSpec, check_batch_args, validate_batch
 from quantkit.data.preprocess import PreprocessSpec
+from quantkit.data.rows import iter_chunks, select_indices
 from quantkit.errors import InputError
 
 if TYPE_CHECKING:

@@ -10,9 +10,6 @@ from typing import Any
 import numpy as np
 
 from quantkit.data._common import (
-    Reader,
-    ReaderSource,
-    RowReader,
     check_columns_keys,
     check_headers,
     existing_file,
@@ -22,6 +19,7 @@ from quantkit.data._common import (
     to_numpy,
 )
 from quantkit.data.base import InputSpec
+from quantkit.data.rows import Reader, ReaderSource, RowReader
 from quantkit.errors import InputError
 
 

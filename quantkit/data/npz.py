@@ -28,10 +28,6 @@ from typing import cast
 import numpy as np
 
 from quantkit.data._common import (
-    Reader,
-    ReaderSource,
-    RowReader,
-    Selection,
     check_columns_keys,
     check_headers,
     existing_file,
@@ -39,6 +35,7 @@ from quantkit.data._common import (
     read_npy_header,
 )
 from quantkit.data.base import InputSpec
+from quantkit.data.rows import Reader, ReaderSource, RowReader, Selection
 from quantkit.errors import InputError
 
 _LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")  # zip local file header (APPNOTE 4.3.7)

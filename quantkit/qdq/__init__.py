@@ -1,8 +1,13 @@
 """Precision plans and explicitly quantized (Q/DQ) ONNX models for TensorRT.
 
 * :mod:`.plan` -- precision files (YAML) and the per-node plan int8 / fp16 / fp32;
-* :mod:`.rules` -- which ops TensorRT quantizes and how (TENSORRT_FACTS.md, Q/DQ placement);
+* :mod:`.rescue_spec` -- the ``rescue:`` transform names a precision file may list;
+* :mod:`.rules` -- which ops TensorRT quantizes and how (docs/tensorrt_rules.md#qdq-placement);
 * :mod:`.writer` -- inserts QuantizeLinear/DequantizeLinear following those rules;
 * :mod:`.fp16` -- makes the non-INT8 part FP16 with Cast nodes for strongly typed builders;
-* :mod:`.lint` -- checks any Q/DQ model against TensorRT's rules.
+* :mod:`.view` -- the Q/DQ nodes of a graph on top of :class:`quantkit.graph.GraphIndex`;
+* :mod:`.lint` -- checks any Q/DQ model against TensorRT's rules (:mod:`.findings`: what it
+  reports).
+
+Graph indexing and editing is :mod:`quantkit.graph`'s, one layer below.
 """

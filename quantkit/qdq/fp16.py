@@ -1,7 +1,7 @@
 """Make the non-INT8 part of a graph FP16 with Cast nodes, as strongly typed builders need.
 
 TensorRT 11 and TensorRT-RTX are strongly typed: a layer computes in the type of its tensors
-(TENSORRT_FACTS.md, "Which TensorRT does what"). So every node gets a float type (fp16 or
+(docs/tensorrt_rules.md#strongly-typed-networks). So every node gets a float type (fp16 or
 fp32, from the precision plan; Q/DQ nodes take ``default_float``) and this pass rewrites
 tensor types to match:
 
@@ -12,7 +12,8 @@ tensor types to match:
 * graph inputs and outputs keep their FP32 types (Casts at the boundary);
 * ``Cast(to=FLOAT)`` inside an FP16 region becomes ``Cast(to=FLOAT16)``.
 
-Nodes in non-standard domains or with subgraphs stay FP32.
+Nodes in non-standard domains or with subgraphs stay FP32; an If/Loop/Scan body that reads an
+outer tensor made FP16 reads an FP32 Cast of it instead.
 """
 
 from __future__ import annotations
@@ -23,11 +24,16 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from quantkit.qdq._model import (
+from quantkit.graph import (
     GraphIndex,
     UniqueNames,
+    has_subgraph,
     model_opset,
+    outer_reads,
     remove_unused_initializers,
+    rename_reads,
+    subgraphs,
+    toposort,
 )
 from quantkit.qdq.plan import PrecisionPlan
 
@@ -91,18 +97,15 @@ class _Pass:
         self.casts: dict[tuple[str, int], str] = {}
         self.forced_fp32: set[str] = set()
         self.init_copies: dict[tuple[str, int], str] = {}
-        self.unique = UniqueNames(set(self.index.initializers)
-                                  | {o for n in model.graph.node for o in n.output})
+        self.unique = UniqueNames.for_model(model)
         self.qdq_scales = {n.input[1] for n in model.graph.node
                            if n.op_type in ("QuantizeLinear", "DequantizeLinear")
                            and len(n.input) > 1}
 
-
     def node_type(self, node: onnx.NodeProto) -> int:
         entry = self.plan.nodes.get(node.name)
         prec = self.plan.default_float if entry is None else self.plan.float_type(node.name)
-        if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
-               for a in node.attribute):
+        if has_subgraph(node):
             return F32
         if prec == "fp16" and node.name not in self.forced_fp32 and self._overflows(node):
             self.forced_fp32.add(node.name)
@@ -180,6 +183,8 @@ class _Pass:
                     node.input[i] = self.convert_input(name, want, before)
                 if formal is not None:
                     bound[formal.type_str] = want
+            if has_subgraph(node):
+                self._body_reads(node, before)
             if node.op_type == "Cast" and ft == F16:
                 for a in node.attribute:
                     if a.name == "to" and a.i == F32:
@@ -201,6 +206,15 @@ class _Pass:
         self._restore_outputs()
         del g.value_info[:]
         remove_unused_initializers(self.model)
+        toposort(self.model)  # a body reading a restored graph output follows its Cast
+
+    def _body_reads(self, node: onnx.NodeProto, before: list[onnx.NodeProto]) -> None:
+        """Bodies read FP32 copies of the outer tensors this pass turned into FP16."""
+        for g in subgraphs(node):
+            for name in sorted(set(outer_reads(g))):
+                was, now = self.types.get(name), self.cur.get(name)
+                if now in _FLOATS and was in _FLOATS and now != was:
+                    rename_reads(g, name, self.convert_input(name, was, before))
 
     def _restore_outputs(self) -> None:
         g = self.model.graph

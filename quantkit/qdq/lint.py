@@ -2,8 +2,8 @@
 
 :func:`lint_model` gives each node the precision TensorRT would give it (a Conv/Gemm/MatMul is
 INT8 when its data and weight inputs both come from DequantizeLinear of INT8 data:
-TENSORRT_FACTS.md, "TensorRT-RTX 1.7 on a CPU-only machine") and reports findings against
-TENSORRT_FACTS.md, "Q/DQ placement rules TensorRT expects". Messages marked *verified* were
+docs/tensorrt_rules.md#precision-as-the-builder-sees-it) and reports findings against
+docs/tensorrt_rules.md#qdq-placement and the pages it links. Messages marked *verified* were
 reproduced with the TensorRT-RTX 1.7 parser/builder on CPU (kernel precisions from its log).
 Severities: ``error`` = TensorRT rejects the model or the Q/DQ cannot take effect (the node runs
 in float); ``warning`` = it builds but is slower or less accurate than intended; ``info``.
@@ -12,150 +12,22 @@ in float); ``warning`` = it builds but is slower or less accurate than intended;
 from __future__ import annotations
 
 import logging
-from collections import Counter
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
 
 import numpy as np
 import onnx
 from onnx import TensorProto
 
-from quantkit.qdq import _graph as gx
-from quantkit.qdq._graph import QDQ, GraphIndex, attr, type_name
+from quantkit.graph import FLOAT_TYPES, attr, type_name
+from quantkit.qdq import view as gx
+from quantkit.qdq.findings import CODES, Finding, LintReport, NodeInfo, ScaleInfo
 from quantkit.qdq.rules import FUSES_RESIDUAL, QUANTIZABLE_OPS, quantized_inputs
+from quantkit.qdq.view import QDQ, QDQGraph
 
 logger = logging.getLogger(__name__)
 
-Severity = Literal["error", "warning", "info"]
-
-#: code -> (severity, meaning).
-CODES: dict[str, tuple[Severity, str]] = {
-    "QK100": ("error", "the model fails onnx.checker (invalid ONNX)"),
-    "QK101": ("error", "int32 DequantizeLinear (quantized bias, ONNX Runtime's default)"),
-    "QK102": ("error", "non-zero zero point (asymmetric quantization)"),
-    "QK103": ("error", "quantized type TensorRT rejects (uint8 weights, int16, int32 Q...)"),
-    "QK104": ("warning", "uint8 activation quantization instead of symmetric int8"),
-    "QK105": ("warning", "per-tensor weight scale where per-channel is expected"),
-    "QK106": ("error", "per-channel weight scale on the wrong axis (node runs in float)"),
-    "QK107": ("error", "quantized (int8) constant not consumed by DequantizeLinear"),
-    "QK108": ("error", "QOperator / integer op TensorRT does not support (QLinearConv...)"),
-    "QK109": ("error", "per-channel activation quantization (consumer runs in float)"),
-    "QK110": ("error", "per-channel Q/DQ in a model with opset < 13"),
-    "QK111": ("warning", "opset outside the TensorRT ONNX parser's range 9-24"),
-    "QK112": ("warning", "Q/DQ between a compute op and the activation/BN fused into it"),
-    "QK113": ("warning", "residual Add with both branches quantized"),
-    "QK114": ("info", "residual Add with neither branch quantized next to an INT8 conv"),
-    "QK115": ("warning", "DequantizeLinear feeding only float ops or graph outputs"),
-    "QK116": ("warning", "QuantizeLinear without a following DequantizeLinear"),
-    "QK117": ("warning", "compute op with only one of data/weight quantized"),
-    "QK118": ("info", "compute op left in float while most compute ops are INT8"),
-    "QK119": ("warning", "Q/DQ scale type differs from the float type around it (Cast pair)"),
-    "QK120": ("error", "element type mismatch at a Q/DQ (scale type vs data type)"),
-    "QK121": ("warning", "Q and DQ of a pair use different scales or zero points"),
-    "QK122": ("error", "zero, negative or non-finite scale"),
-}
 _RANK = {"error": 0, "warning": 1, "info": 2}
 _CONST_HINT = (" This weight is a Constant node, which onnxruntime's quantize_static quantizes "
-               "like an activation (TENSORRT_FACTS.md, weights as Constant nodes).")
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One lint finding.
-
-    Attributes:
-        code: ``QK1xx`` (see :data:`CODES`).
-        severity: ``error``, ``warning`` or ``info``.
-        node: name of the node at fault (None for model-level findings and initializers).
-        tensor: the tensor concerned, if any.
-        message: what is wrong for TensorRT and how to fix it.
-    """
-
-    code: str
-    severity: Severity
-    node: str | None
-    tensor: str | None
-    message: str
-
-
-@dataclass(frozen=True)
-class ScaleInfo:
-    """The Q/DQ scale on one input of a compute node.
-
-    Attributes:
-        input: input position on the node; tensor: the (dequantized) tensor it reads.
-        kind: ``weight`` (quantizes a constant) or ``activation``.
-        qtype: quantized type (``int8``, ``uint8``...).
-        channels: number of scales (1 = per tensor); axis: their axis when per channel.
-        scale_min, scale_max: smallest and largest scale (None when not a constant).
-    """
-
-    input: int
-    tensor: str
-    kind: Literal["weight", "activation"]
-    qtype: str
-    channels: int
-    axis: int | None
-    scale_min: float | None
-    scale_max: float | None
-
-
-@dataclass(frozen=True)
-class NodeInfo:
-    """Precision and quantization of one node, as TensorRT would see it.
-
-    Attributes:
-        name: node name (``op_type_index`` when the node has none).
-        op_type: ONNX op type.
-        precision: ``int8`` (``fp8``) for a compute op whose data and weight inputs are both
-            dequantized from that type and usable by TensorRT; otherwise the float type it
-            computes in (``fp32``, ``fp16``, ``bf16``); for Q/DQ nodes the quantized type;
-            ``unsupported`` for QOperator ops; ``-`` when unknown.
-        weights: ``per-channel`` / ``per-tensor`` for compute ops with a quantized weight;
-            weight_axis: the axis of per-channel weight scales.
-        scales: Q/DQ scales of the node's inputs (compute ops).
-        notes: short remarks, then the codes of the findings on this node.
-    """
-
-    name: str
-    op_type: str
-    precision: str
-    weights: str | None = None
-    weight_axis: int | None = None
-    scales: tuple[ScaleInfo, ...] = ()
-    notes: tuple[str, ...] = ()
-
-
-@dataclass
-class LintReport:
-    """Result of :func:`lint_model`: findings (errors first) and per-node precision."""
-
-    source: str
-    opset: int
-    findings: list[Finding] = field(default_factory=list)
-    nodes: list[NodeInfo] = field(default_factory=list)
-
-    def count(self, severity: Severity) -> int:
-        """Number of findings of one severity."""
-        return sum(f.severity == severity for f in self.findings)
-
-    @property
-    def has_errors(self) -> bool:
-        """Whether any finding is an error."""
-        return self.count("error") > 0
-
-    def summary(self) -> dict[str, Any]:
-        """Counts: findings by severity, nodes, Q/DQ nodes, compute ops by precision."""
-        compute = Counter(n.precision for n in self.nodes if n.op_type in QUANTIZABLE_OPS)
-        return {"errors": self.count("error"), "warnings": self.count("warning"),
-                "info": self.count("info"), "opset": self.opset, "nodes": len(self.nodes),
-                "qdq_nodes": sum(n.op_type in gx.QDQ_OPS for n in self.nodes),
-                "compute_ops": sum(compute.values()), "compute_precision": dict(compute)}
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready ``nodes``, ``findings`` and ``summary``."""
-        return {"nodes": [asdict(n) for n in self.nodes],
-                "findings": [asdict(f) for f in self.findings], "summary": self.summary()}
+               "like an activation (docs/tensorrt_rules.md#weights-stored-as-constant-nodes).")
 
 
 def lint_model(model: onnx.ModelProto, *, source: str = "model.onnx",
@@ -177,7 +49,7 @@ def lint_model(model: onnx.ModelProto, *, source: str = "model.onnx",
 
 class _Linter:
     def __init__(self, model: onnx.ModelProto, source: str, base_dir: str) -> None:
-        self.model, self.source, self.g = model, source, GraphIndex(model, base_dir=base_dir)
+        self.model, self.source, self.g = model, source, QDQGraph(model, base_dir=base_dir)
         self.qdq = self.g.qdq
         self.raw: list[tuple[int, int, Finding]] = []
         self.flagged: set[int] = set()
@@ -227,12 +99,13 @@ class _Linter:
                          f"{first}. ONNX Runtime will not load it either; fix that node.")
         if not 9 <= g.opset <= 24:
             self.add("QK111", None, None, f"{self.source}: opset {g.opset}; the TensorRT parser "
-                     "supports opsets 9-24 (TENSORRT_FACTS.md). Convert it (onnx.version_converter"
-                     ".convert_version(model, 17)) or re-export.")
+                     "supports opsets 9-24 (docs/tensorrt_rules.md#onnx-opsets). Convert it "
+                     "(onnx.version_converter.convert_version(model, 17)) or re-export.")
         for i, node in enumerate(g.nodes):
             if gx.is_qoperator(node):
                 self.add("QK108", i, None, f"{node.op_type} ({node.domain or 'ai.onnx'}): TensorRT "
-                         "takes explicit Q/DQ only (TENSORRT_FACTS.md; verified). Quantize in QDQ "
+                         "takes explicit Q/DQ only, verified "
+                         "(docs/tensorrt_rules.md#explicit-quantization-only). Quantize in QDQ "
                          "format (quantkit quantize, or onnxruntime QuantFormat.QDQ).")
 
     def _check_qdq(self, q: QDQ) -> None:
@@ -273,8 +146,9 @@ class _Linter:
                      "float (onnxruntime: extra_options={'QuantizeBias': False}).")
         elif q.qtype == TensorProto.UINT8 and not q.weight:
             self.add("QK104", q.idx, q.x, f"{what} is uint8; TensorRT's explicit quantization "
-                     "is symmetric INT8 (TENSORRT_FACTS.md). Use int8 (onnxruntime: activation_"
-                     "type=QuantType.QInt8, extra_options={'ActivationSymmetric': True}).")
+                     "is symmetric INT8 (docs/tensorrt_rules.md#rejected-qdq-forms). Use int8 "
+                     "(onnxruntime: activation_type="
+                     "QuantType.QInt8, extra_options={'ActivationSymmetric': True}).")
         elif q.qtype and (q.qtype not in gx.ACCEPTED_QTYPES or q.qtype == TensorProto.UINT8):
             self.add("QK103", q.idx, q.x, f"{what} is {type_name(q.qtype)}: the TensorRT parser "
                      "takes int8 (fp8, int4/fp4 weights, uint8 activations) and rejects it "
@@ -288,7 +162,7 @@ class _Linter:
             self.add("QK110", q.idx, q.x, f"{what} is per-channel in an opset-{g.opset} model: "
                      "per-channel Q/DQ needs opset 13, so the model is invalid ONNX. Convert it "
                      "with onnx.version_converter.convert_version(model, 13) (output-identical, "
-                     "TENSORRT_FACTS.md).")
+                     "docs/tensorrt_rules.md#onnx-opsets).")
         if q.channels > 1 and not q.weight and q.axis is not None:
             self.add("QK109", q.idx, q.x, f"{what} has {q.channels} per-channel scales on axis "
                      f"{q.axis}: TensorRT quantizes activations per tensor, and the consumer runs "
@@ -309,28 +183,29 @@ class _Linter:
     def _check_scale_type(self, q: QDQ, what: str, cnodes: list[onnx.NodeProto],
                           paired: bool) -> None:
         g, st = self.g, q.scale_type
-        if st not in gx.FLOAT_TYPES:
+        if st not in FLOAT_TYPES:
             return
         if st != TensorProto.FLOAT and g.opset < 19 and not paired:
             self.add("QK120", q.idx, q.x, f"{what} has a {type_name(st)} scale at opset "
                      f"{g.opset}; Q/DQ take float32 scales before opset 19. Convert the model.")
             return
-        if q.is_q and (xt := g.elem_type(q.x)) in gx.FLOAT_TYPES and xt != st:
+        if q.is_q and (xt := g.elem_type(q.x)) in FLOAT_TYPES and xt != st:
             self.add("QK120", q.idx, q.x, f"{what}: its input is {type_name(xt)} but its scale "
                      f"is {type_name(st)}; ONNX requires one type and TensorRT rejects the mix. "
                      f"Write the scale as {type_name(xt)} (FP16 scales are allowed in strongly "
-                     "typed FP16 graphs, TENSORRT_FACTS.md).")
+                     "typed FP16 graphs, docs/tensorrt_rules.md#strongly-typed-networks).")
         if not q.is_q and cnodes and all(n.op_type == "Cast" for n in cnodes):
             # a Cast pair around the Q/DQ: x(T) -> Cast -> Q -> DQ -> Cast(to T)
             back = {int(attr(n, "to", 0)) for n in cnodes}
             pq = self.qdq.get(g.producer.get(g.source(q.x), -1))
             cast = g.producer_node(pq.x) if pq is not None else None
             t = g.elem_type(cast.input[0]) if cast is not None and cast.op_type == "Cast" else None
-            if t in gx.FLOAT_TYPES and back == {t} and t != st:
+            if t in FLOAT_TYPES and back == {t} and t != st:
                 self.add("QK119", q.idx, q.x, f"{what} uses {type_name(st)} scales in a "
                          f"{type_name(t)} region, with Casts to {type_name(st)} and back around "
                          f"it: write the Q/DQ with {type_name(t)} scales (opset >= 19) and drop "
-                         "the Casts, as strongly typed FP16 networks expect (TENSORRT_FACTS.md).")
+                         "the Casts, as strongly typed FP16 networks expect "
+                         "(docs/tensorrt_rules.md#strongly-typed-networks).")
 
     def _check_constants(self) -> None:
         """QK107: TensorRT accepts a quantized (int8/int4/fp8) constant only before a DQ."""
@@ -359,7 +234,7 @@ class _Linter:
                 "weight" if q.weight else "activation", f"scale {gx.fmt_array(q.scale)}{axis}"))
         if gx.is_qoperator(node):
             return NodeInfo(name, op, "unsupported")
-        ftype = next((t for t in map(g.elem_type, node.input) if t in gx.FLOAT_TYPES), None)
+        ftype = next((t for t in map(g.elem_type, node.input) if t in FLOAT_TYPES), None)
         if ftype is None and node.output:
             ftype = g.elem_type(node.output[0])
         fname = type_name(ftype) if ftype else "-"
@@ -402,7 +277,8 @@ class _Linter:
                 missing = node.input[1 if a is not None else 0]
                 self.add("QK117", i, missing, f"{name}: input {missing} has no Q/DQ but the other "
                          f"input has: TensorRT runs the node in {fname} and the Q/DQ only adds "
-                         "rounding. Quantize data and weight inputs (TENSORRT_FACTS.md), or none.")
+                         "rounding. Quantize data and weight inputs "
+                         "(docs/tensorrt_rules.md#qdq-placement), or none.")
         self.precision[i] = precision
         return NodeInfo(name, op, precision, weights, w_axis, scales, tuple(notes))
 
@@ -421,7 +297,8 @@ class _Linter:
                 len(dims) <= expected or dims[expected] > 1):  # one output channel: same thing
             self.add("QK105", i, d.x, f"{name}: weight {d.x} has one scale for the whole "
                      f"tensor; TensorRT expects per-channel weight scales on axis {expected} "
-                     "(TENSORRT_FACTS.md), which keep small-range channels accurate. Quantize "
+                     "(docs/tensorrt_rules.md#qdq-placement), which keep small-range channels "
+                     "accurate. Quantize "
                      f"it per channel (onnxruntime: per_channel=True).{hint}")
         return True
 
@@ -450,17 +327,19 @@ class _Linter:
             self.add("QK113", i, node.input[0 if conv == ca else 1], f"{g.names[i]}: both inputs "
                      f"are quantized, including the output of {cname}. TensorRT fuses a residual "
                      "Add into the preceding convolution: quantize only the other branch "
-                     f"(TENSORRT_FACTS.md) and remove {g.names[q.idx] if q else 'the Q/DQ'}.")
+                     "(docs/tensorrt_rules.md#residual-add) and remove "
+                     f"{g.names[q.idx] if q else 'the Q/DQ'}.")
         elif not qa and not qb and self.precision.get(conv) in gx.LOW_PRECISION.values():
             other = node.input[1 if conv == ca else 0]
             self.add("QK114", i, other, f"{g.names[i]}: neither input is quantized although "
                      f"{cname} is INT8. Quantize the branch {other} (not the output of {cname}) "
-                     f"so TensorRT can fuse the Add into {cname} in INT8 (TENSORRT_FACTS.md).")
+                     f"so TensorRT can fuse the Add into {cname} in INT8 "
+                     "(docs/tensorrt_rules.md#residual-add).")
 
     def _check_types(self, i: int, node: onnx.NodeProto) -> None:
         """QK120: a DQ output whose type differs from the node's other inputs (verified)."""
         g = self.g
-        floats = {n: t for n in node.input if n and (t := g.elem_type(n)) in gx.FLOAT_TYPES}
+        floats = {n: t for n in node.input if n and (t := g.elem_type(n)) in FLOAT_TYPES}
         dq_in = [n for n in floats if g.input_dq(n) is not None]
         if len(set(floats.values())) > 1 and dq_in:
             desc = ", ".join(f"{n} is {type_name(t)}" for n, t in floats.items())
@@ -481,7 +360,7 @@ class _Linter:
                     self.add("QK112", c, g.nodes[c].input[0], f"{g.names[c]} quantizes the "
                              f"output of {g.names[i]} before the {fused[0]} TensorRT fuses into "
                              "it. Quantize compute-op inputs, not outputs: move this Q/DQ after "
-                             f"the {fused[0]} (TENSORRT_FACTS.md).")
+                             f"the {fused[0]} (docs/tensorrt_rules.md#qdq-placement).")
                     break
 
     def _check_dq_use(self) -> None:
@@ -496,4 +375,8 @@ class _Linter:
                 users = " and ".join([", ".join(ops)] * bool(ops) + ["a graph output"] * is_output)
                 self.add("QK115", q.idx, q.x, f"DequantizeLinear {g.names[q.idx]} feeds only "
                          f"{users}, with no INT8 use in TensorRT: the Q/DQ pair only adds rounding"
-                         " error. Remove it; quantize compute-op inputs (TENSORRT_FACTS.md).")
+                         " error. Remove it; quantize compute-op inputs "
+                         "(docs/tensorrt_rules.md#qdq-placement).")
+
+
+__all__ = ["CODES", "Finding", "LintReport", "NodeInfo", "ScaleInfo", "lint_model"]

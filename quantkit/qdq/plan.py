@@ -1,6 +1,6 @@
 """Precision files and per-node precision plans.
 
-A precision file (CLI.md, ``quantize --precision P.yaml``)::
+A precision file (docs/cli.md#precision-file, ``quantize --precision P.yaml``)::
 
     default: int8            # int8 | fp16 | fp32 for quantizable ops
     default_float: fp32      # precision of the non-quantized rest: fp32 | fp16
@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, mo
 
 from quantkit._yaml import load_yaml
 from quantkit.errors import InputError
+from quantkit.qdq.rescue_spec import parse_rescue
 from quantkit.qdq.rules import FUSES_RESIDUAL
 
 logger = logging.getLogger(__name__)
@@ -91,7 +92,7 @@ class PrecisionConfig(BaseModel):
     default_float: FloatPrecision = "fp32"
     overrides: tuple[Rule, ...] = ()
     #: rescue transforms ``quantize`` applies to the FP32 model first (spec strings of
-    #: :func:`quantkit.transforms.rescue.parse_rescue`, e.g. ``["cle", "smoothquant:0.8"]``)
+    #: :func:`quantkit.qdq.rescue_spec.parse_rescue`, e.g. ``["cle", "smoothquant:0.8"]``)
     rescue: tuple[str, ...] = ()
 
     @field_validator("rescue", mode="before")
@@ -102,8 +103,6 @@ class PrecisionConfig(BaseModel):
         if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
             raise ValueError("rescue is a list of transform names, e.g. [cle, "
                              "\"smoothquant:0.8\", bias-correction]")
-        from quantkit.transforms.rescue import parse_rescue
-
         try:
             parse_rescue(value, where="rescue")
         except InputError as err:
@@ -227,7 +226,8 @@ def make_plan(nodes: Sequence[NodeView], config: PrecisionConfig,
         nodes: the graph's nodes in order (names must be unique and non-empty).
         config: the precision file.
         residual_adds: ``(add node, fusing producer node)`` pairs: when the producer is int8
-            and no rule names the Add, its other branch gets Q/DQ (TENSORRT_FACTS.md).
+            and no rule names the Add, its other branch gets Q/DQ
+            (docs/tensorrt_rules.md#residual-add).
 
     Raises:
         InputError: a rule that matches no node (with the closest node names).

@@ -1,6 +1,6 @@
 """Which ops TensorRT runs in INT8 and which of their inputs get Q/DQ.
 
-From TENSORRT_FACTS.md, "Q/DQ placement rules TensorRT expects": symmetric INT8 with zero
+From docs/tensorrt_rules.md#qdq-placement: symmetric INT8 with zero
 point 0; activations per tensor; weights per channel on the output-channel axis (axis 0 for
 Conv and Gemm with ``transB=1``, axis 1 for ConvTranspose, the last axis of a MatMul weight);
 biases are never quantized; for a residual Add only the branch that is not fused into the

@@ -1,6 +1,6 @@
 """Write an explicitly quantized (Q/DQ) ONNX model that TensorRT 10/11 and TensorRT-RTX parse.
 
-Placement follows TENSORRT_FACTS.md ("Q/DQ placement rules TensorRT expects"):
+Placement follows docs/tensorrt_rules.md#qdq-placement:
 
 * activations: one ``QuantizeLinear -> DequantizeLinear`` pair per tensor (shared by all its
   INT8 consumers; other consumers keep reading the original tensor), symmetric INT8, zero
@@ -26,17 +26,22 @@ from onnx import helper, numpy_helper
 
 from quantkit.calibrators.cache import ScaleTable
 from quantkit.errors import InputError
-from quantkit.qdq._model import (
+from quantkit.graph import (
     FP16_QDQ_OPSET,
+    MAX_PARSER_OPSET,
     MIN_OPSET,
+    GraphEditor,
     GraphIndex,
     UniqueNames,
     constants_to_initializers,
     model_opset,
     name_nodes,
+    nested_nodes,
+    read_names,
     remove_unused_initializers,
     upgrade_opset,
 )
+from quantkit.qdq.fp16 import apply_float_types
 from quantkit.qdq.plan import NodeView, PrecisionConfig, PrecisionPlan, make_plan
 from quantkit.qdq.rules import FUSES_RESIDUAL, QUANTIZABLE_OPS, QuantInput, quantized_inputs
 
@@ -67,15 +72,20 @@ def prepare(model: onnx.ModelProto, *, fp16: bool, source: str) -> onnx.ModelPro
     return out
 
 
+def _weight_tensor(index: GraphIndex, name: str) -> onnx.TensorProto | None:
+    """The stored weight behind a node input (initializer, through Identity), if any."""
+    return index.const_tensor(name) if name else None
+
+
 def _rank(index: GraphIndex, name: str) -> int | None:
-    t = index.initializers.get(name)
+    t = _weight_tensor(index, name)
     return len(t.dims) if t is not None else None
 
 
 def _node_inputs(node: onnx.NodeProto, index: GraphIndex) -> list[QuantInput]:
     attrs = {a.name: int(a.i) for a in node.attribute if a.type == onnx.AttributeProto.INT}
     names = list(node.input)
-    return quantized_inputs(node.op_type, attrs, [bool(n) and index.is_constant(n)
+    return quantized_inputs(node.op_type, attrs, [_weight_tensor(index, n) is not None
                                                   for n in names] + [False] * 3,
                             [_rank(index, n) for n in names] + [None] * 3)
 
@@ -87,21 +97,18 @@ def residual_adds(index: GraphIndex) -> list[tuple[str, str, int]]:
     Conv/ConvTranspose; the later such producer is the one TensorRT fuses the Add into.
     """
     out = []
-    for node in index.model.graph.node:
+    for node in index.nodes:
         if node.op_type != "Add" or len(node.input) != 2:
             continue
         if any(not n or index.is_constant(n) for n in node.input):
             continue
         prods = [index.producer.get(n) for n in node.input]
-        fusable = [(index.order[p.name], i) for i, p in enumerate(prods)
-                   if p is not None and p.op_type in FUSES_RESIDUAL]
+        fusable = [(p, i) for i, p in enumerate(prods)
+                   if p is not None and index.nodes[p].op_type in FUSES_RESIDUAL]
         if not fusable:
             continue
-        _, fused_input = max(fusable)
-        other = 1 - fused_input
-        producer = prods[fused_input]
-        assert producer is not None
-        out.append((node.name, producer.name, other))
+        producer, fused_input = max(fusable)
+        out.append((node.name, index.nodes[producer].name, 1 - fused_input))
     return out
 
 
@@ -154,17 +161,10 @@ class _Writer:
     def __init__(self, model: onnx.ModelProto) -> None:
         self.model = model
         self.index = GraphIndex(model)
-        self.new_nodes: dict[str, list[onnx.NodeProto]] = {}  # insert before node name
-        self.unique = UniqueNames({n.name for n in model.graph.node}
-                                  | set(self.index.initializers)
-                                  | {o for n in model.graph.node for o in n.output}
-                                  | {i.name for i in model.graph.input})
+        self.editor = GraphEditor(model)
+        self.unique = UniqueNames.for_model(model)
         self.act: dict[str, str] = {}
         self.wgt: dict[tuple[str, int | None], str] = {}
-
-
-    def _insert(self, before: str, nodes: list[onnx.NodeProto]) -> None:
-        self.new_nodes.setdefault(before, []).extend(nodes)
 
     def activation(self, tensor: str, scale: float, first_consumer: str) -> str:
         if tensor in self.act:
@@ -182,15 +182,12 @@ class _Writer:
         producer = self.index.producer.get(tensor)
         # right after the producer keeps the graph topologically sorted; before the first
         # consumer for graph inputs
-        anchor = first_consumer if producer is None else self._after(producer.name)
-        self._insert(anchor, [q, dq])
+        if producer is None:
+            self.editor.insert_before(first_consumer, [q, dq])
+        else:
+            self.editor.insert_after(producer, [q, dq])
         self.act[tensor] = dq_out
         return dq_out
-
-    def _after(self, node_name: str) -> str:
-        nodes = self.model.graph.node
-        i = self.index.order[node_name] + 1
-        return nodes[i].name if i < len(nodes) else ""
 
     def weight(self, tensor: str, axis: int | None, consumer: str) -> str:
         key = (tensor, axis)
@@ -216,18 +213,32 @@ class _Writer:
                               name=self.unique(f"{tensor}_DequantizeLinear"))
         if axis is not None:
             dq.attribute.append(helper.make_attribute("axis", axis))
-        self._insert(consumer, [dq])
+        self.editor.insert_before(consumer, [dq])
         self.wgt[key] = out
         return out
 
     def finish(self) -> None:
+        self.editor.commit()
+        self._drop_dead_identities()
+
+    def _drop_dead_identities(self) -> None:
+        """Remove ``Identity`` chains that led to a weight now read through its INT8 copy."""
+        todo = [t for t, _ in self.wgt if t not in self.index.initializers]
         g = self.model.graph
-        nodes = list(g.node)
-        del g.node[:]
-        for node in nodes:
-            g.node.extend(self.new_nodes.get(node.name, []))
-            g.node.append(node)
-        g.node.extend(self.new_nodes.get("", []))
+        while todo:
+            used = read_names(g)
+            dead = {t for t in todo if t not in used}
+            todo = []
+            keep = []
+            for node in g.node:
+                if node.op_type == "Identity" and len(node.output) == 1 and node.output[0] in dead:
+                    todo.append(node.input[0])
+                else:
+                    keep.append(node)
+            if len(keep) == len(g.node):
+                return
+            del g.node[:]
+            g.node.extend(keep)
 
 
 def insert_qdq(model: onnx.ModelProto, plan: PrecisionPlan, scales: ScaleTable) -> QuantizeResult:
@@ -252,7 +263,16 @@ def insert_qdq(model: onnx.ModelProto, plan: PrecisionPlan, scales: ScaleTable) 
                 node.input[qi.index] = w.weight(name, qi.axis, node.name)
     w.finish()
     remove_unused_initializers(model)
-    return QuantizeResult(model, plan, sorted(w.act), sorted(t for t, _ in w.wgt))
+    result = QuantizeResult(model, plan, sorted(w.act), sorted(t for t, _ in w.wgt))
+    inner = sorted({n.name or n.op_type for n in nested_nodes(model.graph)
+                    if n.op_type in QUANTIZABLE_OPS})
+    if inner:
+        msg = (f"{len(inner)} compute node(s) inside If/Loop/Scan bodies were not quantized "
+               f"({', '.join(inner[:5])}{' ...' if len(inner) > 5 else ''}): quantkit writes "
+               "Q/DQ in the main graph only; the bodies are kept as they are, in float")
+        logger.warning(msg)
+        result.warnings.append(msg)
+    return result
 
 
 def quantize_model(model: onnx.ModelProto, scales: ScaleTable | None,
@@ -268,17 +288,15 @@ def quantize_model(model: onnx.ModelProto, scales: ScaleTable | None,
         fp16: force ``default_float`` to fp16 (the ``--fp16`` flag).
         source: the model's path, for messages.
     """
-    from quantkit.qdq.fp16 import apply_float_types
-
     config = config or PrecisionConfig()
     if fp16:
         config = config.model_copy(update={"default_float": "fp16"})
     needs_fp16 = config.default_float == "fp16" or config.default == "fp16" or any(
         r.precision == "fp16" for r in config.overrides)
     prepared = prepare(model, fp16=needs_fp16, source=source)
-    if model_opset(prepared) > 24:
-        logger.warning("%s: opset %d is above what TensorRT's ONNX parser supports (9-24)",
-                       source, model_opset(prepared))
+    if model_opset(prepared) > MAX_PARSER_OPSET:
+        logger.warning("%s: opset %d is above what TensorRT's ONNX parser supports (9-%d)",
+                       source, model_opset(prepared), MAX_PARSER_OPSET)
     plan = plan_model(prepared, config)
     if plan.counts()["int8"] and scales is None:
         raise InputError("the plan quantizes nodes to int8 but no scales were given: pass "

@@ -6,6 +6,8 @@
   part of ReLU inputs moves into the next layer's bias (data or BatchNorm statistics);
 * :func:`verify_fp32` -- check on data that a transformed model computes what the original
   does (the function-preserving transforms use it and refuse a difference);
+* :func:`working_copy` -- the copy every transform edits: nodes named and ``Constant``
+  weights made initializers exactly as the Q/DQ writer does, so node names match;
 * :func:`bias_correct` -- per-channel correction of the mean output shift that INT8 weight
   (and activation) quantization causes, measured on calibration data.
 
@@ -22,7 +24,8 @@ import types
 from typing import TYPE_CHECKING, Any
 
 __all__ = ["TRANSFORMS_METADATA_KEY", "TransformReport", "absorb_high_bias", "applied_transforms",
-           "bias_correct", "equalize", "fold_batchnorm", "smoothquant", "verify_fp32"]
+           "bias_correct", "equalize", "fold_batchnorm", "smoothquant", "verify_fp32",
+           "working_copy"]
 
 _LAZY = {
     "equalize": "quantkit.transforms.equalize",
@@ -34,6 +37,7 @@ _LAZY = {
     "TransformReport": "quantkit.transforms._common",
     "TRANSFORMS_METADATA_KEY": "quantkit.transforms._common",
     "applied_transforms": "quantkit.transforms._common",
+    "working_copy": "quantkit.transforms._common",
 }
 
 if TYPE_CHECKING:
@@ -42,6 +46,7 @@ if TYPE_CHECKING:
         TransformReport,
         applied_transforms,
         verify_fp32,
+        working_copy,
     )
     from quantkit.transforms.bias_correction import bias_correct
     from quantkit.transforms.equalize import equalize

@@ -12,12 +12,19 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from quantkit.qdq._model import (
+from quantkit._ort import session
+from quantkit.capture.runner import static_batch_chunks
+from quantkit.data import open_source
+from quantkit.data.base import DataSource
+from quantkit.errors import InputError, PipelineError
+from quantkit.graph import (
     GraphIndex,
     UniqueNames,
     constants_to_initializers,
     name_nodes,
+    use_counts,
 )
+from quantkit.model import input_specs, save_model
 
 #: metadata key of the transforms applied to a model (a JSON list of reports, oldest first);
 #: the Q/DQ writer copies metadata, so the quantized model carries it.
@@ -101,15 +108,12 @@ def set_initializer(index: GraphIndex, name: str, value: np.ndarray) -> None:
 
 
 def use_count(model: onnx.ModelProto) -> dict[str, int]:
-    """How many node inputs (plus graph outputs) read each tensor."""
-    count: dict[str, int] = {}
-    for node in model.graph.node:
-        for i in node.input:
-            if i:
-                count[i] = count.get(i, 0) + 1
-    for o in model.graph.output:
-        count[o.name] = count.get(o.name, 0) + 1
-    return count
+    """How many times each tensor is read (:func:`quantkit.graph.use_counts`).
+
+    Reads inside If/Loop/Scan bodies count: a weight a branch also reads is shared, so a
+    transform leaves it alone.
+    """
+    return use_counts(model.graph)
 
 
 @dataclass
@@ -144,10 +148,7 @@ def auxiliary_copy(model: onnx.ModelProto) -> tuple[onnx.ModelProto, UniqueNames
     """
     aux = onnx.ModelProto()
     aux.CopyFrom(model)
-    g = aux.graph
-    unique = UniqueNames({n.name for n in g.node} | {t.name for t in g.initializer}
-                         | {o for n in g.node for o in n.output} | {i.name for i in g.input})
-    return aux, unique
+    return aux, UniqueNames.for_model(aux)
 
 
 def as_layer(node: onnx.NodeProto, index: GraphIndex) -> Layer | None:
@@ -155,13 +156,13 @@ def as_layer(node: onnx.NodeProto, index: GraphIndex) -> Layer | None:
     if node.op_type not in LAYER_OPS or len(node.input) < 2:
         return None
     w = node.input[1]
-    if not index.is_constant(w) or index.elem_type(w) != onnx.TensorProto.FLOAT:
+    if not index.is_initializer(w) or index.elem_type(w) != onnx.TensorProto.FLOAT:
         return None
     rank = len(index.initializers[w].dims)
     attrs = int_attrs(node)
     bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
     reason = None
-    if bias is not None and not index.is_constant(bias):
+    if bias is not None and not index.is_initializer(bias):
         reason = "its bias is not a constant"
         bias = None
     if node.op_type == "Conv":
@@ -261,10 +262,6 @@ def recording_source(data: Any, model: onnx.ModelProto, keep: int,
     the list then feed :func:`verify_fp32` without reading the data a second time (a one-shot
     iterator stays usable).
     """
-    from quantkit.data import open_source
-    from quantkit.data.base import DataSource
-    from quantkit.model import input_specs
-
     source = open_source(data, input_specs(model), **dict(data_options or {}))
     kept: list[dict[str, np.ndarray]] = []
 
@@ -322,12 +319,6 @@ def verify_fp32(original: onnx.ModelProto, transformed: onnx.ModelProto, data: A
     """
     import tempfile
     from pathlib import Path
-
-    from quantkit._ort import session
-    from quantkit.capture.runner import static_batch_chunks
-    from quantkit.data import open_source
-    from quantkit.errors import InputError, PipelineError
-    from quantkit.model import input_specs, save_model
 
     specs = input_specs(original)
     source = open_source(data, specs, **dict(data_options or {}))

@@ -34,11 +34,15 @@ import onnx
 from onnx import helper, numpy_helper
 
 from quantkit.calibrators.cache import ScaleTable
+from quantkit.capture.runner import ActivationCapture
+from quantkit.data import open_source
+from quantkit.data.base import DataSource, check_batch_args
 from quantkit.errors import InputError
-from quantkit.qdq._model import GraphIndex, UniqueNames, model_opset, upgrade_opset
+from quantkit.graph import GraphIndex, UniqueNames, model_opset, upgrade_opset
+from quantkit.model import save_model
 from quantkit.qdq.plan import PrecisionConfig
 from quantkit.qdq.rules import quantized_inputs
-from quantkit.qdq.writer import quantize_weight
+from quantkit.qdq.writer import quantize_model, quantize_weight
 from quantkit.transforms._common import (
     Layer,
     TransformReport,
@@ -61,8 +65,8 @@ def _weight_axis(layer: Layer, index: GraphIndex) -> int | None:
     node = layer.node
     names = list(node.input)
     qi = quantized_inputs(node.op_type, int_attrs(node),
-                          [bool(n) and index.is_constant(n) for n in names] + [False] * 3,
-                          [len(index.initializers[n].dims) if index.is_constant(n) else None
+                          [bool(n) and index.is_initializer(n) for n in names] + [False] * 3,
+                          [len(index.initializers[n].dims) if index.is_initializer(n) else None
                            for n in names] + [None] * 3)
     for q in qi:
         if q.index == 1 and q.kind == "weight":
@@ -212,11 +216,6 @@ def _mean_pass(aux: onnx.ModelProto, means: dict[str, str], data: Any, batch_siz
                providers: Sequence[str] | None, description: str,
                ) -> tuple[dict[str, np.ndarray], int]:
     """Run ``aux`` over the data with the streaming capture; average its mean outputs."""
-    from quantkit.capture.runner import ActivationCapture
-    from quantkit.data import open_source
-    from quantkit.data.base import DataSource
-    from quantkit.model import save_model
-
     sums = {name: np.zeros(0, np.float64) for name in means}
     seen = [0]
     with tempfile.TemporaryDirectory(prefix="quantkit-bias-") as tmp:
@@ -274,8 +273,6 @@ def bias_correct(model: onnx.ModelProto, data: Any, *, scales: ScaleTable | None
         report with, per layer, the mean |shift| and max |shift| removed and the largest
         shift relative to the layer's max |bias|.
     """
-    from quantkit.data.base import check_batch_args
-
     check_batch_args(batch_size, max_samples)
     if sequential and scales is None:
         raise InputError("sequential bias correction quantizes the model: give the scales.")
@@ -301,8 +298,6 @@ def bias_correct(model: onnx.ModelProto, data: Any, *, scales: ScaleTable | None
         aux, means, act_q = _shift_model(out, index, todo, scales)
         shifts, seen = _mean_pass(aux, means, description="bias correction", **run)
     else:
-        from quantkit.qdq.writer import quantize_model
-
         spec = [(lay.name, lay.node.output[0], len(index.initializers[lay.weight].dims),
                  index.array(lay.weight).shape[lay.out_axis]) for lay in todo]
         aux, means = _output_means_model(out, spec)
@@ -343,7 +338,7 @@ def _correct(model: onnx.ModelProto, index: GraphIndex, layer: Layer,
     beta = next((a.f for a in layer.node.attribute if a.name == "beta"), 1.0) \
         if layer.node.op_type == "Gemm" else 1.0
     if layer.bias is None:
-        name = UniqueNames({t.name for t in model.graph.initializer})(f"{layer.name}_bias")
+        name = UniqueNames.for_model(model)(f"{layer.name}_bias")
         model.graph.initializer.append(numpy_helper.from_array(
             np.zeros(shift.size, np.float32), name))
         if len(layer.node.input) > 2:

@@ -17,7 +17,7 @@ those pairs are skipped and reported: ``Clip`` (ReLU6: ``min(x / s, 6) != min(x,
 folded into the layer before it first (:mod:`quantkit.transforms.fold_bn`; exporters usually
 have done it). Node names never change; only weight and bias initializers are rewritten.
 
-TensorRT quantizes weights per output channel (TENSORRT_FACTS.md, Q/DQ placement), so the
+TensorRT quantizes weights per output channel (docs/tensorrt_rules.md#qdq-placement), so the
 range imbalance of ``W1``'s output channels costs nothing there; what equalization still changes
 is the spread of ``W2``'s input columns inside each per-channel scale, and the per-channel ranges
 of the activation between the two layers (scaled by ``1 / s_i``), which is quantized per tensor.
@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from quantkit.qdq._model import GraphIndex
+from quantkit.graph import GraphIndex
 from quantkit.transforms._common import (
     Layer,
     TransformReport,
@@ -50,6 +50,7 @@ from quantkit.transforms._common import (
     warn_skipped,
     working_copy,
 )
+from quantkit.transforms.fold_bn import fold_batchnorm as fold
 
 logger = logging.getLogger(__name__)
 
@@ -92,13 +93,13 @@ def _pad_ok(node: onnx.NodeProto, index: GraphIndex) -> str | None:
     if mode != "constant":
         return f"Pad in {mode} mode is not homogeneous"
     if len(node.input) > 2 and node.input[2] and (
-            not index.is_constant(node.input[2]) or np.any(index.array(node.input[2]) != 0)):
+            not index.is_initializer(node.input[2]) or np.any(index.array(node.input[2]) != 0)):
         return "Pad with a non-zero (or non-constant) value"
     if "value" in attrs and attrs["value"].f != 0.0:
         return "Pad with a non-zero value"
     if "pads" in attrs:
         pads = list(attrs["pads"].ints)
-    elif len(node.input) > 1 and index.is_constant(node.input[1]):
+    elif len(node.input) > 1 and index.is_initializer(node.input[1]):
         pads = [int(v) for v in index.array(node.input[1]).ravel()]
     else:
         return "Pad with non-constant pads (cannot check that channels are not padded)"
@@ -118,7 +119,7 @@ def homogeneous_join(node: onnx.NodeProto, index: GraphIndex) -> str | None:
     if op in HOMOGENEOUS or op == "LeakyRelu":
         return None
     if op == "PRelu":
-        return None if index.is_constant(node.input[1]) else "PRelu with a non-constant slope"
+        return None if index.is_initializer(node.input[1]) else "PRelu with a non-constant slope"
     return _WHY_NOT.get(op, f"{op} is not a positively homogeneous op quantkit knows to "
                             "commute with per-channel scaling")
 
@@ -133,7 +134,7 @@ def clip_bounds(node: onnx.NodeProto, index: GraphIndex) -> tuple[float, float] 
             bounds[a.name == "max"] = float(a.f)
     for k, name in enumerate(node.input[1:3]):
         if name:
-            if not index.is_constant(name) or index.array(name).size != 1:
+            if not index.is_initializer(name) or index.array(name).size != 1:
                 return None
             bounds[k] = float(index.array(name).ravel()[0])
     return bounds[0], bounds[1]
@@ -142,7 +143,7 @@ def clip_bounds(node: onnx.NodeProto, index: GraphIndex) -> tuple[float, float] 
 def _peek(tensor: str, index: GraphIndex) -> str | None:
     """The next layer along a chain of single readers from ``tensor`` (for reports)."""
     for _ in range(16):
-        readers = index.consumers.get(tensor, [])
+        readers = index.consumer_nodes(tensor)
         if len(readers) != 1:
             return None
         layer = as_layer(readers[0], index)
@@ -166,7 +167,7 @@ def _follow(first: Layer, index: GraphIndex, uses: dict[str, int], outputs: set[
     via: list[onnx.NodeProto] = []
     flattened = False
     while True:
-        readers = index.consumers.get(tensor, [])
+        readers = index.consumer_nodes(tensor)
         if tensor in outputs:
             return None, via, flattened, f"tensor '{tensor}' is a graph output", \
                 _peek(tensor, index)
@@ -345,8 +346,6 @@ def equalize(model: onnx.ModelProto, *, iterations: int = 20, tolerance: float =
     """
     original = model
     if fold_batchnorm and any(n.op_type == "BatchNormalization" for n in model.graph.node):
-        from quantkit.transforms.fold_bn import fold_batchnorm as fold
-
         model, _ = fold(model)
     out = working_copy(model)
     replaced = relu6_to_relu_nodes(out) if relu6_to_relu else []

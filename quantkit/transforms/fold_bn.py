@@ -23,7 +23,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from quantkit.qdq._model import GraphIndex
+from quantkit.graph import GraphIndex
 from quantkit.transforms._common import TransformReport, record, use_count, working_copy
 
 logger = logging.getLogger(__name__)
@@ -42,17 +42,17 @@ def _reason(bn: onnx.NodeProto, layer: onnx.NodeProto | None, index: GraphIndex,
             uses: dict[str, int], outputs: set[str]) -> str | None:
     if len(bn.output) > 1 and any(bn.output[1:]):
         return "training-mode BatchNormalization (running statistics as outputs)"
-    if not all(index.is_constant(t) for t in bn.input[1:5]):
+    if not all(index.is_initializer(t) for t in bn.input[1:5]):
         return "BatchNormalization parameters are not constants"
     if layer is None or layer.op_type not in _LAYERS:
         return "input does not come from a Conv, ConvTranspose or Gemm"
     if uses.get(layer.output[0], 0) != 1 or layer.output[0] in outputs:
         return f"{layer.name}'s output has other readers"
-    if len(layer.input) < 2 or not index.is_constant(layer.input[1]):
+    if len(layer.input) < 2 or not index.is_initializer(layer.input[1]):
         return f"{layer.name}'s weight is not a constant"
     if uses.get(layer.input[1], 0) != 1:
         return f"{layer.name}'s weight is shared with another layer"
-    if len(layer.input) > 2 and layer.input[2] and not index.is_constant(layer.input[2]):
+    if len(layer.input) > 2 and layer.input[2] and not index.is_initializer(layer.input[2]):
         return f"{layer.name}'s bias is not a constant"
     if layer.op_type == "ConvTranspose" and int(_attr(layer, "group", 1)) != 1:
         return "grouped ConvTranspose"
@@ -102,7 +102,7 @@ def fold_batchnorm_with_stats(model: onnx.ModelProto,
     report = TransformReport("fold_batchnorm", {})
     drop: list[onnx.NodeProto] = []
     for bn in [n for n in out.graph.node if n.op_type == "BatchNormalization"]:
-        layer = index.producer.get(bn.input[0])
+        layer = index.producer_node(bn.input[0])
         why = _reason(bn, layer, index, uses, graph_outputs)
         if why is not None or layer is None:
             report.skipped.append({"node": bn.name, "reason": why})

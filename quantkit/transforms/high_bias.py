@@ -40,8 +40,9 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from quantkit.data.base import check_batch_args
 from quantkit.errors import InputError
-from quantkit.qdq._model import GraphIndex, UniqueNames, model_opset
+from quantkit.graph import GraphIndex, UniqueNames, model_opset
 from quantkit.transforms._common import (
     Layer,
     TransformReport,
@@ -54,6 +55,8 @@ from quantkit.transforms._common import (
     working_copy,
 )
 from quantkit.transforms.equalize import _Pair, find_pairs
+from quantkit.transforms.fold_bn import BatchNormStats, fold_batchnorm_with_stats
+from quantkit.transforms.smoothquant import _max_pass
 
 logger = logging.getLogger(__name__)
 
@@ -212,10 +215,6 @@ def absorb_high_bias(model: onnx.ModelProto, data: Any = None, *, batch_size: in
         InputError: no data and no BatchNormalization in the model; an unknown layer name.
         PipelineError: the outputs changed beyond float tolerance on the data (refused).
     """
-    from quantkit.data.base import check_batch_args
-    from quantkit.transforms.fold_bn import BatchNormStats, fold_batchnorm_with_stats
-    from quantkit.transforms.smoothquant import _max_pass
-
     check_batch_args(batch_size, max_samples)
     has_bn = any(n.op_type == "BatchNormalization" for n in model.graph.node)
     if data is None and not has_bn:
@@ -268,8 +267,7 @@ def absorb_high_bias(model: onnx.ModelProto, data: Any = None, *, batch_size: in
         for p in todo:
             st = stats[p.first.name]
             cs[p.first.name] = np.maximum(st.beta - _SIGMAS * np.abs(st.gamma), 0.0)
-    unique = UniqueNames({n.name for n in out.graph.node} | {t.name for t in
-                                                              out.graph.initializer})
+    unique = UniqueNames.for_model(out)
     for p in todo:
         c = cs[p.first.name]
         entry = {"first": p.first.name, "second": p.second.name, "via": p.via}

@@ -1,8 +1,8 @@
 """Rescue transforms: one spelling, one order, one implementation for every entry point.
 
 ``quantkit quantize --rescue``, the precision YAML's ``rescue:`` key, sweep recipe configs
-and :func:`quantkit.sweep.autotune` all go through :func:`parse_rescue` and
-:func:`apply_rescue`.
+and :func:`quantkit.sweep.autotune` all go through :func:`parse_rescue` (defined in
+:mod:`quantkit.qdq.rescue_spec`, re-exported here) and :func:`apply_rescue`.
 
 Spec strings: ``"cle,bias-correction,smoothquant:0.8"`` (or a list of such items). Names:
 
@@ -23,11 +23,27 @@ import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from quantkit.capture import calibrate
 from quantkit.errors import InputError
+from quantkit.model import save_model
+from quantkit.qdq.rescue_spec import (
+    FUNCTION_PRESERVING,
+    RESCUE_ORDER,
+    RESCUE_SPELLINGS,
+    RescueStep,
+    combine_rescue,
+    parse_rescue,
+)
+from quantkit.qdq.writer import plan_model, prepare
+from quantkit.transforms._common import working_copy
+from quantkit.transforms.bias_correction import bias_correct
+from quantkit.transforms.equalize import equalize
+from quantkit.transforms.high_bias import absorb_high_bias
+from quantkit.transforms.smoothquant import smoothquant
 
 if TYPE_CHECKING:
     import onnx
@@ -36,102 +52,6 @@ if TYPE_CHECKING:
     from quantkit.qdq.plan import PrecisionConfig
 
 logger = logging.getLogger(__name__)
-
-#: accepted spellings -> canonical name
-RESCUE_SPELLINGS: dict[str, str] = {
-    "equalize": "equalize", "cle": "equalize",
-    "high_bias": "high_bias", "high-bias": "high_bias", "hba": "high_bias",
-    "smoothquant": "smoothquant", "smooth": "smoothquant",
-    "bias_correction": "bias_correction", "bias-correction": "bias_correction",
-    "bias_correct": "bias_correction", "bias-correct": "bias_correction",
-}
-#: canonical run order
-RESCUE_ORDER: tuple[str, ...] = ("equalize", "high_bias", "smoothquant", "bias_correction")
-#: transforms that keep the FP32 function (re-calibrate after them)
-FUNCTION_PRESERVING = frozenset({"equalize", "high_bias", "smoothquant"})
-_TAKES_ALPHA = frozenset({"smoothquant"})
-_HELP = ("valid: cle/equalize, high-bias/high_bias/hba, smoothquant/smooth[:ALPHA] "
-         "(ALPHA in (0, 1]), bias-correction/bias_correction/bias_correct; separate several "
-         "with commas, e.g. 'cle,bias-correction,smoothquant:0.8'")
-
-
-class RescueStep(NamedTuple):
-    """One transform to run: canonical name and its options (``alpha`` for smoothquant)."""
-
-    name: str
-    options: dict[str, Any]
-
-    def spec(self) -> str:
-        """The canonical spec string (``smoothquant:0.8``)."""
-        alpha = self.options.get("alpha")
-        return self.name if alpha is None else f"{self.name}:{alpha:g}"
-
-
-def _items(spec: str | Iterable[str] | None) -> list[str]:
-    if spec is None:
-        return []
-    parts = [spec] if isinstance(spec, str) else list(spec)
-    out: list[str] = []
-    for part in parts:
-        if not isinstance(part, str):
-            raise InputError(f"rescue: {part!r} is not a transform name; {_HELP}.")
-        out.extend(p.strip() for p in part.split(","))
-    return out
-
-
-def _one(item: str, where: str) -> RescueStep:
-    head, sep, arg = item.partition(":")
-    key = head.strip().lower()
-    if key not in RESCUE_SPELLINGS:
-        raise InputError(f"{where}: unknown rescue transform {head.strip()!r}; {_HELP}.")
-    name = RESCUE_SPELLINGS[key]
-    if not sep:
-        return RescueStep(name, {})
-    if name not in _TAKES_ALPHA:
-        raise InputError(f"{where}: {item!r}: only smoothquant takes an option (':ALPHA'); "
-                         f"{_HELP}.")
-    try:
-        alpha = float(arg)
-    except ValueError:
-        raise InputError(f"{where}: {item!r}: the smoothquant alpha must be a number in "
-                         f"(0, 1], e.g. smoothquant:0.8; got {arg!r}.") from None
-    if not 0.0 < alpha <= 1.0:
-        raise InputError(f"{where}: {item!r}: the smoothquant alpha must be in (0, 1] "
-                         f"(0.5 is SmoothQuant's default, 0.8 its other setting); got {arg}.")
-    return RescueStep(name, {"alpha": alpha})
-
-
-def parse_rescue(spec: str | Iterable[str] | None, *,
-                 where: str = "--rescue") -> list[RescueStep]:
-    """Parse rescue specs into canonical steps in run order.
-
-    Args:
-        spec: ``"cle,bias-correction,smoothquant:0.8"``, a list of such strings, or None.
-        where: the flag / file / key named in error messages.
-
-    Raises:
-        InputError: an unknown name, an option on a transform that takes none, an alpha
-            outside (0, 1], or the same transform twice with different options.
-    """
-    found: dict[str, RescueStep] = {}
-    for item in _items(spec):
-        if not item:
-            raise InputError(f"{where}: empty transform name in {spec!r}; {_HELP}.")
-        step = _one(item, where)
-        old = found.get(step.name)
-        if old is not None and old.options != step.options:
-            raise InputError(f"{where}: {step.name} is given twice with different options "
-                             f"({old.spec()} and {step.spec()}); give it once.")
-        found.setdefault(step.name, step)
-    return [found[n] for n in RESCUE_ORDER if n in found]
-
-
-def combine_rescue(primary: Sequence[RescueStep],
-                   secondary: Sequence[RescueStep]) -> list[RescueStep]:
-    """The union of two parsed lists, in run order; ``primary``'s options win."""
-    found = {s.name: s for s in secondary}
-    found.update({s.name: s for s in primary})
-    return [found[n] for n in RESCUE_ORDER if n in found]
 
 
 def summary(report: Any) -> dict[str, Any]:
@@ -205,17 +125,12 @@ def plan_int8_layers(model: onnx.ModelProto, config: PrecisionConfig) -> list[st
     Raises:
         InputError: an override that matches no node (before any transform runs).
     """
-    from quantkit.qdq.writer import plan_model, prepare
-
     plan = plan_model(prepare(model, fp16=False, source="model"), config)
     return [n.name for n in plan.nodes.values() if n.precision == "int8"]
 
 
 def _calibrate(model: onnx.ModelProto, data: Any, method: str,
                method_options: Mapping[str, Any], run: Mapping[str, Any]) -> ScaleTable:
-    from quantkit.capture import calibrate
-    from quantkit.model import save_model
-
     with tempfile.TemporaryDirectory(prefix="quantkit-rescue-") as tmp:
         path = Path(tmp) / "rescued.onnx"
         save_model(model, path)
@@ -281,7 +196,6 @@ def apply_rescue(model: onnx.ModelProto, specs: str | Iterable[str] | Sequence[R
     if data is None:
         raise InputError(f"{where}: the rescue transforms need calibration data (--data); "
                          "the transformed model is calibrated on it.")
-    from quantkit.transforms._common import working_copy
 
     run: dict[str, Any] = {"batch_size": batch_size, "max_samples": max_samples,
                            "data_options": data_options, "providers": providers}
@@ -301,19 +215,13 @@ def apply_rescue(model: onnx.ModelProto, specs: str | Iterable[str] | Sequence[R
     names = [s.name for s in steps]
     for step in steps:
         if step.name == "equalize":
-            from quantkit.transforms import equalize
-
             # with data: verified on its first samples, refused if the FP32 output moves
             current, rep = equalize(current, data=data, batch_size=run.get("batch_size", 32),
                                     data_options=run.get("data_options"),
                                     providers=run.get("providers"))
         elif step.name == "high_bias":
-            from quantkit.transforms import absorb_high_bias
-
             current, rep = absorb_high_bias(current, data, **run)
         elif step.name == "smoothquant":
-            from quantkit.transforms import smoothquant
-
             a = step.options.get("alpha", alpha if alpha is not None else 0.5)
             wanted = set(sub or ())
             mm = None if sub is None else [n.name for n in current.graph.node
@@ -330,8 +238,6 @@ def apply_rescue(model: onnx.ModelProto, specs: str | Iterable[str] | Sequence[R
     reference = current
     original: dict[str, tuple[str, np.ndarray]] = {}
     if "bias_correction" in names:
-        from quantkit.transforms import bias_correct
-
         before = working_copy(current)
         current, rep = bias_correct(current, data, scales=scales, layers=sub, **run)
         keep(rep)

@@ -43,8 +43,12 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from quantkit.capture.runner import ActivationCapture
+from quantkit.data import open_source
+from quantkit.data.base import DataSource, check_batch_args
 from quantkit.errors import InputError
-from quantkit.qdq._model import GraphIndex, UniqueNames, model_opset
+from quantkit.graph import GraphIndex, UniqueNames, model_opset
+from quantkit.model import save_model
 from quantkit.transforms._common import (
     TransformReport,
     auxiliary_copy,
@@ -91,9 +95,9 @@ def _as_layer(node: onnx.NodeProto, index: GraphIndex) -> tuple[_Layer | None, s
     if node.op_type not in ("MatMul", "Gemm") or len(node.input) < 2:
         return None, None
     x, w = node.input[0], node.input[1]
-    if not index.is_constant(w) or index.elem_type(w) != onnx.TensorProto.FLOAT:
+    if not index.is_initializer(w) or index.elem_type(w) != onnx.TensorProto.FLOAT:
         return None, f"{node.op_type} without a constant float weight"
-    if index.is_constant(x):
+    if index.is_initializer(x):
         return None, "the input is a constant"
     if len(index.initializers[w].dims) != 2:
         return None, f"weight of rank {len(index.initializers[w].dims)} (2-D only)"
@@ -194,11 +198,6 @@ def _max_pass(aux: onnx.ModelProto, outs: dict[str, str], data: Any, batch_size:
               max_samples: int | None, data_options: Mapping[str, Any] | None,
               providers: Sequence[str] | None, description: str = "smoothquant statistics",
               ) -> tuple[dict[str, np.ndarray], int]:
-    from quantkit.capture.runner import ActivationCapture
-    from quantkit.data import open_source
-    from quantkit.data.base import DataSource, check_batch_args
-    from quantkit.model import save_model
-
     check_batch_args(batch_size, max_samples)
     maxima: dict[str, np.ndarray] = {}
     with tempfile.TemporaryDirectory(prefix="quantkit-smooth-") as tmp:
@@ -235,10 +234,9 @@ def _row_max(w: np.ndarray, in_axis: int) -> np.ndarray:
 
 
 def _fold_target(model: onnx.ModelProto, index: GraphIndex, grp: _Group,
-                 producers: dict[str, onnx.NodeProto], readers: dict[str, list[onnx.NodeProto]],
                  uses: dict[str, int]) -> tuple[onnx.NodeProto | None, str]:
     """The LayerNormalization to fold ``1/s`` into, or None with the reason."""
-    prod = producers.get(grp.tensor)
+    prod = index.producer_node(grp.tensor)
     if prod is None or prod.op_type != "LayerNormalization":
         return None, f"produced by {prod.op_type if prod else 'a graph input'}"
     if grp.tensor in {o.name for o in model.graph.output}:
@@ -246,14 +244,14 @@ def _fold_target(model: onnx.ModelProto, index: GraphIndex, grp: _Group,
     if list(prod.output).index(grp.tensor) != 0:
         return None, "not the LayerNormalization's first output"
     smoothed = {lay.name for lay in grp.layers}
-    others = [n for n in readers.get(grp.tensor, [])
+    others = [n for n in index.consumer_nodes(grp.tensor)
               if n.name not in smoothed and n.op_type not in _SHAPE_ONLY]
     if others:
         return None, (f"the LayerNormalization output also feeds {others[0].op_type} "
                       f"{others[0].name}")
     axis = int_attrs(prod).get("axis", -1)
     params = [i for i in prod.input[1:3] if i]
-    if not all(index.is_constant(p) and uses.get(p, 0) == 1 for p in params):
+    if not all(index.is_initializer(p) and uses.get(p, 0) == 1 for p in params):
         return None, "LayerNormalization scale/bias not constant or shared"
     if axis != -1 or not all(index.array(p).shape == (grp.channels,) for p in params):
         return None, "LayerNormalization not over the last axis only (axis=-1, 1-D scale)"
@@ -312,15 +310,9 @@ def smoothquant(model: onnx.ModelProto, data: Any, *, alpha: float = 0.5,
     act, seen = _max_pass(aux, outs, data, batch_size, max_samples, data_options, providers)
     report.settings["num_samples"] = seen
 
-    producers = {o: n for n in out.graph.node for o in n.output}
-    readers: dict[str, list[onnx.NodeProto]] = {}
-    for n in out.graph.node:
-        for i in n.input:
-            readers.setdefault(i, []).append(n)
     uses = use_count(out)
     g = out.graph
-    unique = UniqueNames({n.name for n in g.node} | {t.name for t in g.initializer}
-                         | {o for n in g.node for o in n.output} | {i.name for i in g.input})
+    unique = UniqueNames.for_model(out)
     inserts: list[tuple[str, onnx.NodeProto]] = []  # (first reader, Mul to put before it)
     for grp in groups:
         a = act[grp.tensor]
@@ -337,7 +329,7 @@ def smoothquant(model: onnx.ModelProto, data: Any, *, alpha: float = 0.5,
             shape = [1, 1]
             shape[lay.in_axis] = -1
             set_initializer(index, lay.weight, w * s.reshape(shape))
-        ln, why = _fold_target(out, index, grp, producers, readers, uses) if fold \
+        ln, why = _fold_target(out, index, grp, uses) if fold \
             else (None, "fold=False")
         entry: dict[str, Any] = {
             "layer": names[0], "layers": names, "input": grp.tensor, "channels": grp.channels,

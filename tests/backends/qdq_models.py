@@ -1,6 +1,6 @@
 """Tiny explicitly quantized / FP16 / mixed ONNX models for backend tests, built in code.
 
-Every model follows TensorRT's Q/DQ placement rules (TENSORRT_FACTS.md, "Q/DQ placement rules"):
+Every model follows TensorRT's Q/DQ placement rules (docs/tensorrt_rules.md#qdq-placement):
 symmetric INT8, zero point 0, activations per tensor, weights per channel on axis 0, biases not
 quantized. The expected per-node precision is returned next to the path so tests can compare.
 """
@@ -185,7 +185,7 @@ def matmul_model(path: Path) -> tuple[Path, dict[str, str]]:
 
 def unsupported_model(path: Path) -> Path:
     """A model the TensorRT ONNX parser rejects: a DequantizeLinear with an INT32 input (a
-    quantized bias as ONNX Runtime writes it, TENSORRT_FACTS.md)."""
+    quantized bias as ONNX Runtime writes it, docs/tensorrt_rules.md#rejected-qdq-forms)."""
     g = _Graph(seed=4)
     x = g.qdq("x", "x")
     w = g.qweight(g.weight((4, 3, 1, 1)), "conv")

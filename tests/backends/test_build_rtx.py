@@ -1,7 +1,7 @@
 """Real TensorRT-RTX builds on the CPU (no GPU needed, no mocks): precision, profiles, errors.
 
 TensorRT-RTX builds ahead of time without a GPU when no compute capability (or an explicit one)
-is set (TENSORRT_FACTS.md, "TensorRT-RTX 1.7 on a CPU-only machine"). Each build takes well under
+is set (docs/tensorrt_rules.md#building-on-a-cpu-only-machine). Each build takes well under
 a second on these tiny models.
 """
 
@@ -85,7 +85,8 @@ def test_mixed_model_and_the_fp32_island(tmp_path: Path) -> None:
     assert layers["/int8/Conv"]["engine_precision"] == "int8"
     assert layers["/fp16/Conv"]["engine_precision"] == "fp16"
     # TensorRT-RTX 1.7 compiles the FP32 island (Cast -> Conv -> Cast) as a Half kernel
-    # (TENSORRT_FACTS.md); whatever a version does, the sidecar must say so consistently.
+    # (docs/tensorrt_rules.md#precision-as-the-builder-sees-it); whatever a version does, the
+    # sidecar must say so consistently.
     island = layers["/fp32/Conv"]
     engine_says = [d for d in doc["disagreements"] if d["layer"] == "/fp32/Conv"]
     if island["engine_precision"] == "fp32":

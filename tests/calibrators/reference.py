@@ -1,7 +1,7 @@
 """Independent re-derivations of the published calibration algorithms (slow, loop based).
 
-Written from the algorithm description in TENSORRT_FACTS.md, not from quantkit's code, so that
-tests compare quantkit against something that can disagree with it.
+Written from the algorithm description in docs/tensorrt_rules.md#entropy-calibration, not from
+quantkit's code, so that tests compare quantkit against something that can disagree with it.
 """
 
 from __future__ import annotations

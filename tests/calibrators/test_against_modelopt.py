@@ -1,7 +1,7 @@
 """quantkit's calibrators vs NVIDIA ModelOpt's torch HistogramCalibrator (the TensorRT reference).
 
 ModelOpt (plain `nvidia-modelopt`, CPU torch) is in the `dev` extra. Its histogram collection
-is the pytorch-quantization / TensorRT algorithm (TENSORRT_FACTS.md).
+is the pytorch-quantization / TensorRT algorithm (docs/tensorrt_rules.md#entropy-calibration).
 """
 
 from __future__ import annotations

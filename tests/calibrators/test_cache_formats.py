@@ -31,7 +31,7 @@ def _bits(value: float) -> str:
 
 LONG_NAME = "/model/encoder/layers.3/self_attn/Softmax: [batch, heads]:out " + "x" * 300
 
-# Cache files as TensorRT 7, 8 and 10 write them (TENSORRT_FACTS.md, "Calibration cache format").
+# Cache files as TensorRT 7, 8 and 10 write them (docs/tensorrt_rules.md#calibration-cache-format).
 TRT7 = ("TRT-7000-EntropyCalibration2\ninput_0: 3c010a14\n"
         "(Unnamed Layer* 1) [Convolution]_output: 3d8a2f1c\n")
 TRT8 = ("TRT-8601-MinMaxCalibration\nimages: 3c008081\n/backbone/conv1/Conv_output_0: 3caa54fc\n"
@@ -50,7 +50,8 @@ def test_trt8_cache_minmax_and_zero() -> None:
     t = parse_trt_cache(TRT8)
     assert (t.trt_version, t.algorithm, t.method) == (8601, "MinMaxCalibration", "minmax")
     assert t.scales["/backbone/relu/Relu_output_0"] == 0.0
-    # 3caa54fc -> 0.0207925 -> amax 2.6406 (TENSORRT_FACTS.md example)
+    # 3caa54fc -> 0.0207925 -> amax 2.6406, the example of
+    # docs/tensorrt_rules.md#calibration-cache-format
     assert t.scales["/backbone/conv1/Conv_output_0"] == pytest.approx(0.0207925, rel=5e-6)
     assert t.amaxes["/backbone/conv1/Conv_output_0"] == pytest.approx(2.6406, rel=1e-4)
 

@@ -47,7 +47,8 @@ def test_entropy_amax_matches_reference(kind: str) -> None:
 
 
 def test_entropy_gap_skips_nan_candidates() -> None:
-    # TENSORRT_FACTS.md, entropy step 5: the reference may pick a NaN candidate; we must not.
+    # docs/tensorrt_rules.md#entropy-calibration, step 5: the reference may pick a NaN
+    # candidate; we must not.
     counts = _hist("gap", np.random.default_rng(5), nbins=2048)
     amax = entropy_amax(counts, 4 / 2048)
     assert amax > 2.0

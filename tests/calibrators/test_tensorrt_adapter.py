@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from quantkit.calibrators import _cuda
+from quantkit.calibrators import device as device_layer
 from quantkit.calibrators import tensorrt as qtrt
-from quantkit.calibrators._cuda import CudaPythonMemory, DeviceBuffer, default_device_memory
+from quantkit.calibrators.device import CudaPythonMemory, DeviceBuffer, default_device_memory
 from quantkit.data.base import Batch, DataSource
 from quantkit.errors import InputError, MissingExtraError, PipelineError
 
@@ -527,7 +527,7 @@ def test_cuda_python_copy_size_checked() -> None:
 # -- real device memory (marked gpu; skipped without cuda-python, a driver or a GPU) ------------
 def _gpu_skip_reason() -> str | None:
     try:
-        rt = _cuda.import_cudart()
+        rt = device_layer.import_cudart()
     except ImportError:
         return "cuda-python is not installed"
     try:
@@ -544,7 +544,7 @@ def cudart() -> Any:
     reason = _gpu_skip_reason()
     if reason:
         pytest.skip(reason)
-    return _cuda.import_cudart()
+    return device_layer.import_cudart()
 
 
 def _dtoh(rt: Any, ptr: int, like: np.ndarray) -> np.ndarray:
