@@ -133,10 +133,11 @@ def build_cmd(model: str, output: str, backend: str | None, shapes: str | None,
     )
     gpus = _split(estimate_gpus)
     if gpus:  # unknown names and precisions a GPU lacks are refused before anything is built
-        from quantkit.latency import check_model_precisions, get_gpu
+        from quantkit.latency import check_available, check_model_precisions, get_gpu
 
         for name in gpus:
             check_model_precisions(model, get_gpu(name))
+        check_available()  # the estimates build with TensorRT-RTX, whatever builds the engine
     builder = get_backend(backend or default_backend_name())
     with _status() as status:
         result = builder.build(model, output, options, status=status)

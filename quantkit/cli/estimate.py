@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from quantkit.cli.build import _status
 from quantkit.cli.render import print_table
 
 if TYPE_CHECKING:
@@ -118,7 +119,9 @@ def estimate_cmd(model: str | None, gpus: str | None, shapes: str | None, top: i
     fixed = parse_shapes(shapes, "--shapes")
     options = EstimateOptions(fuse_epilogues=not as_built)
     # every GPU name and the model's precisions are checked before the first build
-    estimates = estimate_models(model, names, shapes=fixed or None, options=options)
+    with _status() as status:
+        estimates = estimate_models(model, names, shapes=fixed or None, options=options,
+                                    status=status)
     if as_json:
         docs = [e.to_json() for e in estimates]
         click.echo(json.dumps(docs[0] if len(docs) == 1 else docs, indent=2))

@@ -13,6 +13,7 @@ How the model works, the GPU table with its citations and the limits: ``docs/lat
 from __future__ import annotations
 
 from quantkit.latency.estimate import (
+    check_available,
     check_model_precisions,
     estimate_build,
     estimate_from_sidecar,
@@ -27,6 +28,7 @@ __all__ = [
     "Estimate",
     "EstimateOptions",
     "KernelEstimate",
+    "check_available",
     "check_model_precisions",
     "estimate_build",
     "estimate_from_sidecar",

@@ -36,7 +36,7 @@ import math
 import os
 import re
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -87,12 +87,29 @@ def estimate_model(model: str | os.PathLike[str], gpu: str, *,
     return estimate_models(model, [gpu], shapes=shapes, options=options)[0]
 
 
+def check_available() -> Any:
+    """The TensorRT-RTX backend the estimates build with.
+
+    Raises:
+        MissingExtraError: TensorRT-RTX is not installed (exit 2, names the extra).
+    """
+    from quantkit.backends import get_backend
+
+    backend = get_backend("tensorrt-rtx")
+    if not backend.available():
+        raise MissingExtraError("Latency estimates (built with TensorRT-RTX)", "rtx",
+                                "tensorrt_rtx_bindings")
+    return backend
+
+
 def estimate_models(model: str | os.PathLike[str], gpus: Sequence[str], *,
                     shapes: Mapping[str, Sequence[int]] | None = None,
-                    options: EstimateOptions | None = None) -> list[Estimate]:
+                    options: EstimateOptions | None = None,
+                    status: Callable[[str], None] | None = None) -> list[Estimate]:
     """:func:`estimate_model` for several GPUs, building once per TensorRT-RTX target.
 
-    Every GPU name and the model's precisions are checked before the first build.
+    Every GPU name and the model's precisions are checked before the first build. ``status``
+    receives one line per step (for a progress display).
 
     Raises:
         InputError: as :func:`estimate_model`.
@@ -102,19 +119,18 @@ def estimate_models(model: str | os.PathLike[str], gpus: Sequence[str], *,
     path = Path(model)
     for row in rows:
         check_model_precisions(path, row)
-    from quantkit.backends import get_backend
-
-    backend = get_backend("tensorrt-rtx")
-    if not backend.available():  # exit 2, naming the extra to install
-        raise MissingExtraError("Latency estimates (built with TensorRT-RTX)", "rtx",
-                                "tensorrt_rtx_bindings")
+    backend = check_available()
+    say = status or (lambda _msg: None)
     fixed = {name: tuple(int(d) for d in dims) for name, dims in (shapes or {}).items()}
     builds: dict[tuple[str, ...], tuple[dict[str, Any], str]] = {}
     out: list[Estimate] = []
     with tempfile.TemporaryDirectory(prefix="quantkit-estimate-") as tmp:
         for row in rows:
             if row.build_targets not in builds:
+                say(f"building {path.name} for {row.build_targets[0]} ({row.name}) with "
+                    "TensorRT-RTX")
                 builds[row.build_targets] = _build(backend, path, row, fixed, options, Path(tmp))
+            say(f"estimating {row.name}")
             sidecar, note = builds[row.build_targets]
             out.append(estimate_from_sidecar(sidecar, path, row.name, fixed or None,
                                              options=options, _note=note))
