@@ -20,7 +20,9 @@
    verbosity DETAILED) lists every compiled kernel with its input/constant/output data types and
    ``Metadata: [ONNX Layer: name]...``. This is not a stable API, so it is parsed all-or-nothing:
    if any line does not match, nothing is recorded (and the reason is logged at debug level).
-   A kernel's ``precision`` is the type of its first input.
+   A kernel's ``precision`` is the type of its first input. Each kernel also keeps its tensors'
+   dimensions and its stream (multi-stream engines log ``signal``/``wait`` entries with an
+   ``EventId``), which :mod:`quantkit.latency` times.
 3. **Plan** (``plan_precision``): when the ONNX model carries quantkit's precision plan in
    ``metadata_props["quantkit.plan"]`` (``{"format": "quantkit-plan/1", "nodes": {name:
    {"op_type", "precision"}}}``), each layer of a planned node records the planned precision.
