@@ -2,7 +2,7 @@
 
 Marked ``gpu`` (skipped without a GPU and driver). TensorRT-RTX engines run only on compute
 capability 8.0/8.6/8.9/12.x, not on 9.0 (H100/H200), so with only TensorRT-RTX installed these
-tests also skip on such GPUs (TENSORRT_FACTS.md, "Which TensorRT does what").
+tests also skip on such GPUs (docs/tensorrt_rules.md#running-engines).
 """
 
 from __future__ import annotations
