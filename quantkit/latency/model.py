@@ -212,6 +212,13 @@ class Estimate:
     overlap_ms: float = 0.0
 
     @property
+    def throughput(self) -> float | None:
+        """Samples per second at ``latency_ms`` (None without a batch dimension)."""
+        if self.batch_size is None or self.latency_ms <= 0:
+            return None
+        return self.batch_size / (self.latency_ms / 1e3)
+
+    @property
     def label(self) -> str:
         """E.g. ``"estimated, L4, batch 1"``: what every latency figure must say."""
         batch = f", batch {self.batch_size}" if self.batch_size is not None else ""
@@ -226,5 +233,5 @@ class Estimate:
             "batch_size": self.batch_size,
             "shapes": {name: list(dims) for name, dims in self.shapes.items()},
             "build_target": self.build_target, "source": self.source, "label": self.label,
-            "overlap_ms": self.overlap_ms,
+            "overlap_ms": self.overlap_ms, "throughput": self.throughput,
         }

@@ -67,6 +67,8 @@ def test_matmul_against_hand_roofline(models: dict[str, Path]) -> None:
     assert est.build_target == "SM80" and "SM80" in est.method
     assert est.batch_size == 2 and est.shapes == {"x": [2, 64, 256]}
     assert est.label == "estimated, A100-SXM, batch 2"
+    assert est.throughput == pytest.approx(2 / (expected))
+    assert est.to_json()["throughput"] == est.throughput
 
 
 def test_fp16_conv_against_hand_roofline(models: dict[str, Path]) -> None:
