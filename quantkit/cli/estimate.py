@@ -130,3 +130,17 @@ def estimate_cmd(model: str | None, gpus: str | None, shapes: str | None, top: i
         if i:
             click.echo("")
         render_estimate(est, top)
+    if len(estimates) > 1:
+        _render_summary(estimates)
+
+
+def _render_summary(estimates: list[Estimate]) -> None:
+    """One line per GPU: estimated latency, throughput, per-precision time, build target."""
+    click.echo("\nsummary (estimated TensorRT latency):")
+    rows = []
+    for est in estimates:
+        rate = f"{est.throughput:,.0f}/s" if est.throughput is not None else "-"
+        split = ", ".join(f"{p} {_fmt_ms(ms)}" for p, ms in
+                          sorted(est.by_precision.items(), key=lambda item: -item[1]))
+        rows.append([est.gpu, _fmt_ms(est.latency_ms), rate, split, est.build_target])
+    print_table(["gpu", "latency", "throughput", "by precision", "built for"], rows)

@@ -38,6 +38,13 @@ def test_table(mm: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert any(line.startswith("by precision: fp32 ") for line in lines)
     assert any(line.startswith("total: ") and "estimated on L4" in line for line in lines)
     assert any(line.startswith("method: estimated: ") and "SM89" in line for line in lines)
+    assert "summary" not in out  # one GPU: no summary table
+    code, out, err = run(["estimate", str(mm), "--gpu", "l4,t4", "--shapes", "x:2x64x256"],
+                         capsys)
+    assert code == 0, err
+    summary = out[out.index("summary (estimated TensorRT latency):"):].splitlines()
+    assert summary[1].split()[:3] == ["gpu", "latency", "throughput"]
+    assert [line.split()[0] for line in summary[3:]] == ["L4", "T4"]
 
 
 def test_json_one_and_several_gpus(mm: Path, capsys: pytest.CaptureFixture[str]) -> None:
