@@ -327,7 +327,10 @@ def section_bigfile(args, inp, R) -> None:
 
 
 def reference_entropy_amax(counts, width: float, start_bin: int = 128, levels: int = 128):
-    """The reference's per-candidate Python loop (docs/tensorrt_rules.md#entropy-calibration, steps 3-5)."""
+    """The reference's per-candidate Python loop.
+
+    docs/tensorrt_rules.md#entropy-calibration, steps 3-5.
+    """
     import numpy as np
     from scipy.stats import entropy
 

@@ -24,12 +24,7 @@ SHARED_PRIVATE = frozenset({"_io", "_log", "_yaml", "_ort"})
 #: Temporary (issue 16): imports in files other work was rewriting when the layering was
 #: enforced. ``(importing file, imported module)``; the public replacement is named. Remove an
 #: entry when its file switches (a stale entry fails the test).
-PENDING_ISSUE_16: dict[tuple[str, str], str] = {
-    ("quantkit/backends/runner.py", "quantkit.calibrators._cuda"):
-        "import the same names from quantkit.calibrators.device, then delete calibrators/_cuda.py",
-    ("quantkit/sweep/layer_sqnr.py", "quantkit.transforms._common"):
-        "from quantkit.transforms import working_copy",
-}
+PENDING_ISSUE_16: dict[tuple[str, str], str] = {}
 
 
 @dataclass(frozen=True)

@@ -26,12 +26,7 @@ WRITTEN_FILES = frozenset({"summary.md"})
 #: is in the issue; remove a file once it cites docs/ only (a stale entry fails the test).
 PENDING_ISSUE_16 = frozenset({
     "quantkit/backends/_trt_common.py",
-    "quantkit/backends/base.py",
-    "quantkit/backends/runner.py",
     "quantkit/backends/sidecar.py",
-    "quantkit/evaluate/run.py",
-    "quantkit/report/load.py",
-    "quantkit/sweep/run.py",
 })
 
 

@@ -5,7 +5,7 @@ asks the registry for one by name (:func:`get_backend`) and talks to it only thr
 :class:`Backend` protocol, so it never imports TensorRT itself. Nothing here imports a heavy
 module: each backend imports its library inside its methods.
 
-The ``--shapes`` / ``--min-shapes`` / ``--max-shapes`` syntax (CLI.md, ``quantkit build``) is
+The ``--shapes`` / ``--min-shapes`` / ``--max-shapes`` syntax (docs/cli.md#build) is
 parsed here too, without TensorRT, so the command line can reject a malformed flag before any
 library is loaded.
 """

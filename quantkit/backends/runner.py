@@ -1,14 +1,14 @@
 """Run a TensorRT / TensorRT-RTX engine on a GPU: a thin layer over TensorRT's runtime API.
 
 ``Runtime.deserialize_cuda_engine`` -> ``create_execution_context`` -> per I/O tensor a device
-buffer (through :mod:`quantkit.calibrators._cuda`: pycuda if installed, else cuda-python) and
+buffer (through :mod:`quantkit.calibrators.device`: pycuda if installed, else cuda-python) and
 ``set_tensor_address`` -> ``execute_async_v3`` on a CUDA stream -> copy the outputs back. Latency
 is timed with CUDA events around ``execute_async_v3`` (warm-up runs first; p50/p90/p99).
 
 This needs an NVIDIA GPU with a driver and, for TensorRT-RTX engines, a GPU the engine was
-built for (compute capability 8.0/8.6/8.9/12.x, not 9.0: TENSORRT_FACTS.md, "Which TensorRT does
-what"). Engines with data-dependent output shapes (which need an ``IOutputAllocator``) are not
-supported.
+built for (compute capability 8.0/8.6/8.9/12.x, not 9.0:
+docs/tensorrt_rules.md#running-engines). Engines with data-dependent output shapes (which
+need an ``IOutputAllocator``) are not supported.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import numpy as np
 from quantkit.backends._trt_logging import capturing, error_lines, logger_for
 from quantkit.backends.base import LatencyStats, Runner
 from quantkit.backends.sidecar import as_shape
-from quantkit.calibrators._cuda import (
+from quantkit.calibrators.device import (
     DeviceBuffer,
     DeviceMemory,
     default_device_memory,
@@ -116,7 +116,7 @@ class TrtRunner:
         trt_mod: the ``tensorrt`` or ``tensorrt_rtx_bindings`` module.
         engine: path of a serialized engine (or its bytes).
         backend: backend name, for messages.
-        device_memory: a :class:`~quantkit.calibrators._cuda.DeviceMemory`; default pycuda,
+        device_memory: a :class:`~quantkit.calibrators.device.DeviceMemory`; default pycuda,
             else cuda-python.
     """
 

@@ -42,7 +42,7 @@ class EvalResult:
     cpu_latency: LatencyStats | None = None
 
     def as_row(self) -> dict[str, Any]:
-        """Flat dict with the results.csv column names (CLI.md, ``quantkit sweep``)."""
+        """Flat dict with the results.csv column names (docs/cli.md#sweep)."""
         a, lat, cpu = self.agreement, self.latency, self.cpu_latency
         return {
             "metric": self.metric, "accuracy": self.accuracy,

@@ -1,6 +1,6 @@
 """Read a sweep directory (``quantkit sweep -o DIR``) into typed objects and DataFrames.
 
-Layout (CLI.md, ``quantkit sweep``)::
+Layout (docs/cli.md#sweep)::
 
     DIR/results.csv                  one row per config (required)
     DIR/configs/<config>/plan.json   quantkit-plan/1 precision plan
@@ -32,7 +32,7 @@ import pandas as pd
 from quantkit.errors import InputError
 from quantkit.qdq.plan import PrecisionPlan
 
-#: columns every results.csv has (CLI.md, ``quantkit sweep``)
+#: columns every results.csv has (docs/cli.md#sweep)
 REQUIRED_COLUMNS = ("config", "method", "accuracy", "agreement", "sqnr_db", "latency_ms_p50",
                     "latency_ms_p99", "throughput", "model_bytes", "backend", "device")
 #: columns parsed as numbers (empty cell = NaN); ``est_ms_<gpu>`` columns too

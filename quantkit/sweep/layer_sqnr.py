@@ -26,7 +26,7 @@ def layer_outputs(model: onnx.ModelProto, layers: Sequence[str]) -> dict[str, st
     Raises:
         InputError: a layer name that is not a node of ``model``.
     """
-    from quantkit.transforms._common import working_copy
+    from quantkit.transforms import working_copy
 
     named = working_copy(model) if any(not n.name for n in model.graph.node) else model
     outputs = {n.name: n.output[0] for n in named.graph.node if n.output}

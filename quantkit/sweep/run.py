@@ -3,7 +3,7 @@
 Output folder (resumable: a config whose folder holds a readable ``result.json`` is skipped
 unless ``force``)::
 
-    DIR/results.csv                one row per config (CLI.md columns first)
+    DIR/results.csv                one row per config (docs/cli.md#sweep columns first)
     DIR/configs/<name>/            model.onnx, plan.json, result.json, precision.yaml (auto),
                                    model.engine + model.engine.json (when built),
                                    estimate.json (with latency.estimate_gpus)

@@ -92,11 +92,12 @@ def _rtx_network(path: str | os.PathLike[str]) -> tuple[Any, Any, Any, float]:
 def rtx_parse(path: str | os.PathLike[str]) -> tuple[dict[str, str], float]:
     """Parse with TensorRT-RTX: ``({layer name: int8|fp16|fp32}, parse seconds)``.
 
-    The rule of ``tests/_rtx.py`` (docs/tensorrt_rules.md#precision-as-the-builder-sees-it): a Conv/Deconv/MatMul layer is INT8 when
-    its data and weight inputs come from DEQUANTIZE layers of INT8 tensors; otherwise the type
-    of its first float input. Producers are indexed once (the OCR models have 1,200-1,700
-    layers). A DQ output reached through Shuffle/Squeeze/Unsqueeze/Identity layers (the parser
-    broadcasts 2-D MatMul weights with a Shuffle) still counts as coming from the DQ.
+    The rule of ``tests/_rtx.py`` (docs/tensorrt_rules.md#precision-as-the-builder-sees-it): a
+    Conv/Deconv/MatMul layer is INT8 when its data and weight inputs come from DEQUANTIZE layers
+    of INT8 tensors; otherwise the type of its first float input. Producers are indexed once
+    (the OCR models have 1,200-1,700 layers). A DQ output reached through
+    Shuffle/Squeeze/Unsqueeze/Identity layers (the parser broadcasts 2-D MatMul weights with a
+    Shuffle) still counts as coming from the DQ.
     """
     _, network, _, seconds = _rtx_network(path)
     layers = [network.get_layer(i) for i in range(network.num_layers)]

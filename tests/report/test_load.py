@@ -69,7 +69,7 @@ def test_lead_engine_sidecar_name_is_read(tmp_path: Path) -> None:
 
 
 def test_minimal_csv_with_only_contract_columns(tmp_path: Path) -> None:
-    """An older results.csv with only the CLI.md columns still loads; the rest is defaulted."""
+    """An older results.csv with only the contract columns (docs/cli.md#sweep) still loads."""
     root = tmp_path / "s"
     root.mkdir()
     (root / "results.csv").write_text(
