@@ -390,6 +390,10 @@ def render(results: list[Result], sources: dict[str, Any], command: str) -> str:
                                                 " (held out)"),
                               summary([r for r in results if r.point.half == half]))
     out += _summary_lines("all", summary(results))
+    out += _summary_lines("BERT points (both halves)",
+                          summary([r for r in results if r.point.model.startswith("bert")]))
+    out += _summary_lines("CNN points (both halves)",
+                          summary([r for r in results if not r.point.model.startswith("bert")]))
     out += ["", "INT8 as built (`EstimateOptions(fuse_epilogues=False)`: TensorRT-RTX's separate "
             "INT8 epilogue kernels timed as they are, instead of folded as TensorRT fuses "
             "them); FP16 unchanged:", ""]
