@@ -207,6 +207,10 @@ def prepare_model(name: str, cache: Path) -> dict[str, Path]:
     stem = f"{fp32.stem}-q{_writer_fingerprint()}"
     out = {"fp32": fp32, "int8": cache / f"{stem}-int8.onnx",
            "fp16": cache / f"{stem}-fp16.onnx"}
+    keep = {path.name for path in out.values()}
+    for old in cache.glob(f"{name}-*.onnx*"):  # exports of older definitions / writers
+        if old.name not in keep and old.name.removesuffix(".data") not in keep:
+            old.unlink()
     if out["int8"].exists() and out["fp16"].exists():
         return out
     start = time.perf_counter()
