@@ -1,0 +1,192 @@
+"""Task metrics on real ONNX Runtime runs: a detector-like head, a time-major OCR head, plugins."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from quantkit.cli.main import main
+from quantkit.evaluate.run import evaluate_model
+
+ANCHORS = 64
+
+
+def detector(path: Path) -> Path:
+    """x [N, 8, 1, A] -> Conv -> Conv(identity) -> [N, 6, A]: boxes (cx, cy, w, h), 2 scores.
+
+    The box rows reach ~600 while the class logits stay within +-2, so one per-tensor INT8 scale
+    for the second Conv's input (~600 / 127) rounds every logit to 0: the class scores all
+    become 0.5 -- while the boxes, which dominate the flattened output, barely move.
+    """
+    w1 = np.zeros((6, 8, 1, 1), np.float32)
+    b1 = np.zeros(6, np.float32)
+    for row, (gain, bias) in enumerate([(600, 0), (600, 0), (40, 20), (40, 20), (4, -2),
+                                        (4, -2)]):
+        w1[row, row, 0, 0], b1[row] = gain, bias
+    w2 = np.eye(6, dtype=np.float32).reshape(6, 6, 1, 1)
+    inits = [numpy_helper.from_array(a, n) for a, n in
+             [(w1, "w1"), (b1, "b1"), (w2, "w2"), (np.zeros(6, np.float32), "b2"),
+              (np.array([0, 6, ANCHORS], np.int64), "shape"),
+              (np.array([0], np.int64), "s0"), (np.array([4], np.int64), "s4"),
+              (np.array([6], np.int64), "s6"), (np.array([1], np.int64), "ax")]]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="/head/conv1/Conv"),
+        helper.make_node("Conv", ["c1", "w2", "b2"], ["c2"], name="/head/conv2/Conv"),
+        helper.make_node("Reshape", ["c2", "shape"], ["flat"], name="/head/Reshape"),
+        helper.make_node("Slice", ["flat", "s0", "s4", "ax"], ["box"], name="/head/box"),
+        helper.make_node("Slice", ["flat", "s4", "s6", "ax"], ["cls"], name="/head/cls"),
+        helper.make_node("Sigmoid", ["cls"], ["prob"], name="/head/Sigmoid"),
+        helper.make_node("Concat", ["box", "prob"], ["output0"], name="/head/Concat", axis=1),
+    ]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8, 1, ANCHORS])
+    y = helper.make_tensor_value_info("output0", TensorProto.FLOAT, ["N", 6, ANCHORS])
+    model = helper.make_model(helper.make_graph(nodes, "det", [x], [y], initializer=inits),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def det(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from quantkit.capture import calibrate
+    from quantkit.model import load_model, save_model
+    from quantkit.qdq.plan import PrecisionConfig
+    from quantkit.qdq.writer import quantize_model
+
+    d = tmp_path_factory.mktemp("det")
+    fp32 = detector(d / "det.onnx")
+    x = np.random.default_rng(0).random((16, 8, 1, ANCHORS)).astype(np.float32)
+    np.save(d / "x.npy", x)
+    scales = calibrate(fp32, str(d / "x.npy"), method="minmax", batch_size=8).scales
+    save_model(quantize_model(load_model(fp32), scales, PrecisionConfig()).model, d / "q.onnx")
+    return {"fp32": fp32, "int8": d / "q.onnx", "x": d / "x.npy", "dir": d}
+
+
+def test_detection_metric_catches_class_damage_that_cosine_hides(det: dict[str, Path]) -> None:
+    import onnxruntime as ort
+
+    res = evaluate_model(det["int8"], str(det["x"]), reference=det["fp32"],
+                         metric="detection", latency_iterations=0, batch_size=8)
+    a = res.agreement
+    assert a is not None and res.metric_against == "fp32" and res.samples == 16
+    assert a.mean_cosine > 0.999 and a.sqnr_db > 25  # the flattened view looks fine
+    assert res.accuracy is not None and res.accuracy < 75  # half the classes flipped
+    assert res.details["recall"] < 75
+    # independently: the class-score rows themselves are wrecked
+    x = np.load(det["x"])
+    ref = ort.InferenceSession(str(det["fp32"])).run(None, {"x": x})[0]
+    q = ort.InferenceSession(str(det["int8"])).run(None, {"x": x})[0]
+    cls_sqnr = 10 * np.log10((ref[:, 4:] ** 2).sum() / ((q[:, 4:] - ref[:, 4:]) ** 2).sum())
+    assert cls_sqnr < 10
+    assert res.outputs["output0"].sqnr_db == pytest.approx(a.sqnr_db)
+    same = evaluate_model(det["fp32"], str(det["x"]), reference=det["fp32"],
+                          metric="detection-map", latency_iterations=0)
+    assert same.accuracy == 100.0
+
+
+def _ocr(path: Path, bias: float = 0.0) -> Path:
+    """x [N, T, 4] (+ bias on class 2) -> Transpose -> logits [T, N, 4]; dictionary a, b, c."""
+    b = np.array([0, 0, bias, 0], np.float32)
+    nodes = [helper.make_node("Add", ["x", "b"], ["s"], name="add"),
+             helper.make_node("Transpose", ["s"], ["logits"], name="tnc", perm=[1, 0, 2])]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 5, 4])
+    y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, [5, "N", 4])
+    model = helper.make_model(helper.make_graph(nodes, "ocr", [x], [y],
+                                                [numpy_helper.from_array(b, "b")]),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    helper.set_model_props(model, {"character": "a\nb\nc"})
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.fixture()
+def ocr(tmp_path: Path) -> dict[str, Path]:
+    # paths: [1,1,_,2,2] -> "ab"; [3,_,3,_,_] -> "cc"; all blank -> ""; blanks score 0.6
+    x = np.zeros((3, 5, 4), np.float32)
+    for i, path in enumerate([[1, 1, 0, 2, 2], [3, 0, 3, 0, 0], [0, 0, 0, 0, 0]]):
+        for t, k in enumerate(path):
+            x[i, t, k] = 0.6 if k == 0 else 1.0
+    np.save(tmp_path / "x.npy", x)
+    (tmp_path / "labels.txt").write_text("ab\ncc\n\n", encoding="utf-8")
+    # +0.7 on class 2 turns every blank step into class 2 ("b"):
+    # "ab" stays "ab"; "cc" -> "cbcb"; "" -> "b"
+    return {"fp32": _ocr(tmp_path / "ocr.onnx"), "bad": _ocr(tmp_path / "bad.onnx", 0.7),
+            "x": tmp_path / "x.npy", "labels": tmp_path / "labels.txt", "dir": tmp_path}
+
+
+def test_time_major_ocr_counts_samples_not_steps(ocr: dict[str, Path]) -> None:
+    res = evaluate_model(ocr["bad"], str(ocr["x"]), reference=ocr["fp32"], metric="ctc-exact",
+                         latency_iterations=0)
+    assert res.samples == 3 and res.outputs["logits"].samples == 3
+    assert res.accuracy == pytest.approx(100 / 3)  # only "ab" decodes the same
+    # class sequences: 0 edits of 2, 2 insertions of 2, 1 insertion of 0 -> 3 / 4
+    assert res.details["cer"] == pytest.approx(75.0)
+    ref = np.load(ocr["x"])
+    ref_sqnr = 10 * np.log10((ref ** 2).sum() / (0.7 ** 2 * ref.size / 4))
+    assert res.outputs["logits"].sqnr_db == pytest.approx(ref_sqnr)
+
+
+def test_cer_against_text_labels_on_a_time_major_output(ocr: dict[str, Path],
+                                                        capsys: pytest.CaptureFixture[str]
+                                                        ) -> None:
+    args = ["--data", str(ocr["x"]), "--labels", str(ocr["labels"]), "--metric",
+            "cer:layout=TNC", "--iterations", "0", "--json"]
+    assert main(["eval", str(ocr["fp32"]), *args]) == 0
+    assert json.loads(capsys.readouterr().out)["accuracy"] == 0.0
+    assert main(["eval", str(ocr["bad"]), *args]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    # "ab" vs "ab": 0; "cbcb" vs "cc": 2; "b" vs "": 1 -> 3 edits / 4 reference characters
+    assert doc["accuracy"] == pytest.approx(75.0) and doc["samples"] == 3
+    assert doc["details"]["exact_match"] == pytest.approx(100 / 3)
+
+
+PLUGIN = '''
+import numpy as np
+from quantkit.evaluate import Metric
+
+
+class Within(Metric):
+    """Percent of samples whose largest absolute difference from FP32 is at most tol."""
+
+    needs_labels = False
+
+    def __init__(self, tol: float = 0.5) -> None:
+        self.tol, self.hits, self.n = tol, 0, 0
+
+    def reference_targets(self, reference):
+        return reference
+
+    def update(self, outputs, targets):
+        diff = np.abs(np.asarray(outputs) - np.asarray(targets)).reshape(len(outputs), -1)
+        self.hits += int((diff.max(axis=1) <= self.tol).sum())
+        self.n += len(outputs)
+
+    def result(self):
+        return 100.0 * self.hits / self.n
+'''
+
+
+def test_plugin_metric_from_a_file_through_the_cli(ocr: dict[str, Path],
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    plugin = ocr["dir"] / "within.py"
+    plugin.write_text(PLUGIN, encoding="utf-8")
+    base = ["eval", str(ocr["bad"]), "--data", str(ocr["x"]), "--reference", str(ocr["fp32"]),
+            "--iterations", "0", "--json", "--metric"]
+    # every sample differs by exactly 0.7 (the class-2 bias), counted over N=3, not T*N
+    for tol, want in ((0.8, 100.0), (0.5, 0.0)):
+        assert main([*base, f"{plugin}:Within:tol={tol}"]) == 0
+        doc = json.loads(capsys.readouterr().out)
+        assert doc["metric"] == "Within" and doc["accuracy"] == want
+        assert doc["samples"] == 3
+    assert main([*base, f"{plugin}:Nope"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "error: --metric:" in err and "no Metric subclass named 'Nope'" in err
+    assert "Traceback" not in err
