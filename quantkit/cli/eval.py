@@ -76,7 +76,7 @@ def eval_cmd(model: str, data: str, batch_size: int, max_samples: int | None, se
     at = next((i + 1 for i, (k, _) in enumerate(rows) if k == "accuracy"), len(rows))
     rows[at:at] = [(f"{res.metric} {k}", _fmt(v)) for k, v in res.details.items()]
     rows += [(f"output {name}: SQNR dB / cosine / agreement",
-              f"{_fmt(a.sqnr_db)} / {_fmt(a.mean_cosine)} / {_fmt(a.top1_agreement)}")
+              f"{_fmt(a.sqnr_db)} / {a.mean_cosine:.6g} / {_fmt(a.top1_agreement)}")
              for name, a in res.outputs.items()]
     print_table(["measure", "value"], rows)
     if res.as_row().get("latency_source") == "cpu-fake-quant" or (
@@ -120,5 +120,7 @@ def _rows(row: dict[str, Any]) -> list[tuple[str, str]]:
             continue  # the same numbers as the latency rows
         if key == "latency_source":
             value = latency_label(str(value), row.get("latency_target"), batch)
-        out.append((names.get(key, key), _fmt(value)))
+        # cosine near 1 is where quantisation damage hides: show enough digits
+        text = f"{value:.6g}" if key == "cosine" and isinstance(value, float) else _fmt(value)
+        out.append((names.get(key, key), text))
     return out

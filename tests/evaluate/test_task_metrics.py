@@ -184,3 +184,32 @@ def test_specs_parse_and_bad_options_are_named(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="layout 'XY'"):
         create_metric("cer:layout=XY")
     assert create_metric("top1:batch_axis=1").batch_axis == 1
+
+
+def test_installed_entry_point_metric_is_found_by_name(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from quantkit.evaluate import base
+
+    (tmp_path / "qk_ep_metric.py").write_text(
+        "from quantkit.evaluate import Metric\n\n"
+        "class Count(Metric):\n"
+        "    needs_labels = False\n"
+        "    def __init__(self):\n"
+        "        self.n = 0\n"
+        "    def reference_targets(self, reference):\n"
+        "        return reference\n"
+        "    def update(self, outputs, targets):\n"
+        "        self.n += len(outputs)\n"
+        "    def result(self):\n"
+        "        return float(self.n)\n", encoding="utf-8")
+    dist = tmp_path / "qk_ep_metric-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: qk-ep-metric\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[quantkit.metrics]\nsamples = qk_ep_metric:Count\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(base, "_METRICS", dict(base._METRICS))
+    monkeypatch.setattr(base, "_ENTRY_POINTS_LOADED", False)
+    assert "samples" in base.available_metrics()
+    m = create_metric("samples")
+    m.update(np.zeros((4, 2)), None)
+    assert m.name == "samples" and m.result() == 4.0
