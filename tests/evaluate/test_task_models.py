@@ -152,3 +152,16 @@ def test_plugin_metric_from_a_file_through_the_cli(ocr: dict[str, Path],
     err = " ".join(capsys.readouterr().err.split())
     assert "error: --metric:" in err and "no Metric subclass named 'Nope'" in err
     assert "Traceback" not in err
+
+
+def test_the_sweep_evaluator_scores_time_major_outputs_the_same(ocr: dict[str, Path]) -> None:
+    from quantkit.sweep import Evaluator
+
+    x = np.load(ocr["x"])
+    ev = Evaluator(str(ocr["fp32"]), [{"x": x[:2]}, {"x": x[2:]}], None, "ctc-exact")
+    assert ev.samples == 3 and ev.reference_score().accuracy == 100.0
+    s = ev.score(str(ocr["bad"]))
+    assert s.accuracy == pytest.approx(100 / 3) and dict(s.details)["cer"] == pytest.approx(75)
+    # T=5 steps over N=2 and N=1 samples: the same SQNR eval reports for the output
+    ref_sqnr = 10 * np.log10((x ** 2).sum() / (0.7 ** 2 * x.size / 4))
+    assert s.outputs[0][0] == "logits" and s.outputs[0][1] == pytest.approx(ref_sqnr)
