@@ -10,8 +10,9 @@ Decoding (option ``format``):
   (``x1, y1, x2, y2``), a scores tensor ``[N, K]`` and a classes tensor ``[N, K]``, named by
   the options ``boxes`` / ``scores`` / ``classes`` (default: the outputs whose names contain
   ``box``, ``score`` and ``class`` or ``label``);
-* ``auto`` (default): ``nms`` when the three outputs are named, else ``yolov8`` when the
-  output's middle axis is shorter than its last, else ``yolov5``.
+* ``auto`` (default): ``nms`` when the model has the three outputs (found by name as above, or
+  named by the options), else ``yolov8`` when the output's middle axis is shorter than its
+  last, else ``yolov5``.
 
 Raw heads keep the boxes whose score is at least ``score`` and run class-aware greedy NMS at
 ``nms_iou`` (in numpy), at most ``max_det`` boxes per image. ``box`` says how raw boxes are
@@ -179,8 +180,8 @@ class _Detection(Metric):
     def prepare(self, outputs: Mapping[str, np.ndarray], output: str, batch: int) -> Any:
         """The decoded detections of each image of the batch."""
         o = self.opts
-        names = self._nms_names(list(outputs)) if o.format in ("auto", "nms") and (
-            o.format == "nms" or any((o.boxes, o.scores, o.classes))) else None
+        names = self._nms_names(list(outputs)) if o.format == "nms" or (
+            o.format == "auto" and len(outputs) > 1) else None
         if names is not None:
             return self._from_nms(*(np.asarray(outputs[n]) for n in names))
         arr = np.asarray(outputs[output], dtype=np.float64)

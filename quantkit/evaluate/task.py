@@ -82,6 +82,8 @@ class TaskResult:
     agreement: AgreementResult | None = None
     outputs: dict[str, AgreementResult] = field(default_factory=dict)
     samples: int = 0
+    #: outputs compared without element-wise agreement (their shape differs from FP32's)
+    shape_varies: list[str] = field(default_factory=list)
 
 
 class TaskSetup:
@@ -153,6 +155,9 @@ class TaskAccumulator:
         self.per_output = OutputsAgreement({output: setup.batch_axis}) if agreement else None
         self.output_names = list(output_names) if output_names is not None else None
         self.seen = 0
+        #: outputs whose shape differs from FP32's in some batch (e.g. a variable number of
+        #: detections after NMS): no element-wise agreement for them
+        self.shape_varies: set[str] = set()
 
     def update(self, outs: Mapping[str, np.ndarray],
                reference: Mapping[str, np.ndarray] | None, batch: int) -> None:
@@ -175,10 +180,17 @@ class TaskAccumulator:
         if reference is not None and self.agree is not None and self.per_output is not None:
             ref = np.asarray(reference[self.compare])
             declared = self.setup.batch_axis if self.compare == self.output else None
-            self.agree.update(outs[self.compare], ref, batch_axis_of(ref.shape, batch, declared))
+            if np.shape(outs[self.compare]) == ref.shape:
+                self.agree.update(outs[self.compare], ref,
+                                  batch_axis_of(ref.shape, batch, declared))
+            else:
+                self.shape_varies.add(self.compare)
             names = self.output_names if self.output_names is not None else list(reference)
-            self.per_output.update(outs, {n: reference[n] for n in names if n in reference},
-                                   batch)
+            same = {n: reference[n] for n in names if n in reference and n in outs}
+            self.shape_varies.update(n for n, r in same.items()
+                                     if np.shape(outs[n]) != np.shape(r))
+            self.per_output.update(outs, {n: r for n, r in same.items()
+                                          if n not in self.shape_varies}, batch)
         self.seen += batch
 
     def result(self) -> TaskResult:
@@ -190,10 +202,17 @@ class TaskAccumulator:
             if math.isnan(res.accuracy):
                 raise PipelineError(f"metric {self.setup.name} returned NaN; check the metric "
                                     "and the labels.")
-        if self.agree is not None and self.agree.samples:
+        if self.agree is not None and self.agree.samples and \
+                self.compare not in self.shape_varies:
             res.agreement = self.agree.result()
         if self.per_output is not None:
-            res.outputs = self.per_output.result()
+            res.outputs = {n: a for n, a in self.per_output.result().items()
+                           if n not in self.shape_varies}
+        if self.shape_varies:
+            logger.warning("no element-wise agreement (SQNR, cosine) for %s: the shape differs "
+                           "from the FP32 model's (e.g. a variable number of detections); "
+                           "the task metric compares them.", ", ".join(sorted(self.shape_varies)))
+        res.shape_varies = sorted(self.shape_varies)
         return res
 
 

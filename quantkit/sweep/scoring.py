@@ -15,7 +15,7 @@ import numpy as np
 
 from quantkit.errors import InputError
 from quantkit.evaluate.compare import compared_tensor, load
-from quantkit.evaluate.metrics import MetricSpec
+from quantkit.evaluate.metrics import AgreementResult, MetricSpec
 from quantkit.evaluate.task import (
     ModelOutputs,
     TaskAccumulator,
@@ -139,7 +139,14 @@ class Evaluator:
 
 def _score(res: TaskResult) -> Score:
     a = res.agreement
-    assert a is not None
+    if a is None:  # the compared output's shape differs from FP32's
+        if res.accuracy is None:
+            raise InputError(f"output {', '.join(res.shape_varies)}: its shape differs from the "
+                             "FP32 model's (e.g. a variable number of detections), so it cannot "
+                             "be compared element-wise; choose a task metric (e.g. detection "
+                             "with format=nms).")
+        nan = float("nan")
+        a = AgreementResult(nan, nan, nan, nan, res.samples)
     accuracy = res.accuracy if res.accuracy is not None else a.top1_agreement
     return Score(accuracy, a.top1_agreement, a.mean_cosine, a.sqnr_db, a.max_abs_error,
                  tuple(sorted(res.details.items())),

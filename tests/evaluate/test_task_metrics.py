@@ -114,6 +114,8 @@ def test_nms_outputs_are_read_by_name() -> None:
     m = create_metric("detection:format=nms")
     d = m.prepare(outs, "det_boxes", 1)[0]
     assert d.classes.tolist() == [3, 1] and d.boxes.tolist() == [[0, 0, 4, 4], [1, 1, 2, 2]]
+    auto = create_metric("detection").prepare(outs, "det_boxes", 1)[0]  # found by name
+    assert auto.classes.tolist() == [3, 1]
     with pytest.raises(InputError, match="boxes=, scores=, classes="):
         m.prepare({"a": outs["det_boxes"], "b": outs["det_scores"]}, "a", 1)
     same = create_metric("detection:format=nms")

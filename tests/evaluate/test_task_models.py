@@ -165,3 +165,58 @@ def test_the_sweep_evaluator_scores_time_major_outputs_the_same(ocr: dict[str, P
     # T=5 steps over N=2 and N=1 samples: the same SQNR eval reports for the output
     ref_sqnr = 10 * np.log10((x ** 2).sum() / (0.7 ** 2 * x.size / 4))
     assert s.outputs[0][0] == "logits" and s.outputs[0][1] == pytest.approx(ref_sqnr)
+
+
+def _nms_like(path: Path, threshold: float) -> Path:
+    """x [1, K, 6] (x1, y1, x2, y2, score, class) -> the rows scoring above ``threshold``.
+
+    Three outputs whose length depends on the data, as after NMS: boxes [1, k, 4], scores
+    [1, k], classes [1, k] (int64).
+    """
+    def const(name: str, values: list[int] | float) -> onnx.TensorProto:
+        arr = np.array(values, np.float32 if isinstance(values, float) else np.int64)
+        return numpy_helper.from_array(arr, name)
+
+    inits = [const("thr", threshold), const("z", [0]), const("f", [4]), const("s", [5]),
+             const("c", [6]), const("ax2", [2]), const("ax0", [0])]
+    nodes = [
+        helper.make_node("Slice", ["x", "z", "f", "ax2"], ["b"]),
+        helper.make_node("Slice", ["x", "f", "s", "ax2"], ["s3"]),
+        helper.make_node("Slice", ["x", "s", "c", "ax2"], ["c3"]),
+        helper.make_node("Squeeze", ["s3", "ax2"], ["sc"]),
+        helper.make_node("Squeeze", ["c3", "ax2"], ["cl"]),
+        helper.make_node("Greater", ["sc", "thr"], ["keep2"]),
+        helper.make_node("Squeeze", ["keep2", "ax0"], ["keep"]),
+        helper.make_node("Compress", ["b", "keep"], ["det_boxes"], axis=1),
+        helper.make_node("Compress", ["sc", "keep"], ["det_scores"], axis=1),
+        helper.make_node("Compress", ["cl", "keep"], ["clf"], axis=1),
+        helper.make_node("Cast", ["clf"], ["det_classes"], to=TensorProto.INT64),
+    ]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 6])
+    outs = [helper.make_tensor_value_info("det_boxes", TensorProto.FLOAT, [1, "k", 4]),
+            helper.make_tensor_value_info("det_scores", TensorProto.FLOAT, [1, "k"]),
+            helper.make_tensor_value_info("det_classes", TensorProto.INT64, [1, "k"])]
+    model = helper.make_model(helper.make_graph(nodes, "nms", [x], outs, initializer=inits),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def test_nms_outputs_of_varying_length_are_scored_by_the_metric(tmp_path: Path) -> None:
+    from quantkit.errors import InputError
+    from quantkit.sweep import Evaluator
+
+    rows = [[0, 0, 10, 10, 0.9, 0], [20, 20, 30, 30, 0.5, 1], [40, 40, 50, 50, 0.4, 0],
+            [60, 60, 70, 70, 0.2, 1]]
+    x = np.array([rows, rows], np.float32)  # 2 images, one per batch (the model's batch is 1)
+    ref, cand = _nms_like(tmp_path / "ref.onnx", 0.3), _nms_like(tmp_path / "cand.onnx", 0.6)
+    ev = Evaluator(str(ref), [{"x": x[:1]}, {"x": x[1:]}], None, "detection:format=nms")
+    s = ev.score(str(cand))
+    # per image FP32 keeps 3 boxes, the candidate 1 (the 0.9 one): TP 1, FP 0, FN 2
+    assert s.accuracy == pytest.approx(100 * 2 / (2 + 0 + 2))
+    assert np.isnan(s.sqnr_db) and s.outputs == ()  # no element-wise comparison possible
+    plain = Evaluator(str(ref), [{"x": x[:1]}], None, None)
+    with pytest.raises(InputError, match="shape differs from the FP32 model's"):
+        plain.score(str(cand))
