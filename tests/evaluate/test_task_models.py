@@ -220,3 +220,28 @@ def test_nms_outputs_of_varying_length_are_scored_by_the_metric(tmp_path: Path) 
     plain = Evaluator(str(ref), [{"x": x[:1]}], None, None)
     with pytest.raises(InputError, match="shape differs from the FP32 model's"):
         plain.score(str(cand))
+
+
+def test_box_labels_and_bad_metric_options_through_the_cli(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rows = [[0, 0, 10, 10, 0.9, 0], [20, 20, 30, 30, 0.5, 1], [40, 40, 50, 50, 0.4, 0],
+            [60, 60, 70, 70, 0.2, 1]]
+    np.save(tmp_path / "x.npy", np.array([rows, rows], np.float32))
+    labels = [[[0, 0, 10, 10, 0], [20, 20, 30, 30, 1]]] * 2
+    (tmp_path / "boxes.json").write_text(json.dumps(labels))
+    base = ["--data", str(tmp_path / "x.npy"), "--batch-size", "1", "--labels",
+            str(tmp_path / "boxes.json"), "--iterations", "0", "--json"]
+    for threshold, f1 in ((0.3, 100 * 4 / 5),    # TP 2, FP 1 (the 0.4 box), FN 0
+                          (0.6, 100 * 2 / 3)):   # TP 1, FP 0, FN 1
+        model = _nms_like(tmp_path / f"m{threshold}.onnx", threshold)
+        assert main(["eval", str(model), *base, "--metric", "detection:format=nms"]) == 0
+        doc = json.loads(capsys.readouterr().out)
+        assert doc["accuracy"] == pytest.approx(f1) and doc["metric_against"] == "labels"
+    code = main(["eval", str(model), *base, "--metric", "detection:score=abc"])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == "" and "Traceback" not in err
+    assert "--metric detection: option score='abc' is not a float" in " ".join(err.split())
+    (tmp_path / "bad.json").write_text(json.dumps([[[0, 0, 10, 10]]]))
+    code = main(["eval", str(model), *base[:4], "--labels", str(tmp_path / "bad.json"),
+                 "--metric", "detection"])
+    assert code == 2 and "[x1, y1, x2, y2, class]" in capsys.readouterr().err
