@@ -147,6 +147,12 @@ class _Detection(Metric):
             raise InputError(f"metric {self.name}: format {self.opts.format!r} is not yolov8 "
                              "([N, 4+C, A]), yolov5 ([N, A, 5+C]), nms (boxes, scores, classes "
                              "outputs) or auto.")
+        for key in ("iou", "nms_iou"):
+            if not 0 < getattr(self.opts, key) <= 1:
+                raise InputError(f"metric {self.name}: {key}={getattr(self.opts, key)} is not "
+                                 "an IoU in (0, 1].")
+        if self.opts.max_det < 1:
+            raise InputError(f"metric {self.name}: max_det={self.opts.max_det} must be >= 1.")
         if self.opts.box not in ("auto", "xywh", "xyxy"):
             raise InputError(f"metric {self.name}: box {self.opts.box!r} is not xywh, xyxy or "
                              "auto (xywh for raw heads, xyxy for NMS outputs).")

@@ -183,6 +183,8 @@ def test_specs_parse_and_bad_options_are_named(tmp_path: Path) -> None:
         create_metric("nope")
     with pytest.raises(InputError, match="does not exist"):
         create_metric(f"{tmp_path / 'missing.py'}:Mine")
+    with pytest.raises(InputError, match=r"iou=1.5 is not an IoU in \(0, 1\]"):
+        create_metric("detection:iou=1.5")
     with pytest.raises(InputError, match="layout 'XY'"):
         create_metric("cer:layout=XY")
     assert create_metric("top1:batch_axis=1").batch_axis == 1
