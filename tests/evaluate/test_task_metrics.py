@@ -217,3 +217,18 @@ def test_installed_entry_point_metric_is_found_by_name(tmp_path: Path,
     m = create_metric("samples")
     m.update(np.zeros((4, 2)), None)
     assert m.name == "samples" and m.result() == 4.0
+
+
+def test_topk_and_cosine_score_against_fp32_without_labels() -> None:
+    ref = np.array([[1.0, 3.0, 2.0], [0.0, 0.0, 1.0]])
+    out = np.array([[3.0, 1.0, 2.0], [0.0, 0.0, 2.0]])
+    top1 = create_metric("top1")
+    top1.update(out, top1.reference_targets(ref))  # FP32 classes 1 and 2; out picks 0 and 2
+    assert top1.result() == pytest.approx(50.0)
+    top2 = create_metric("top5")  # k=5 over 3 classes: always a hit
+    top2.update(out, top2.reference_targets(ref))
+    assert top2.result() == 100.0
+    cos = create_metric("cosine")
+    cos.update(out, cos.reference_targets(ref))
+    # (3 + 3 + 4) / 14 for the first sample, 1 for the second
+    assert cos.result() == pytest.approx((10 / 14 + 1.0) / 2)
