@@ -124,6 +124,8 @@ class TaskSetup:
     @property
     def name(self) -> str | None:
         """The metric's name for results (``None`` without a metric)."""
+        if self._proto is not None and self._proto.name:
+            return self._proto.name  # a plugin's own name, else its class name
         return self.spec.label if self.spec is not None else None
 
     @property
