@@ -192,3 +192,20 @@ def test_uint8_pixels_with_allow_cast_and_the_no_output_note(
     code, out, err = run(["calibrate", str(d / "m.onnx"), "--data", str(d / "x.npy")], capsys)
     assert code == 0, err
     assert "neither --cache nor --scales given" in err and "tensors calibrated" in out
+
+
+def test_npz_with_labels_beside_the_input_warns_and_calibrates(
+        setup: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    d = setup
+    x = np.load(d / "x.npy")
+    np.savez(d / "xl.npz", x=x, labels=np.arange(len(x)))
+    code, out, err = run(["calibrate", str(d / "m.onnx"), "--data", str(d / "xl.npz"),
+                          "--scales", str(d / "l.json")], capsys)
+    assert code == 0, err
+    assert "ignoring array(s) 'labels'" in err
+    # the same scales as the file without the extra array
+    code, _, err = run(["calibrate", str(d / "m.onnx"), "--data", str(d / "x.npz"),
+                        "--scales", str(d / "n.json")], capsys)
+    assert code == 0, err
+    assert (json.loads((d / "l.json").read_text())["tensors"]
+            == json.loads((d / "n.json").read_text())["tensors"])
