@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from quantkit._io import check_output_path, write_text_atomic
+from quantkit.calibrators import DEFAULT_METHOD
 from quantkit.cli.options import build_data_options, data_options
 from quantkit.cli.render import CPU_NOTE, latency_columns, print_table
 from quantkit.cli.scaleout import build_executor, calibrate_on_executor, executor_options
@@ -157,7 +158,7 @@ def _eval_options(func: Any) -> Any:
                           "[default: top1 with labels, else FP32 top-1 agreement]"),
         click.option("--output-name", default=None, metavar="NAME",
                      help="Model output the metric scores (default: the first)."),
-        click.option("--method", default="entropy", show_default=True,
+        click.option("--method", default=DEFAULT_METHOD, show_default=True,
                      help="Calibration method."),
         click.option("--fp16", is_flag=True, help="Layers kept out of INT8 run in FP16 "
                                                  "(default: FP32), and the rest too."),

@@ -7,7 +7,7 @@ metric: top1                        # a registered metric; without labels: FP32 
 data:
   calibration: {source: calib.npy, max_samples: 256, batch_size: 32}
   evaluation: {source: val.npy, labels: val_labels.npy, batch_size: 32}
-calibration: {method: entropy}      # default method of int8 configs
+calibration: {method: auto}         # default method of int8 configs
 configs:
   - {name: fp32, precision: fp32}
   - {name: fp16, precision: fp16}
@@ -34,6 +34,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from quantkit._yaml import load_yaml
+from quantkit.calibrators import DEFAULT_METHOD
 from quantkit.errors import InputError
 from quantkit.qdq.plan import PrecisionConfig
 
@@ -65,7 +66,7 @@ class DataSets(_Strict):
 class CalibrationSpec(_Strict):
     """Default calibration settings."""
 
-    method: str = "entropy"
+    method: str = DEFAULT_METHOD
     percentile: float | None = Field(None, gt=0, le=100)
 
 
