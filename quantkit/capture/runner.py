@@ -30,11 +30,40 @@ from quantkit.capture.checkpoint import Checkpoint, batch_digest, data_identity,
 from quantkit.data.base import Batch, DataSource, InputSpec, check_batch_args, validate_batch
 from quantkit.data.rows import ReaderSource
 from quantkit.errors import InputError, PipelineError
-from quantkit.model import ActivationInfo, activation_tensors, input_specs, load_model
+from quantkit.model import (
+    ActivationInfo,
+    activation_tensors,
+    check_not_quantized,
+    input_specs,
+    load_model,
+    subgraph_nodes,
+)
 
 logger = logging.getLogger(__name__)
 
 Sink = Callable[[Mapping[str, np.ndarray]], None]
+
+
+def warn_uncalibrated_bodies(model: Any, path: str | os.PathLike[str]) -> list[str]:
+    """Warn that the activations inside If/Loop/Scan bodies are not calibrated.
+
+    ONNX Runtime returns only main-graph tensors as outputs; a body's tensors cannot be added
+    to the outer graph's outputs (the body's scope is not visible there), so calibration sees
+    the control-flow node's inputs and outputs only. The Q/DQ writer leaves the bodies in
+    float accordingly.
+
+    Returns:
+        The names of the control-flow nodes whose bodies hold nodes (empty: nothing skipped).
+    """
+    bodies = subgraph_nodes(model)
+    if bodies:
+        named = ", ".join(f"{n} ({c} node(s))" for n, c in list(bodies.items())[:5])
+        logger.warning(
+            "%s: %d node(s) inside If/Loop/Scan bodies are not calibrated: %s%s. ONNX Runtime "
+            "exposes main-graph tensors only, so only the inputs and outputs of these nodes "
+            "get scales, and the bodies stay in float when quantized.", path,
+            sum(bodies.values()), named, " ..." if len(bodies) > 5 else "")
+    return list(bodies)
 
 
 class ActivationCapture:
@@ -48,15 +77,21 @@ class ActivationCapture:
         histograms: the activations will be histogrammed: with large inputs, start loading the
             compiled binning kernel (:func:`quantkit.calibrators.preload_kernel`) in the
             background now.
+        calibrating: the capture feeds calibration: refuse an already-quantized model
+            (:func:`quantkit.model.check_not_quantized`) and warn about If/Loop/Scan bodies,
+            whose activations ONNX Runtime cannot expose (:func:`warn_uncalibrated_bodies`).
     """
 
     def __init__(self, model_path: str | os.PathLike[str], tensors: Sequence[str] | None = None,
                  *, providers: Sequence[str] | None = None, threads: int | None = None,
-                 histograms: bool = False) -> None:
+                 histograms: bool = False, calibrating: bool = False) -> None:
         import onnx
 
         self.model_path = Path(model_path)
         model = load_model(self.model_path)
+        if calibrating:
+            check_not_quantized(model, self.model_path, "calibrated")
+            warn_uncalibrated_bodies(model, self.model_path)
         self.inputs: list[InputSpec] = input_specs(model)
         if histograms and any(math.prod(d for d in s.shape[1:] if isinstance(d, int))
                               >= KERNEL_PRELOAD_PER_SAMPLE for s in self.inputs):
@@ -70,6 +105,8 @@ class ActivationCapture:
                                  f"{', '.join(repr(t) for t in unknown[:5])}.")
             acts = [known[t] for t in tensors]
         self.activations: list[ActivationInfo] = acts
+        #: samples in the chunk :meth:`run` last handed to its sink (for per-sample weighting)
+        self.chunk_samples = 0
         existing = {o.name for o in model.graph.output}
         for a in acts:
             if a.name not in existing:
@@ -146,8 +183,9 @@ class ActivationCapture:
                         )
                 in_sink = True
                 for chunk in static_batch_chunks(batch, self.inputs):
+                    self.chunk_samples = len(next(iter(chunk.values())))
                     sink(self.run_batch(chunk))
-                    samples += len(next(iter(chunk.values())))
+                    samples += self.chunk_samples
                 in_sink = False
                 done = index + 1
                 if resume.after_batch is not None:
@@ -334,7 +372,7 @@ def calibrate(model: str | os.PathLike[str], data: Any, *, method: str = "entrop
     check_batch_args(batch_size, max_samples)
     cal = calibrator or create_calibrator(method, allow_nonfinite=allow_nonfinite,
                                           **dict(method_options or {}))
-    capture = ActivationCapture(model, providers=providers,
+    capture = ActivationCapture(model, providers=providers, calibrating=True,
                                 histograms=isinstance(cal, HistogramCalibrator))
     source = open_source(data, capture.inputs, **dict(data_options or {}))
     desc = source.description if isinstance(source, DataSource) else str(data)

@@ -235,7 +235,7 @@ def calibrate_sharded(model: str | os.PathLike[str], data: Any, *, executor: Any
         logger.warning("calibrating in one pass on the driver: %s", reason)
         return calibrate(model, data, trt_version=trt_version, **common)
 
-    capture = ActivationCapture(model, providers=providers)
+    capture = ActivationCapture(model, providers=providers, calibrating=True)
     source = open_source(data, capture.inputs, **common["data_options"])
     total = source.num_batches(batch_size, max_samples)
     if isinstance(data, str | os.PathLike):
