@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from quantkit.data.base import Dim, InputSpec
+from quantkit.data.base import Dim, InputLayout, InputSpec
 from quantkit.errors import InputError
 
 if TYPE_CHECKING:
@@ -240,8 +240,14 @@ def _dims(value_info: Any) -> tuple[Dim, ...]:
     return tuple(dims)
 
 
-def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
-    """The model's real inputs (graph inputs that are not initializers)."""
+def input_specs(model: onnx.ModelProto, layout: InputLayout | None = None) -> list[InputSpec]:
+    """The model's real inputs (graph inputs that are not initializers), as they are fed.
+
+    Args:
+        model: the model.
+        layout: batch axes and constant inputs given by the user; the other inputs' batch
+            axes are detected from their shapes (:meth:`InputLayout.apply`).
+    """
     from onnx import helper
 
     inits = {i.name for i in model.graph.initializer}
@@ -255,7 +261,7 @@ def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
         except Exception as err:
             raise InputError(f"model input '{vi.name}': unsupported element type {elem}.") from err
         specs.append(InputSpec(vi.name, dtype, _dims(vi)))
-    return specs
+    return (layout or InputLayout()).apply(specs)
 
 
 def activation_tensors(model: onnx.ModelProto) -> list[ActivationInfo]:

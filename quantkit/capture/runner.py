@@ -13,7 +13,7 @@ import logging
 import math
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,15 @@ from quantkit.calibrators.base import Calibrator, create_calibrator
 from quantkit.calibrators.cache import DEFAULT_TRT_VERSION, ScaleTable
 from quantkit.calibrators.methods import HistogramCalibrator
 from quantkit.capture.checkpoint import Checkpoint, batch_digest, data_identity, file_digest
-from quantkit.data.base import Batch, DataSource, InputSpec, check_batch_args, validate_batch
+from quantkit.data.base import (
+    DataSource,
+    InputLayout,
+    InputSpec,
+    batch_samples,
+    check_batch_args,
+    static_batch_chunks,
+    validate_batch,
+)
 from quantkit.data.rows import ReaderSource
 from quantkit.errors import InputError, PipelineError
 from quantkit.model import (
@@ -77,6 +85,7 @@ class ActivationCapture:
         histograms: the activations will be histogrammed: with large inputs, start loading the
             compiled binning kernel (:func:`quantkit.calibrators.preload_kernel`) in the
             background now.
+        layout: batch axes and constant inputs (default: detected from the model's shapes).
         calibrating: the capture feeds calibration: refuse an already-quantized model
             (:func:`quantkit.model.check_not_quantized`) and warn about If/Loop/Scan bodies,
             whose activations ONNX Runtime cannot expose (:func:`warn_uncalibrated_bodies`).
@@ -84,7 +93,8 @@ class ActivationCapture:
 
     def __init__(self, model_path: str | os.PathLike[str], tensors: Sequence[str] | None = None,
                  *, providers: Sequence[str] | None = None, threads: int | None = None,
-                 histograms: bool = False, calibrating: bool = False) -> None:
+                 histograms: bool = False, calibrating: bool = False,
+                 layout: InputLayout | None = None) -> None:
         import onnx
 
         self.model_path = Path(model_path)
@@ -92,8 +102,8 @@ class ActivationCapture:
         if calibrating:
             check_not_quantized(model, self.model_path, "calibrated")
             warn_uncalibrated_bodies(model, self.model_path)
-        self.inputs: list[InputSpec] = input_specs(model)
-        if histograms and any(math.prod(d for d in s.shape[1:] if isinstance(d, int))
+        self.inputs: list[InputSpec] = input_specs(model, layout)
+        if histograms and any(math.prod(d for d in s.sample_shape if isinstance(d, int))
                               >= KERNEL_PRELOAD_PER_SAMPLE for s in self.inputs):
             preload_kernel()  # large activations ahead: load the binning kernel meanwhile
         acts = activation_tensors(model)
@@ -183,7 +193,7 @@ class ActivationCapture:
                         )
                 in_sink = True
                 for chunk in static_batch_chunks(batch, self.inputs):
-                    self.chunk_samples = len(next(iter(chunk.values())))
+                    self.chunk_samples = batch_samples(chunk, self.inputs, fed=True)
                     sink(self.run_batch(chunk))
                     samples += self.chunk_samples
                 in_sink = False
@@ -198,24 +208,6 @@ class ActivationCapture:
         if samples == 0:
             raise InputError(f"data {source}: contains no samples. Give at least one sample.")
         return samples
-
-
-def static_batch_chunks(batch: Batch, inputs: Sequence[InputSpec]) -> Iterator[Batch]:
-    """``batch`` as the model takes it: whole, or in chunks of a static batch axis.
-
-    A remainder smaller than the static size is dropped, with a warning.
-    """
-    static = {s.shape[0] for s in inputs if isinstance(s.shape[0], int) and s.shape[0] > 0}
-    if not static:
-        yield batch
-        return
-    size = min(static)
-    n = len(next(iter(batch.values())))
-    for lo in range(0, n - size + 1, size):
-        yield {k: v[lo: lo + size] for k, v in batch.items()}
-    if n % size:
-        logger.warning("dropping %d samples: the model's batch axis is fixed at %d",
-                       n % size, size)
 
 
 @dataclass
@@ -373,7 +365,8 @@ def calibrate(model: str | os.PathLike[str], data: Any, *, method: str = "entrop
     cal = calibrator or create_calibrator(method, allow_nonfinite=allow_nonfinite,
                                           **dict(method_options or {}))
     capture = ActivationCapture(model, providers=providers, calibrating=True,
-                                histograms=isinstance(cal, HistogramCalibrator))
+                                histograms=isinstance(cal, HistogramCalibrator),
+                                layout=InputLayout.from_options(data_options))
     source = open_source(data, capture.inputs, **dict(data_options or {}))
     desc = source.description if isinstance(source, DataSource) else str(data)
     ckpt, resume = None, Resume()

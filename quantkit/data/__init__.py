@@ -7,7 +7,16 @@ samples. Use :func:`open_source` to get one from a ``--data`` value or a Python 
 Importing this package imports neither ``datasets``, ``torch`` nor Pillow.
 """
 
-from quantkit.data.base import Batch, DataSource, InputSpec, check_batch_args, validate_batch
+from quantkit.data.base import (
+    Batch,
+    DataSource,
+    InputLayout,
+    InputSpec,
+    batch_samples,
+    check_batch_args,
+    static_batch_chunks,
+    validate_batch,
+)
 from quantkit.data.hf import HFSource
 from quantkit.data.images import ImageFolderSource
 from quantkit.data.iterable import IterableSource
@@ -23,13 +32,16 @@ __all__ = [
     "DataSource",
     "HFSource",
     "ImageFolderSource",
+    "InputLayout",
     "InputSpec",
     "IterableSource",
     "NpySource",
     "NpzSource",
     "PreprocessSpec",
+    "batch_samples",
     "check_batch_args",
     "open_source",
     "register_source_kind",
+    "static_batch_chunks",
     "validate_batch",
 ]

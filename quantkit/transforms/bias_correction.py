@@ -36,7 +36,7 @@ from onnx import helper, numpy_helper
 from quantkit.calibrators.cache import ScaleTable
 from quantkit.capture.runner import ActivationCapture
 from quantkit.data import open_source
-from quantkit.data.base import DataSource, check_batch_args
+from quantkit.data.base import DataSource, InputLayout, check_batch_args
 from quantkit.errors import InputError
 from quantkit.graph import GraphIndex, UniqueNames, model_opset, upgrade_opset
 from quantkit.model import save_model
@@ -222,7 +222,8 @@ def _mean_pass(aux: onnx.ModelProto, means: dict[str, str], data: Any, batch_siz
         path = Path(tmp) / "means.onnx"
         save_model(aux, path)
         # only the means are captured: the inputs may be integer ids, not activations
-        capture = ActivationCapture(path, list(means.values()), providers=providers)
+        capture = ActivationCapture(path, list(means.values()), providers=providers,
+                                    layout=InputLayout.from_options(data_options))
         source = open_source(data, capture.inputs, **dict(data_options or {}))
         desc = source.description if isinstance(source, DataSource) else str(data)
 

@@ -77,3 +77,38 @@ def if_model(path: Path) -> Path:
                       helper.make_tensor_value_info("flag", TensorProto.BOOL, [])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])], [w])
     return _save(graph, path)
+
+
+def scalar_input_model(path: Path) -> Path:
+    """``x`` [N, 4] times a rank-0 ``gain`` (a sample rate-like scalar), then a MatMul."""
+    w = numpy_helper.from_array(np.arange(16, dtype=np.float32).reshape(4, 4) / 10, "w")
+    nodes = [helper.make_node("Mul", ["x", "gain"], ["xs"], name="scale"),
+             helper.make_node("MatMul", ["xs", "w"], ["y"], name="fc")]
+    graph = helper.make_graph(
+        nodes, "scalar", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4]),
+                          helper.make_tensor_value_info("gain", TensorProto.FLOAT, [])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])], [w])
+    return _save(graph, path)
+
+
+def state_model(path: Path, batch: int | str = "N", state_dims: tuple[int | str, ...] | None
+                = None) -> Path:
+    """``x`` [batch, 4] and a recurrent ``state`` [2, batch, 4] (batch on axis 1):
+    ``y = (x + state[0] - state[1]) @ w`` and ``new_state = state * 0.5``."""
+    w = numpy_helper.from_array(np.arange(16, dtype=np.float32).reshape(4, 4) / 10, "w")
+    half = numpy_helper.from_array(np.array(0.5, np.float32), "half")
+    sel = [numpy_helper.from_array(np.array(i, np.int64), f"i{i}") for i in (0, 1)]
+    nodes = [helper.make_node("Gather", ["state", "i0"], ["s0"], name="s0", axis=0),
+             helper.make_node("Gather", ["state", "i1"], ["s1"], name="s1", axis=0),
+             helper.make_node("Sub", ["s0", "s1"], ["d"], name="diff"),
+             helper.make_node("Add", ["x", "d"], ["h"], name="add"),
+             helper.make_node("MatMul", ["h", "w"], ["y"], name="fc"),
+             helper.make_node("Mul", ["state", "half"], ["new_state"], name="decay")]
+    dims = state_dims or (2, batch, 4)
+    graph = helper.make_graph(
+        nodes, "state", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 4]),
+                         helper.make_tensor_value_info("state", TensorProto.FLOAT, list(dims))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 4]),
+         helper.make_tensor_value_info("new_state", TensorProto.FLOAT, list(dims))],
+        [w, half, *sel])
+    return _save(graph, path)

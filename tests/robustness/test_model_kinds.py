@@ -110,10 +110,9 @@ def test_plan_without_int8_needs_no_data(tmp_path: Path,
 def test_if_bodies_warned_not_silent(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = if_model(tmp_path / "if.onnx")
     assert subgraph_nodes(onnx.load(str(path))) == {"If 'branchy'": 4}
-    data = {"x": np.random.default_rng(0).standard_normal((8, 4)).astype(np.float32),
-            "flag": np.ones(8, bool)}
+    data = {"x": np.random.default_rng(0).standard_normal((8, 4)).astype(np.float32)}
     with caplog.at_level(logging.WARNING):
-        res = calibrate(path, data, method="minmax")
+        res = calibrate(path, data, method="minmax", data_options={"constants": {"flag": True}})
     assert "4 node(s) inside If/Loop/Scan bodies are not calibrated: If 'branchy'" \
         in caplog.text
     # what the main graph sees is calibrated: the If's input h and output y
