@@ -13,7 +13,7 @@ import logging
 import math
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,15 @@ from quantkit.calibrators.base import Calibrator, create_calibrator
 from quantkit.calibrators.cache import DEFAULT_TRT_VERSION, ScaleTable
 from quantkit.calibrators.methods import HistogramCalibrator
 from quantkit.capture.checkpoint import Checkpoint, batch_digest, data_identity, file_digest
+from quantkit.capture.staged import (
+    STAGE_SHARE,
+    StagedRunner,
+    check_sample_fits,
+    default_memory_budget,
+    parse_memory,
+    plan_stages,
+    sample_bytes,
+)
 from quantkit.data.base import (
     DataSource,
     InputLayout,
@@ -89,12 +98,18 @@ class ActivationCapture:
         calibrating: the capture feeds calibration: refuse an already-quantized model
             (:func:`quantkit.model.check_not_quantized`) and warn about If/Loop/Scan bodies,
             whose activations ONNX Runtime cannot expose (:func:`warn_uncalibrated_bodies`).
+        memory_budget: bytes the captured activations may take: inputs whose one sample
+            cannot fit are refused at once, and when a chunk's activations would not fit,
+            :meth:`run` runs the model in stages (:mod:`quantkit.capture.staged`) and calls
+            the sink once per stage with that stage's tensors (same values, same order of
+            batches per tensor: per-tensor statistics are identical). ``None``: one pass.
     """
 
     def __init__(self, model_path: str | os.PathLike[str], tensors: Sequence[str] | None = None,
                  *, providers: Sequence[str] | None = None, threads: int | None = None,
                  histograms: bool = False, calibrating: bool = False,
-                 layout: InputLayout | None = None) -> None:
+                 layout: InputLayout | None = None, memory_budget: int | None = None,
+                 ) -> None:
         import onnx
 
         self.model_path = Path(model_path)
@@ -103,6 +118,9 @@ class ActivationCapture:
             check_not_quantized(model, self.model_path, "calibrated")
             warn_uncalibrated_bodies(model, self.model_path)
         self.inputs: list[InputSpec] = input_specs(model, layout)
+        self.memory_budget = memory_budget
+        if memory_budget is not None:
+            check_sample_fits(self.inputs, memory_budget)
         if histograms and any(math.prod(d for d in s.sample_shape if isinstance(d, int))
                               >= KERNEL_PRELOAD_PER_SAMPLE for s in self.inputs):
             preload_kernel()  # large activations ahead: load the binning kernel meanwhile
@@ -121,13 +139,62 @@ class ActivationCapture:
         for a in acts:
             if a.name not in existing:
                 model.graph.output.append(onnx.ValueInfoProto(name=a.name))
-        self._session = _make_session(model, providers, threads, self.model_path)
+        self._providers, self._threads = providers, threads
+        self._model: Any = model
+        self._session: Any = None
+        self._staged: StagedRunner | None = None
+        self._planned = memory_budget is None
+        if memory_budget is None:
+            self._open()
+
+    def _open(self) -> None:
+        """Create the one-pass session (every captured activation is an output)."""
+        self._session = _make_session(self._model, self._providers, self._threads,
+                                      self.model_path)
         self._outputs = [o.name for o in self._session.get_outputs()]
+        self._model = None  # the session has it: free the proto's copy of the weights
 
     @property
     def providers(self) -> list[str]:
-        """Execution providers in use."""
+        """Execution providers in use (requested ones until the first batch, with a budget)."""
+        if self._session is None:
+            from quantkit._ort import default_providers
+
+            return list(self._providers or default_providers())
         return list(self._session.get_providers())
+
+    def _plan(self, chunk: Mapping[str, np.ndarray]) -> None:
+        """Decide on the first chunk whether its activations fit the budget in one pass."""
+        assert self.memory_budget is not None
+        self._planned = True
+        rows = batch_samples(chunk, self.inputs, fed=True)
+        sizes = {k: v * rows for k, v in sample_bytes(self._model, self.inputs, chunk).items()}
+        names = {a.name for a in self.activations}
+        limit = int(self.memory_budget * STAGE_SHARE)
+        outs = [[o for o in n.output if o in names] for n in self._model.graph.node]
+        ranges = plan_stages(outs, {k: v for k, v in sizes.items() if k in names}, limit)
+        if len(ranges) == 1:
+            self._open()
+            return
+        providers, threads, path = self._providers, self._threads, self.model_path
+        self._staged = StagedRunner(
+            self._model, [a.name for a in self.activations], ranges,
+            lambda m: _make_session(m, providers, threads, path))
+        total = sum(sizes.get(n, 0) for n in names)
+        logger.info("capturing in %d stages: the activations of a batch of %d (about %.2f "
+                    "GiB) exceed the memory budget of %.2f GiB", len(self._staged.stages),
+                    rows, total / 2**30, self.memory_budget / 2**30)
+
+    def _parts(self, chunk: Mapping[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
+        """The chunk's activations: one mapping, or one per stage under a memory budget."""
+        if not self._planned:
+            self._plan(chunk)
+        if self._staged is None:
+            yield self.run_batch(chunk)
+            return
+        for part in self._staged.run(chunk):
+            yield {a.name: part[a.name] for a in self.activations
+                   if isinstance(part.get(a.name), np.ndarray) and part[a.name].dtype.kind == "f"}
 
     def run_batch(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run one (validated) batch; return ``{activation name: array}``.
@@ -136,6 +203,8 @@ class ActivationCapture:
         chunks of that size.
         """
         feeds = {s.name: batch[s.name] for s in self.inputs}
+        if self._session is None:
+            self._open()
         try:
             values = self._session.run(self._outputs, feeds)
         except Exception as err:
@@ -194,7 +263,8 @@ class ActivationCapture:
                 in_sink = True
                 for chunk in static_batch_chunks(batch, self.inputs):
                     self.chunk_samples = batch_samples(chunk, self.inputs, fed=True)
-                    sink(self.run_batch(chunk))
+                    for part in self._parts(chunk):
+                        sink(part)
                     samples += self.chunk_samples
                 in_sink = False
                 done = index + 1
@@ -332,7 +402,8 @@ def calibrate(model: str | os.PathLike[str], data: Any, *, method: str = "entrop
               providers: Sequence[str] | None = None,
               trt_version: int = DEFAULT_TRT_VERSION,
               checkpoint: str | os.PathLike[str] | None = None, checkpoint_every: int = 10,
-              keep_checkpoint: bool = False) -> CalibrationResult:
+              keep_checkpoint: bool = False,
+              memory_budget: int | str | None = None) -> CalibrationResult:
     """Calibrate every floating-point activation of ``model`` on ``data``.
 
     Args:
@@ -355,6 +426,10 @@ def calibrate(model: str | os.PathLike[str], data: Any, *, method: str = "entrop
         checkpoint_every: batches between checkpoint saves.
         keep_checkpoint: keep the checkpoint file after success (the CLI removes it once its
             outputs are written); by default it is deleted before returning.
+        memory_budget: bytes (or a size such as ``"4GiB"``) the captured activations of one
+            batch may take; above it the model runs in stages, with identical scales
+            (:mod:`quantkit.capture.staged`). Default: 25 % of the available memory, at most
+            1 GiB. Inputs whose one sample cannot fit it are refused before any allocation.
 
     Returns:
         The scales (TensorRT cache / JSON ready) and the calibrator with its statistics.
@@ -366,7 +441,9 @@ def calibrate(model: str | os.PathLike[str], data: Any, *, method: str = "entrop
                                           **dict(method_options or {}))
     capture = ActivationCapture(model, providers=providers, calibrating=True,
                                 histograms=isinstance(cal, HistogramCalibrator),
-                                layout=InputLayout.from_options(data_options))
+                                layout=InputLayout.from_options(data_options),
+                                memory_budget=default_memory_budget() if memory_budget is None
+                                else parse_memory(memory_budget))
     source = open_source(data, capture.inputs, **dict(data_options or {}))
     desc = source.description if isinstance(source, DataSource) else str(data)
     ckpt, resume = None, Resume()
