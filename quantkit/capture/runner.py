@@ -179,7 +179,7 @@ class ActivationCapture:
         providers, threads, path = self._providers, self._threads, self.model_path
         self._staged = StagedRunner(
             self._model, [a.name for a in self.activations], ranges,
-            lambda m: _make_session(m, providers, threads, path))
+            lambda m: _make_session(m, providers, threads, path, staged=True))
         total = sum(sizes.get(n, 0) for n in names)
         logger.info("capturing in %d stages: the activations of a batch of %d (about %.2f "
                     "GiB) exceed the memory budget of %.2f GiB", len(self._staged.stages),
@@ -300,7 +300,7 @@ class Resume:
 
 
 def _make_session(model: Any, providers: Sequence[str] | None, threads: int | None,
-                  path: Path) -> Any:
+                  path: Path, staged: bool = False) -> Any:
     from quantkit._ort import session
 
     try:
@@ -313,7 +313,8 @@ def _make_session(model: Any, providers: Sequence[str] | None, threads: int | No
             payload = os.path.join(tmp, "model.onnx")
             onnx.save(model, payload, save_as_external_data=True, location="weights.bin")
         # no spin-waiting: between runs the calibrators' threads need the CPUs
-        return session(payload, providers=providers, threads=threads, spin=False)
+        return session(payload, providers=providers, threads=threads, spin=False,
+                       layout_transforms=False, arena=not staged)
     except Exception as err:
         raise InputError(f"{path}: ONNX Runtime cannot load the model: {err}") from err
 
