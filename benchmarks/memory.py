@@ -169,10 +169,16 @@ def main() -> None:
                 scales[label] = json.loads(out.read_text())
                 rows.append((name, label, f"{got['peak_rss'] / 2**30:.2f} GiB",
                              f"{got['seconds']:.1f} s", stages.split(":")[0]))
-            if len(scales) > 1:
-                ref = next(iter(scales.values()))
-                same = all(s == ref for s in scales.values())
-                rows.append((name, "scales identical across runs", str(same), "", ""))
+            ours = {k: v for k, v in scales.items() if k != "baseline"}
+            if len(ours) > 1:
+                ref = next(iter(ours.values()))
+                same = all(s == ref for s in ours.values())
+                rows.append((name, f"scales identical ({', '.join(ours)})", str(same), "", ""))
+            if "baseline" in scales and ours:
+                ref, base = next(iter(ours.values())), scales["baseline"]
+                rel = max(abs(ref[k] - base[k]) / max(abs(base[k]), 1e-30) for k in base)
+                rows.append((name, "max relative scale difference to baseline",
+                             f"{rel:.2g}", "", ""))
     print("| model | run | peak RSS (VmHWM) | calibrate() wall time | stages |")
     print("|---|---|---|---|---|")
     for row in rows:

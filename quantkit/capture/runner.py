@@ -430,7 +430,7 @@ def calibrate(model: str | os.PathLike[str], data: Any, *, method: str = "entrop
         memory_budget: bytes (or a size such as ``"4GiB"``) the captured activations of one
             batch may take; above it the model runs in stages, with identical scales
             (:mod:`quantkit.capture.staged`). Default: 25 % of the available memory, at most
-            1 GiB. Inputs whose one sample cannot fit it are refused before any allocation.
+            512 MiB. Inputs whose one sample cannot fit it are refused before any allocation.
 
     Returns:
         The scales (TensorRT cache / JSON ready) and the calibrator with its statistics.

@@ -51,7 +51,7 @@ def parse_trt_version(text: str) -> int:
 @click.option("--json", "as_json", is_flag=True, help="Print the scales JSON to stdout.")
 @click.option("--memory-budget", default=None, metavar="SIZE",
               help="Memory for one batch's activations, e.g. 4GiB (default: 25% of the "
-                   "available memory, at most 1 GiB). Above it the model runs in stages; the "
+                   "available memory, at most 512 MiB). Above it the model runs in stages; the "
                    "scales are identical.")
 @executor_options
 def calibrate_cmd(model: str, data: str, batch_size: int, max_samples: int | None,
