@@ -180,6 +180,7 @@ class ActivationCapture:
         self._staged = StagedRunner(
             self._model, [a.name for a in self.activations], ranges,
             lambda m: _make_session(m, providers, threads, path, staged=True))
+        self._model = None  # the staged runner holds it until its sessions exist
         total = sum(sizes.get(n, 0) for n in names)
         logger.info("capturing in %d stages: the activations of a batch of %d (about %.2f "
                     "GiB) exceed the memory budget of %.2f GiB", len(self._staged.stages),

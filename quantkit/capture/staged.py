@@ -118,8 +118,21 @@ def sample_bytes(model: Any, inputs: Sequence[InputSpec], feeds: Mapping[str, np
     """
     import onnx
 
+    # a copy without the data of large initializers: inference needs their dims only (shape
+    # arithmetic reads small int64 tensors), and a second copy of the weights would cost RAM
     probe = onnx.ModelProto()
-    probe.CopyFrom(model)
+    graph = model.graph
+    inits = list(graph.initializer)
+    graph.ClearField("initializer")
+    try:
+        probe.CopyFrom(model)
+    finally:
+        graph.initializer.extend(inits)
+    for t in inits:
+        if math.prod(t.dims) <= 4096:
+            probe.graph.initializer.add().CopyFrom(t)
+        else:
+            probe.graph.initializer.add().CopyFrom(_shell(t))
     by_name = {s.name: s for s in inputs}
     for vi in probe.graph.input:
         spec = by_name.get(vi.name)
@@ -147,6 +160,15 @@ def sample_bytes(model: Any, inputs: Sequence[InputSpec], feeds: Mapping[str, np
             continue
         out[vi.name] = math.prod(int(d.dim_value) for d in t.shape.dim) * itemsize
     return out
+
+
+def _shell(tensor: Any) -> Any:
+    """``tensor``'s name, type and dims without its data."""
+    import onnx
+
+    shell = onnx.TensorProto(name=tensor.name, data_type=tensor.data_type)
+    shell.dims.extend(tensor.dims)
+    return shell
 
 
 def plan_stages(node_outputs: Sequence[Sequence[str]], sizes: Mapping[str, int],
@@ -255,6 +277,8 @@ class StagedRunner:
                                   ir_version=self._model.ir_version)
         model.functions.extend(self._model.functions)
         stage.session = self._make_session(model)
+        if all(s.session is not None for s in self.stages):
+            self._model = None  # every session holds its weights: free the proto's copy
         return stage.session
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> Iterator[Batch]:
