@@ -149,10 +149,12 @@ def _check_shape(p: Path, what: str, dims: list[int]) -> None:
         raise InputError(f"{p}: {what} has the dimension {bad[0]} (shape {dims}); dimensions "
                          "are >= 0, or -1 / a name for a dynamic one. Re-export the model.")
     static = [d for d in dims if d >= 0]
-    if len(static) == len(dims) and _elements(static) > MAX_TENSOR_ELEMENTS:
-        raise InputError(f"{p}: {what} declares {_elements(static)} elements (shape {dims}), "
-                         f"more than quantkit accepts in one tensor ({MAX_TENSOR_ELEMENTS}). "
-                         "Check the export (a corrupt or hostile file?).")
+    if _elements(static) > MAX_TENSOR_ELEMENTS:  # a dynamic dim only adds to it
+        dynamic = " with its dynamic dims at 1" if len(static) < len(dims) else ""
+        raise InputError(f"{p}: {what} declares {_elements(static)} elements{dynamic} (shape "
+                         f"{dims}), more than quantkit accepts in one tensor "
+                         f"({MAX_TENSOR_ELEMENTS}). Check the export (a corrupt or hostile "
+                         "file?).")
 
 
 #: bytes per element of the ONNX element types whose storage is one element per item

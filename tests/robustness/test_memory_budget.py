@@ -91,18 +91,29 @@ def test_sink_gets_each_tensor_once_per_batch(tmp_path: Path) -> None:
     assert flat == names + names  # every tensor once per batch, in graph order
 
 
+def _relu_model(path: Path, dims: list[int | str]) -> Path:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, dims)
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, dims)
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "huge", [x], [y])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
 def test_absurd_dims_refused_before_allocation(tmp_path: Path,
                                                capsys: pytest.CaptureFixture[str]) -> None:
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 65536, 65536])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 1, 65536, 65536])
-    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "huge", [x], [y])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    onnx.save(model, str(tmp_path / "huge.onnx"))
     np.save(tmp_path / "x.npy", np.zeros((1, 1, 2, 2), np.float32))
-    with pytest.raises(InputError, match=r"x: float32\[Nx1x65536x65536\]: one sample takes "
-                                         r"at least 16 GiB, more than the memory budget"):
-        calibrate(tmp_path / "huge.onnx", str(tmp_path / "x.npy"), memory_budget="1GiB")
-    code = main(["calibrate", str(tmp_path / "huge.onnx"), "--data", str(tmp_path / "x.npy"),
-                 "--memory-budget", "2GiB"])
+    # 2^32 elements per sample: refused when the model is loaded, whatever the command
+    huge = _relu_model(tmp_path / "huge.onnx", ["N", 1, 65536, 65536])
+    code = main(["calibrate", str(huge), "--data", str(tmp_path / "x.npy")])
     err = capsys.readouterr().err
-    assert code == 2 and "65536" in err and "Traceback" not in err
+    assert code == 2 and "4294967296 elements with its dynamic dims at 1" in err
+    assert "Traceback" not in err
+    # 1 GiB per sample: loads, but cannot fit a 512 MiB budget
+    big = _relu_model(tmp_path / "big.onnx", ["N", 1, 16384, 16384])
+    with pytest.raises(InputError, match=r"x: float32\[Nx1x16384x16384\]: one sample takes "
+                                         r"at least 1 GiB, more than the memory budget"):
+        calibrate(big, str(tmp_path / "x.npy"), memory_budget="512MiB")
+    code = main(["calibrate", str(big), "--data", str(tmp_path / "x.npy"),
+                 "--memory-budget", "256MiB"])
+    err = capsys.readouterr().err
+    assert code == 2 and "16384" in err and "Traceback" not in err
