@@ -95,8 +95,7 @@ class InputLayout:
         An input's batch axis is, in order: the one given in :attr:`batch_axes`; none for a
         constant or a rank-0 input; the axis whose dimension name contains ``batch``; axis 0
         when it is dynamic; the axis named like another input's dynamic axis 0 (a state
-        ``[2, N, 128]`` next to ``x: [N, 80]``); the single dynamic axis when axis 0 is static
-        and larger than 1 (a state ``[2, batch, 128]``); else axis 0.
+        ``[2, N, 128]`` next to ``x: [N, 80]``); else axis 0.
 
         Raises:
             InputError: a name that is not a model input, a batch axis outside an input's
@@ -144,9 +143,7 @@ def _detect_batch_axis(shape: tuple[Dim, ...], lead: set[str]) -> int | None:
     same = [i for i, d in enumerate(shape) if isinstance(d, str) and d in lead]
     if len(same) == 1:
         return same[0]
-    dynamic = [i for i, d in enumerate(shape) if not isinstance(d, int)]
-    if len(dynamic) == 1 and shape[0] > 1:
-        return dynamic[0]
+    # not "the one dynamic axis": [8, seq] is a static batch of 8 with a dynamic length
     return 0
 
 

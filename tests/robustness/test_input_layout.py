@@ -23,8 +23,8 @@ def _spec(name: str, shape: tuple[int | str | None, ...], **kw: object) -> Input
 
 
 @pytest.mark.parametrize(("shape", "axis"), [
-    (("N", 3, 8, 8), 0), ((1, "seq"), 0), ((2, "batch", 128), 1), ((2, "B", 128), 1),
-    ((), None), ((4, "T"), 1), ((1, 3), 0), (("seq", "batch_size"), 1)])
+    (("N", 3, 8, 8), 0), ((1, "seq"), 0), ((2, "batch", 128), 1), ((2, "B", 128), 0),
+    ((), None), ((8, "T"), 0), ((1, 3), 0), (("seq", "batch_size"), 1)])
 def test_batch_axis_detection(shape: tuple[int | str, ...], axis: int | None) -> None:
     assert _spec("a", shape).batch_axis == axis
 
