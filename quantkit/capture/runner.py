@@ -198,10 +198,12 @@ class ActivationCapture:
                    if isinstance(part.get(a.name), np.ndarray) and part[a.name].dtype.kind == "f"}
 
     def run_batch(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run one (validated) batch; return ``{activation name: array}``.
+        """Run one batch in the model's layout, in one pass; return ``{activation: array}``.
 
-        Graph inputs are returned as given. Models whose batch axis is static are fed in
-        chunks of that size.
+        ``batch`` is what the model takes: one chunk of
+        :func:`~quantkit.data.static_batch_chunks` (samples on each input's batch axis, at
+        most a static batch size). Graph inputs are returned as given. :meth:`run` validates
+        and chunks the data itself, and keeps to the memory budget.
         """
         feeds = {s.name: batch[s.name] for s in self.inputs}
         if self._session is None:
@@ -229,8 +231,9 @@ class ActivationCapture:
         """Validate, run and hand every batch's activations to ``sink``.
 
         Args:
-            batches: the data, batch by batch.
-            sink: receives each batch's ``{activation: array}``.
+            batches: the data, batch by batch (samples first).
+            sink: receives each chunk's ``{activation: array}``; under a memory budget, once
+                per stage, each activation once per chunk, in graph order.
             source: the data's description for messages.
             allow_nonfinite: let NaN/Inf inputs through.
             total: number of batches, for the progress bar.
