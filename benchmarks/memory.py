@@ -39,12 +39,14 @@ def _vit_b16() -> Any:
         def __init__(self) -> None:
             super().__init__()
             self.ln1, self.ln2 = nn.LayerNorm(768), nn.LayerNorm(768)
-            self.attn = nn.MultiheadAttention(768, 12, batch_first=True)
+            self.qkv, self.proj = nn.Linear(768, 3 * 768), nn.Linear(768, 768)
             self.fc1, self.fc2 = nn.Linear(768, 3072), nn.Linear(3072, 768)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            h = self.ln1(x)
-            x = x + self.attn(h, h, h, need_weights=False)[0]
+            n, length, _ = x.shape
+            q, k, v = self.qkv(self.ln1(x)).reshape(n, length, 3, 12, 64).permute(2, 0, 3, 1, 4)
+            att = torch.softmax(q @ k.transpose(-1, -2) / 8.0, dim=-1)
+            x = x + self.proj((att @ v).transpose(1, 2).reshape(n, length, 768))
             return x + self.fc2(nn.functional.gelu(self.fc1(self.ln2(x))))
 
     class ViT(nn.Module):
