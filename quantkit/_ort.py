@@ -15,7 +15,8 @@ def default_providers() -> list[str]:
 
 
 def session(model: str | bytes, *, providers: Sequence[str] | None = None,
-            threads: int | None = None, spin: bool = True) -> Any:
+            threads: int | None = None, spin: bool = True, layout_transforms: bool = True,
+            arena: bool = True) -> Any:
     """An ``onnxruntime.InferenceSession`` with quiet logging and optional thread count.
 
     Args:
@@ -25,6 +26,12 @@ def session(model: str | bytes, *, providers: Sequence[str] | None = None,
         spin: let ONNX Runtime's idle intra-op threads spin-wait for the next parallel section
             (its default). Turn it off where the caller works between runs (calibration: the
             histogram threads need the CPUs that spinning threads would hold).
+        layout_transforms: let ONNX Runtime convert convolutions to its blocked (NCHWc) layout.
+            Off for activation capture: every captured tensor is an NCHW output anyway, and a
+            consumer then runs the same kernel whether its input was computed in the same
+            session or fed from another (a staged capture gives one pass's values).
+        arena: keep freed memory in ONNX Runtime's arena for the next run (its default). Off
+            where several sessions run in turn, so each one's peak returns to the system.
 
     Raises whatever ONNX Runtime raises; callers turn it into a message naming the model.
     """
@@ -41,5 +48,8 @@ def session(model: str | bytes, *, providers: Sequence[str] | None = None,
         opts.intra_op_num_threads = threads
     if not spin:
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if not layout_transforms:
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    opts.enable_cpu_mem_arena = arena
     return ort.InferenceSession(model, sess_options=opts,
                                 providers=list(providers or default_providers()))

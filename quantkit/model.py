@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from quantkit.data.base import Dim, InputSpec
+from quantkit.data.base import Dim, InputLayout, InputSpec
 from quantkit.errors import InputError
 
 if TYPE_CHECKING:
@@ -149,10 +149,12 @@ def _check_shape(p: Path, what: str, dims: list[int]) -> None:
         raise InputError(f"{p}: {what} has the dimension {bad[0]} (shape {dims}); dimensions "
                          "are >= 0, or -1 / a name for a dynamic one. Re-export the model.")
     static = [d for d in dims if d >= 0]
-    if len(static) == len(dims) and _elements(static) > MAX_TENSOR_ELEMENTS:
-        raise InputError(f"{p}: {what} declares {_elements(static)} elements (shape {dims}), "
-                         f"more than quantkit accepts in one tensor ({MAX_TENSOR_ELEMENTS}). "
-                         "Check the export (a corrupt or hostile file?).")
+    if _elements(static) > MAX_TENSOR_ELEMENTS:  # a dynamic dim only adds to it
+        dynamic = " with its dynamic dims at 1" if len(static) < len(dims) else ""
+        raise InputError(f"{p}: {what} declares {_elements(static)} elements{dynamic} (shape "
+                         f"{dims}), more than quantkit accepts in one tensor "
+                         f"({MAX_TENSOR_ELEMENTS}). Check the export (a corrupt or hostile "
+                         "file?).")
 
 
 #: bytes per element of the ONNX element types whose storage is one element per item
@@ -240,8 +242,14 @@ def _dims(value_info: Any) -> tuple[Dim, ...]:
     return tuple(dims)
 
 
-def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
-    """The model's real inputs (graph inputs that are not initializers)."""
+def input_specs(model: onnx.ModelProto, layout: InputLayout | None = None) -> list[InputSpec]:
+    """The model's real inputs (graph inputs that are not initializers), as they are fed.
+
+    Args:
+        model: the model.
+        layout: batch axes and constant inputs given by the user; the other inputs' batch
+            axes are detected from their shapes (:meth:`InputLayout.apply`).
+    """
     from onnx import helper
 
     inits = {i.name for i in model.graph.initializer}
@@ -255,7 +263,7 @@ def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
         except Exception as err:
             raise InputError(f"model input '{vi.name}': unsupported element type {elem}.") from err
         specs.append(InputSpec(vi.name, dtype, _dims(vi)))
-    return specs
+    return (layout or InputLayout()).apply(specs)
 
 
 def activation_tensors(model: onnx.ModelProto) -> list[ActivationInfo]:
@@ -295,6 +303,98 @@ def activation_tensors(model: onnx.ModelProto) -> list[ActivationInfo]:
                 out.append(ActivationInfo(name, types.get(name, 0), node.name or None,
                                           node.op_type))
     return out
+
+
+def subgraph_nodes(model: onnx.ModelProto) -> dict[str, int]:
+    """``{control-flow node of the main graph: nodes inside its bodies}`` (If/Loop/Scan).
+
+    Nested bodies count towards the main-graph node that holds them; bodies without nodes are
+    left out.
+    """
+    from quantkit.graph import has_subgraph, nested_nodes, subgraphs
+
+    out: dict[str, int] = {}
+    for node in model.graph.node:
+        if not has_subgraph(node):
+            continue
+        count = sum(len(g.node) for g in subgraphs(node))
+        count += sum(sum(1 for _ in nested_nodes(g)) for g in subgraphs(node))
+        if count:
+            out[f"{node.op_type} '{node.name or node.output[0]}'"] = count
+    return out
+
+
+#: ops that only exist in models that are already quantized (QOperator format or Q/DQ)
+QUANTIZED_OPS = frozenset({
+    "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "ConvInteger",
+    "MatMulInteger", "QLinearConv", "QLinearMatMul", "QGemm", "QLinearAdd", "QLinearMul",
+    "QLinearAveragePool", "QLinearGlobalAveragePool", "QLinearConcat", "QLinearLeakyRelu",
+    "QLinearSigmoid", "QLinearSoftmax", "QAttention", "DynamicQuantizeLSTM",
+    "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "QEmbedLayerNormalization",
+})
+
+
+@dataclass(frozen=True)
+class QuantizedOps:
+    """The quantization ops found in a model (see :func:`find_quantized_ops`).
+
+    Attributes:
+        counts: ``{op type: number of nodes}`` over the graph and its subgraphs.
+        first: the name (or op type) of the first such node, in graph order.
+    """
+
+    counts: dict[str, int]
+    first: str
+
+    @property
+    def total(self) -> int:
+        """Number of quantization nodes."""
+        return sum(self.counts.values())
+
+    def describe(self) -> str:
+        """``12 node(s): 8 QuantizeLinear, 4 ConvInteger; the first is 'conv1_quant'``."""
+        kinds = ", ".join(f"{n} {op}" for op, n in sorted(self.counts.items(),
+                                                          key=lambda kv: (-kv[1], kv[0])))
+        return f"{self.total} node(s): {kinds}; the first is '{self.first}'"
+
+
+def find_quantized_ops(model: onnx.ModelProto) -> QuantizedOps | None:
+    """The quantization ops of ``model`` (main graph and If/Loop/Scan bodies), or ``None``."""
+    from quantkit.graph import walk_graphs
+
+    counts: dict[str, int] = {}
+    first = ""
+    for graph, _ in walk_graphs(model.graph):
+        for node in graph.node:
+            if node.op_type in QUANTIZED_OPS:
+                counts[node.op_type] = counts.get(node.op_type, 0) + 1
+                first = first or node.name or node.op_type
+    return QuantizedOps(counts, first) if counts else None
+
+
+def check_not_quantized(model: onnx.ModelProto, path: str | os.PathLike[str],
+                        action: str = "calibrated") -> None:
+    """Refuse a model that is already quantized: its tensors are not FP32 activations.
+
+    Calibrating such a model measures ONNX Runtime's integer internals, and quantizing it
+    again finds no float compute node to quantize.
+
+    Args:
+        model: the loaded model.
+        path: its file, for the message.
+        action: what was asked (``calibrated``, ``quantized``...), for the message.
+
+    Raises:
+        InputError: naming the quantization ops found and the way forward.
+    """
+    found = find_quantized_ops(model)
+    if found is None:
+        return
+    raise InputError(
+        f"{path}: the model is already quantized ({found.describe()}), so it cannot be "
+        f"{action}: quantkit starts from the FP32 (or FP16) model. Check this one's Q/DQ "
+        "placement with `quantkit inspect`, or re-run from the float model it was made from."
+    )
 
 
 #: models above this size are saved with external data (protobuf's limit is 2 GiB).

@@ -27,14 +27,60 @@ from quantkit.calibrators.base import DEFAULT_METHOD, Calibrator, create_calibra
 from quantkit.calibrators.cache import DEFAULT_TRT_VERSION, ScaleTable
 from quantkit.calibrators.methods import HistogramCalibrator
 from quantkit.capture.checkpoint import Checkpoint, batch_digest, data_identity, file_digest
-from quantkit.data.base import Batch, DataSource, InputSpec, check_batch_args, validate_batch
+from quantkit.capture.staged import (
+    STAGE_SHARE,
+    StagedRunner,
+    check_sample_fits,
+    default_memory_budget,
+    parse_memory,
+    plan_stages,
+    sample_bytes,
+)
+from quantkit.data.base import (
+    DataSource,
+    InputLayout,
+    InputSpec,
+    batch_samples,
+    check_batch_args,
+    static_batch_chunks,
+    validate_batch,
+)
 from quantkit.data.rows import ReaderSource
 from quantkit.errors import InputError, PipelineError
-from quantkit.model import ActivationInfo, activation_tensors, input_specs, load_model
+from quantkit.model import (
+    ActivationInfo,
+    activation_tensors,
+    check_not_quantized,
+    input_specs,
+    load_model,
+    subgraph_nodes,
+)
 
 logger = logging.getLogger(__name__)
 
 Sink = Callable[[Mapping[str, np.ndarray]], None]
+
+
+def warn_uncalibrated_bodies(model: Any, path: str | os.PathLike[str]) -> list[str]:
+    """Warn that the activations inside If/Loop/Scan bodies are not calibrated.
+
+    ONNX Runtime returns only main-graph tensors as outputs; a body's tensors cannot be added
+    to the outer graph's outputs (the body's scope is not visible there), so calibration sees
+    the control-flow node's inputs and outputs only. The Q/DQ writer leaves the bodies in
+    float accordingly.
+
+    Returns:
+        The names of the control-flow nodes whose bodies hold nodes (empty: nothing skipped).
+    """
+    bodies = subgraph_nodes(model)
+    if bodies:
+        named = ", ".join(f"{n} ({c} node(s))" for n, c in list(bodies.items())[:5])
+        logger.warning(
+            "%s: %d node(s) inside If/Loop/Scan bodies are not calibrated: %s%s. ONNX Runtime "
+            "exposes main-graph tensors only, so only the inputs and outputs of these nodes "
+            "get scales, and the bodies stay in float when quantized.", path,
+            sum(bodies.values()), named, " ..." if len(bodies) > 5 else "")
+    return list(bodies)
 
 
 class ActivationCapture:
@@ -48,17 +94,34 @@ class ActivationCapture:
         histograms: the activations will be histogrammed: with large inputs, start loading the
             compiled binning kernel (:func:`quantkit.calibrators.preload_kernel`) in the
             background now.
+        layout: batch axes and constant inputs (default: detected from the model's shapes).
+        calibrating: the capture feeds calibration: refuse an already-quantized model
+            (:func:`quantkit.model.check_not_quantized`) and warn about If/Loop/Scan bodies,
+            whose activations ONNX Runtime cannot expose (:func:`warn_uncalibrated_bodies`).
+        memory_budget: bytes the captured activations may take: inputs whose one sample
+            cannot fit are refused at once, and when a chunk's activations would not fit,
+            :meth:`run` runs the model in stages (:mod:`quantkit.capture.staged`) and calls
+            the sink once per stage with that stage's tensors (same values, same order of
+            batches per tensor: per-tensor statistics are identical). ``None``: one pass.
     """
 
     def __init__(self, model_path: str | os.PathLike[str], tensors: Sequence[str] | None = None,
                  *, providers: Sequence[str] | None = None, threads: int | None = None,
-                 histograms: bool = False) -> None:
+                 histograms: bool = False, calibrating: bool = False,
+                 layout: InputLayout | None = None, memory_budget: int | None = None,
+                 ) -> None:
         import onnx
 
         self.model_path = Path(model_path)
         model = load_model(self.model_path)
-        self.inputs: list[InputSpec] = input_specs(model)
-        if histograms and any(math.prod(d for d in s.shape[1:] if isinstance(d, int))
+        if calibrating:
+            check_not_quantized(model, self.model_path, "calibrated")
+            warn_uncalibrated_bodies(model, self.model_path)
+        self.inputs: list[InputSpec] = input_specs(model, layout)
+        self.memory_budget = memory_budget
+        if memory_budget is not None:
+            check_sample_fits(self.inputs, memory_budget)
+        if histograms and any(math.prod(d for d in s.sample_shape if isinstance(d, int))
                               >= KERNEL_PRELOAD_PER_SAMPLE for s in self.inputs):
             preload_kernel()  # large activations ahead: load the binning kernel meanwhile
         acts = activation_tensors(model)
@@ -70,25 +133,81 @@ class ActivationCapture:
                                  f"{', '.join(repr(t) for t in unknown[:5])}.")
             acts = [known[t] for t in tensors]
         self.activations: list[ActivationInfo] = acts
+        #: samples in the chunk :meth:`run` last handed to its sink (for per-sample weighting)
+        self.chunk_samples = 0
         existing = {o.name for o in model.graph.output}
         for a in acts:
             if a.name not in existing:
                 model.graph.output.append(onnx.ValueInfoProto(name=a.name))
-        self._session = _make_session(model, providers, threads, self.model_path)
+        self._providers, self._threads = providers, threads
+        self._model: Any = model
+        self._session: Any = None
+        self._staged: StagedRunner | None = None
+        self._planned = memory_budget is None
+        if memory_budget is None:
+            self._open()
+
+    def _open(self) -> None:
+        """Create the one-pass session (every captured activation is an output)."""
+        self._session = _make_session(self._model, self._providers, self._threads,
+                                      self.model_path)
         self._outputs = [o.name for o in self._session.get_outputs()]
+        self._model = None  # the session has it: free the proto's copy of the weights
 
     @property
     def providers(self) -> list[str]:
-        """Execution providers in use."""
+        """Execution providers in use (requested ones until the first batch, with a budget)."""
+        if self._session is None:
+            from quantkit._ort import default_providers
+
+            return list(self._providers or default_providers())
         return list(self._session.get_providers())
 
-    def run_batch(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run one (validated) batch; return ``{activation name: array}``.
+    def _plan(self, chunk: Mapping[str, np.ndarray]) -> None:
+        """Decide on the first chunk whether its activations fit the budget in one pass."""
+        assert self.memory_budget is not None
+        self._planned = True
+        rows = batch_samples(chunk, self.inputs, fed=True)
+        sizes = {k: v * rows for k, v in sample_bytes(self._model, self.inputs, chunk).items()}
+        names = {a.name for a in self.activations}
+        limit = int(self.memory_budget * STAGE_SHARE)
+        outs = [[o for o in n.output if o in names] for n in self._model.graph.node]
+        ranges = plan_stages(outs, {k: v for k, v in sizes.items() if k in names}, limit)
+        if len(ranges) == 1:
+            self._open()
+            return
+        providers, threads, path = self._providers, self._threads, self.model_path
+        self._staged = StagedRunner(
+            self._model, [a.name for a in self.activations], ranges,
+            lambda m: _make_session(m, providers, threads, path, staged=True))
+        self._model = None  # the staged runner holds it until its sessions exist
+        total = sum(sizes.get(n, 0) for n in names)
+        logger.info("capturing in %d stages: the activations of a batch of %d (about %.2f "
+                    "GiB) exceed the memory budget of %.2f GiB", len(self._staged.stages),
+                    rows, total / 2**30, self.memory_budget / 2**30)
 
-        Graph inputs are returned as given. Models whose batch axis is static are fed in
-        chunks of that size.
+    def _parts(self, chunk: Mapping[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
+        """The chunk's activations: one mapping, or one per stage under a memory budget."""
+        if not self._planned:
+            self._plan(chunk)
+        if self._staged is None:
+            yield self.run_batch(chunk)
+            return
+        for part in self._staged.run(chunk):
+            yield {a.name: part[a.name] for a in self.activations
+                   if isinstance(part.get(a.name), np.ndarray) and part[a.name].dtype.kind == "f"}
+
+    def run_batch(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run one batch in the model's layout, in one pass; return ``{activation: array}``.
+
+        ``batch`` is what the model takes: one chunk of
+        :func:`~quantkit.data.static_batch_chunks` (samples on each input's batch axis, at
+        most a static batch size). Graph inputs are returned as given. :meth:`run` validates
+        and chunks the data itself, and keeps to the memory budget.
         """
         feeds = {s.name: batch[s.name] for s in self.inputs}
+        if self._session is None:
+            self._open()
         try:
             values = self._session.run(self._outputs, feeds)
         except Exception as err:
@@ -112,8 +231,9 @@ class ActivationCapture:
         """Validate, run and hand every batch's activations to ``sink``.
 
         Args:
-            batches: the data, batch by batch.
-            sink: receives each batch's ``{activation: array}``.
+            batches: the data, batch by batch (samples first).
+            sink: receives each chunk's ``{activation: array}``; under a memory budget, once
+                per stage, each activation once per chunk, in graph order.
             source: the data's description for messages.
             allow_nonfinite: let NaN/Inf inputs through.
             total: number of batches, for the progress bar.
@@ -146,8 +266,10 @@ class ActivationCapture:
                         )
                 in_sink = True
                 for chunk in static_batch_chunks(batch, self.inputs):
-                    sink(self.run_batch(chunk))
-                    samples += len(next(iter(chunk.values())))
+                    self.chunk_samples = batch_samples(chunk, self.inputs, fed=True)
+                    for part in self._parts(chunk):
+                        sink(part)
+                    samples += self.chunk_samples
                 in_sink = False
                 done = index + 1
                 if resume.after_batch is not None:
@@ -160,24 +282,6 @@ class ActivationCapture:
         if samples == 0:
             raise InputError(f"data {source}: contains no samples. Give at least one sample.")
         return samples
-
-
-def static_batch_chunks(batch: Batch, inputs: Sequence[InputSpec]) -> Iterator[Batch]:
-    """``batch`` as the model takes it: whole, or in chunks of a static batch axis.
-
-    A remainder smaller than the static size is dropped, with a warning.
-    """
-    static = {s.shape[0] for s in inputs if isinstance(s.shape[0], int) and s.shape[0] > 0}
-    if not static:
-        yield batch
-        return
-    size = min(static)
-    n = len(next(iter(batch.values())))
-    for lo in range(0, n - size + 1, size):
-        yield {k: v[lo: lo + size] for k, v in batch.items()}
-    if n % size:
-        logger.warning("dropping %d samples: the model's batch axis is fixed at %d",
-                       n % size, size)
 
 
 @dataclass
@@ -200,7 +304,7 @@ class Resume:
 
 
 def _make_session(model: Any, providers: Sequence[str] | None, threads: int | None,
-                  path: Path) -> Any:
+                  path: Path, staged: bool = False) -> Any:
     from quantkit._ort import session
 
     try:
@@ -213,7 +317,8 @@ def _make_session(model: Any, providers: Sequence[str] | None, threads: int | No
             payload = os.path.join(tmp, "model.onnx")
             onnx.save(model, payload, save_as_external_data=True, location="weights.bin")
         # no spin-waiting: between runs the calibrators' threads need the CPUs
-        return session(payload, providers=providers, threads=threads, spin=False)
+        return session(payload, providers=providers, threads=threads, spin=False,
+                       layout_transforms=False, arena=not staged)
     except Exception as err:
         raise InputError(f"{path}: ONNX Runtime cannot load the model: {err}") from err
 
@@ -302,7 +407,8 @@ def calibrate(model: str | os.PathLike[str], data: Any, *, method: str = DEFAULT
               providers: Sequence[str] | None = None,
               trt_version: int = DEFAULT_TRT_VERSION,
               checkpoint: str | os.PathLike[str] | None = None, checkpoint_every: int = 10,
-              keep_checkpoint: bool = False, allow_cast: bool = False) -> CalibrationResult:
+              keep_checkpoint: bool = False, allow_cast: bool = False,
+              memory_budget: int | str | None = None) -> CalibrationResult:
     """Calibrate every floating-point activation of ``model`` on ``data``.
 
     Args:
@@ -326,9 +432,11 @@ def calibrate(model: str | os.PathLike[str], data: Any, *, method: str = DEFAULT
         checkpoint_every: batches between checkpoint saves.
         keep_checkpoint: keep the checkpoint file after success (the CLI removes it once its
             outputs are written); by default it is deleted before returning.
-        allow_cast: cast integer data for floating-point inputs instead of refusing it (it is
-            refused by default: usually unnormalised pixels, which would give scales 255x too
-            large).
+        allow_cast: cast integer data for float inputs instead of refusing it (refused by
+            default: usually unnormalised pixels, which give scales 255x too large).
+        memory_budget: bytes (or ``"4GiB"``) one batch's captured activations may take; above
+            it the model runs in stages with identical scales (:mod:`quantkit.capture.staged`).
+            Default: 25 % of the available memory, at most 512 MiB.
 
     Returns:
         The scales (TensorRT cache / JSON ready) and the calibrator with its statistics.
@@ -341,7 +449,8 @@ def calibrate(model: str | os.PathLike[str], data: Any, *, method: str = DEFAULT
                           allow_nonfinite=allow_nonfinite, method_options=method_options,
                           data_options=data_options, providers=providers,
                           trt_version=trt_version, checkpoint=checkpoint,
-                          checkpoint_every=checkpoint_every, keep_checkpoint=keep_checkpoint)
+                          checkpoint_every=checkpoint_every, keep_checkpoint=keep_checkpoint,
+                          memory_budget=memory_budget)
 
 
 def _calibrate(model: str | os.PathLike[str], data: Any, *, method: str, batch_size: int,
@@ -349,14 +458,18 @@ def _calibrate(model: str | os.PathLike[str], data: Any, *, method: str, batch_s
                method_options: Mapping[str, Any] | None,
                data_options: Mapping[str, Any] | None, providers: Sequence[str] | None,
                trt_version: int, checkpoint: str | os.PathLike[str] | None,
-               checkpoint_every: int, keep_checkpoint: bool) -> CalibrationResult:
+               checkpoint_every: int, keep_checkpoint: bool,
+               memory_budget: int | str | None) -> CalibrationResult:
     from quantkit.data import open_source
 
     check_batch_args(batch_size, max_samples)
     cal = calibrator or create_calibrator(method, allow_nonfinite=allow_nonfinite,
                                           **dict(method_options or {}))
-    capture = ActivationCapture(model, providers=providers,
-                                histograms=isinstance(cal, HistogramCalibrator))
+    capture = ActivationCapture(model, providers=providers, calibrating=True,
+                                histograms=isinstance(cal, HistogramCalibrator),
+                                layout=InputLayout.from_options(data_options),
+                                memory_budget=default_memory_budget() if memory_budget is None
+                                else parse_memory(memory_budget))
     source = open_source(data, capture.inputs, **dict(data_options or {}))
     desc = source.description if isinstance(source, DataSource) else str(data)
     ckpt, resume = None, Resume()

@@ -41,7 +41,7 @@ from typing import Any
 from quantkit.calibrators import DEFAULT_METHOD
 from quantkit.calibrators.base import Calibrator, create_calibrator, get_calibrator_class
 from quantkit.calibrators.cache import DEFAULT_TRT_VERSION, ScaleTable
-from quantkit.data.base import Batch, DataSource, check_batch_args, validate_batch
+from quantkit.data.base import Batch, DataSource, InputLayout, check_batch_args, validate_batch
 from quantkit.errors import InputError, PipelineError
 
 logger = logging.getLogger(__name__)
@@ -150,7 +150,8 @@ def _run_shard(task: ShardTask, cal: Calibrator) -> int:
     from quantkit.capture.runner import ActivationCapture
     from quantkit.data import open_source
 
-    capture = ActivationCapture(task.model, providers=task.providers, threads=task.threads)
+    capture = ActivationCapture(task.model, providers=task.providers, threads=task.threads,
+                                layout=InputLayout.from_options(task.data_options))
     source = open_source(task.data, capture.inputs, **dict(task.data_options))
     lo, hi = task.batch_range
     batches = shard_batches(source, task.batch_size, task.max_samples, lo, hi)
@@ -236,7 +237,8 @@ def calibrate_sharded(model: str | os.PathLike[str], data: Any, *, executor: Any
         logger.warning("calibrating in one pass on the driver: %s", reason)
         return calibrate(model, data, trt_version=trt_version, **common)
 
-    capture = ActivationCapture(model, providers=providers)
+    capture = ActivationCapture(model, providers=providers, calibrating=True,
+                                layout=InputLayout.from_options(data_options))
     source = open_source(data, capture.inputs, **common["data_options"])
     total = source.num_batches(batch_size, max_samples)
     if isinstance(data, str | os.PathLike):

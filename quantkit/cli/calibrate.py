@@ -58,14 +58,18 @@ def parse_trt_version(text: str) -> int:
 @click.option("--checkpoint-every", type=int, default=10, show_default=True,
               help="Batches between checkpoint saves.")
 @click.option("--json", "as_json", is_flag=True, help="Print the scales JSON to stdout.")
+@click.option("--memory-budget", default=None, metavar="SIZE",
+              help="Memory for one batch's activations, e.g. 4GiB (default: 25% of the "
+                   "available memory, at most 512 MiB). Above it the model runs in stages; the "
+                   "scales are identical.")
 @executor_options
 def calibrate_cmd(model: str, data: str, batch_size: int, max_samples: int | None,
                   seed: int | None, preprocess_file: str | None, columns: tuple[str, ...],
                   streaming: bool, method: str, percentile: float | None,
                   cache_out: str | None, scales_out: str | None, allow_nonfinite: bool,
                   allow_cast: bool, plugin: str | None, trt_version: str, checkpoint: str | None,
-                  checkpoint_every: int, as_json: bool, executor: str, ray_address: str | None,
-                  shards: int | None) -> None:
+                  checkpoint_every: int, as_json: bool, memory_budget: str | None,
+                  executor: str, ray_address: str | None, shards: int | None) -> None:
     """Calibrate every floating-point activation of MODEL on representative data.
 
     \b
@@ -98,6 +102,10 @@ def calibrate_cmd(model: str, data: str, batch_size: int, max_samples: int | Non
             raise InputError(f"--percentile {percentile}: only valid with --method percentile.")
         options["percentile"] = percentile
     version = parse_trt_version(trt_version)
+    if memory_budget is not None:
+        from quantkit.capture.staged import parse_memory
+
+        parse_memory(memory_budget, "--memory-budget")  # a bad size: exit 2 before any work
     data_opts = build_data_options(preprocess_file, columns, streaming, seed)
     if not outs and not as_json:
         click.echo("note: neither --cache nor --scales given: the scales are printed, no file "
@@ -109,6 +117,7 @@ def calibrate_cmd(model: str, data: str, batch_size: int, max_samples: int | Non
                 allow_nonfinite=allow_nonfinite, method_options=options,
                 data_options=data_opts, trt_version=version, checkpoint=checkpoint,
                 checkpoint_every=checkpoint_every, keep_checkpoint=True, allow_cast=allow_cast,
+                memory_budget=memory_budget,
             )
     else:
         if allow_cast:

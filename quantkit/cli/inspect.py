@@ -67,7 +67,7 @@ def inspect_cmd(file: str, as_json: bool, strict: bool, show_all: bool) -> None:
         _inspect_engine(path, as_json)
         return
     model = load_onnx(path)
-    report = _lint(path, model)
+    report = _with_body_precision(_lint(path, model), model)
     transforms = model_transforms(model)
     if as_json:
         doc = {"format": INSPECT_FORMAT, "file": str(path), "kind": "onnx", **report.to_dict(),
@@ -107,6 +107,79 @@ def _lint(path: Path, model: onnx.ModelProto) -> LintReport:
     from quantkit.qdq.lint import lint_model
 
     return lint_model(model, source=str(path), base_dir=str(path.parent))
+
+
+def _with_body_precision(report: LintReport, model: onnx.ModelProto) -> LintReport:
+    """``report`` with each If/Loop/Scan's precision taken from its bodies' compute nodes.
+
+    The node's own first input is a condition or a trip count, not what it computes in.
+    """
+    import dataclasses
+
+    bodies = body_precisions(model)
+    if not bodies:
+        return report
+    nodes = []
+    for n in report.nodes:
+        counts = bodies.get(n.name)
+        if counts is not None:
+            kinds = sorted(counts)
+            precision = (kinds[0] if len(kinds) == 1 else "mixed") if kinds else "-"
+            inside = ", ".join(f"{c} {k}" for k, c in sorted(counts.items()))
+            note = (f"bodies: {inside} compute node(s)" if counts
+                    else "no compute node in its bodies")
+            n = dataclasses.replace(n, precision=precision, notes=(*n.notes, note))
+        nodes.append(n)
+    return dataclasses.replace(report, nodes=nodes)
+
+
+def body_precisions(model: onnx.ModelProto) -> dict[str, dict[str, int]]:
+    """``{If/Loop/Scan node of the main graph: {precision: compute nodes in its bodies}}``.
+
+    A body's Conv/ConvTranspose/Gemm/MatMul counts as ``int8``/``fp8`` when its first two
+    inputs come from DequantizeLinear nodes of that type (``int8`` when the type is not known;
+    uint8 counts as int8), else as the float type it reads (shape inference; ``fp32`` when
+    unknown).
+    """
+    import onnx
+
+    from quantkit.graph import has_subgraph, subgraphs, type_name, walk_graphs
+    from quantkit.qdq.rules import QUANTIZABLE_OPS
+
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+    except Exception:  # best effort: unknown types read as fp32
+        inferred = model
+    types: dict[str, int] = {}
+    for g, _ in walk_graphs(inferred.graph):
+        for vi in (*g.input, *g.value_info, *g.output):
+            if vi.type.HasField("tensor_type"):
+                types[vi.name] = vi.type.tensor_type.elem_type
+        for t in g.initializer:
+            types[t.name] = t.data_type
+    out: dict[str, dict[str, int]] = {}
+    for i, node in enumerate(model.graph.node):
+        if not has_subgraph(node):
+            continue
+        counts: dict[str, int] = {}
+        for body in subgraphs(node):
+            for g, _ in walk_graphs(body):
+                deq = {o: n for n in g.node if n.op_type == "DequantizeLinear" for o in n.output}
+                for n in g.node:
+                    if n.op_type not in QUANTIZABLE_OPS:
+                        continue
+                    src = [deq.get(x) for x in n.input[:2]]
+                    if all(src) and len(src) == 2:
+                        # uint8 (QuantizeLinear's default) also runs INT8 kernels
+                        qt = {types.get(d.input[0], 0) for d in src if d is not None} - {0}
+                        qt = {onnx.TensorProto.INT8 if t == onnx.TensorProto.UINT8 else t
+                              for t in qt} or {onnx.TensorProto.INT8}
+                        kind = type_name(qt.pop()) if len(qt) == 1 else "mixed"
+                    else:
+                        kind = type_name(types.get(n.input[0], onnx.TensorProto.FLOAT))
+                    counts[kind] = counts.get(kind, 0) + 1
+        out[node.name or f"{node.op_type}_{i}"] = counts
+    return out
 
 
 def model_transforms(model: onnx.ModelProto) -> list[dict[str, Any]]:

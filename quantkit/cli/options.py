@@ -41,6 +41,15 @@ def _data_options(func: F, required: bool) -> F:
         click.option("--column", "columns", multiple=True, metavar="INPUT=COLUMN",
                      help="hf: map a dataset column to a model input (repeatable)."),
         click.option("--streaming", is_flag=True, help="hf: stream the dataset."),
+        click.option("--constant", "constants", multiple=True, metavar="INPUT=VALUE",
+                     expose_value=False, callback=_keep_layout,
+                     help="Feed INPUT this fixed value instead of data (scalar inputs such as "
+                          "a sample rate; repeatable)."),
+        click.option("--batch-axis", "batch_axes", multiple=True, metavar="INPUT=AXIS",
+                     expose_value=False, callback=_keep_layout,
+                     help="The model's batch axis of INPUT when it is not detected (e.g. a "
+                          "state [layers, batch, hidden]: state=1); the data keeps samples "
+                          "first. Repeatable."),
     ]
     for opt in reversed(opts):
         func = opt(func)
@@ -68,12 +77,59 @@ def cast_flag_errors() -> Iterator[None]:
         if ALLOW_CAST_HINT not in text:
             raise
         raise InputError(text.replace(ALLOW_CAST_HINT, "--allow-cast")) from err
+#: where ``--constant`` / ``--batch-axis`` keep their parsed values in the click context
+_LAYOUT_KEY = "quantkit.input_layout"
+
+
+def _keep_layout(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> None:
+    """Parse ``--constant`` / ``--batch-axis`` into the click context.
+
+    :func:`build_data_options` reads them there, so every command with the data options takes
+    them without a new parameter.
+    """
+    flag = "--constant" if param.name == "constants" else "--batch-axis"
+    parsed: dict[str, Any] = {}
+    for item in values:
+        name, sep, text = item.partition("=")
+        if not sep or not name or not text:
+            what = "VALUE" if flag == "--constant" else "AXIS"
+            raise InputError(f"{flag} {item}: expected INPUT={what}.")
+        if flag == "--batch-axis":
+            try:
+                parsed[name] = int(text)
+            except ValueError:
+                raise InputError(f"{flag} {item}: the axis must be an integer.") from None
+        else:
+            parsed[name] = _number(text, f"{flag} {item}")
+    if parsed:
+        ctx.meta.setdefault(_LAYOUT_KEY, {})[str(param.name)] = parsed
+
+
+def _number(text: str, where: str) -> float | int | bool:
+    low = text.strip().lower()
+    if low in ("true", "false"):
+        return low == "true"
+    try:
+        return int(low)
+    except ValueError:
+        pass
+    try:
+        return float(low)
+    except ValueError:
+        raise InputError(f"{where}: the value must be a number, true or false.") from None
 
 
 def build_data_options(preprocess_file: str | None, columns: tuple[str, ...],
                        streaming: bool, seed: int | None) -> dict[str, Any]:
-    """Turn the data option values into keyword arguments for ``open_source``."""
+    """Turn the data option values into keyword arguments for ``open_source``.
+
+    ``--constant`` and ``--batch-axis`` (kept in the click context) become ``constants`` and
+    ``batch_axes``.
+    """
     out: dict[str, Any] = {"seed": seed, "streaming": streaming}
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        out.update(ctx.meta.get(_LAYOUT_KEY, {}))
     if columns:
         mapping = {}
         for item in columns:

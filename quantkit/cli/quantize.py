@@ -55,14 +55,19 @@ def quantize_cmd(model: str, data: str | None, batch_size: int, max_samples: int
     import json
 
     from quantkit.calibrators import read_scales
-    from quantkit.model import external_data_files, load_model, save_model
+    from quantkit.model import (
+        check_not_quantized,
+        external_data_files,
+        load_model,
+        save_model,
+    )
     from quantkit.qdq.plan import PrecisionConfig
     from quantkit.qdq.writer import quantize_model
 
     if rescue and data is None and scales_file is None:
         raise InputError("--rescue needs --data D: the transforms read it, and the "
                          "transformed model is calibrated on it.")
-    if (data is None) == (scales_file is None):
+    if data is not None and scales_file is not None:
         raise InputError("give exactly one of --data (calibrate now) or --scales S.json.")
     if data is not None:
         from quantkit.calibrators import get_calibrator_class
@@ -80,8 +85,14 @@ def quantize_cmd(model: str, data: str | None, batch_size: int, max_samples: int
         for target in (output, f"{output}.data"):
             check_output_path(target, *ext, flag="-o")
     onnx_model = load_model(model)
+    check_not_quantized(onnx_model, model, "quantized")
+    if data is None and scales_file is None and _plan_has_int8(onnx_model, config):
+        raise InputError("give exactly one of --data (calibrate now) or --scales S.json: the "
+                         "precision plan puts nodes in INT8 (a plan without INT8 nodes needs "
+                         "neither).")
     data_opts = build_data_options(preprocess_file, columns, streaming, seed)
     reports: list[dict[str, Any]] = []
+    scales = None
     if scales_file:
         scales = read_scales(scales_file)
     elif specs:
@@ -96,7 +107,7 @@ def quantize_cmd(model: str, data: str | None, batch_size: int, max_samples: int
                                    batch_size=batch_size, max_samples=max_samples,
                                    data_options=data_opts, layers=int8, where="--rescue")
         onnx_model, scales, reports = rescued.model, rescued.scales, rescued.details
-    else:
+    elif data is not None:
         from quantkit.capture import calibrate
 
         with cast_flag_errors():
@@ -117,6 +128,13 @@ def quantize_cmd(model: str, data: str | None, batch_size: int, max_samples: int
     click.echo(f"\nwrote {output}: {c['int8']} int8, {c['fp16']} fp16, {c['fp32']} fp32 nodes; "
                f"Q/DQ on {len(result.activation_qdq)} activations and "
                f"{len(result.weight_qdq)} weights (default_float {plan.default_float})")
+
+
+def _plan_has_int8(model: Any, config: Any) -> bool:
+    """Whether the precision plan of ``model`` has an INT8 node (then scales are needed)."""
+    from quantkit.transforms.rescue import plan_int8_layers
+
+    return bool(plan_int8_layers(model, config))
 
 
 def _rescue_specs(flags: tuple[str, ...], config: Any, precision_file: str | None,

@@ -8,7 +8,16 @@ Importing this package imports neither ``datasets``, ``torch`` nor Pillow.
 """
 
 from quantkit.data._common import ALLOW_CAST_HINT, allow_cast
-from quantkit.data.base import Batch, DataSource, InputSpec, check_batch_args, validate_batch
+from quantkit.data.base import (
+    Batch,
+    DataSource,
+    InputLayout,
+    InputSpec,
+    batch_samples,
+    check_batch_args,
+    static_batch_chunks,
+    validate_batch,
+)
 from quantkit.data.hf import HFSource
 from quantkit.data.images import ImageFolderSource
 from quantkit.data.iterable import IterableSource
@@ -25,14 +34,17 @@ __all__ = [
     "DataSource",
     "HFSource",
     "ImageFolderSource",
+    "InputLayout",
     "InputSpec",
     "IterableSource",
     "NpySource",
     "NpzSource",
     "PreprocessSpec",
     "allow_cast",
+    "batch_samples",
     "check_batch_args",
     "open_source",
     "register_source_kind",
+    "static_batch_chunks",
     "validate_batch",
 ]

@@ -8,14 +8,14 @@ folders, tried in that order.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from quantkit.data.base import DataSource, InputSpec
+from quantkit.data.base import Batch, DataSource, InputLayout, InputSpec
 from quantkit.data.preprocess import PreprocessSpec
 from quantkit.errors import InputError
 
@@ -109,7 +109,8 @@ def open_source(spec: str | os.PathLike[str] | DataSource | Iterable[Any] | Any,
                 inputs: Sequence[InputSpec], *,
                 preprocess: PreprocessSpec | Mapping[str, Any] | None = None,
                 columns: Mapping[str, str] | None = None, streaming: bool = False,
-                seed: int | None = None) -> DataSource:
+                seed: int | None = None, constants: Mapping[str, Any] | None = None,
+                batch_axes: Mapping[str, int] | None = None) -> DataSource:
     """Open a data source for a model's inputs.
 
     Args:
@@ -133,6 +134,11 @@ def open_source(spec: str | os.PathLike[str] | DataSource | Iterable[Any] | Any,
             image folders, map-style hf, in-memory arrays), read a seeded random subset of
             samples, kept in ascending order so reads stay sequential, instead of the first
             ``max_samples``. Streaming datasets and iterables ignore it.
+        constants: ``{input name: value}`` for inputs fed one fixed value instead of data
+            (:class:`~quantkit.data.base.InputLayout`); required for rank-0 (scalar) inputs.
+            The data then has only the other inputs; each batch gets the constants added.
+        batch_axes: ``{input name: axis}``, the model's batch axis of inputs whose batch is
+            not their first axis (the data still stores samples first).
 
     Raises:
         InputError: missing file, unknown kind of spec (the message lists the accepted
@@ -140,6 +146,22 @@ def open_source(spec: str | os.PathLike[str] | DataSource | Iterable[Any] | Any,
     """
     if isinstance(spec, DataSource):
         return spec
+    layout = InputLayout(dict(batch_axes or {}), dict(constants or {}))
+    inputs = layout.apply(inputs)
+    fixed = [s for s in inputs if s.batch_axis is None]
+    missing = [s for s in fixed if s.name not in layout.constants]
+    if missing:
+        raise InputError(
+            f"model input {missing[0].describe()} is a scalar (it has no batch axis), so it "
+            "cannot be read from the data: give its value with the constants option "
+            f"({missing[0].name}=VALUE), the same for every sample.")
+    if fixed:
+        fed = [s for s in inputs if s.batch_axis is not None]
+        if not fed:
+            raise InputError("every model input is a constant: there is no data to read.")
+        inner = open_source(spec, fed, preprocess=preprocess, columns=columns,
+                            streaming=streaming, seed=seed)
+        return ConstantInputs(inner, fixed, layout.constants)
     if isinstance(preprocess, Mapping):
         preprocess = PreprocessSpec.from_mapping(preprocess)
     opts = OpenOptions(preprocess, columns, streaming, seed)
@@ -176,3 +198,52 @@ def _accepted() -> str:
     kinds = "; ".join(k.pattern for k in SOURCE_KINDS.values())
     return (f"Accepted: {kinds}; or, from Python, a DataSource, an iterable or DataLoader, or "
             "arrays.")
+
+
+class ConstantInputs(DataSource):
+    """A source whose batches also carry the model's constant inputs.
+
+    Args:
+        source: the data for the other inputs.
+        specs: the constant inputs (static shapes).
+        values: ``{input name: value}``; every element of the input gets the value.
+    """
+
+    def __init__(self, source: DataSource, specs: Sequence[InputSpec],
+                 values: Mapping[str, Any]) -> None:
+        self._source = source
+        self.description = source.description
+        self._arrays: Batch = {}
+        for s in specs:
+            value = values[s.name]
+            try:
+                arr = np.full([int(d) for d in s.shape if d is not None], value,
+                              dtype=np.dtype(s.dtype))
+            except (TypeError, ValueError, OverflowError) as err:
+                raise InputError(f"constants: {s.name}={value!r} is not a valid "
+                                 f"{np.dtype(s.dtype).name} value ({err}).") from err
+            if np.dtype(s.dtype).kind in "iub" and arr.size and arr.flat[0] != value:
+                raise InputError(f"constants: {s.name}={value!r} does not fit the input's "
+                                 f"type {np.dtype(s.dtype).name}.")
+            arr.flags.writeable = False
+            self._arrays[s.name] = arr
+
+    @property
+    def constants(self) -> Batch:
+        """``{input name: array}`` of the constant inputs (read-only)."""
+        return dict(self._arrays)
+
+    @property
+    def num_samples(self) -> int | None:
+        """The wrapped source's number of samples."""
+        return self._source.num_samples
+
+    def num_batches(self, batch_size: int, max_samples: int | None = None) -> int | None:
+        """The wrapped source's number of batches."""
+        return self._source.num_batches(batch_size, max_samples)
+
+    def batches(self, batch_size: int, max_samples: int | None = None,
+                **kwargs: Any) -> Iterator[Batch]:
+        """The wrapped source's batches with the constant inputs added."""
+        for batch in self._source.batches(batch_size, max_samples, **kwargs):
+            yield {**batch, **self._arrays}

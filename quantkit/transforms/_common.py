@@ -13,9 +13,8 @@ import onnx
 from onnx import numpy_helper
 
 from quantkit._ort import session
-from quantkit.capture.runner import static_batch_chunks
 from quantkit.data import open_source
-from quantkit.data.base import DataSource
+from quantkit.data.base import DataSource, InputLayout, batch_samples, static_batch_chunks
 from quantkit.errors import InputError, PipelineError
 from quantkit.graph import (
     GraphIndex,
@@ -320,7 +319,7 @@ def verify_fp32(original: onnx.ModelProto, transformed: onnx.ModelProto, data: A
     import tempfile
     from pathlib import Path
 
-    specs = input_specs(original)
+    specs = input_specs(original, InputLayout.from_options(data_options))
     source = open_source(data, specs, **dict(data_options or {}))
     names = [o.name for o in original.graph.output]
     diff = dict.fromkeys(names, 0.0)
@@ -348,7 +347,7 @@ def verify_fp32(original: onnx.ModelProto, transformed: onnx.ModelProto, data: A
                     diff[name] = max(diff[name], worst_d if not np.isnan(worst_d)
                                      else float("inf"))
                     peak[name] = max(peak[name], float(np.abs(a64).max(initial=0.0)))
-                seen += len(next(iter(chunk.values())))
+                seen += batch_samples(chunk, specs, fed=True)
         del sessions
     if seen == 0:
         raise InputError(f"{transform}: no samples to verify the FP32 output on.")

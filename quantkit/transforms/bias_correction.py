@@ -36,7 +36,7 @@ from onnx import helper, numpy_helper
 from quantkit.calibrators.cache import ScaleTable
 from quantkit.capture.runner import ActivationCapture
 from quantkit.data import open_source
-from quantkit.data.base import DataSource, check_batch_args
+from quantkit.data.base import DataSource, InputLayout, check_batch_args
 from quantkit.errors import InputError
 from quantkit.graph import GraphIndex, UniqueNames, model_opset, upgrade_opset
 from quantkit.model import save_model
@@ -221,13 +221,14 @@ def _mean_pass(aux: onnx.ModelProto, means: dict[str, str], data: Any, batch_siz
     with tempfile.TemporaryDirectory(prefix="quantkit-bias-") as tmp:
         path = Path(tmp) / "means.onnx"
         save_model(aux, path)
-        first_input = aux.graph.input[0].name
-        capture = ActivationCapture(path, [first_input, *means.values()], providers=providers)
+        # only the means are captured: the inputs may be integer ids, not activations
+        capture = ActivationCapture(path, list(means.values()), providers=providers,
+                                    layout=InputLayout.from_options(data_options))
         source = open_source(data, capture.inputs, **dict(data_options or {}))
         desc = source.description if isinstance(source, DataSource) else str(data)
 
-        def sink(acts: Mapping[str, np.ndarray]) -> None:
-            n = len(acts[first_input])  # weight each batch's mean by its samples
+        def sink(acts: Mapping[str, np.ndarray], cap: ActivationCapture = capture) -> None:
+            n = cap.chunk_samples  # weight each batch's mean by its samples
             for layer, m in means.items():
                 v = acts[m].astype(np.float64) * n
                 sums[layer] = v if sums[layer].size == 0 else sums[layer] + v

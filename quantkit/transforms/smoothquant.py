@@ -45,7 +45,7 @@ from onnx import helper, numpy_helper
 
 from quantkit.capture.runner import ActivationCapture
 from quantkit.data import open_source
-from quantkit.data.base import DataSource, check_batch_args
+from quantkit.data.base import DataSource, InputLayout, check_batch_args
 from quantkit.errors import InputError
 from quantkit.graph import GraphIndex, UniqueNames, model_opset
 from quantkit.model import save_model
@@ -203,7 +203,8 @@ def _max_pass(aux: onnx.ModelProto, outs: dict[str, str], data: Any, batch_size:
     with tempfile.TemporaryDirectory(prefix="quantkit-smooth-") as tmp:
         path = Path(tmp) / "max.onnx"
         save_model(aux, path)
-        capture = ActivationCapture(path, list(outs.values()), providers=providers)
+        capture = ActivationCapture(path, list(outs.values()), providers=providers,
+                                    layout=InputLayout.from_options(data_options))
         source = open_source(data, capture.inputs, **dict(data_options or {}))
         desc = source.description if isinstance(source, DataSource) else str(data)
 
