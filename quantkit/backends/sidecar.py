@@ -64,6 +64,8 @@ _LOG_DTYPES = {"float": "fp32", "half": "fp16", "bfloat16": "bf16", "bf16": "bf1
                "int8": "int8", "int32": "int32", "int64": "int64", "bool": "bool",
                "uint8": "uint8", "fp8": "fp8", "int4": "int4", "fp4": "fp4"}
 _FLOATS = ("fp32", "fp16", "bf16")
+#: output types of shape computation (Shape, Gather of dims, Equal...), which no plan governs
+_SHAPE_TYPES = frozenset({"int32", "int64", "bool"})
 #: layer types whose precision is decided by Q/DQ on their data and weight inputs
 COMPUTE_TYPES = frozenset({"CONVOLUTION", "DECONVOLUTION", "MATRIX_MULTIPLY"})
 _QDQ_TYPES = frozenset({"QUANTIZE", "DEQUANTIZE"})
@@ -385,6 +387,8 @@ def compare(layers: list[dict[str, Any]], kernels: Sequence[dict[str, Any]] | No
             for layer in group:
                 layer["plan_precision"] = wanted
             got = _node_precision(group)
+            if got in _SHAPE_TYPES:
+                continue  # integer/bool shape arithmetic: the plan's float precision is moot
             if got != wanted:
                 disagreements.append({
                     "layer": node, "kind": "plan", "plan": wanted, "network": got,

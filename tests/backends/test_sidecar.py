@@ -85,6 +85,25 @@ def test_compare_flags_engine_and_plan_disagreements() -> None:
     assert stats == {"matched": 2, "unmatched": ["/ghost/Conv"]}
 
 
+def test_shape_arithmetic_is_no_plan_disagreement() -> None:
+    # an FP32 plan covers every node, also Shape/Gather/Equal on dims, which the parser types
+    # int64 / bool: those are not precision disagreements (ViT-B/16 had 440 such warnings)
+    layers = [
+        {"name": "/Shape", "type": "SHAPE", "precision": "int64", "output_dtypes": ["int64"],
+         "onnx_node": "/Shape"},
+        {"name": "/Gather", "type": "GATHER", "precision": "int64", "output_dtypes": ["int64"],
+         "onnx_node": "/Gather"},
+        {"name": "/Equal", "type": "ELEMENTWISE", "precision": "bool", "output_dtypes": ["bool"],
+         "onnx_node": "/Equal"},
+        {"name": "/Softmax", "type": "SOFTMAX", "precision": "fp16", "output_dtypes": ["fp16"],
+         "onnx_node": "/Softmax"},
+    ]
+    plan = {"/Shape": "fp32", "/Gather": "fp32", "/Equal": "fp32", "/Softmax": "fp32"}
+    found, stats = compare(layers, None, plan)
+    assert [(d["layer"], d["network"]) for d in found] == [("/Softmax", "fp16")]
+    assert stats["matched"] == 4
+
+
 def test_read_plan(tmp_path: Path) -> None:
     plain, _ = int8_cnn(tmp_path / "a.onnx")
     assert read_plan(plain) == (None, {"present": False})
