@@ -217,13 +217,14 @@ def evaluate_model(model: str | os.PathLike[str], data: Any, *,
     :attr:`EvalResult.outputs` has them for every model output as well.
     """
     from quantkit.backends.onnxruntime import OrtRunner
-    from quantkit.data import open_source
+    from quantkit.data import InputLayout, batch_samples, open_source, static_batch_chunks
     from quantkit.data.base import check_batch_args
     from quantkit.model import input_specs, load_model
 
     check_batch_args(batch_size, max_samples)
     proto = load_model(model, load_external_data=False)
-    specs = input_specs(proto)
+    layout = InputLayout.from_options(data_options)
+    specs = input_specs(proto, layout)
     has_qdq = any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in proto.graph.node)
     runner = OrtRunner(model, threads=threads)
     out_name = output or runner.output_names[0]
@@ -233,8 +234,9 @@ def evaluate_model(model: str | os.PathLike[str], data: Any, *,
     task = TaskSetup(metric, reference if reference is not None else model,
                      has_labels=labels is not None, has_reference=reference is not None)
     compare = compared_tensor(reference, out_name) if reference is not None else out_name
-    scored = ModelOutputs(model, compare, threads)
-    ref_runner = ModelOutputs(reference, compare, threads) if reference is not None else None
+    scored = ModelOutputs(model, compare, threads, layout=layout)
+    ref_runner = (ModelOutputs(reference, compare, threads, layout=layout)
+                  if reference is not None else None)
     acc = TaskAccumulator(task, out_name, compare, labels, agreement=ref_runner is not None,
                           output_names=runner.output_names)
     source = open_source(data, specs, **(data_options or {}))
@@ -258,9 +260,9 @@ def evaluate_model(model: str | os.PathLike[str], data: Any, *,
     desc = runner.describe()
     lat_source, target = cpu_source(has_qdq), str(desc["device"])
     if latency_iterations > 0 and first is not None:
-        feed = first
+        feed = next(static_batch_chunks(first, specs))  # as the model takes it
         cpu = latency = measure(lambda: runner.infer(feed),
-                                batch_size=len(next(iter(feed.values()))),
+                                batch_size=batch_samples(feed, specs, fed=True),
                                 warmup=latency_warmup, iterations=latency_iterations,
                                 repeats=latency_repeats)
         if engine is not None:

@@ -19,10 +19,12 @@ from typing import Any
 
 import numpy as np
 
+from quantkit.data import InputLayout, batch_samples, static_batch_chunks
 from quantkit.errors import InputError, PipelineError
 from quantkit.evaluate.base import Metric, MetricSpec, batch_axis_of, create_metric, parse_metric
 from quantkit.evaluate.compare import with_output
 from quantkit.evaluate.metrics import Agreement, AgreementResult, OutputsAgreement
+from quantkit.model import input_specs, load_model
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +34,7 @@ class ModelOutputs:
 
     def __init__(self, model: str | os.PathLike[str] | bytes | Any, compare: str | None = None,
                  threads: int | None = None, providers: Sequence[str] | None = None,
-                 where: str | None = None) -> None:
+                 where: str | None = None, layout: InputLayout | None = None) -> None:
         from quantkit._ort import session
 
         self.where = where or (str(model) if isinstance(model, (str, os.PathLike))
@@ -52,14 +54,44 @@ class ModelOutputs:
                 from err
         self.names = [o.name for o in self._session.get_outputs()]
         self._inputs = [i.name for i in self._session.get_inputs()]
+        #: the inputs as the model takes them (batch axes, fixed batch sizes)
+        self.specs = input_specs(_proto(model), layout)
 
     def run(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """All outputs (and the compared tensor) for one batch, by name."""
+        """All outputs (and the compared tensor) for one batch (samples first), by name.
+
+        The batch goes to the model through :func:`quantkit.data.static_batch_chunks`, the
+        chunking capture uses: samples move to each input's batch axis, and a model with a
+        fixed batch size gets chunks of that size (the last one padded with copies of the last
+        sample, whose outputs are dropped). Outputs of several chunks are joined on axis 0.
+        """
+        n = batch_samples(batch, self.specs)
+        fixed = next((s.static_batch for s in self.specs if s.static_batch is not None), None)
+        pad = (-n) % fixed if fixed else 0
+        if pad:
+            batch = {k: np.concatenate([v, np.repeat(v[-1:], pad, axis=0)])
+                     if any(s.name == k and s.batch_axis is not None for s in self.specs)
+                     else v for k, v in batch.items()}
+        parts = [self._run_feed(feed) for feed in static_batch_chunks(batch, self.specs)]
+        if len(parts) == 1 and not pad:
+            return parts[0]
+        return {name: np.concatenate([p[name] for p in parts])[:n] for name in self.names}
+
+    def _run_feed(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         try:
-            res = self._session.run(self.names, {n: batch[n] for n in self._inputs})
+            res = self._session.run(self.names, {n: feed[n] for n in self._inputs})
         except Exception as err:
             raise PipelineError(f"ONNX Runtime could not run {self.where}: {err}") from err
         return dict(zip(self.names, res, strict=True))
+
+
+def _proto(model: str | os.PathLike[str] | bytes | Any) -> Any:
+    """The model's graph (no weights read) from a path, serialized bytes or a ModelProto."""
+    import onnx
+
+    if isinstance(model, (str, os.PathLike)):
+        return load_model(model, load_external_data=False)
+    return onnx.load_from_string(model) if isinstance(model, bytes) else model
 
 
 def batch_size_of(batch: Mapping[str, np.ndarray]) -> int:

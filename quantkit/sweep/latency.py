@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from quantkit._io import write_text_atomic
+from quantkit.data import InputSpec, static_batch_chunks
 from quantkit.errors import InputError, QuantkitError
 
 logger = logging.getLogger(__name__)
@@ -63,13 +64,18 @@ def check_gpus(names: Sequence[str], where: str = "latency.estimate_gpus") -> li
     return out
 
 
-def feed_of(batches: Sequence[Mapping[str, np.ndarray]], batch_size: int | None
-            ) -> dict[str, np.ndarray]:
-    """The timing feed: the first evaluation batch, cut to ``batch_size`` samples."""
+def feed_of(batches: Sequence[Mapping[str, np.ndarray]], batch_size: int | None,
+            specs: Sequence[InputSpec] | None = None) -> dict[str, np.ndarray]:
+    """The timing feed: the first evaluation batch, cut to ``batch_size`` samples.
+
+    With the model's input ``specs`` it is the first chunk as the model takes it
+    (:func:`quantkit.data.static_batch_chunks`: a model with a fixed batch size is timed at
+    that size).
+    """
     batch = dict(batches[0])
     if batch_size:
         batch = {k: v[:batch_size] for k, v in batch.items()}
-    return batch
+    return dict(next(static_batch_chunks(batch, specs))) if specs else batch
 
 
 def batch_of(feed: Mapping[str, np.ndarray]) -> int:

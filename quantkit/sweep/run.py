@@ -50,7 +50,7 @@ from quantkit._io import write_text_atomic
 from quantkit._log import track
 from quantkit.calibrators.cache import ScaleTable
 from quantkit.errors import InputError, QuantkitError
-from quantkit.model import load_model, save_model
+from quantkit.model import input_specs, load_model, save_model
 from quantkit.qdq.plan import PrecisionConfig
 from quantkit.qdq.writer import quantize_model
 from quantkit.sweep import _resume
@@ -106,7 +106,6 @@ class _Context:
         from quantkit.data import open_source
         from quantkit.evaluate.metrics import metric_text_labels
         from quantkit.evaluate.run import load_labels
-        from quantkit.model import input_specs
 
         self.recipe = recipe
         self.out = out
@@ -127,7 +126,9 @@ class _Context:
         #: calibration warnings (e.g. heavy clipping) per calibration key
         self.cal_warnings: dict[str, list[str]] = {}
         lat = recipe.latency
-        self.feed = _latency.feed_of(self.evaluator.batches, lat.batch_size)
+        self.feed = _latency.feed_of(self.evaluator.batches, lat.batch_size,
+                                     input_specs(load_model(self.model_path,
+                                                            load_external_data=False)))
         self.gpus = list(lat.estimate_gpus)
 
     def _opts(self, spec: Any) -> dict[str, Any]:
