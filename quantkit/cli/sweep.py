@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from quantkit._io import OutputLock, check_output_path, temp_prefix, write_text_atomic
-from quantkit.cli.options import build_data_options, data_options
+from quantkit.cli.options import Bounded, build_data_options, data_options
 from quantkit.cli.render import CPU_NOTE, latency_columns, print_table
 from quantkit.cli.scaleout import build_executor, calibrate_on_executor, executor_options
 from quantkit.errors import InputError, PipelineError
@@ -39,7 +39,7 @@ def _write_report(out: Path, tolerance: float | None = None) -> Path | None:
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Output folder (results.csv, configs/, report.html).")
 @click.option("--force", is_flag=True, help="Re-run configs whose results already exist.")
-@click.option("--tolerance", type=click.FloatRange(min=0), default=None,
+@click.option("--tolerance", type=Bounded(float, 0), default=None,
               help="Report headline: the fastest INT8 config within this many metric points "
                    "of the best.  [default: the recipe's report.tolerance, else 0.5]")
 @executor_options
@@ -224,9 +224,9 @@ def _sensitivity(model: str, data: str, batch_size: int, max_samples: int | None
 @click.argument("model", type=click.Path(dir_okay=False))
 @data_options
 @_eval_options
-@click.option("--max-accuracy-drop", type=float, required=True,
+@click.option("--max-accuracy-drop", type=Bounded(float, 0), required=True,
               help="Largest acceptable drop vs FP32, in metric points (e.g. 0.5).")
-@click.option("--max-evaluations", type=int, default=200, show_default=True)
+@click.option("--max-evaluations", type=Bounded(int, 1), default=200, show_default=True)
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="Precision YAML to write.")
 @click.option("--rescue", multiple=True, metavar="T[,T...]",
