@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from quantkit._io import resolve_output, temp_prefix
 from quantkit.data.base import Dim, InputSpec
 from quantkit.errors import InputError
 
@@ -311,9 +312,9 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike[str]) -> None:
 
     import onnx
 
-    dest = Path(path)
+    dest = resolve_output(path)  # never a device or pipe; a symlink is written through
     folder = dest.parent if str(dest.parent) else Path(".")
-    with tempfile.TemporaryDirectory(prefix=f".{dest.name}.", dir=folder) as tmp:
+    with tempfile.TemporaryDirectory(prefix=temp_prefix(dest.name), dir=folder) as tmp:
         tmp_model = Path(tmp) / dest.name
         large = model.ByteSize() > EXTERNAL_DATA_THRESHOLD
         data_name = f"{dest.name}.data"
