@@ -131,6 +131,22 @@ def check_output_path(output: str | os.PathLike[str], *inputs: str | os.PathLike
 
 
 @contextlib.contextmanager
+def naming_errors(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Re-raise an :class:`OSError` that names no file, or a temporary one, with ``path``.
+
+    ``write()`` on a full disk (ENOSPC) or past the file-size limit (EFBIG) names no file;
+    the command line reports the destination instead.
+    """
+    try:
+        yield
+    except OSError as err:
+        named = str(err.filename) if err.filename is not None else ""
+        if err.errno is None or (named and not Path(named).name.startswith(".")):
+            raise
+        raise OSError(err.errno, err.strerror or os.strerror(err.errno), str(path)) from err
+
+
+@contextlib.contextmanager
 def atomic_write(path: str | os.PathLike[str], mode: str = "w",
                  encoding: str | None = "utf-8") -> Iterator[IO[Any]]:
     """Open a temporary file next to ``path``; on success move it over ``path`` atomically.
@@ -146,11 +162,17 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "w",
         InputError: ``path`` is a device, FIFO, socket, folder or a symlink to one.
     """
     dest = resolve_output(path)
+    with naming_errors(dest), _atomic(dest, mode, encoding) as fh:
+        yield fh
+
+
+@contextlib.contextmanager
+def _atomic(dest: Path, mode: str, encoding: str | None) -> Iterator[IO[Any]]:
     folder = dest.parent if str(dest.parent) else Path(".")
     fd, tmp = tempfile.mkstemp(prefix=temp_prefix(dest.name), suffix=".tmp", dir=folder)
-    # mkstemp creates 0600 files; outputs get the usual permissions (0666 minus the umask)
-    os.chmod(tmp, 0o666 & ~_UMASK)
     try:
+        # mkstemp creates 0600 files; outputs get the usual permissions (0666 minus the umask)
+        os.chmod(tmp, 0o666 & ~_UMASK)
         if "b" in mode:
             fh: IO[Any] = os.fdopen(fd, mode)
         else:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from quantkit._io import resolve_output, temp_prefix
+from quantkit._io import naming_errors, resolve_output, temp_prefix
 from quantkit.data.base import Dim, InputSpec
 from quantkit.errors import InputError
 
@@ -314,7 +314,8 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike[str]) -> None:
 
     dest = resolve_output(path)  # never a device or pipe; a symlink is written through
     folder = dest.parent if str(dest.parent) else Path(".")
-    with tempfile.TemporaryDirectory(prefix=temp_prefix(dest.name), dir=folder) as tmp:
+    with naming_errors(dest), \
+            tempfile.TemporaryDirectory(prefix=temp_prefix(dest.name), dir=folder) as tmp:
         tmp_model = Path(tmp) / dest.name
         large = model.ByteSize() > EXTERNAL_DATA_THRESHOLD
         data_name = f"{dest.name}.data"
