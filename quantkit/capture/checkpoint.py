@@ -265,7 +265,8 @@ class Checkpoint:
         for key, kind in expected.items():
             value = meta.get(key)
             if not isinstance(value, kind) or isinstance(value, bool):
-                raise self._refuse(f"meta.json: {key} is missing or not a {kind.__name__}")
+                what = "an integer" if kind is int else "an object"
+                raise self._refuse(f"meta.json: {key} is missing or not {what}")
         for key in ("first_batch_sha256", "batches_chain_sha256"):
             if meta.get(key) is not None and not _is_digest(meta.get(key)):
                 raise self._refuse(f"meta.json: {key} is not a sha256 digest")
