@@ -75,6 +75,8 @@ def load_model(path: str | os.PathLike[str], *, load_external_data: bool = True)
         onnx.checker.check_model(model if model.ByteSize() < (2 << 30) - 1024 else str(p))
     except Exception as err:
         raise InputError(f"{p}: invalid ONNX model: {str(err).splitlines()[0]}") from err
+    if model.ir_version < 4:  # IR 3 requires every initializer among the inputs; IR 4 reads
+        model.ir_version = 4  # the same graph alike and lets quantkit add initializers (scales)
     return model
 
 
