@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import struct
 from dataclasses import dataclass, field
@@ -321,6 +322,9 @@ def read_scales(path: str | Path) -> ScaleTable:
     p = Path(path)
     try:
         with open(p, "rb") as fh:  # bounded: a pipe or device has no useful size
+            if os.fstat(fh.fileno()).st_size > MAX_SCALES_BYTES:
+                raise InputError(f"{p}: more than {MAX_SCALES_BYTES:,} bytes; not a scales "
+                                 "file.")
             raw = fh.read(MAX_SCALES_BYTES + 1)
     except FileNotFoundError:
         raise InputError(f"{p}: no such file.") from None

@@ -184,7 +184,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Terminated:
         click.echo("terminated (SIGTERM); temporary files removed", err=True)
         return 143
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except click.exceptions.Abort as ex:
+        # click turns Ctrl-C (and our SIGTERM) into Abort; every output is written atomically,
+        # so what exists is complete
+        if isinstance(ex.__cause__, Terminated):
+            click.echo("terminated (SIGTERM); temporary files removed", err=True)
+            return 143
+        click.echo("interrupted", err=True)
+        return 130
+    except KeyboardInterrupt:
         # click turns Ctrl-C into Abort; every output is written atomically, so what exists
         # is complete
         click.echo("interrupted", err=True)

@@ -288,22 +288,21 @@ def test_sigterm_removes_temporary_files_and_folders(tmp_path: Path) -> None:
 
 
 def test_sigterm_of_a_blocked_command_exits_143(tmp_path: Path) -> None:
-    model, _ = project(tmp_path)
-    fifo = tmp_path / "data.npy"
+    model, data = project(tmp_path)
+    fifo = tmp_path / "pre.yaml"
     os.mkfifo(fifo)  # reading it blocks until a writer comes: it never does
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen([sys.executable, "-m", "quantkit.cli.main", "calibrate", str(model),
-                             "--data", str(fifo), "--scales", str(tmp_path / "s.json")],
+                             "--data", str(data), "--preprocess", str(fifo), "--scales",
+                             str(tmp_path / "s.json")],
                             stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
     try:
-        time.sleep(4)
-        if proc.poll() is not None:
-            _, err = proc.communicate()
-            refused(proc.returncode, err, "data.npy")  # refused up front is fine too
-            return
+        time.sleep(5)  # the command is now blocked opening the FIFO
+        assert proc.poll() is None
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
-        assert proc.returncode == 143 and "terminated" in err and "Traceback" not in err
+        assert proc.returncode == 143, err
+        assert "terminated" in err and "Traceback" not in err
     finally:
         if proc.poll() is None:
             proc.kill()
