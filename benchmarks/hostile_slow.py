@@ -162,7 +162,7 @@ def case_sigterm(folder: Path, rounds: int) -> str | None:
     (out_dir / "full.onnx").unlink()
     rng = random.Random(0)
     for r in range(rounds):
-        delay = rng.uniform(0.3, full)
+        delay = rng.uniform(0.2, 0.8) * full
         target = out_dir / f"q{r}.onnx"
         proc = subprocess.Popen([sys.executable, "-m", "quantkit.cli.main", "quantize",
                                  str(model), "--data", str(data), "-o", str(target)],
