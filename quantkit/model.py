@@ -32,7 +32,7 @@ class ActivationInfo:
     op_type: str | None
 
 
-#: the most elements quantkit accepts in one tensor with a fully static shape (8 GiB of float32).
+#: the most elements quantkit accepts in one tensor (8 GiB of float32); dynamic dims count as 1.
 MAX_TENSOR_ELEMENTS = 1 << 31
 
 
@@ -151,9 +151,11 @@ def _check_shape(p: Path, what: str, dims: list[int]) -> None:
     if bad:
         raise InputError(f"{p}: {what} has the dimension {bad[0]} (shape {dims}); dimensions "
                          "are >= 0, or -1 / a name for a dynamic one. Re-export the model.")
-    static = [d for d in dims if d >= 0]
-    if len(static) == len(dims) and _elements(static) > MAX_TENSOR_ELEMENTS:
-        raise InputError(f"{p}: {what} declares {_elements(static)} elements (shape {dims}), "
+    static = [d for d in dims if d >= 0]  # dynamic dims count as 1: the rest must fit already
+    if _elements(static) > MAX_TENSOR_ELEMENTS:
+        at_least = "" if len(static) == len(dims) else "at least "
+        raise InputError(f"{p}: {what} declares {at_least}{_elements(static)} elements (shape "
+                         f"{dims}), "
                          f"more than quantkit accepts in one tensor ({MAX_TENSOR_ELEMENTS}). "
                          "Check the export (a corrupt or hostile file?).")
 

@@ -72,3 +72,16 @@ def test_an_engine_sidecar_with_wrong_types_is_exit_2(tmp_path: Path, sidecar: o
     (tmp_path / "e.engine.json").write_text(json.dumps(sidecar))
     code, _, err = cli(["inspect", engine], capsys)
     refused(code, err, "e.engine")
+
+
+def test_absurd_dims_behind_a_dynamic_batch_axis_are_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model, data = project(tmp_path)
+    m = onnx.load(str(model))
+    dims = m.graph.input[0].type.tensor_type.shape.dim
+    assert dims[0].dim_param  # the batch axis stays dynamic
+    dims[2].dim_value = dims[3].dim_value = 1 << 20
+    onnx.save(m, str(model))
+    code, _, err = cli(["calibrate", model, "--data", data, "--scales", tmp_path / "s.json"],
+                       capsys)
+    refused(code, err, "declares at least 3298534883328 elements")
