@@ -22,9 +22,9 @@ def refused(code: int, err: str, *needles: str) -> None:
     """An input error: exit 2, one ``error:`` paragraph naming the needles, no traceback."""
     assert code == 2, err
     assert "Traceback" not in err and "internal error" not in err, err
-    assert "error: " in err, err
+    assert "error:" in err, err
     # warnings may come first; the error is the last paragraph
-    flat = " ".join(err[err.index("error: "):].split())
+    flat = " ".join(err[err.index("error:"):].split())
     for needle in needles:
         assert needle in flat, (needle, err)
 

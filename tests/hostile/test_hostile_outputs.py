@@ -251,6 +251,17 @@ def test_a_looping_symlink_as_data_is_exit_2(tmp_path: Path,
     refused(code, err, "loop.npy")
 
 
+@pytest.mark.parametrize("kind, needle", [("long", "ENAMETOOLONG"), ("notdir", "x.npy/y.npy")])
+def test_bad_input_paths_are_exit_2(tmp_path: Path, kind: str, needle: str,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    model, data = project(tmp_path)
+    path = tmp_path / ("d" * 300 + ".npy") if kind == "long" else data / "y.npy"
+    code, _, err = cli(["calibrate", model, "--data", path, "--scales", tmp_path / "s.json"],
+                       capsys)
+    refused(code, err, needle)
+    assert not (tmp_path / "s.json").exists()
+
+
 # -- SIGTERM -------------------------------------------------------------------------------
 
 _HOLD = """
