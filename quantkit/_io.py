@@ -262,6 +262,12 @@ class OutputLock:
                     f"{self.what} {self.folder}: another quantkit run is writing there "
                     f"({holder}). Wait for it to finish, stop it, or choose another output "
                     "folder.") from None
+            except OSError as err:  # no flock on this file system (some network mounts)
+                os.close(fd)
+                logging.getLogger(__name__).warning(
+                    "%s: cannot lock %s (%s); running without the one-writer check",
+                    self.folder, self.path, err.strerror or err)
+                return
             except BaseException:
                 os.close(fd)
                 raise
