@@ -482,25 +482,18 @@ def read_sidecar(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise InputError(f"{p}: not a readable JSON sidecar: {err}") from err
     if not isinstance(doc, dict) or doc.get("format") != SIDECAR_FORMAT:
         raise InputError(f"{p}: not a {SIDECAR_FORMAT} sidecar (format "
-                         f"{str(doc.get('format'))[:60] if isinstance(doc, dict) else None!r}).")
-    for key, kinds in _SIDECAR_TYPES.items():
-        value = doc.get(key)
-        ok = value is None or (isinstance(value, kinds) and not isinstance(value, bool))
-        if ok and isinstance(value, list):
-            ok = all(isinstance(item, dict) for item in value)
-        if not ok:
-            raise InputError(f"{p}: \"{key}\" has the wrong type ({type(value).__name__}); the "
-                             "sidecar was edited or damaged. Rebuild the engine with quantkit "
-                             "build to write a new one.")
+                         f"{doc.get('format') if isinstance(doc, dict) else None!r}).")
+    bad = [k for k, t in _SIDECAR_TYPES.items() if k in doc and (
+        isinstance(doc[k], bool) or not isinstance(doc[k], t)
+        or (isinstance(doc[k], list) and not all(isinstance(v, dict) for v in doc[k])))]
+    if bad:  # absent keys are fine (older sidecars); lists hold objects
+        raise InputError(f"{p}: \"{bad[0]}\" has the wrong type (damaged?); rebuild the engine.")
     return doc
 
 
-#: the type of every key a sidecar may hold (lists hold objects)
-_SIDECAR_TYPES: dict[str, type | tuple[type, ...]] = {
-    **dict.fromkeys(("backend", "backend_version", "quantkit_version", "created_utc", "model",
-                     "model_sha256"), str),
+_SIDECAR_TYPES: dict[str, type | tuple[type, ...]] = {**dict.fromkeys((
+    "backend", "backend_version", "quantkit_version", "created_utc", "model", "model_sha256"), str),
     **dict.fromkeys(("build_time_s", "parse_time_s", "engine_bytes", "constant_layers"),
                     (int, float)),
     **dict.fromkeys(("inputs", "outputs", "layers", "engine_layers", "disagreements"), list),
-    **dict.fromkeys(("shapes", "builder", "plan", "engine_log"), dict),
-}
+    **dict.fromkeys(("shapes", "builder", "plan", "engine_log"), dict)}
