@@ -341,9 +341,9 @@ class Checkpoint:
 
 def _check_counts(value: Any, key: str = "") -> None:
     """Counts in a calibrator state are non-negative (forged or damaged states are not)."""
-    if isinstance(value, Mapping):
+    if isinstance(value, Mapping):  # keys are paths: "nonfinite_counts.<tensor>" is a count
         for k, v in value.items():
-            _check_counts(v, str(k))
+            _check_counts(v, f"{key}.{k}" if key else str(k))
     elif isinstance(value, list | tuple):
         for v in value:
             _check_counts(v, key)

@@ -210,3 +210,17 @@ def test_a_checkpoint_saved_mid_run_records_the_chain(tmp_path: Path) -> None:
     again.check_first_batch("a" * 64)
     again.check_first_batch("b" * 64)  # matches the chain after 2 batches: no error
     again.check_complete()
+
+
+@pytest.mark.parametrize("path, value", [(("nonfinite_counts", "x"), -1),
+                                         (("settings", "num_bins"), -2048)])
+def test_forged_negative_values_in_the_state_are_refused(
+        run: tuple[list[str], Path], path: tuple[str, str], value: int,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    args, ck = run
+
+    def edit(meta: dict[str, dict[str, dict[str, object]]]) -> None:
+        meta["state"].setdefault(path[0], {})[path[1]] = value
+
+    _rewrite(ck, edit_meta=edit)
+    _resume_refused(args, capsys, f"{path[0]}.{path[1]} is negative")
