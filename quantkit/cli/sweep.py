@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
-import math
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -168,27 +167,19 @@ def sensitivity_cmd(model: str, data: str, batch_size: int, max_samples: int | N
                     metric: str | None, method: str, fp16: bool, out_dir: str, executor: str,
                     ray_address: str | None, shards: int | None) -> None:
     """Per-layer sensitivity: each layer alone in INT8, and each layer alone left out."""
+    from quantkit.model import load_model
+    from quantkit.qdq.plan import PrecisionConfig
+    from quantkit.sweep import layer_sensitivity, rank
+
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InputError(f"-o {out}: exists and is not a folder; give a folder path.")
     if out.is_dir():
         check_output_path(out / "sensitivity.csv", model, data, eval_data, labels,
                           preprocess_file, flag="-o")
-    with OutputLock(out, "-o"):  # one writer per output folder (removed again if unused)
-        _sensitivity(model, data, batch_size, max_samples, seed, preprocess_file, columns,
-                     streaming, eval_data, labels, metric, method, fp16, out, executor,
-                     ray_address, shards)
-
-
-def _sensitivity(model: str, data: str, batch_size: int, max_samples: int | None,
-                 seed: int | None, preprocess_file: str | None, columns: tuple[str, ...],
-                 streaming: bool, eval_data: str | None, labels: str | None,
-                 metric: str | None, method: str, fp16: bool, out: Path, executor: str,
-                 ray_address: str | None, shards: int | None) -> None:
-    from quantkit.model import load_model
-    from quantkit.qdq.plan import PrecisionConfig
-    from quantkit.sweep import layer_sensitivity, rank
-
+    lock = OutputLock(out, "-o")  # one writer per folder; an unused new folder goes again
+    lock.acquire()
+    click.get_current_context().call_on_close(lock.release)
     fp = load_model(model)
     opts = build_data_options(preprocess_file, columns, streaming, seed)
     with _probe_executor(executor, ray_address) as probes:
@@ -211,6 +202,7 @@ def _sensitivity(model: str, data: str, batch_size: int, max_samples: int | None
     for r in results:
         w.writerow([r.layer, r.op_type, r.int8_only.sqnr_db, r.int8_only.accuracy,
                     r.fp16_only.sqnr_db, r.fp16_only.accuracy, order[r.layer]])
+    out.mkdir(parents=True, exist_ok=True)  # created only once there is something to write
     write_text_atomic(out / "sensitivity.csv", buf.getvalue())
     print_table(["rank", "layer", "op", "int8-only SQNR dB", "left-out accuracy"],
                 [(order[r.layer], r.layer, r.op_type, _fmt(r.int8_only.sqnr_db),
@@ -250,12 +242,8 @@ def autotune_cmd(model: str, data: str, batch_size: int, max_samples: int | None
     from quantkit.qdq.plan import PrecisionConfig
     from quantkit.sweep import autotune
 
-    if not math.isfinite(max_accuracy_drop) or max_accuracy_drop < 0:
-        raise InputError(f"--max-accuracy-drop {max_accuracy_drop}: must be a finite number "
-                         ">= 0 (metric points, e.g. 0.5).")
-    if max_evaluations < 1:
-        raise InputError(f"--max-evaluations {max_evaluations}: must be a positive integer "
-                         "(evaluations the search may spend).")
+    if max_accuracy_drop < 0:
+        raise InputError("--max-accuracy-drop must be >= 0 (metric points, e.g. 0.5).")
     check_output_path(output, model, data, eval_data, labels, preprocess_file, flag="-o")
     rescued_path = None
     if rescue:
