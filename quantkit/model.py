@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from quantkit._io import naming_errors, resolve_output, temp_prefix
 from quantkit.data.base import Dim, InputSpec
 from quantkit.errors import InputError
 
@@ -32,7 +31,7 @@ class ActivationInfo:
     op_type: str | None
 
 
-#: the most elements quantkit accepts in one tensor (8 GiB of float32); dynamic dims count as 1.
+#: the most elements quantkit accepts in one tensor with a fully static shape (8 GiB of float32).
 MAX_TENSOR_ELEMENTS = 1 << 31
 
 
@@ -151,13 +150,13 @@ def _check_shape(p: Path, what: str, dims: list[int]) -> None:
     if bad:
         raise InputError(f"{p}: {what} has the dimension {bad[0]} (shape {dims}); dimensions "
                          "are >= 0, or -1 / a name for a dynamic one. Re-export the model.")
-    static = [d for d in dims if d >= 0]  # dynamic dims count as 1: the rest must fit already
-    if _elements(static) > MAX_TENSOR_ELEMENTS:
-        at_least = "" if len(static) == len(dims) else "at least "
-        raise InputError(f"{p}: {what} declares {at_least}{_elements(static)} elements (shape "
-                         f"{dims}), "
-                         f"more than quantkit accepts in one tensor ({MAX_TENSOR_ELEMENTS}). "
-                         "Check the export (a corrupt or hostile file?).")
+    static = [d for d in dims if d >= 0]
+    if _elements(static) > MAX_TENSOR_ELEMENTS:  # a dynamic dim only adds to it
+        dynamic = " with its dynamic dims at 1" if len(static) < len(dims) else ""
+        raise InputError(f"{p}: {what} declares {_elements(static)} elements{dynamic} (shape "
+                         f"{dims}), more than quantkit accepts in one tensor "
+                         f"({MAX_TENSOR_ELEMENTS}). Check the export (a corrupt or hostile "
+                         "file?).")
 
 
 #: bytes per element of the ONNX element types whose storage is one element per item
@@ -315,6 +314,8 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike[str]) -> None:
     import tempfile
 
     import onnx
+
+    from quantkit._io import naming_errors, resolve_output, temp_prefix
 
     dest = resolve_output(path)  # never a device or pipe; a symlink is written through
     folder = dest.parent if str(dest.parent) else Path(".")

@@ -9,7 +9,7 @@ import click
 
 from quantkit._io import check_output_path
 from quantkit.capture.checkpoint import Checkpoint
-from quantkit.cli.options import Bounded, build_data_options, data_options
+from quantkit.cli.options import build_data_options, data_options
 from quantkit.cli.render import print_table
 from quantkit.cli.scaleout import calibrate_on_executor, executor_options
 from quantkit.errors import InputError
@@ -37,7 +37,7 @@ def parse_trt_version(text: str) -> int:
 @data_options
 @click.option("--method", default="entropy", show_default=True,
               help="entropy | minmax | percentile | mse (or a plugin's name).")
-@click.option("--percentile", type=Bounded(float), default=None,
+@click.option("--percentile", type=float, default=None,
               help="Percentile for --method percentile (default 99.99).")
 @click.option("--cache", "cache_out", type=click.Path(dir_okay=False), default=None,
               help="Write a TensorRT calibration cache here.")
@@ -52,7 +52,7 @@ def parse_trt_version(text: str) -> int:
 @click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
               help="Save progress here every --checkpoint-every batches and on Ctrl-C; re-run "
                    "the same command to resume (scales identical to an uninterrupted run).")
-@click.option("--checkpoint-every", type=Bounded(int, 1), default=10, show_default=True,
+@click.option("--checkpoint-every", type=int, default=10, show_default=True,
               help="Batches between checkpoint saves.")
 @click.option("--json", "as_json", is_flag=True, help="Print the scales JSON to stdout.")
 @executor_options

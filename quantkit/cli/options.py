@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -38,6 +37,8 @@ class Bounded(click.ParamType):  # type: ignore[type-arg]  # generic only in new
         Raises:
             InputError: naming the option (the CLI's one-paragraph error, exit 2).
         """
+        import math
+
         flag = max(param.opts, key=len) if param is not None and param.opts else "value"
         if isinstance(value, self.kind) and not isinstance(value, bool):
             number = value

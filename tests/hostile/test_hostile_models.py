@@ -84,4 +84,4 @@ def test_absurd_dims_behind_a_dynamic_batch_axis_are_refused(
     onnx.save(m, str(model))
     code, _, err = cli(["calibrate", model, "--data", data, "--scales", tmp_path / "s.json"],
                        capsys)
-    refused(code, err, "declares at least 3298534883328 elements")
+    refused(code, err, "declares 3298534883328 elements")
