@@ -137,12 +137,14 @@ def naming_errors(path: str | os.PathLike[str]) -> Iterator[None]:
     ``write()`` on a full disk (ENOSPC) or past the file-size limit (EFBIG) names no file;
     the command line reports the destination instead.
     """
+    prefix = temp_prefix(Path(path).name)
     try:
         yield
     except OSError as err:
         named = str(err.filename) if err.filename is not None else ""
-        if err.errno is None or (named and not Path(named).name.startswith(".")):
-            raise
+        if err.errno is None or (named and not any(part.startswith(prefix)
+                                                   for part in Path(named).parts)):
+            raise  # an error about another file keeps its name
         raise OSError(err.errno, err.strerror or os.strerror(err.errno), str(path)) from err
 
 
