@@ -21,11 +21,6 @@ PACKAGE = ROOT / "quantkit"
 DOC = ROOT / "docs" / "architecture.md"
 SHARED_PRIVATE = frozenset({"_io", "_log", "_yaml", "_ort"})
 
-#: Temporary (issue 16): imports in files other work was rewriting when the layering was
-#: enforced. ``(importing file, imported module)``; the public replacement is named. Remove an
-#: entry when its file switches (a stale entry fails the test).
-PENDING_ISSUE_16: dict[tuple[str, str], str] = {}
-
 
 @dataclass(frozen=True)
 class Import:
@@ -168,19 +163,8 @@ def _all_imports() -> list[Import]:
 
 def test_quantkit_follows_the_documented_layers() -> None:
     layers = layers_from_doc(DOC.read_text(encoding="utf-8"))
-    imports = _all_imports()
-    allowed = {key: False for key in PENDING_ISSUE_16}
-    kept = []
-    for imp in imports:
-        key = (imp.file, imp.target)
-        if key in allowed:
-            allowed[key] = True
-        else:
-            kept.append(imp)
-    bad = violations(kept, layers)
+    bad = violations(_all_imports(), layers)
     assert not bad, "layering violations:\n" + "\n".join(bad)
-    stale = [k for k, used in allowed.items() if not used]
-    assert not stale, f"remove these PENDING_ISSUE_16 entries (no longer imported): {stale}"
 
 
 def test_every_package_has_a_layer() -> None:

@@ -21,15 +21,6 @@ CITATION = re.compile(r"(?<![\w./-])((?:[\w.-]+/)*[\w.-]+\.md)(?:#([\w-]*))?")
 #: Markdown files quantkit *writes* (named in code as outputs, not cited as documents).
 WRITTEN_FILES = frozenset({"summary.md"})
 
-#: Temporary (issue 16): files other work is editing at the time citations moved to docs/;
-#: each still cites a team note that is not in the repository. The mapping to the new anchors
-#: is in the issue; remove a file once it cites docs/ only (a stale entry fails the test).
-PENDING_ISSUE_16 = frozenset({
-    "quantkit/backends/_trt_common.py",
-    "quantkit/backends/sidecar.py",
-})
-
-
 def github_slugs(markdown: str) -> set[str]:
     """The anchors GitHub generates for the headings of a Markdown document.
 
@@ -101,17 +92,11 @@ def test_checker_reports_missing_documents_and_anchors(tmp_path: Path) -> None:
 
 def test_package_cites_only_documents_of_the_repository() -> None:
     bad: list[str] = []
-    pending_used: set[str] = set()
     for path in _sources():
         rel = path.relative_to(ROOT).as_posix()
         for citation, problem in citation_problems(path.read_text(encoding="utf-8")):
-            if rel in PENDING_ISSUE_16 and "not a file" in problem:
-                pending_used.add(rel)
-                continue
             bad.append(f"{rel}: {citation}: {problem}")
     assert not bad, "dead citations:\n" + "\n".join(bad)
-    stale = sorted(PENDING_ISSUE_16 - pending_used)
-    assert not stale, f"remove these files from PENDING_ISSUE_16 (no dead citation left): {stale}"
 
 
 @pytest.mark.parametrize("doc", ["docs/tensorrt_rules.md", "docs/cli.md"])

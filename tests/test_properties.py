@@ -414,3 +414,12 @@ def test_recipe_loader_on_hostile_documents(recipe_dir: Path, text: str) -> None
     target.write_text(text, encoding="utf-8")
     with pytest.raises(QuantkitError):
         load_recipe(target)
+
+
+def test_cache_parser_refuses_a_carriage_return_inside_a_name() -> None:
+    # found by the fuzz test above: "x\r: 3c010204" parsed, but the writer cannot write it back
+    with pytest.raises(InputError, match=r"fuzz.cache:2: .*carriage return"):
+        parse_trt_cache("TRT-8601-EntropyCalibration2\nx\r: 3c010204\n", "fuzz.cache")
+    # a CRLF file is fine: the \r ends the line, it is not part of the name
+    table = parse_trt_cache("TRT-8601-EntropyCalibration2\r\nx: 3c010204\r\n", "fuzz.cache")
+    assert list(table.scales) == ["x"]

@@ -22,7 +22,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 FILES = ["quantkit/calibrators/tensorrt.py", "quantkit/calibrators/_trt_feed.py",
-         "quantkit/calibrators/_cuda.py", "quantkit/backends"]
+         "quantkit/calibrators/device.py", "quantkit/backends"]
 
 
 def _stub_dirs() -> list[Path]:

@@ -215,7 +215,10 @@ def measure(dims: Sequence[int], precisions: Sequence[str], repeats: int,
     for mib in COPY_MIB:
         src = torch.empty(mib * 2**20, device="cuda", dtype=torch.uint8)
         dst = torch.empty_like(src)
-        med, low = _time_ms(torch, lambda s=src, d=dst: d.copy_(s), repeats, warmup)
+        def copy(s: Any = src, d: Any = dst) -> Any:
+            return d.copy_(s)
+
+        med, low = _time_ms(torch, copy, repeats, warmup)
         raw.append({"kind": "copy", "dtype": "uint8", "bytes": 2 * mib * 2**20,
                     "median_ms": med, "min_ms": low})
         del src, dst

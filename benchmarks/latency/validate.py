@@ -207,6 +207,10 @@ def prepare_model(name: str, cache: Path) -> dict[str, Path]:
     stem = f"{fp32.stem}-q{_writer_fingerprint()}"
     out = {"fp32": fp32, "int8": cache / f"{stem}-int8.onnx",
            "fp16": cache / f"{stem}-fp16.onnx"}
+    keep = {path.name for path in out.values()}
+    for old in cache.glob(f"{name}-*.onnx*"):  # exports of older definitions / writers
+        if old.name not in keep and old.name.removesuffix(".data") not in keep:
+            old.unlink()
     if out["int8"].exists() and out["fp16"].exists():
         return out
     start = time.perf_counter()
@@ -390,6 +394,10 @@ def render(results: list[Result], sources: dict[str, Any], command: str) -> str:
                                                 " (held out)"),
                               summary([r for r in results if r.point.half == half]))
     out += _summary_lines("all", summary(results))
+    out += _summary_lines("BERT points (both halves)",
+                          summary([r for r in results if r.point.model.startswith("bert")]))
+    out += _summary_lines("CNN points (both halves)",
+                          summary([r for r in results if not r.point.model.startswith("bert")]))
     out += ["", "INT8 as built (`EstimateOptions(fuse_epilogues=False)`: TensorRT-RTX's separate "
             "INT8 epilogue kernels timed as they are, instead of folded as TensorRT fuses "
             "them); FP16 unchanged:", ""]

@@ -99,6 +99,9 @@ class _SPPF(nn.Module):
 class _Detect(nn.Module):
     """Ultralytics' ``Detect`` head with the DFL box decode of its ONNX export."""
 
+    anchors: torch.Tensor  # buffers registered in __init__
+    strides: torch.Tensor
+
     def __init__(self, nc: int, ch: Sequence[int], size: int, *, dw_cls: bool = False) -> None:
         super().__init__()
         self.nc, self.reg = nc, 16
@@ -127,7 +130,7 @@ class _Detect(nn.Module):
         n = feats[0].shape[0]
         x = torch.cat([torch.cat((b(f), c(f)), 1).flatten(2)
                        for f, b, c in zip(feats, self.box, self.cls, strict=True)], 2)
-        box, cls = x.split((4 * self.reg, self.nc), 1)
+        box, cls = torch.split(x, [4 * self.reg, self.nc], dim=1)
         a = box.shape[2]
         dist = self.dfl(box.view(n, 4, self.reg, a).transpose(2, 1).softmax(1)).view(n, 4, a)
         lt, rb = dist.chunk(2, 1)

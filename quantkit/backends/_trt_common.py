@@ -1,8 +1,9 @@
 """The one implementation of building (and loading) engines with TensorRT 10/11 and TensorRT-RTX.
 
-TensorRT and TensorRT-RTX share the builder API quantkit uses (TENSORRT_FACTS.md, "Which
-TensorRT does what": ``Builder``, ``create_network``, ``OnnxParser.parse_from_file`` +
-``get_error``, optimisation profiles, ``builder_optimization_level``, ``build_serialized_network``,
+TensorRT and TensorRT-RTX share the builder API quantkit uses
+(docs/tensorrt_rules.md#shared-builder-api: ``Builder``, ``create_network``,
+``OnnxParser.parse_from_file`` + ``get_error``, optimisation profiles,
+``builder_optimization_level``, ``build_serialized_network``,
 ``Runtime.deserialize_cuda_engine``), so :class:`TrtBackendBase` holds all of it and the two
 backends (:mod:`quantkit.backends.tensorrt`, :mod:`quantkit.backends.tensorrt_rtx`) only name
 their module and differ in a few switches:
@@ -12,8 +13,8 @@ their module and differ in a few switches:
 * timing cache: TensorRT loads/saves it; in TensorRT-RTX the timing-cache API is a deprecated
   no-op (since TensorRT-RTX 1.2), so ``--timing-cache`` is reported as unsupported there.
 * compute capability: TensorRT-RTX only. The default (none set) builds a portable engine on a
-  machine without a GPU; ``CURRENT`` needs a GPU and driver (TENSORRT_FACTS.md, "TensorRT-RTX 1.7
-  on a CPU-only machine").
+  machine without a GPU; ``CURRENT`` needs a GPU and driver
+  (docs/tensorrt_rules.md#building-on-a-cpu-only-machine).
 
 The library module is imported on first use, never when this module is imported.
 """
@@ -156,7 +157,7 @@ class TrtBackendBase:
     def network_flags(self, trt_mod: types.ModuleType) -> int:
         """Flags for ``create_network``: strongly typed wherever that is a choice."""
         if self.rtx or self.major_version() >= 11:
-            return 0  # always strongly typed (TENSORRT_FACTS.md, "Which TensorRT does what")
+            return 0  # always strongly typed (docs/tensorrt_rules.md#strongly-typed-networks)
         flag = getattr(trt_mod.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
         return 0 if flag is None else 1 << int(flag)
 

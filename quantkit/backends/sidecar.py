@@ -3,8 +3,8 @@
 1. **Parsed network** (``layers``): read from the TensorRT network the ONNX parser built, so it is
    available wherever the engine can be built, even on a machine without a GPU. Strongly typed
    networks (TensorRT 10 strongly typed, TensorRT 11, TensorRT-RTX) have no per-layer precision
-   setting, so precision is derived from the graph (TENSORRT_FACTS.md, "TensorRT-RTX 1.7 on a
-   CPU-only machine"):
+   setting, so precision is derived from the graph
+   (docs/tensorrt_rules.md#precision-as-the-builder-sees-it):
 
    * a Convolution / Deconvolution / MatrixMultiply is ``int8`` when both its data input and its
      weight input come from DEQUANTIZE layers whose input is INT8 (reshape-like layers in
@@ -425,8 +425,8 @@ def _compare_engine(layers: list[dict[str, Any]], kernels: Sequence[dict[str, An
             kernel, got = found, found["precision"]
         elif layer["type"] in _MATH_TYPES and layer["precision"] == "fp32":
             # An FP32 island is only reported when every kernel touching it is half-typed:
-            # fused epilogues legitimately mix types (TENSORRT_FACTS.md: FP32 islands and
-            # Softmax can be compiled into Half kernels).
+            # fused epilogues legitimately mix types (FP32 islands and Softmax can be compiled
+            # into Half kernels: docs/tensorrt_rules.md#precision-as-the-builder-sees-it).
             group = mentions.get(node, [])
             types = {t for k in group for t in (*k["inputs"], *k["outputs"])}
             if not group or "fp32" in types or not types & {"fp16", "bf16"}:

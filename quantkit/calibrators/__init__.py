@@ -1,17 +1,22 @@
 """Calibrators: streaming, mergeable statistics that turn activations into INT8 scales.
 
-Built-in methods: ``entropy`` (TensorRT-exact KL), ``minmax``, ``percentile``, ``mse``.
+Built-in methods: ``auto`` (the default: per tensor, the entropy / percentile / mse / max
+threshold with the least expected INT8 error), ``entropy`` (TensorRT-exact KL), ``minmax``,
+``percentile``, ``mse``.
 Plugins subclass :class:`Calibrator` and register with :func:`register_calibrator`.
 The legacy TensorRT adapters live in :mod:`quantkit.calibrators.tensorrt` (imported on demand).
 """
 
 from quantkit.calibrators._kernel import PRELOAD_PER_SAMPLE as KERNEL_PRELOAD_PER_SAMPLE
 from quantkit.calibrators._kernel import preload as preload_kernel
+from quantkit.calibrators.auto import auto_choice, expected_error
 from quantkit.calibrators.base import (
     CACHE_ALGORITHMS,
+    DEFAULT_METHOD,
     Calibrator,
     NonFiniteError,
     available_methods,
+    canonical_method,
     create_calibrator,
     get_calibrator_class,
     load_calibrator_plugin,
@@ -26,6 +31,7 @@ from quantkit.calibrators.cache import (
 from quantkit.calibrators.entropy import entropy_amax, kl_divergences
 from quantkit.calibrators.histogram import AbsHistogram
 from quantkit.calibrators.methods import (
+    AutoCalibrator,
     EntropyCalibrator,
     HistogramCalibrator,
     MinMaxCalibrator,
@@ -39,7 +45,9 @@ __all__ = [
     "KERNEL_PRELOAD_PER_SAMPLE",
     "preload_kernel",
     "CACHE_ALGORITHMS",
+    "DEFAULT_METHOD",
     "AbsHistogram",
+    "AutoCalibrator",
     "Calibrator",
     "EntropyCalibrator",
     "HistogramCalibrator",
@@ -48,9 +56,12 @@ __all__ = [
     "NonFiniteError",
     "PercentileCalibrator",
     "ScaleTable",
+    "auto_choice",
     "available_methods",
+    "canonical_method",
     "create_calibrator",
     "entropy_amax",
+    "expected_error",
     "get_calibrator_class",
     "kl_divergences",
     "load_calibrator_plugin",

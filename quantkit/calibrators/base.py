@@ -32,6 +32,8 @@ logger = logging.getLogger(__name__)
 
 C = TypeVar("C", bound="Calibrator")
 
+#: the method used when none is given: ``auto`` (see ``docs/calibration_methods.md``).
+DEFAULT_METHOD = "auto"
 #: TensorRT cache header algorithms (``docs/tensorrt_rules.md#calibration-cache-format``).
 CACHE_ALGORITHMS = ("EntropyCalibration2", "EntropyCalibration", "MinMaxCalibration",
                     "LegacyCalibration")
@@ -281,12 +283,23 @@ def available_methods() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def get_calibrator_class(method: str) -> type[Calibrator]:
-    """The class registered as ``method``."""
+def canonical_method(method: str) -> str:
+    """The registered spelling of ``method`` (``MSE`` -> ``mse``).
+
+    An exact match wins, then a case-insensitive one; unknown names are returned unchanged.
+    """
     if method not in _REGISTRY:
         _load_entry_points()
+    if method in _REGISTRY:
+        return method
+    folded = [name for name in _REGISTRY if name.lower() == method.lower()]
+    return folded[0] if len(folded) == 1 else method
+
+
+def get_calibrator_class(method: str) -> type[Calibrator]:
+    """The class registered as ``method`` (case-insensitive, see :func:`canonical_method`)."""
     try:
-        return _REGISTRY[method]
+        return _REGISTRY[canonical_method(method)]
     except KeyError:
         raise InputError(
             f"--method {method}: unknown calibration method. Choose one of: "

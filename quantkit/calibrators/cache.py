@@ -198,6 +198,9 @@ def parse_trt_cache(text: str, source: str = "<cache>") -> ScaleTable:
                 f"{source}:{lineno}: malformed line {line[:120]!r}; expected "
                 "'TENSOR_NAME: <up to 8 hex digits>'."
             )
+        if "\r" in name:  # a stray carriage return inside a line: no tensor is named so
+            raise InputError(f"{source}:{lineno}: tensor name {name[:120]!r} contains a "
+                             "carriage return; fix the line endings of the cache.")
         if name in scales:
             raise InputError(f"{source}:{lineno}: tensor {name!r} appears twice.")
         scales[name] = hex_to_float(hexval)

@@ -7,11 +7,15 @@ The reference is ``HistogramCalibrator`` in pytorch-quantization 2.1.3 / ModelOp
    width is ``w = hi0 / 2048``. A value goes to bin ``int(float32(float32(x * 2048) / hi0))``
    (``torch.histc``'s arithmetic) and the top value ``x == hi0`` goes to the last bin.
 2. A later batch with a larger max grows the histogram, keeping ``w``; old counts stay in the
-   first bins.
+   first bins. From then on batches are binned over the grown range, so a value exactly at
+   ``hi0`` goes to bin 2048 (the first bin past the old range), no longer to bin 2047.
 
-Here the bin of a value is a pure function of ``(x, hi0)`` -- the same float32 formula, applied
-beyond ``hi0`` too -- so histograms that share ``hi0`` merge exactly (zero-pad and add) and a
-sharded run equals one sequential pass. For batches that stay inside the first range this is
+Here the bin of a value is a function of ``(x, hi0)`` -- the same float32 formula, applied
+beyond ``hi0`` too -- and of whether the histogram has grown (only for ``x == hi0``, as in the
+reference), so histograms that share ``hi0`` merge exactly (zero-pad and add) and a sharded run
+equals one sequential pass unless a shard holds values exactly at ``hi0`` and only some shards
+grew (then those values may sit one bin apart, as they would in the reference with another
+batch order). For batches that stay inside the first range this is
 the reference's binning bit for bit; when the range grows, the reference re-bins the new batch
 over ``[0, edges[-1]]`` with float32 edges and so agrees with an exact-width histogram only to
 about one bin (documented in ``docs/tensorrt_rules.md#entropy-calibration``).
@@ -52,7 +56,8 @@ _INDEX_CAP = float(1 << 62)
 
 
 def bin_indices(absx: npt.NDArray[np.float32], hi0: np.float32, base_bins: int,
-                coarsen: int, top: float | None = None) -> npt.NDArray[np.int64]:
+                coarsen: int, top: float | None = None,
+                top_in_last: bool = True) -> npt.NDArray[np.int64]:
     """Bin index of every value of ``absx`` (non-negative, finite float32).
 
     ``int(float32(float32(x * base_bins) / hi0))`` as ``torch.histc`` computes it, with the
@@ -70,6 +75,9 @@ def bin_indices(absx: npt.NDArray[np.float32], hi0: np.float32, base_bins: int,
         base_bins: bins of the first range.
         coarsen: log2 of the coarsening factor.
         top: ``absx.max()`` if known.
+        top_in_last: put a value exactly at ``hi0`` into the last base bin (``histc`` over
+            ``[0, hi0]``); False once the histogram has grown (the reference then bins over
+            the grown range, where ``hi0`` is the left edge of bin ``base_bins``).
     """
     if top is None:
         top = float(absx.max()) if absx.size else 0.0
@@ -80,14 +88,16 @@ def bin_indices(absx: npt.NDArray[np.float32], hi0: np.float32, base_bins: int,
     q = np.minimum(q, _INDEX_CAP)
     idx = q.astype(np.int64)
     # histc puts x == max into the last bin; beyond the first range bins are left-closed.
-    idx[q == np.float32(base_bins)] = base_bins - 1
+    if top_in_last:
+        idx[q == np.float32(base_bins)] = base_bins - 1
     if coarsen:
         idx >>= coarsen
     return idx
 
 
 def _kernel_bins(flat: npt.NDArray[np.float32], width: np.float32, limit: float,
-                 base_bins: int, coarsen: int, acc: CountArray) -> bool | None:
+                 base_bins: int, coarsen: int, acc: CountArray,
+                 top_in_last: bool = True) -> bool | None:
     """Bin ``flat`` into the zeroed ``acc`` with the compiled kernel (see ``_kernel``).
 
     Returns None when there is no kernel for this batch (the numpy path bins it), else
@@ -97,8 +107,10 @@ def _kernel_bins(flat: npt.NDArray[np.float32], width: np.float32, limit: float,
     kernel = _kernel.get_kernel(flat.size)
     if kernel is None or limit >= _kernel.MAX_LIMIT:
         return None
+    # the kernel sends quotients equal to ``base`` to the last base bin; -1 matches none
+    base = np.float32(base_bins if top_in_last else -1)
     return kernel(np.ascontiguousarray(flat, dtype=np.float32), width, np.float32(limit),
-                  np.float32(base_bins), base_bins, coarsen, acc)
+                  base, base_bins, coarsen, acc)
 
 
 def _exact_width(hi0: np.float32, base_bins: int, top: float) -> np.float32 | None:
@@ -146,6 +158,11 @@ class AbsHistogram:
         return float(self.hi0) / self.base_bins * (1 << self.coarsen)
 
     @property
+    def grown(self) -> bool:
+        """Whether a batch has extended the histogram past the first range ``[0, hi0]``."""
+        return (len(self.counts) << self.coarsen) > self.base_bins
+
+    @property
     def total(self) -> int:
         """Number of values counted."""
         return int(self.counts.sum()) + self.pending_zeros
@@ -191,18 +208,19 @@ class AbsHistogram:
         size = min(_CHUNK, flat.size)
         base = np.float32(self.base_bins)
         width = _exact_width(hi0, self.base_bins, top)
-        reaches_top = top >= hi0
+        top_in_last = not self.grown
+        reaches_top = top >= hi0 and top_in_last
         capped = top / float(hi0) * self.base_bins >= _INDEX_CAP / 2
         acc = np.zeros(n, dtype=np.int64)
         if width is None or capped:  # rare cases: the literal definition, chunk by chunk
             for lo in range(0, flat.size, _CHUNK):
                 chunk = np.abs(flat[lo: lo + _CHUNK])
-                acc += np.bincount(bin_indices(chunk, hi0, self.base_bins, self.coarsen, top),
-                                   minlength=n)
+                acc += np.bincount(bin_indices(chunk, hi0, self.base_bins, self.coarsen, top,
+                                               top_in_last), minlength=n)
             self.counts += acc
             return
         fit = _kernel_bins(flat, width, float(n << self.coarsen), self.base_bins, self.coarsen,
-                           acc)
+                           acc, top_in_last)
         if fit:
             self.counts += acc
             return
@@ -244,7 +262,8 @@ class AbsHistogram:
         if width is None or limit >= _INDEX_CAP / 2:
             return False
         acc = np.zeros(n, dtype=np.int64)
-        fit = _kernel_bins(flat, width, limit, self.base_bins, self.coarsen, acc)
+        top_in_last = not self.grown
+        fit = _kernel_bins(flat, width, limit, self.base_bins, self.coarsen, acc, top_in_last)
         if fit is not None:
             if fit:
                 self.counts += acc
@@ -265,7 +284,7 @@ class AbsHistogram:
             if not (top < limit or top == base):  # NaN fails both: the general path reports it
                 return False  # (q == B is the first range's top value: last base bin)
             np.copyto(idx, q, casting="unsafe")
-            if top >= base:
+            if top >= base and top_in_last:
                 idx[q == base] = self.base_bins - 1
             if self.coarsen:
                 np.right_shift(idx, self.coarsen, out=idx)

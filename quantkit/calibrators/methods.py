@@ -1,4 +1,4 @@
-"""The built-in calibration methods: entropy, minmax, percentile, mse."""
+"""The built-in calibration methods: auto (the default), entropy, minmax, percentile, mse."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from quantkit.calibrators.auto import auto_choice
 from quantkit.calibrators.base import Calibrator, register_calibrator
 from quantkit.calibrators.entropy import entropy_amax
 from quantkit.calibrators.histogram import BASE_BINS, AbsHistogram
@@ -157,6 +158,40 @@ class MSECalibrator(HistogramCalibrator):
 
     def _amax_from_histogram(self, counts: npt.NDArray[np.int64], width: float) -> float:
         return mse_amax(counts, width)
+
+
+@register_calibrator("auto")
+class AutoCalibrator(HistogramCalibrator):
+    """Per tensor, the entropy / percentile / mse / max amax with the least expected error.
+
+    quantkit's default method (``docs/calibration_methods.md``): one histogram per tensor, four
+    candidate thresholds from it, and the one whose INT8 quantize-dequantize of the histogram's
+    distribution has the smallest mean squared error (:mod:`quantkit.calibrators.auto`). After
+    :meth:`compute_amax`, :attr:`choices` names the candidate each tensor took.
+    """
+
+    cache_algorithm = "EntropyCalibration2"
+
+    def __init__(self, *, num_bins: int = BASE_BINS, widths: Mapping[str, float] | None = None,
+                 allow_nonfinite: bool = False) -> None:
+        super().__init__(num_bins=num_bins, widths=widths, allow_nonfinite=allow_nonfinite)
+        #: ``{tensor: candidate}`` of the last :meth:`compute_amax`.
+        self.choices: dict[str, str] = {}
+
+    def _amax(self, name: str, stat: AbsHistogram) -> float:
+        if stat.hi0 is None:
+            self.choices[name] = "max"
+            return 0.0
+        choice, amax = auto_choice(stat.counts, stat.width)
+        self.choices[name] = choice
+        return amax
+
+    def choice_counts(self) -> dict[str, int]:
+        """How many tensors took each candidate (after :meth:`compute_amax`)."""
+        out: dict[str, int] = {}
+        for choice in self.choices.values():
+            out[choice] = out.get(choice, 0) + 1
+        return dict(sorted(out.items()))
 
 
 @register_calibrator("minmax")

@@ -23,7 +23,7 @@ import numpy as np
 from quantkit._io import check_output_path
 from quantkit._log import track
 from quantkit.calibrators import KERNEL_PRELOAD_PER_SAMPLE, preload_kernel
-from quantkit.calibrators.base import Calibrator, create_calibrator
+from quantkit.calibrators.base import DEFAULT_METHOD, Calibrator, create_calibrator
 from quantkit.calibrators.cache import DEFAULT_TRT_VERSION, ScaleTable
 from quantkit.calibrators.methods import HistogramCalibrator
 from quantkit.capture.checkpoint import Checkpoint, batch_digest, data_identity, file_digest
@@ -295,7 +295,7 @@ class CalibrationResult:
     tensors: list[str] = field(default_factory=list)
 
 
-def calibrate(model: str | os.PathLike[str], data: Any, *, method: str = "entropy",
+def calibrate(model: str | os.PathLike[str], data: Any, *, method: str = DEFAULT_METHOD,
               batch_size: int = 32, max_samples: int | None = None,
               calibrator: Calibrator | None = None, allow_nonfinite: bool = False,
               method_options: Mapping[str, Any] | None = None,
@@ -303,14 +303,15 @@ def calibrate(model: str | os.PathLike[str], data: Any, *, method: str = "entrop
               providers: Sequence[str] | None = None,
               trt_version: int = DEFAULT_TRT_VERSION,
               checkpoint: str | os.PathLike[str] | None = None, checkpoint_every: int = 10,
-              keep_checkpoint: bool = False) -> CalibrationResult:
+              keep_checkpoint: bool = False, allow_cast: bool = False) -> CalibrationResult:
     """Calibrate every floating-point activation of ``model`` on ``data``.
 
     Args:
         model: path of the FP32 ONNX model.
         data: anything :func:`quantkit.data.open_source` accepts (a path, ``hf:...``, a
             :class:`~quantkit.data.DataSource`, an iterable of batches).
-        method: ``entropy`` (default), ``minmax``, ``percentile``, ``mse`` or a plugin's name.
+        method: ``auto`` (default, ``docs/calibration_methods.md``), ``entropy``, ``minmax``,
+            ``percentile``, ``mse`` or a plugin's name (case-insensitive).
         batch_size: samples per batch.
         max_samples: stop after this many samples.
         calibrator: use this calibrator instead of creating one from ``method``.
@@ -326,10 +327,30 @@ def calibrate(model: str | os.PathLike[str], data: Any, *, method: str = "entrop
         checkpoint_every: batches between checkpoint saves.
         keep_checkpoint: keep the checkpoint file after success (the CLI removes it once its
             outputs are written); by default it is deleted before returning.
+        allow_cast: cast integer data for floating-point inputs instead of refusing it (it is
+            refused by default: usually unnormalised pixels, which would give scales 255x too
+            large).
 
     Returns:
         The scales (TensorRT cache / JSON ready) and the calibrator with its statistics.
     """
+    from quantkit.data import allow_cast as allowing_cast
+
+    with allowing_cast(allow_cast):
+        return _calibrate(model, data, method=method, batch_size=batch_size,
+                          max_samples=max_samples, calibrator=calibrator,
+                          allow_nonfinite=allow_nonfinite, method_options=method_options,
+                          data_options=data_options, providers=providers,
+                          trt_version=trt_version, checkpoint=checkpoint,
+                          checkpoint_every=checkpoint_every, keep_checkpoint=keep_checkpoint)
+
+
+def _calibrate(model: str | os.PathLike[str], data: Any, *, method: str, batch_size: int,
+               max_samples: int | None, calibrator: Calibrator | None, allow_nonfinite: bool,
+               method_options: Mapping[str, Any] | None,
+               data_options: Mapping[str, Any] | None, providers: Sequence[str] | None,
+               trt_version: int, checkpoint: str | os.PathLike[str] | None,
+               checkpoint_every: int, keep_checkpoint: bool) -> CalibrationResult:
     from quantkit.data import open_source
 
     check_batch_args(batch_size, max_samples)
@@ -357,6 +378,10 @@ def calibrate(model: str | os.PathLike[str], data: Any, *, method: str = "entrop
     if ckpt is not None and not keep_checkpoint:
         ckpt.remove()
     warn_heavy_clipping(cal, amax)
+    choice_counts = getattr(cal, "choice_counts", None)
+    if callable(choice_counts) and amax:
+        logger.info("auto calibration: %s", ", ".join(
+            f"{n} tensor(s) took the {c} threshold" for c, n in choice_counts().items()))
     table = ScaleTable.from_amax(
         amax, method=cal.method, model=str(model), num_samples=n,
         algorithm=cal.cache_algorithm, trt_version=trt_version,

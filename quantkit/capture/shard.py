@@ -38,6 +38,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from quantkit.calibrators import DEFAULT_METHOD
 from quantkit.calibrators.base import Calibrator, create_calibrator, get_calibrator_class
 from quantkit.calibrators.cache import DEFAULT_TRT_VERSION, ScaleTable
 from quantkit.data.base import Batch, DataSource, check_batch_args, validate_batch
@@ -187,7 +188,7 @@ class ShardReport:
 
 
 def calibrate_sharded(model: str | os.PathLike[str], data: Any, *, executor: Any,
-                      shards: int, method: str = "entropy", batch_size: int = 32,
+                      shards: int, method: str = DEFAULT_METHOD, batch_size: int = 32,
                       max_samples: int | None = None, allow_nonfinite: bool = False,
                       method_options: Mapping[str, Any] | None = None,
                       data_options: Mapping[str, Any] | None = None,

@@ -8,8 +8,14 @@ from pathlib import Path
 import click
 
 from quantkit._io import check_output_path
+from quantkit.calibrators.base import DEFAULT_METHOD, canonical_method
 from quantkit.capture.checkpoint import Checkpoint
-from quantkit.cli.options import build_data_options, data_options
+from quantkit.cli.options import (
+    allow_cast_option,
+    build_data_options,
+    cast_flag_errors,
+    data_options,
+)
 from quantkit.cli.render import print_table
 from quantkit.cli.scaleout import calibrate_on_executor, executor_options
 from quantkit.errors import InputError
@@ -35,8 +41,10 @@ def parse_trt_version(text: str) -> int:
 @click.command("calibrate")
 @click.argument("model", type=click.Path(dir_okay=False))
 @data_options
-@click.option("--method", default="entropy", show_default=True,
-              help="entropy | minmax | percentile | mse (or a plugin's name).")
+@click.option("--method", default=DEFAULT_METHOD, show_default=True,
+              help="auto | entropy | minmax | percentile | mse (or a plugin's name); "
+                   "case-insensitive. auto: per tensor, the threshold with the least expected "
+                   "INT8 error (docs/calibration_methods.md); entropy: TensorRT's own.")
 @click.option("--percentile", type=float, default=None,
               help="Percentile for --method percentile (default 99.99).")
 @click.option("--cache", "cache_out", type=click.Path(dir_okay=False), default=None,
@@ -45,6 +53,7 @@ def parse_trt_version(text: str) -> int:
               help="Write quantkit's scales JSON here.")
 @click.option("--allow-nonfinite", is_flag=True,
               help="Skip NaN/Inf values instead of failing.")
+@allow_cast_option
 @click.option("--calibrator", "plugin", type=click.Path(dir_okay=False), default=None,
               help="Python file registering a custom calibration method.")
 @click.option("--trt-version", default="10.13.0", show_default=True,
@@ -60,7 +69,7 @@ def calibrate_cmd(model: str, data: str, batch_size: int, max_samples: int | Non
                   seed: int | None, preprocess_file: str | None, columns: tuple[str, ...],
                   streaming: bool, method: str, percentile: float | None,
                   cache_out: str | None, scales_out: str | None, allow_nonfinite: bool,
-                  plugin: str | None, trt_version: str, checkpoint: str | None,
+                  allow_cast: bool, plugin: str | None, trt_version: str, checkpoint: str | None,
                   checkpoint_every: int, as_json: bool, executor: str, ray_address: str | None,
                   shards: int | None) -> None:
     """Calibrate every floating-point activation of MODEL on representative data.
@@ -87,6 +96,7 @@ def calibrate_cmd(model: str, data: str, batch_size: int, max_samples: int | Non
         raise InputError("--cache, --scales and --checkpoint must name different files.")
     if plugin:
         load_calibrator_plugin(plugin)
+    method = canonical_method(method)
     get_calibrator_class(method)  # unknown method: exit 2 before any work
     options = {}
     if percentile is not None:
@@ -95,14 +105,21 @@ def calibrate_cmd(model: str, data: str, batch_size: int, max_samples: int | Non
         options["percentile"] = percentile
     version = parse_trt_version(trt_version)
     data_opts = build_data_options(preprocess_file, columns, streaming, seed)
+    if not outs and not as_json:
+        click.echo("note: neither --cache nor --scales given: the scales are printed, no file "
+                   "is written.", err=True)
     if executor == "local" and shards is None and ray_address is None:
-        result = calibrate(
-            model, data, method=method, batch_size=batch_size, max_samples=max_samples,
-            allow_nonfinite=allow_nonfinite, method_options=options, data_options=data_opts,
-            trt_version=version, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
-            keep_checkpoint=True,
-        )
+        with cast_flag_errors():
+            result = calibrate(
+                model, data, method=method, batch_size=batch_size, max_samples=max_samples,
+                allow_nonfinite=allow_nonfinite, method_options=options,
+                data_options=data_opts, trt_version=version, checkpoint=checkpoint,
+                checkpoint_every=checkpoint_every, keep_checkpoint=True, allow_cast=allow_cast,
+            )
     else:
+        if allow_cast:
+            raise InputError("--allow-cast: not supported with --shards / --executor ray; "
+                             "convert the data to the model's float type, or drop --shards.")
         if checkpoint:
             raise InputError("--checkpoint: not supported with --shards / --executor ray (a "
                              "failed shard is re-run); drop one of them.")

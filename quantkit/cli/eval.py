@@ -15,11 +15,18 @@ from quantkit.cli.render import CPU_NOTE, print_table
 @click.argument("model", type=click.Path(dir_okay=False))
 @data_options
 @click.option("--labels", type=click.Path(dir_okay=False), default=None,
-              help="Integer labels in data order (.npy, .txt or .csv).")
+              help="Labels in data order: integer classes (.npy, .txt, .csv), texts for cer / "
+                   "ctc-exact (.txt, one per line) or boxes for detection (.json).")
 @click.option("--reference", type=click.Path(dir_okay=False), default=None,
-              help="FP32 model for agreement (top-1 agreement, cosine, SQNR).")
-@click.option("--metric", default=None, help="Task metric (default top1 with --labels).")
-@click.option("--output", "output_name", default=None, help="Model output to score.")
+              help="FP32 model: agreement (top-1 agreement, cosine, SQNR; also per output), "
+                   "and the targets of --metric when there are no --labels.")
+@click.option("--metric", default=None, metavar="NAME[:K=V,...]",
+              help="Task metric: top1, top5, cosine, detection, detection-map, ctc-exact, "
+                   "cer, or a plugin FILE.py:CLASS; options after a colon "
+                   "(detection:format=yolov8,score=0.3; cer:layout=TNC). Without --labels it "
+                   "is scored against --reference.  [default: top1 with --labels]")
+@click.option("--output", "--output-name", "output_name", default=None, metavar="NAME",
+              help="Model output the metric scores (default: the first).")
 @click.option("--backend", type=click.Choice(["onnxruntime"]), default="onnxruntime",
               show_default=True, help="Runtime (TensorRT engines: see docs/backends.md).")
 @click.option("--iterations", type=Bounded(int, 1), default=30, show_default=True,
@@ -46,23 +53,43 @@ def eval_cmd(model: str, data: str, batch_size: int, max_samples: int | None, se
       quantkit eval model.int8.onnx --data val.npz --labels val_labels.npy \\
           --reference model.onnx
     """
+    from quantkit.errors import InputError
     from quantkit.evaluate.metrics import metric_text_labels
     from quantkit.evaluate.run import evaluate_model, load_labels
 
-    text = metric_text_labels(metric) if metric else False
-    res = evaluate_model(
-        model, data, labels=load_labels(labels, text=text) if labels else None,
-        reference=reference,
-        metric=metric, output=output_name, batch_size=batch_size, max_samples=max_samples,
-        latency_iterations=iterations, latency_repeats=repeats, engine=engine,
-        data_options=build_data_options(preprocess_file, columns, streaming, seed))
+    try:
+        text = metric_text_labels(metric) if metric else False
+        res = evaluate_model(
+            model, data, labels=load_labels(labels, text=text) if labels else None,
+            reference=reference,
+            metric=metric, output=output_name, batch_size=batch_size, max_samples=max_samples,
+            latency_iterations=iterations, latency_repeats=repeats, engine=engine,
+            data_options=build_data_options(preprocess_file, columns, streaming, seed))
+    except InputError as err:
+        raise InputError(flags_of(str(err))) from None
     if as_json:
         click.echo(json.dumps(res.to_dict(), indent=2, default=str))
         return
-    print_table(["measure", "value"], _rows(res.as_row()))
+    rows = _rows(res.as_row())
+    if res.metric is not None:
+        rows.insert(1, ("metric scored against", f"{res.metric_against} (output {res.output})"))
+    at = next((i + 1 for i, (k, _) in enumerate(rows) if k == "accuracy"), len(rows))
+    rows[at:at] = [(f"{res.metric} {k}", _fmt(v)) for k, v in res.details.items()]
+    rows += [(f"output {name}: SQNR dB / cosine / agreement",
+              f"{_fmt(a.sqnr_db)} / {a.mean_cosine:.6g} / {_fmt(a.top1_agreement)}")
+             for name, a in res.outputs.items()]
+    print_table(["measure", "value"], rows)
     if res.as_row().get("latency_source") == "cpu-fake-quant" or (
             res.cpu_latency is not None and res.latency_source == "measured"):
         click.echo(CPU_NOTE)
+
+
+def flags_of(message: str, output_flag: str = "--output") -> str:
+    """A library message that starts with a parameter name, with the flag's name instead."""
+    for word, flag in (("metric", "--metric"), ("output", output_flag), ("labels", "--labels")):
+        if message.startswith((f"{word} ", f"{word}:")):
+            return flag + message[len(word):]
+    return message
 
 
 def _fmt(v: object) -> str:
@@ -93,5 +120,7 @@ def _rows(row: dict[str, Any]) -> list[tuple[str, str]]:
             continue  # the same numbers as the latency rows
         if key == "latency_source":
             value = latency_label(str(value), row.get("latency_target"), batch)
-        out.append((names.get(key, key), _fmt(value)))
+        # cosine near 1 is where quantisation damage hides: show enough digits
+        text = f"{value:.6g}" if key == "cosine" and isinstance(value, float) else _fmt(value)
+        out.append((names.get(key, key), text))
     return out

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -100,6 +101,29 @@ def _data_options(func: F, required: bool) -> F:
     for opt in reversed(opts):
         func = opt(func)
     return func
+
+
+def allow_cast_option(func: F) -> F:
+    """``--allow-cast``: accept integer data for floating-point inputs."""
+    return click.option(
+        "--allow-cast", "allow_cast", is_flag=True,
+        help="Cast integer data (e.g. uint8 pixels) to the model's float inputs as is, "
+             "instead of refusing it. Only for data whose integer values are what the model "
+             "expects: unnormalised pixels give scales 255x too large.")(func)
+
+
+@contextlib.contextmanager
+def cast_flag_errors() -> Iterator[None]:
+    """Name ``--allow-cast`` where the library's data errors name the ``allow_cast`` option."""
+    from quantkit.data import ALLOW_CAST_HINT
+
+    try:
+        yield
+    except InputError as err:
+        text = str(err)
+        if ALLOW_CAST_HINT not in text:
+            raise
+        raise InputError(text.replace(ALLOW_CAST_HINT, "--allow-cast")) from err
 
 
 def build_data_options(preprocess_file: str | None, columns: tuple[str, ...],

@@ -8,7 +8,13 @@ from typing import Any
 import click
 
 from quantkit._io import check_output_path
-from quantkit.cli.options import build_data_options, data_options_optional
+from quantkit.calibrators.base import DEFAULT_METHOD, canonical_method
+from quantkit.cli.options import (
+    allow_cast_option,
+    build_data_options,
+    cast_flag_errors,
+    data_options_optional,
+)
 from quantkit.cli.render import print_table
 from quantkit.errors import InputError
 
@@ -16,8 +22,10 @@ from quantkit.errors import InputError
 @click.command("quantize")
 @click.argument("model", type=click.Path(dir_okay=False))
 @data_options_optional
-@click.option("--method", default="entropy", show_default=True,
-              help="Calibration method with --data.")
+@click.option("--method", default=DEFAULT_METHOD, show_default=True,
+              help="Calibration method with --data: auto | entropy | minmax | percentile | "
+                   "mse (case-insensitive; docs/calibration_methods.md).")
+@allow_cast_option
 @click.option("--scales", "scales_file", type=click.Path(dir_okay=False), default=None,
               help="Scales JSON or TensorRT calibration cache (instead of --data).")
 @click.option("--precision", "precision_file", type=click.Path(dir_okay=False), default=None,
@@ -33,7 +41,7 @@ from quantkit.errors import InputError
                    "precision YAML.")
 def quantize_cmd(model: str, data: str | None, batch_size: int, max_samples: int | None,
                  seed: int | None, preprocess_file: str | None, columns: tuple[str, ...],
-                 streaming: bool, method: str, scales_file: str | None,
+                 streaming: bool, method: str, allow_cast: bool, scales_file: str | None,
                  precision_file: str | None, fp16: bool, output: str, as_json: bool,
                  rescue: tuple[str, ...]) -> None:
     """Insert Q/DQ following TensorRT's placement rules, with per-layer precision overrides.
@@ -56,6 +64,11 @@ def quantize_cmd(model: str, data: str | None, batch_size: int, max_samples: int
                          "transformed model is calibrated on it.")
     if (data is None) == (scales_file is None):
         raise InputError("give exactly one of --data (calibrate now) or --scales S.json.")
+    if data is not None:
+        from quantkit.calibrators import get_calibrator_class
+
+        method = canonical_method(method)
+        get_calibrator_class(method)  # unknown method: exit 2 before any work
     check_output_path(output, model, data, scales_file, precision_file, preprocess_file,
                       flag="-o")
     config = PrecisionConfig.from_yaml(precision_file) if precision_file else PrecisionConfig()
@@ -76,15 +89,20 @@ def quantize_cmd(model: str, data: str | None, batch_size: int, max_samples: int
 
         # bias correction only on the INT8 layers: an FP16/FP32 layer keeps its bias
         int8 = plan_int8_layers(onnx_model, config)
-        rescued = apply_rescue(onnx_model, specs, data, method=method, batch_size=batch_size,
-                               max_samples=max_samples, data_options=data_opts, layers=int8,
-                               where="--rescue")
+        from quantkit.data import allow_cast as allowing_cast
+
+        with cast_flag_errors(), allowing_cast(allow_cast):
+            rescued = apply_rescue(onnx_model, specs, data, method=method,
+                                   batch_size=batch_size, max_samples=max_samples,
+                                   data_options=data_opts, layers=int8, where="--rescue")
         onnx_model, scales, reports = rescued.model, rescued.scales, rescued.details
     else:
         from quantkit.capture import calibrate
 
-        scales = calibrate(model, data, method=method, batch_size=batch_size,
-                           max_samples=max_samples, data_options=data_opts).scales
+        with cast_flag_errors():
+            scales = calibrate(model, data, method=method, batch_size=batch_size,
+                               max_samples=max_samples, data_options=data_opts,
+                               allow_cast=allow_cast).scales
     result = quantize_model(onnx_model, scales, config, fp16=fp16, source=model)
     save_model(result.model, output)
     plan = result.plan

@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from quantkit._io import OutputLock, check_output_path, temp_prefix, write_text_atomic
+from quantkit.calibrators import DEFAULT_METHOD
 from quantkit.cli.options import Bounded, build_data_options, data_options
 from quantkit.cli.render import CPU_NOTE, latency_columns, print_table
 from quantkit.cli.scaleout import build_executor, calibrate_on_executor, executor_options
@@ -122,7 +123,7 @@ def _calibrate(model: str, data: str, executor: str, ray_address: str | None,
 
 def _evaluator(model: str, eval_data: str | None, data: str, labels: str | None,
                metric: str | None, batch_size: int, max_samples: int | None,
-               data_opts: dict[str, Any]) -> Any:
+               data_opts: dict[str, Any], output_name: str | None = None) -> Any:
     from quantkit.data import open_source
     from quantkit.evaluate.metrics import metric_text_labels
     from quantkit.evaluate.run import load_labels
@@ -136,7 +137,12 @@ def _evaluator(model: str, eval_data: str | None, data: str, labels: str | None,
         if labels else None
     if lab is not None and max_samples is not None:
         lab = lab[:max_samples]
-    return Evaluator(model, batches, lab, metric)
+    try:
+        return Evaluator(model, batches, lab, metric, output_name)
+    except InputError as err:
+        from quantkit.cli.eval import flags_of
+
+        raise InputError(flags_of(str(err), "--output-name")) from None
 
 
 def _eval_options(func: Any) -> Any:
@@ -144,9 +150,15 @@ def _eval_options(func: Any) -> Any:
         click.option("--eval-data", default=None,
                      help="Evaluation data (default: the --data set)."),
         click.option("--labels", default=None, help="Labels of the evaluation data."),
-        click.option("--metric", default=None,
-                     help="Task metric (default top1 with labels, else FP32 agreement)."),
-        click.option("--method", default="entropy", show_default=True,
+        click.option("--metric", default=None, metavar="NAME[:K=V,...]",
+                     help="Task metric to optimise: top1, top5, cosine, detection, "
+                          "detection-map, ctc-exact, cer, or a plugin FILE.py:CLASS, with "
+                          "options after a colon (detection:format=yolov8,score=0.3). Without "
+                          "labels it is scored against the FP32 model where it can be. "
+                          "[default: top1 with labels, else FP32 top-1 agreement]"),
+        click.option("--output-name", default=None, metavar="NAME",
+                     help="Model output the metric scores (default: the first)."),
+        click.option("--method", default=DEFAULT_METHOD, show_default=True,
                      help="Calibration method."),
         click.option("--fp16", is_flag=True, help="Layers kept out of INT8 run in FP16 "
                                                  "(default: FP32), and the rest too."),
@@ -164,7 +176,8 @@ def _eval_options(func: Any) -> Any:
 def sensitivity_cmd(model: str, data: str, batch_size: int, max_samples: int | None,
                     seed: int | None, preprocess_file: str | None, columns: tuple[str, ...],
                     streaming: bool, eval_data: str | None, labels: str | None,
-                    metric: str | None, method: str, fp16: bool, out_dir: str, executor: str,
+                    metric: str | None, output_name: str | None, method: str, fp16: bool,
+                    out_dir: str, executor: str,
                     ray_address: str | None, shards: int | None) -> None:
     """Per-layer sensitivity: each layer alone in INT8, and each layer alone left out."""
     from quantkit.model import load_model
@@ -185,7 +198,8 @@ def sensitivity_cmd(model: str, data: str, batch_size: int, max_samples: int | N
     with _probe_executor(executor, ray_address) as probes:
         scales = _calibrate(model, data, executor, ray_address, shards, method, batch_size,
                             max_samples, opts)
-        ev = _evaluator(model, eval_data, data, labels, metric, batch_size, max_samples, opts)
+        ev = _evaluator(model, eval_data, data, labels, metric, batch_size, max_samples, opts,
+                        output_name)
         base = PrecisionConfig(default_float="fp16" if fp16 else "fp32")
         # one ONNX Runtime thread per probe task: Ray runs one task per CPU
         results = layer_sensitivity(fp, scales, ev, base, executor=probes,
@@ -207,7 +221,10 @@ def sensitivity_cmd(model: str, data: str, batch_size: int, max_samples: int | N
     print_table(["rank", "layer", "op", "int8-only SQNR dB", "left-out accuracy"],
                 [(order[r.layer], r.layer, r.op_type, _fmt(r.int8_only.sqnr_db),
                   _fmt(r.fp16_only.accuracy)) for r in ranked])
-    click.echo(f"\nall-INT8 accuracy {_fmt(all_int8.accuracy)} (FP32 "
+    click.echo(f"\nmetric {ev.metric or 'top-1 agreement with FP32'}"
+               + (f" (output {ev.output}, scored against {ev.task.against})"
+                  if ev.task.against else f" (output {ev.output})"))
+    click.echo(f"all-INT8 accuracy {_fmt(all_int8.accuracy)} (FP32 "
                f"{_fmt(ev.reference_score().accuracy)}); {ev.evaluations} evaluations; "
                f"wrote {out / 'sensitivity.csv'}")
 
@@ -229,13 +246,17 @@ def sensitivity_cmd(model: str, data: str, batch_size: int, max_samples: int | N
 @click.option("--rescued-model", default=None, type=click.Path(dir_okay=False),
               help="Where to write the transformed FP32 model with --rescue (default: the "
                    "YAML path with the suffix .onnx).")
+@click.option("--estimate-gpu", multiple=True, metavar="GPU",
+              help="GPU of the latency model (quantkit estimate --list-gpus): prices a result "
+                   "that keeps nearly every layer out of INT8 (estimated latency vs all-INT8).")
 @executor_options
 def autotune_cmd(model: str, data: str, batch_size: int, max_samples: int | None,
                  seed: int | None, preprocess_file: str | None, columns: tuple[str, ...],
                  streaming: bool, eval_data: str | None, labels: str | None,
-                 metric: str | None, method: str, fp16: bool, max_accuracy_drop: float,
-                 max_evaluations: int, output: str, rescue: tuple[str, ...],
-                 rescued_model: str | None, executor: str, ray_address: str | None,
+                 metric: str | None, output_name: str | None, method: str, fp16: bool,
+                 max_accuracy_drop: float, max_evaluations: int, output: str,
+                 rescue: tuple[str, ...], rescued_model: str | None,
+                 estimate_gpu: tuple[str, ...], executor: str, ray_address: str | None,
                  shards: int | None) -> None:
     """Fewest layers kept out of INT8 so accuracy stays within --max-accuracy-drop of FP32."""
     from quantkit.model import load_model
@@ -244,6 +265,9 @@ def autotune_cmd(model: str, data: str, batch_size: int, max_samples: int | None
 
     if max_accuracy_drop < 0:
         raise InputError("--max-accuracy-drop must be >= 0 (metric points, e.g. 0.5).")
+    from quantkit.sweep.latency import check_gpus
+
+    gpus = check_gpus(estimate_gpu, where="--estimate-gpu")
     check_output_path(output, model, data, eval_data, labels, preprocess_file, flag="-o")
     rescued_path = None
     if rescue:
@@ -265,13 +289,15 @@ def autotune_cmd(model: str, data: str, batch_size: int, max_samples: int | None
     with _probe_executor(executor, ray_address) as probes:
         scales = _calibrate(model, data, executor, ray_address, shards, method, batch_size,
                             max_samples, opts)
-        ev = _evaluator(model, eval_data, data, labels, metric, batch_size, max_samples, opts)
+        ev = _evaluator(model, eval_data, data, labels, metric, batch_size, max_samples, opts,
+                        output_name)
         res = autotune(fp, scales, ev, max_accuracy_drop,
                        base=PrecisionConfig(default_float="fp16" if fp16 else "fp32"),
                        max_evaluations=max_evaluations, rescue=rescue, rescue_data=data,
                        rescue_options={"batch_size": batch_size, "max_samples": max_samples,
                                        "data_options": opts, "method": method},
-                       executor=probes, threads=1 if probes is not None else None)
+                       executor=probes, threads=1 if probes is not None else None,
+                       estimate_gpus=gpus)
     write_text_atomic(output, res.to_yaml())
     if rescued_path is not None and res.model is not None:
         from quantkit.model import save_model
@@ -287,10 +313,13 @@ def autotune_cmd(model: str, data: str, batch_size: int, max_samples: int | None
                     [(r.rank if r.rank is not None else "-", r.layer, r.outcome,
                       "+".join(r.how) or "-",
                       f"{r.sqnr_before_db:.1f} -> {r.sqnr_after_db:.1f}") for r in res.layers])
-    click.echo(f"FP32 {_fmt(res.fp32.accuracy)}, all-INT8 {_fmt(res.all_int8.accuracy)}, "
+    click.echo(f"metric {ev.metric or 'top-1 agreement with FP32'} (output {ev.output}); "
+               f"FP32 {_fmt(res.fp32.accuracy)}, all-INT8 {_fmt(res.all_int8.accuracy)}, "
                f"final {_fmt(res.final.accuracy)} with {len(res.kept)} layer(s) kept "
                f"{res.keep_as}: {', '.join(res.kept) or '-'}; {res.evaluations} evaluations; "
                f"wrote {output}")
+    if res.notice:
+        click.echo(f"warning: {res.notice}", err=True)
     if not res.reached:
         click.echo("warning: the target was not reached; the file holds the best found.",
                    err=True)

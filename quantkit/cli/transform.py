@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from quantkit._io import check_output_path
+from quantkit.calibrators import DEFAULT_METHOD
 from quantkit.cli.options import Bounded, build_data_options, data_options_optional
 from quantkit.cli.render import print_table
 from quantkit.errors import InputError
@@ -35,7 +36,7 @@ from quantkit.errors import InputError
 @click.option("--bias-correct", is_flag=True,
               help="Remove the mean INT8 output shift of each layer (needs --data).")
 @data_options_optional
-@click.option("--method", default="entropy", show_default=True,
+@click.option("--method", default=DEFAULT_METHOD, show_default=True,
               help="Calibration method of the scales bias correction simulates.")
 @click.option("--sequential", is_flag=True,
               help="Bias correction layer by layer through the quantized model (one pass "

@@ -7,6 +7,7 @@ samples. Use :func:`open_source` to get one from a ``--data`` value or a Python 
 Importing this package imports neither ``datasets``, ``torch`` nor Pillow.
 """
 
+from quantkit.data._common import ALLOW_CAST_HINT, allow_cast
 from quantkit.data.base import Batch, DataSource, InputSpec, check_batch_args, validate_batch
 from quantkit.data.hf import HFSource
 from quantkit.data.images import ImageFolderSource
@@ -17,6 +18,7 @@ from quantkit.data.preprocess import PreprocessSpec
 from quantkit.data.resolve import SOURCE_KINDS, open_source, register_source_kind
 
 __all__ = [
+    "ALLOW_CAST_HINT",
     "SOURCE_KINDS",
     "ArraySource",
     "Batch",
@@ -28,6 +30,7 @@ __all__ = [
     "NpySource",
     "NpzSource",
     "PreprocessSpec",
+    "allow_cast",
     "check_batch_args",
     "open_source",
     "register_source_kind",

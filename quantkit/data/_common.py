@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 
-from quantkit.data.base import InputSpec, validate_batch
+from quantkit.data.base import ALLOW_INT_TO_FLOAT, InputSpec, validate_batch
 from quantkit.errors import InputError
+
+#: the phrase of :func:`integer_for_float` naming the opt-in (the CLI maps it to its flag).
+ALLOW_CAST_HINT = "allow_cast=True"
 
 logger = logging.getLogger(__name__)
 
@@ -123,3 +127,32 @@ def existing_file(path: str | os.PathLike[str]) -> Path:
     if not p.is_file():
         raise InputError(f"data {p}: not a regular file. Check the path given to --data.")
     return p
+
+
+def integer_for_float(dtype: np.dtype, spec: InputSpec, source: str) -> InputError:
+    """The error for integer data fed to a floating-point model input."""
+    hint = (" Integer data for a float input is usually unnormalised pixels (0..255 where the "
+            "model expects 0..1 or mean/std-normalised values)")
+    if np.dtype(dtype).kind == "i":
+        hint += " or raw ids/counts"
+    return InputError(
+        f"data {source}: input '{spec.name}' of the model is {np.dtype(spec.dtype).name} but the "
+        f"data holds {np.dtype(dtype).name} values.{hint}; cast as they are, they would give "
+        "activation ranges and scales far too large (255x for pixels). Apply the model's "
+        f"preprocessing and save the data as {np.dtype(spec.dtype).name}; if the integer "
+        f"values are exactly what the model expects, allow the cast with {ALLOW_CAST_HINT}."
+    )
+
+
+@contextlib.contextmanager
+def allow_cast(enabled: bool = True) -> Iterator[None]:
+    """Within the block, integer data for a float input is cast instead of refused.
+
+    Applies to every batch validated in this thread (or task) while the block runs, including
+    batches of generators consumed inside it.
+    """
+    token = ALLOW_INT_TO_FLOAT.set(enabled)
+    try:
+        yield
+    finally:
+        ALLOW_INT_TO_FLOAT.reset(token)

@@ -8,6 +8,7 @@ format needs, e.g. a memory map), so memory stays flat in the number of samples.
 from __future__ import annotations
 
 import abc
+import contextvars
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -124,10 +125,19 @@ def validate_batch(batch: Mapping[str, np.ndarray], specs: Sequence[InputSpec],
     return out
 
 
+#: integer data may be cast to a float input (``allow_cast``); see data/_common.allow_cast.
+ALLOW_INT_TO_FLOAT: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "quantkit_allow_int_to_float", default=False)
+
+
 def _cast(arr: np.ndarray, spec: InputSpec, source: str) -> np.ndarray:
     want = np.dtype(spec.dtype)
     if arr.dtype == want:
         return arr
+    if want.kind == "f" and arr.dtype.kind in "iu" and not ALLOW_INT_TO_FLOAT.get():
+        from quantkit.data._common import integer_for_float
+
+        raise integer_for_float(arr.dtype, spec, source)
     ok = (
         (want.kind == "f" and arr.dtype.kind in "fiub")
         or (want.kind in "iu" and arr.dtype.kind in "iub")

@@ -188,8 +188,70 @@ class ImageFolderSource(DataSource):
 
     def _generate(self, batch_size: int, max_samples: int | None) -> Iterator[Batch]:
         selection = select_indices(len(self.files), max_samples, self._seed)
-        for chunk in iter_chunks(selection, batch_size):
-            paths = [self.files[int(i)] for i in chunk]
-            samples = [self.preprocess.apply(load_image(p, self.description)) for p in paths]
-            array = stack_samples(samples, paths, self.description, "image")
-            yield validate_batch({self._name: array}, self._inputs, self.description)
+        seen = _Seen()
+        try:
+            for chunk in iter_chunks(selection, batch_size):
+                paths = [self.files[int(i)] for i in chunk]
+                samples = []
+                for p in paths:
+                    image = load_image(p, self.description)
+                    seen.add(image)
+                    samples.append(self.preprocess.apply(image))
+                array = stack_samples(samples, paths, self.description, "image")
+                seen.out_shape = tuple(array.shape[1:])
+                yield validate_batch({self._name: array}, self._inputs, self.description)
+        finally:
+            if seen.count:
+                seen.log(self.description, self.preprocess, self.skipped)
+
+    @property
+    def skipped(self) -> int:
+        """Files in the folder that are not read (other extensions, hidden files)."""
+        total = sum(len(files) for _, _, files in os.walk(self.path, followlinks=True))
+        return max(total - len(self.files), 0)
+
+
+class _Seen:
+    """What the decoded images of one pass were like, for the one-line summary."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.modes: dict[str, int] = {}
+        self.sizes: set[tuple[int, int]] = set()
+        self.out_shape: tuple[int, ...] = ()
+
+    def add(self, image: Image.Image) -> None:
+        self.count += 1
+        self.modes[image.mode] = self.modes.get(image.mode, 0) + 1
+        if len(self.sizes) < 1000:
+            self.sizes.add(image.size)
+
+    def log(self, source: str, spec: PreprocessSpec, skipped: int) -> None:
+        """Log what the preprocessing did: a warning when the folder was not uniform."""
+        from quantkit.data.preprocess import WIDE_MODES
+
+        target = "L" if spec.color == "L" else "RGB"
+        converted = {m: n for m, n in self.modes.items() if m != target}
+        wide = sum(n for m, n in converted.items() if m in WIDE_MODES)
+        parts = [f"{self.count} image(s) read"]
+        if converted:
+            parts.append(f"{sum(converted.values())} converted to {spec.color} (from "
+                         + ", ".join(f"{m}: {n}" for m, n in sorted(converted.items())) + ")"
+                         + (f", {wide} of them 16-bit/float, rescaled from their real range"
+                            if wide else ""))
+        if len(self.sizes) > 1:
+            w = sorted(s[0] for s in self.sizes)
+            h = sorted(s[1] for s in self.sizes)
+            parts.append(f"{len(self.sizes)} different sizes (width {w[0]}..{w[-1]}, height "
+                         f"{h[0]}..{h[-1]}) resized to one")
+        if spec.resize is not None or spec.center_crop is not None:
+            parts.append(f"resize {spec.resize}, center crop {spec.center_crop}")
+        if skipped:
+            parts.append(f"{skipped} other file(s) skipped")
+        norm = (f"pixels x {spec.effective_scale:.6g}"
+                + (f", mean {spec.mean}" if spec.mean is not None else "")
+                + (f", std {spec.std}" if spec.std is not None else "")
+                if spec.dtype != "uint8" else "raw uint8 pixels")
+        parts.append(f"{norm}, {spec.dtype} {spec.layout} samples of shape {self.out_shape}")
+        level = logging.WARNING if converted or len(self.sizes) > 1 else logging.INFO
+        logger.log(level, "data %s: %s.", source, "; ".join(parts))

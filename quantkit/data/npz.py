@@ -15,6 +15,7 @@ validates them against the model without reading any data.
 from __future__ import annotations
 
 import io
+import logging
 import os
 import struct
 import zipfile
@@ -37,6 +38,8 @@ from quantkit.data._common import (
 from quantkit.data.base import InputSpec
 from quantkit.data.rows import Reader, ReaderSource, RowReader, Selection
 from quantkit.errors import InputError
+
+logger = logging.getLogger(__name__)
 
 _LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")  # zip local file header (APPNOTE 4.3.7)
 _LOCAL_HEADER_MAGIC = b"PK\x03\x04"
@@ -143,6 +146,23 @@ class NpzSource(ReaderSource):
     def _map_members(self, members: dict[str, _Member],
                      columns: dict[str, str]) -> dict[str, _Member]:
         if not columns:
+            names = [s.name for s in self._inputs]
+            extra = [key for key in members if key not in names]
+            if extra and all(n in members for n in names):
+                logger.warning("data %s: ignoring array(s) %s, which are not model inputs "
+                               "(the model reads %s).", self.path,
+                               ", ".join(repr(k) for k in extra), ", ".join(names))
+                return {n: members[n] for n in names}
+            missing = [n for n in names if n not in members]
+            if missing and extra:
+                raise InputError(
+                    f"data {self.path}: missing input(s) {', '.join(missing)}: no array is "
+                    f"named like the model input(s) {', '.join(repr(n) for n in missing)}; the "
+                    "file holds "
+                    f"{', '.join(repr(k) for k in members)}. Rename the arrays to the model's "
+                    "input names, or map input names to array names with the columns mapping "
+                    "(--column INPUT=ARRAY on the command line)."
+                )
             return {key: m for key, m in members.items()}
         check_columns_keys(columns, self._inputs, self.description)
         out: dict[str, _Member] = {}

@@ -5,6 +5,10 @@ The pipeline, in order (torchvision's conventions for resize and crop)::
     decode -> convert to RGB / L -> resize -> center crop -> to array -> BGR swap
            -> * scale -> (x - mean) / std -> layout (CHW / HWC) -> dtype
 
+16-bit (and 32-bit / float) single-channel images keep their precision: their real range is
+mapped onto the 0..255 pixel scale in float (65535 -> 255) instead of being saturated at 255
+by an 8-bit conversion (:func:`wide_to_float`).
+
 ``mean`` and ``std`` are applied after ``scale`` and are given in the order of the output
 channels (so in B, G, R order when ``color: BGR``). ``uint8`` output keeps the raw pixel
 values: ``scale``, ``mean`` and ``std`` must then be left out.
@@ -182,7 +186,12 @@ class PreprocessSpec(BaseModel):
             "bicubic": Image.Resampling.BICUBIC,
         }
         mode = "L" if self.color == "L" else "RGB"
-        if image.mode != mode:
+        wide = image.mode in WIDE_MODES
+        if wide:
+            # 16/32-bit integer or float pixels: keep their precision and map their real range
+            # onto 0..255 in float (Pillow's convert("L") would saturate everything above 255)
+            image = Image.fromarray(wide_to_float(image), mode="F")
+        elif image.mode != mode:
             image = image.convert(mode)
         if self.resize is not None:
             image = image.resize(_resize_wh(image.size, self.resize),
@@ -190,6 +199,10 @@ class PreprocessSpec(BaseModel):
         pixels = np.asarray(image)
         if pixels.ndim == 2:
             pixels = pixels[:, :, None]
+        if wide and mode == "RGB":
+            pixels = np.repeat(pixels, 3, axis=2)  # a single-channel image as grey RGB
+        if wide and self.dtype == "uint8":
+            pixels = np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
         if self.center_crop is not None:
             pixels = center_crop(pixels, _pair(self.center_crop))
         if self.color == "BGR":
@@ -207,6 +220,30 @@ class PreprocessSpec(BaseModel):
         if self.layout == "NCHW":
             out = np.ascontiguousarray(out.transpose(2, 0, 1))
         return out
+
+
+#: Pillow modes with more than 8 bits per pixel (one channel): rescaled by :func:`wide_to_float`.
+WIDE_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+
+
+def wide_to_float(image: Image.Image) -> np.ndarray:
+    """A 16-bit, 32-bit integer or float image as float32 on the 0..255 pixel scale.
+
+    16-bit modes (and ``I``, Pillow's mode for 16-bit PNGs, when its values fit 16 bits) are
+    divided by 257 (65535 -> 255); ``I`` values beyond 16 bits by their 32-bit range; float
+    images (``F``) are taken as already on the 0..255 scale when their maximum is at most 255,
+    else as 0..1 data when at most 1, and otherwise scaled by their own maximum.
+    """
+    arr = np.asarray(image).astype(np.float32)
+    if image.mode.startswith("I;16"):
+        return arr / np.float32(257.0)
+    if image.mode == "I":
+        top = float(arr.max()) if arr.size else 0.0
+        return arr / np.float32(257.0 if top <= 65535 else 16843009.0)
+    top = float(np.abs(arr).max()) if arr.size else 0.0
+    if top <= 1.0:
+        return arr * np.float32(255.0)
+    return arr if top <= 255.0 else arr * np.float32(255.0 / top)
 
 
 def center_crop(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import math
 import os
 import platform
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,10 +12,17 @@ from typing import Any
 import numpy as np
 
 from quantkit.backends.base import LatencyStats
-from quantkit.errors import InputError, PipelineError
-from quantkit.evaluate.compare import compared_tensor, with_output
+from quantkit.errors import InputError
+from quantkit.evaluate.compare import compared_tensor
 from quantkit.evaluate.latency import cpu_source, measure
-from quantkit.evaluate.metrics import Agreement, AgreementResult, create_metric
+from quantkit.evaluate.metrics import AgreementResult, MetricSpec
+from quantkit.evaluate.task import (
+    ModelOutputs,
+    TaskAccumulator,
+    TaskSetup,
+    batch_size_of,
+    warn_if_flattened,
+)
 
 
 @dataclass
@@ -40,6 +47,14 @@ class EvalResult:
     latency_source: str | None = None
     latency_target: str | None = None
     cpu_latency: LatencyStats | None = None
+    #: the scored output
+    output: str | None = None
+    #: what the task metric was scored against: ``labels`` or ``fp32`` (the reference model)
+    metric_against: str | None = None
+    #: the metric's secondary values (e.g. precision, recall, mAP of a detection F1)
+    details: dict[str, float] = field(default_factory=dict)
+    #: agreement with the reference for every model output (SQNR, cosine, ...), by name
+    outputs: dict[str, AgreementResult] = field(default_factory=dict)
 
     def as_row(self) -> dict[str, Any]:
         """Flat dict with the results.csv column names (docs/cli.md#sweep)."""
@@ -85,9 +100,13 @@ def load_labels(path: str | os.PathLike[str], *, text: bool = False) -> np.ndarr
     Integer class labels (the default) come from ``.npy`` (no pickle), or ``.txt`` / ``.csv``
     (first column, an optional header line). With ``text=True`` (metrics whose labels are
     strings, e.g. ``cer``) each line of a UTF-8 text file is one label, verbatim (only the line
-    break is removed; empty lines are empty labels), or a ``.npy`` holds a string array.
+    break is removed; empty lines are empty labels), or a ``.npy`` holds a string array. A
+    ``.json`` file holds box labels for the detection metrics: a list with one entry per image,
+    each a list of ``[x1, y1, x2, y2, class]`` boxes.
     """
     p = Path(path)
+    if p.is_file() and p.suffix.lower() == ".json":
+        return _load_box_labels(p)
     if not p.is_file():
         kinds = "a .txt file (one text per line) or a .npy string array" if text else \
             ".npy, .txt or .csv"
@@ -107,6 +126,27 @@ def load_labels(path: str | os.PathLike[str], *, text: bool = False) -> np.ndarr
     except (ValueError, OSError) as err:
         raise InputError(f"--labels {p}: not readable as integer labels: {err}") from err
     return np.asarray(arr).reshape(-1)
+
+
+def _load_box_labels(p: Path) -> np.ndarray:
+    import json
+
+    try:
+        doc = json.loads(p.read_text(encoding="utf-8"))
+        if not isinstance(doc, list):
+            raise ValueError("the top level is not a list (one entry per image)")
+        images = []
+        for i, boxes in enumerate(doc):
+            arr = np.asarray(boxes, dtype=np.float64)
+            if arr.size and (arr.ndim != 2 or arr.shape[1] != 5):
+                raise ValueError(f"entry {i} is not a list of [x1, y1, x2, y2, class] boxes")
+            images.append(arr.reshape(-1, 5))
+    except (ValueError, TypeError, OSError) as err:
+        raise InputError(f"labels {p}: not readable as box labels (JSON: one list per image of "
+                         f"[x1, y1, x2, y2, class] boxes): {err}") from err
+    out = np.empty(len(images), dtype=object)
+    out[:] = images
+    return out
 
 
 def _load_text_labels(p: Path) -> np.ndarray:
@@ -143,7 +183,8 @@ def environment(runner_description: dict[str, Any]) -> dict[str, Any]:
 def evaluate_model(model: str | os.PathLike[str], data: Any, *,
                    labels: np.ndarray | None = None,
                    reference: str | os.PathLike[str] | None = None,
-                   metric: str | None = None, output: str | None = None,
+                   metric: str | Mapping[str, Any] | MetricSpec | None = None,
+                   output: str | None = None,
                    batch_size: int = 32, max_samples: int | None = None,
                    latency_iterations: int = 30, latency_warmup: int = 5,
                    latency_repeats: int = 3, threads: int | None = None,
@@ -154,10 +195,13 @@ def evaluate_model(model: str | os.PathLike[str], data: Any, *,
     Args:
         model: the model to evaluate (FP32, FP16 or Q/DQ ONNX).
         data: a data source (``--data`` value, iterable of batches, ...).
-        labels: integer labels in data order (for top-1/top-5).
-        reference: the FP32 model for agreement metrics (top-1 agreement, cosine, SQNR).
-        metric: task metric name (default ``top1`` when labels are given).
-        output: which model output the metrics use (default: the first).
+        labels: labels in data order (integer classes, texts or boxes, as the metric takes).
+        reference: the FP32 model for agreement metrics (top-1 agreement, cosine, SQNR, per
+            output), and the targets of a task metric when no labels are given.
+        metric: task metric spec (``NAME[:OPTIONS]``, a mapping, ``FILE.py:CLASS``; default
+            ``top1`` when labels are given).
+        output: which model output the metric and the headline agreement use (default: the
+            first).
         batch_size: samples per batch (also the latency batch).
         max_samples: evaluate at most this many samples.
         latency_iterations: timed runs per round for latency (0 to skip).
@@ -169,7 +213,8 @@ def evaluate_model(model: str | os.PathLike[str], data: Any, *,
             machine's GPU with CUDA events (``measured`` latency, on the first batch).
 
     Agreement, cosine and SQNR compare the tensor :func:`quantkit.evaluate.compare.
-    compared_tensor` names (the logits under a Softmax output), as ``quantkit sweep`` does.
+    compared_tensor` names (the logits under a Softmax output), as ``quantkit sweep`` does;
+    :attr:`EvalResult.outputs` has them for every model output as well.
     """
     from quantkit.backends.onnxruntime import OrtRunner
     from quantkit.data import open_source
@@ -183,43 +228,32 @@ def evaluate_model(model: str | os.PathLike[str], data: Any, *,
     runner = OrtRunner(model, threads=threads)
     out_name = output or runner.output_names[0]
     if out_name not in runner.output_names:
-        raise InputError(f"--output {out_name}: the model's outputs are "
+        raise InputError(f"output {out_name!r}: the model's outputs are "
                          f"{', '.join(runner.output_names)}.")
+    task = TaskSetup(metric, reference if reference is not None else model,
+                     has_labels=labels is not None, has_reference=reference is not None)
     compare = compared_tensor(reference, out_name) if reference is not None else out_name
-    scored = _Scored(model, out_name, compare, threads)
-    ref_runner = _Scored(reference, out_name, compare, threads) if reference is not None \
-        else None
-    task = create_metric(metric or "top1") if (labels is not None or metric) else None
-    if task is not None:
-        task.bind_model(reference if reference is not None else model)
-    agree = Agreement() if ref_runner is not None else None
+    scored = ModelOutputs(model, compare, threads)
+    ref_runner = ModelOutputs(reference, compare, threads) if reference is not None else None
+    acc = TaskAccumulator(task, out_name, compare, labels, agreement=ref_runner is not None,
+                          output_names=runner.output_names)
     source = open_source(data, specs, **(data_options or {}))
-    seen = 0
     first: dict[str, np.ndarray] | None = None
     for batch in source.batches(batch_size, max_samples):
-        out, cmp = scored.run(batch)
-        n = len(out)
         if first is None:
             first = batch
-        if task is not None:
-            if labels is None:
-                raise InputError(f"metric {task.name} needs --labels.")
-            if seen + n > len(labels):
-                raise InputError(f"--labels: {len(labels)} labels, but the data has more "
-                                 f"samples (at least {seen + n}); give one label per sample.")
-            task.update(out, labels[seen: seen + n])
-        if agree is not None and ref_runner is not None:
-            agree.update(cmp, ref_runner.run(batch)[1])
-        seen += n
+        outs = scored.run(batch)
+        ref_outs = ref_runner.run(batch) if ref_runner is not None else None
+        if acc.seen == 0:
+            warn_if_flattened(out_name, outs[out_name].shape, task.name)
+        acc.update(outs, ref_outs, batch_size_of(batch))
+    seen = acc.seen
     if seen == 0:
         raise InputError(f"data {getattr(source, 'description', data)}: contains no samples.")
     if labels is not None and max_samples is None and seen != len(labels):
-        raise InputError(f"--labels: {len(labels)} labels for {seen} samples; give one label "
+        raise InputError(f"labels: {len(labels)} labels for {seen} samples; give one label "
                          "per sample, in data order.")
-    accuracy = task.result() if task is not None else None
-    if accuracy is not None and math.isnan(accuracy):
-        raise PipelineError(f"metric {task.name if task else '?'} returned NaN; check the "
-                            "metric and the labels.")
+    res = acc.result()
     cpu = latency = None
     desc = runner.describe()
     lat_source, target = cpu_source(has_qdq), str(desc["device"])
@@ -236,32 +270,10 @@ def evaluate_model(model: str | os.PathLike[str], data: Any, *,
     data_file = Path(f"{model}.data")
     if data_file.exists():
         size += data_file.stat().st_size
-    return EvalResult(str(model), seen, task.name if task else None, accuracy,
-                      agree.result() if agree else None, latency, size,
-                      environment(desc), compare, lat_source, target, cpu)
-
-
-class _Scored:
-    """A model's scored output and compared tensor per batch (one ONNX Runtime session)."""
-
-    def __init__(self, model: str | os.PathLike[str], output: str, compare: str,
-                 threads: int | None) -> None:
-        from quantkit._ort import session
-
-        self.names = [output] if compare == output else [output, compare]
-        payload: str | bytes = str(model) if compare == output else with_output(model, compare)
-        try:
-            self._session = session(payload, threads=threads)
-        except Exception as err:
-            raise InputError(f"{model}: ONNX Runtime cannot load the model: {err}") from err
-        self._inputs = [i.name for i in self._session.get_inputs()]
-
-    def run(self, batch: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        try:
-            res = self._session.run(self.names, {n: batch[n] for n in self._inputs})
-        except Exception as err:
-            raise PipelineError(f"ONNX Runtime failed: {err}") from err
-        return res[0], res[-1]
+    return EvalResult(str(model), seen, task.name, res.accuracy, res.agreement, latency, size,
+                      environment(desc), compare if res.agreement else None, lat_source,
+                      target, cpu, output=out_name, metric_against=res.against,
+                      details=res.details, outputs=res.outputs)
 
 
 def _measured(engine: str | os.PathLike[str], feed: dict[str, np.ndarray], warmup: int,

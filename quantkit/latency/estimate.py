@@ -209,7 +209,8 @@ def estimate_from_sidecar(sidecar: Mapping[str, Any], model: str | os.PathLike[s
             matrix[i] = _weight_flops(k)
     work = [Work(name=str(k["name"]), type=str(k.get("type", "")),
                  precision=_precision(k),
-                 matrix_flops=matrix[i], vector_flops=vector[i], bytes=_kernel_bytes(k),
+                 matrix_flops=matrix[i], vector_flops=vector[i],
+                 bytes=_kernel_bytes(k, _gathered_tables(k, costs)),
                  onnx_layers=tuple(k.get("onnx_layers") or ()), matrix_node=matrix_node[i],
                  stream=int(k.get("stream") or 0), event=k.get("event"))
             for i, k in enumerate(kernels)]
@@ -374,13 +375,34 @@ def _precision(kernel: Mapping[str, Any]) -> str:
     return str(kernel.get("precision") or next(iter(kernel.get("outputs") or []), "none"))
 
 
-def _kernel_bytes(kernel: Mapping[str, Any]) -> float:
+def _gathered_tables(kernel: Mapping[str, Any], costs: Mapping[str, NodeCost]
+                     ) -> list[tuple[tuple[int, ...], int]]:
+    """``(table shape, elements gathered)`` of the constant-table gathers the kernel names."""
+    return [cost.gathered for node in kernel.get("onnx_layers") or []
+            if (cost := costs.get(node)) is not None and cost.gathered is not None]
+
+
+def _kernel_bytes(kernel: Mapping[str, Any],
+                  gathered: Sequence[tuple[tuple[int, ...], int]] = ()) -> float:
+    """Bytes the kernel moves: its inputs, constants and outputs at their data types.
+
+    A constant that is the table of a gather the kernel runs (an embedding lookup) counts only
+    the elements gathered from it: the kernel reads those rows, not the whole table.
+    """
+    tables = list(gathered)
     total = 0.0
     for types, dims in (("inputs", "input_dims"), ("constants", "constant_dims"),
                         ("outputs", "output_dims")):
         for dtype, shape in zip(kernel.get(types) or [], kernel.get(dims) or [], strict=False):
-            if shape is not None:
-                total += math.prod(shape) * _DTYPE_BYTES.get(dtype, 4)
+            if shape is None:
+                continue
+            size = math.prod(shape)
+            if types == "constants":
+                match = next((t for t in tables if math.prod(t[0]) == size), None)
+                if match is not None:
+                    tables.remove(match)
+                    size = min(size, match[1])
+            total += size * _DTYPE_BYTES.get(dtype, 4)
     return total
 
 

@@ -53,6 +53,7 @@ _PER_INPUT_COST: dict[str, int] = {
     "GlobalAveragePool": 1, "GlobalMaxPool": 1, "ArgMax": 1, "ArgMin": 1, "TopK": 2,
 }
 _POOL_OPS = frozenset({"MaxPool", "AveragePool", "LpPool"})
+_GATHERS = frozenset({"Gather", "GatherND", "GatherElements"})
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,9 @@ class NodeCost:
     op_type: str
     matrix_flops: float
     vector_flops: float
+    #: for a gather from a constant table (an embedding lookup): ``(table shape, elements
+    #: gathered)``. Only the gathered rows are read, not the whole table.
+    gathered: tuple[tuple[int, ...], int] | None = None
 
 
 def node_name(node: Any) -> str:
@@ -121,7 +125,13 @@ def node_costs(model: str | os.PathLike[str], shapes: Mapping[str, Sequence[int]
             constant.update(node.output)
             costs[node_name(node)] = NodeCost(str(node.op_type), 0.0, 0.0)
             continue
-        costs[node_name(node)] = _cost(node, known)
+        cost = _cost(node, known)
+        if node.op_type in _GATHERS and inputs and inputs[0] in constant:
+            table, out = known.get(inputs[0]), known.get(node.output[0])
+            if table is not None and out is not None:
+                cost = NodeCost(cost.op_type, cost.matrix_flops, cost.vector_flops,
+                                gathered=(table, math.prod(out)))
+        costs[node_name(node)] = cost
     return costs
 
 

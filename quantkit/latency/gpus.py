@@ -159,6 +159,10 @@ _TABLE: tuple[GPU, ...] = (
     _row("A100-SXM", ("a100", "a100-sxm4", "a100sxm", "a100-80gb"), "SM80", "Ampere",
          19.5, 156.0, 312.0, 312.0, None, 624.0, 2039.0, _A100_DS,
          "A100 SXM4 80GB; the datasheet's dense figures (sparse values are twice these)"),
+    _row("A100-SXM-40GB", ("a100-40gb", "a100-sxm4-40gb"), "SM80", "Ampere",
+         19.5, 156.0, 312.0, 312.0, None, 624.0, 1555.0, _A100_DS,
+         "A100 SXM4 40GB: the 80GB card's compute, HBM2 at 1555 GB/s; the datasheet's dense "
+         "figures (sparse values are twice these)"),
     _row("A100-PCIe", ("a100-pcie", "a100pcie"), "SM80", "Ampere",
          19.5, 156.0, 312.0, 312.0, None, 624.0, 1935.0, _A100_DS,
          "A100 PCIe 80GB; the datasheet's dense figures (sparse values are twice these)"),

@@ -9,7 +9,12 @@ Placement follows docs/tensorrt_rules.md#qdq-placement:
   (axis 0, axis 1 for ConvTranspose, the output axis of Gemm/MatMul weights) -- the form
   TensorRT folds into INT8 kernels ("quantized constants only before DQ");
 * biases are never quantized (an int32 bias DQ is rejected by TensorRT's ONNX parser);
-* a residual Add gets Q/DQ only on the branch that is not fused into its convolution.
+* a residual Add gets Q/DQ only on the branch that is not fused into its convolution;
+* with ``default_float: fp16`` the Q/DQ scales become FP16, so every scale is raised to at
+  least the smallest FP16 normal number (6.1e-5), and INT8 weights are computed with the
+  raised scale: FP16 subnormal scales (per-channel weight scales of near-dead channels, 3e-6
+  seen on a real OCR model) keep only a few significant bits, and a weight quantized with the
+  FP32 scale but dequantized with its FP16 rounding is off by up to a few percent.
 
 Node names stay stable: the new nodes are named after the tensors they quantize
 (``<tensor>_QuantizeLinear`` / ``<tensor>_DequantizeLinear``).
@@ -138,11 +143,16 @@ def _scale_for(tensor: str, scales: ScaleTable) -> float:
     return float(s)
 
 
-def quantize_weight(w: np.ndarray, axis: int | None) -> tuple[np.ndarray, np.ndarray]:
+#: the smallest FP16 normal number: the floor of scales stored as FP16.
+FP16_MIN_SCALE = float(np.finfo(np.float16).tiny)
+
+
+def quantize_weight(w: np.ndarray, axis: int | None,
+                    min_scale: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Symmetric INT8 weights and scales, per channel on ``axis`` (per tensor if None).
 
-    ``scale = max|w| / 127`` per channel (1.0 for an all-zero channel, whose values are 0
-    either way); values rounded half to even and clipped to [-127, 127].
+    ``scale = max(max|w| / 127, min_scale)`` per channel (1.0 for an all-zero channel, whose
+    values are 0 either way); values rounded half to even and clipped to [-127, 127].
     """
     w32 = w.astype(np.float32)
     if axis is None:
@@ -153,13 +163,17 @@ def quantize_weight(w: np.ndarray, axis: int | None) -> tuple[np.ndarray, np.nda
         amax = np.abs(w32).max(axis=reduce).astype(np.float32)
         shape = tuple(w32.shape[i] if i == axis else 1 for i in range(w32.ndim))
     scale = np.where(amax > 0, amax / np.float32(_QMAX), np.float32(1.0)).astype(np.float32)
+    if min_scale > 0:
+        scale = np.maximum(scale, np.float32(min_scale))
     q = np.clip(np.round(w32 / scale.reshape(shape)), -_QMAX, _QMAX).astype(np.int8)
     return q, scale
 
 
 class _Writer:
-    def __init__(self, model: onnx.ModelProto) -> None:
+    def __init__(self, model: onnx.ModelProto, min_scale: float = 0.0) -> None:
         self.model = model
+        self.min_scale = min_scale
+        self.raised: list[str] = []  # tensors with a scale raised to min_scale
         self.index = GraphIndex(model)
         self.editor = GraphEditor(model)
         self.unique = UniqueNames.for_model(model)
@@ -173,6 +187,9 @@ class _Writer:
         z = self.unique(f"{tensor}_zero_point")
         q_out, dq_out = self.unique(f"{tensor}_quantized"), self.unique(f"{tensor}_dequantized")
         g = self.model.graph
+        if scale < self.min_scale:
+            scale = self.min_scale
+            self.raised.append(tensor)
         g.initializer.append(numpy_helper.from_array(np.array(scale, dtype=np.float32), s))
         g.initializer.append(numpy_helper.from_array(np.array(0, dtype=np.int8), z))
         q = helper.make_node("QuantizeLinear", [tensor, s, z], [q_out],
@@ -199,7 +216,9 @@ class _Writer:
                              "only float weights can be quantized.")
         if axis is not None and not -w.ndim <= axis < w.ndim:
             axis = None
-        q, scale = quantize_weight(w, axis)
+        q, scale = quantize_weight(w, axis, self.min_scale)
+        if self.min_scale and bool(np.any(scale == np.float32(self.min_scale))):
+            self.raised.append(tensor)
         qn = self.unique(f"{tensor}_int8")
         s = self.unique(f"{tensor}_scale")
         z = self.unique(f"{tensor}_zero_point")
@@ -242,8 +261,12 @@ class _Writer:
 
 
 def insert_qdq(model: onnx.ModelProto, plan: PrecisionPlan, scales: ScaleTable) -> QuantizeResult:
-    """Insert Q/DQ into a prepared model (in place) for every int8 node of ``plan``."""
-    w = _Writer(model)
+    """Insert Q/DQ into a prepared model (in place) for every int8 node of ``plan``.
+
+    With ``default_float: fp16`` (FP16 Q/DQ scales) every scale is at least
+    :data:`FP16_MIN_SCALE`.
+    """
+    w = _Writer(model, FP16_MIN_SCALE if plan.default_float == "fp16" else 0.0)
     residual = {a: other for a, _, other in residual_adds(w.index)}
     for node in list(model.graph.node):
         entry = plan.nodes.get(node.name)
@@ -262,6 +285,10 @@ def insert_qdq(model: onnx.ModelProto, plan: PrecisionPlan, scales: ScaleTable) 
             else:
                 node.input[qi.index] = w.weight(name, qi.axis, node.name)
     w.finish()
+    if w.raised:
+        logger.info("%d tensor(s) have scales below the smallest FP16 normal number, raised "
+                    "to %.3g for FP16 Q/DQ (e.g. %s)", len(w.raised), FP16_MIN_SCALE,
+                    ", ".join(w.raised[:3]))
     remove_unused_initializers(model)
     result = QuantizeResult(model, plan, sorted(w.act), sorted(t for t, _ in w.wgt))
     inner = sorted({n.name or n.op_type for n in nested_nodes(model.graph)

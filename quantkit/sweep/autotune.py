@@ -10,7 +10,14 @@
 
 The result is a precision file (``overrides: [{name: ..., precision: fp16}]``) that users can
 commit and edit, with the number of evaluations it took. An unreachable target is reported
-with the best configuration found.
+with the best configuration found. The search optimises the evaluator's task metric (e.g. a
+detection F1 against the FP32 boxes), or the top-1 agreement when there is none.
+
+A target met only by keeping (nearly) everything out of INT8 -- more than
+:data:`NEARLY_ALL_FLOAT` of the compute layers -- is said plainly: a log warning, the
+``notice`` of ``autotune.json`` and the precision file's header, with what it costs in
+estimated latency against all-INT8 on the first of ``estimate_gpus`` (or that the cost is
+unknown when no GPU is named or the estimate fails).
 
 Rescue transforms (opt-in, ``rescue=``; :mod:`quantkit.transforms.rescue`): before step 1
 the FP32 model goes through the transforms -- ``equalize``, ``high_bias``, ``smoothquant``
@@ -45,7 +52,12 @@ from quantkit.qdq.writer import quantize_model
 from quantkit.sweep.executor import Executor
 from quantkit.sweep.layer_sqnr import LayerOutcome, layer_report, layer_sqnr
 from quantkit.sweep.scoring import Evaluator, Score
-from quantkit.sweep.sensitivity import LayerSensitivity, layer_sensitivity, rank
+from quantkit.sweep.sensitivity import (
+    LayerSensitivity,
+    layer_sensitivity,
+    quantizable_layers,
+    rank,
+)
 from quantkit.transforms.rescue import (
     RescueResult,
     apply_rescue,
@@ -76,6 +88,19 @@ class AutotuneResult:
     #: per layer the search considered keeping out of INT8 (and every kept layer): its
     #: all-INT8 output SQNR without / with the rescue transforms and what became of it.
     layers: list[LayerOutcome] = field(default_factory=list)
+    #: the task metric optimised (``None``: top-1 agreement with FP32)
+    metric: str | None = None
+    #: compute layers the base plan puts in INT8 (the most that can be kept out)
+    compute_layers: int = 0
+    #: set when the target was met only by keeping nearly every compute layer out of INT8
+    notice: str | None = None
+    #: estimated latency of the result and of all-INT8 on a GPU (``None``: not estimated)
+    latency_cost: dict[str, Any] | None = None
+
+    @property
+    def kept_fraction(self) -> float:
+        """Share of the compute layers kept out of INT8 (0 when there are none)."""
+        return len(self.kept) / self.compute_layers if self.compute_layers else 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able summary (``autotune.json``)."""
@@ -86,6 +111,9 @@ class AutotuneResult:
             "kept": self.kept, "kept_precision": self.keep_as,
             "evaluations": self.evaluations, "steps": self.steps,
             "rescue": self.rescue, "layers": [r.to_dict() for r in self.layers],
+            "metric": self.metric or "agreement", "compute_layers": self.compute_layers,
+            "kept_fraction": self.kept_fraction, "nearly_all_float": self.notice is not None,
+            "notice": self.notice, "latency_cost": self.latency_cost,
         }
 
     def to_yaml(self) -> str:
@@ -99,7 +127,9 @@ class AutotuneResult:
                 f"{'reached' if self.reached else 'NOT reached'}: accuracy "
                 f"{self.final.accuracy:.3f} (FP32 {self.fp32.accuracy:.3f}, all-INT8 "
                 f"{self.all_int8.accuracy:.3f}); {len(self.kept)} layer(s) kept out of INT8; "
-                f"{self.evaluations} evaluations\n")
+                f"{self.evaluations} evaluations; metric {self.metric or 'agreement'}\n")
+        if self.notice:
+            head += "".join(f"# WARNING: {line}\n" for line in _wrap(self.notice))
         if self.rescue:
             head += ("# for the FP32 model after the rescue transforms: "
                      + "; ".join(f"{r['transform']} ({r['changed']} changed)"
@@ -116,6 +146,57 @@ class AutotuneResult:
         return str(self.config.default_float)
 
 
+#: share of the compute layers above which a met target is reported as "nearly all float"
+NEARLY_ALL_FLOAT = 0.8
+
+
+def _wrap(text: str, width: int = 96) -> list[str]:
+    import textwrap
+
+    return textwrap.wrap(text, width) or [text]
+
+
+def _latency_cost(model: onnx.ModelProto, scales: ScaleTable, base: PrecisionConfig,
+                  kept: Sequence[str], gpus: Sequence[str], feed: Any) -> dict[str, Any]:
+    """Estimated latency of the kept-out plan and of all-INT8 on ``gpus[0]`` (or why not)."""
+    if not gpus:
+        return {"gpu": None, "error": "no GPU named for a latency estimate"}
+    import tempfile
+    from pathlib import Path
+
+    from quantkit.errors import QuantkitError
+    from quantkit.latency import estimate_model
+    from quantkit.model import save_model
+
+    shapes = {name: [int(d) for d in arr.shape] for name, arr in feed.items()}
+    out: dict[str, Any] = {"gpu": gpus[0]}
+    try:
+        with tempfile.TemporaryDirectory(prefix="quantkit-autotune-") as tmp:
+            for key, plan in (("kept_ms", _with_kept(base, kept)),
+                              ("all_int8_ms", _with_kept(base, []))):
+                path = Path(tmp) / f"{key}.onnx"
+                save_model(quantize_model(model, scales, plan).model, path)
+                out[key] = float(estimate_model(path, gpus[0], shapes=shapes).latency_ms)
+    except (QuantkitError, ImportError, OSError) as err:
+        return {"gpu": gpus[0], "error": str(err)}
+    return out
+
+
+def _float_notice(res: AutotuneResult, cost: dict[str, Any] | None) -> str:
+    pct = 100.0 * res.kept_fraction
+    text = (f"the target was met only by keeping {len(res.kept)} of {res.compute_layers} "
+            f"compute layers ({pct:.0f} %) out of INT8 in {res.keep_as}: the result is "
+            f"close to the {res.keep_as} model, not an INT8 one. ")
+    if cost and "kept_ms" in cost:
+        ratio = cost["kept_ms"] / cost["all_int8_ms"] if cost["all_int8_ms"] else float("nan")
+        text += (f"Estimated latency on {cost['gpu']}: {cost['kept_ms']:.3f} ms against "
+                 f"{cost['all_int8_ms']:.3f} ms all-INT8 ({ratio:.2f}x).")
+    else:
+        why = (cost or {}).get("error", "no estimate")
+        text += f"What that costs in latency is unknown ({why})."
+    return text
+
+
 def _with_kept(base: PrecisionConfig, kept: Sequence[str]) -> PrecisionConfig:
     keep = base.default_float
     return PrecisionConfig(default="int8", default_float=base.default_float,
@@ -129,7 +210,8 @@ def autotune(model: onnx.ModelProto, scales: ScaleTable, evaluator: Evaluator,
              sensitivity: Sequence[LayerSensitivity] | None = None,
              rescue: str | Sequence[str] = (), rescue_data: Any = None,
              rescue_options: Mapping[str, Any] | None = None,
-             executor: Executor | None = None, threads: int | None = None) -> AutotuneResult:
+             executor: Executor | None = None, threads: int | None = None,
+             estimate_gpus: Sequence[str] = ()) -> AutotuneResult:
     """Find a small set of layers to keep out of INT8 so the drop stays <= the target.
 
     Args:
@@ -153,6 +235,8 @@ def autotune(model: onnx.ModelProto, scales: ScaleTable, evaluator: Evaluator,
             none.
         executor: runs the sensitivity probes (one task per layer; default in-process).
         threads: ONNX Runtime threads per probe task.
+        estimate_gpus: GPUs of the latency model; the first prices a result that keeps
+            nearly everything out of INT8 (estimated latency against all-INT8).
     """
     base = base or PrecisionConfig()
     original, original_scales = model, scales
@@ -177,12 +261,20 @@ def autotune(model: onnx.ModelProto, scales: ScaleTable, evaluator: Evaluator,
 
     order: list[str] = []
 
+    compute = quantizable_layers(model, base)
+
     def done(res: AutotuneResult, considered: Sequence[str] = ()) -> AutotuneResult:
         if rescued is not None:
             res.rescue = rescued.reports
             res.model = rescued.with_kept(res.kept)
         if considered or res.kept:
             res.layers = _layers(considered, res, order)
+        res.metric, res.compute_layers = evaluator.metric, len(compute)
+        if res.reached and res.kept and res.kept_fraction > NEARLY_ALL_FLOAT:
+            res.latency_cost = _latency_cost(model, scales, base, res.kept, estimate_gpus,
+                                             evaluator.batches[0])
+            res.notice = _float_notice(res, res.latency_cost)
+            logger.warning("autotune: %s", res.notice)
         return res
 
     def _layers(considered: Sequence[str], res: AutotuneResult,

@@ -7,7 +7,7 @@ metric: top1                        # a registered metric; without labels: FP32 
 data:
   calibration: {source: calib.npy, max_samples: 256, batch_size: 32}
   evaluation: {source: val.npy, labels: val_labels.npy, batch_size: 32}
-calibration: {method: entropy}      # default method of int8 configs
+calibration: {method: auto}         # default method of int8 configs
 configs:
   - {name: fp32, precision: fp32}
   - {name: fp16, precision: fp16}
@@ -34,6 +34,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from quantkit._yaml import load_yaml
+from quantkit.calibrators import DEFAULT_METHOD
 from quantkit.errors import InputError
 from quantkit.qdq.plan import PrecisionConfig
 
@@ -65,7 +66,7 @@ class DataSets(_Strict):
 class CalibrationSpec(_Strict):
     """Default calibration settings."""
 
-    method: str = "entropy"
+    method: str = DEFAULT_METHOD
     percentile: float | None = Field(None, gt=0, le=100)
 
 
@@ -216,7 +217,10 @@ class Recipe(_Strict):
 
     name: str = "recipe"
     model: str
-    metric: str | None = None
+    #: task metric: a registered name, ``NAME:KEY=VALUE,...``, or a mapping ``{name: ...}`` /
+    #: ``{plugin: FILE.py:CLASS}`` with the metric's options (docs/metrics.md)
+    metric: str | dict[str, Any] | None = None
+    #: the model output the metric and the headline agreement score (default: the first)
     output: str | None = None
     data: DataSets
     calibration: CalibrationSpec = CalibrationSpec()
@@ -225,6 +229,39 @@ class Recipe(_Strict):
     latency: LatencySpec = LatencySpec()
     report: ReportSpec = ReportSpec()
     base_dir: str = "."
+
+    @model_validator(mode="before")
+    @classmethod
+    def _metric_plugin_path(cls, doc: Any) -> Any:
+        """A plugin file named by ``metric`` is relative to the recipe's folder."""
+        if not isinstance(doc, dict) or doc.get("metric") is None:
+            return doc
+        from quantkit.evaluate.metrics import parse_metric
+
+        try:
+            spec = parse_metric(doc["metric"])
+        except InputError as err:
+            raise ValueError(str(err).removeprefix("metric: ").rstrip(".")) from None
+        if spec.plugin is None:
+            return doc
+        path, _, cls_name = spec.plugin.partition(":")
+        full = Path(path).expanduser()
+        if not full.is_absolute():
+            full = Path(str(doc.get("base_dir", "."))) / full
+        doc = dict(doc)
+        doc["metric"] = {"plugin": f"{full}:{cls_name}", **dict(spec.options)}
+        return doc
+
+    @model_validator(mode="after")
+    def _metric_known(self) -> Recipe:
+        if self.metric is not None:
+            from quantkit.evaluate.metrics import create_metric
+
+            try:
+                create_metric(self.metric)  # unknown names, bad options, missing plugins
+            except InputError as err:
+                raise ValueError(str(err).rstrip(".")) from None
+        return self
 
     @field_validator("configs")
     @classmethod

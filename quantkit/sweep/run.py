@@ -307,7 +307,7 @@ def _run_config_in(ctx: _Context, config: ConfigSpec, folder: Path) -> dict[str,
                              config.autotune.max_accuracy_drop, base=base,
                              max_evaluations=config.autotune.max_evaluations,
                              rescue=config.rescue, rescue_data=rescue_options.pop("data"),
-                             rescue_options=rescue_options)
+                             rescue_options=rescue_options, estimate_gpus=ctx.gpus)
             if tuned.model is not None:
                 fp32_model = tuned.model
                 transforms = list(tuned.rescue)
@@ -347,6 +347,8 @@ def _run_config_in(ctx: _Context, config: ConfigSpec, folder: Path) -> dict[str,
     else:
         row_doc = dict(row)
     row_doc["fingerprint"] = _resume.fingerprint(ctx.recipe, config)
+    row_doc.update(metric_details=dict(score.details), outputs=[
+        {"name": n, "sqnr_db": q, "cosine": c} for n, q, c in score.outputs])
     write_text_atomic(folder / "result.json", json.dumps(row_doc, indent=1, default=float) + "\n")
     return row
 

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from quantkit.calibrators import DEFAULT_METHOD
 from quantkit.capture import calibrate
 from quantkit.errors import InputError
 from quantkit.model import save_model
@@ -174,7 +175,7 @@ def apply_rescue(model: onnx.ModelProto, specs: str | Iterable[str] | Sequence[R
             and the re-calibration read it.
         scales: scales of ``model``. Without them, or after a function-preserving transform,
             the transformed model is calibrated on ``data``.
-        method: calibration method (default: the method of ``scales``, else ``entropy``).
+        method: calibration method (default: the method of ``scales``, else ``auto``).
         method_options: options of the method (e.g. ``{"percentile": 99.99}``).
         batch_size: samples per batch.
         max_samples: use at most this many samples.
@@ -233,7 +234,7 @@ def apply_rescue(model: onnx.ModelProto, specs: str | Iterable[str] | Sequence[R
             continue  # bias correction: after the re-calibration
         keep(rep)
     if scales is None or FUNCTION_PRESERVING & set(names):  # activation ranges moved
-        how = str(method or (scales.method if scales is not None else None) or "entropy")
+        how = str(method or (scales.method if scales is not None else None) or DEFAULT_METHOD)
         scales = _calibrate(current, data, how, method_options or {}, run)
     reference = current
     original: dict[str, tuple[str, np.ndarray]] = {}

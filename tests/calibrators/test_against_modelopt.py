@@ -14,9 +14,12 @@ import pytest
 torch = pytest.importorskip("torch")
 calib = pytest.importorskip("modelopt.torch.quantization.calib")
 
+from reference import mse_amax_reference  # noqa: E402
+
 from quantkit.calibrators import (  # noqa: E402
     EntropyCalibrator,
     MinMaxCalibrator,
+    MSECalibrator,
     PercentileCalibrator,
 )
 
@@ -95,3 +98,46 @@ def test_minmax_is_exact_max_abs() -> None:
     for b in batches:
         cal.update("t", -b)
     assert cal.compute_amax()["t"] == float(max(np.abs(b).max() for b in batches))
+
+
+def _modelopt_hist(batches: list[np.ndarray]) -> tuple[np.ndarray, float]:
+    ref = calib.HistogramCalibrator()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for b in batches:
+            ref.collect(torch.from_numpy(b))
+    edges = ref._calib_bin_edges.numpy()
+    return ref._calib_hist.numpy().astype(np.int64), float(edges[1] - edges[0])
+
+
+def _top_edge_batches(grow_first: bool) -> list[np.ndarray]:
+    """A clipped activation: many values exactly at the first batch's max (4.0).
+
+    The second batch grows the range to 6.0; the third stays inside it. With
+    ``grow_first=False`` a batch inside the first range comes before the growth.
+    """
+    rng = np.random.default_rng(21)
+    first = np.concatenate([rng.uniform(0, 4, 3000), np.full(500, 4.0)]).astype(np.float32)
+    grow = np.concatenate([rng.uniform(0, 6, 3000), np.full(700, 4.0)]).astype(np.float32)
+    inside = np.concatenate([rng.uniform(0, 4, 3000), np.full(300, 4.0)]).astype(np.float32)
+    return [first, grow, inside] if grow_first else [first, inside, grow, inside]
+
+
+@pytest.mark.parametrize("grow_first", [True, False])
+def test_values_at_the_old_top_edge_after_growth_bin_as_the_reference(grow_first: bool) -> None:
+    batches = _top_edge_batches(grow_first)
+    ref_hist, ref_width = _modelopt_hist(batches)
+    cal = MSECalibrator()
+    for b in batches:
+        cal.update("t", b)
+    hist = cal.histogram("t")
+    assert hist.width == pytest.approx(ref_width, rel=1e-6)
+    # the 4.0 values: bin 2047 from the batches seen before the growth, bin 2048 after it
+    # (the reference re-bins over the grown range, where 4.0 is the left edge of bin 2048)
+    before = 500 if grow_first else 500 + 300
+    assert hist.counts[2047] == ref_hist[2047] and ref_hist[2047] >= before
+    assert hist.counts[2048] == ref_hist[2048] and ref_hist[2048] >= 700 + 300
+    # and so MSE's amax is the one the reference algorithm picks on the reference histogram
+    assert cal.compute_amax()["t"] == pytest.approx(mse_amax_reference(ref_hist, ref_width),
+                                                     rel=1e-6)
+

@@ -20,10 +20,18 @@ FINITE = st.floats(width=32, allow_nan=False, allow_infinity=False, allow_subnor
 
 
 def reference_counts(first: np.ndarray, batches: list[np.ndarray]) -> np.ndarray:
+    """Each batch binned with the literal formula; a batch that needs more than 2048 bins grows
+    the histogram before it is binned, and from then on a value exactly at ``hi0`` is the left
+    edge of bin 2048 instead of the top of bin 2047 (the reference re-bins over the grown
+    range)."""
     hi0 = np.float32(np.abs(first).max())
-    idx = np.concatenate([bin_indices(np.abs(b).reshape(-1), hi0, 2048, 0)
-                          for b in [first, *batches]])
-    return np.bincount(idx, minlength=2048)
+    nbins, parts = 2048, []
+    for b in [first, *batches]:
+        a = np.abs(b).reshape(-1)
+        if a.size:
+            nbins = max(nbins, int(bin_indices(a, hi0, 2048, 0).max()) + 1)
+        parts.append(bin_indices(a, hi0, 2048, 0, top_in_last=nbins == 2048))
+    return np.bincount(np.concatenate(parts), minlength=2048)
 
 
 @settings(max_examples=150, deadline=None)

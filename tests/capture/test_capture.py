@@ -53,7 +53,7 @@ def test_entropy_calibration_equals_feeding_the_calibrator_directly(tmp_path: Pa
     m = small_cnn(tmp_path / "m.onnx")
     x = _data(64, seed=1)
     np.savez(tmp_path / "d.npz", x=x)
-    res = calibrate(m, str(tmp_path / "d.npz"), batch_size=16)
+    res = calibrate(m, str(tmp_path / "d.npz"), batch_size=16, method="entropy")
     cap = ActivationCapture(m)
     cal = EntropyCalibrator()
     for lo in range(0, 64, 16):
@@ -122,7 +122,7 @@ def test_entropy_warns_when_it_clips_a_tensor_hard(caplog: pytest.LogCaptureFixt
     with np.load(asset("demo_data.npz"), allow_pickle=False) as d:
         x = (d["calibration"].astype(np.float32) / 255.0)[:, None]
     with caplog.at_level(logging.WARNING, logger="quantkit.capture.runner"):
-        res = calibrate(asset("demo_cnn.onnx"), x, batch_size=64)
+        res = calibrate(asset("demo_cnn.onnx"), x, batch_size=64, method="entropy")
     assert "entropy calibration clipped" in caplog.text
     named = warn_heavy_clipping(res.calibrator, res.scales.amaxes)
     assert "/relu_1/Relu_output_0" in named

@@ -57,7 +57,7 @@ def test_killed_run_resumes_to_identical_scales(calib: Path, tmp_path: Path,
     ref_json, ref_cache = reference(calib, tmp_path)
     ckpt = tmp_path / "calib.ckpt"
     args = ["calibrate", str(MODEL), "--data", str(calib), "--batch-size", "4",
-            "--checkpoint", str(ckpt), "--checkpoint-every", "5",
+            "--method", "entropy", "--checkpoint", str(ckpt), "--checkpoint-every", "5",
             "--scales", str(tmp_path / "s.json"), "--cache", str(tmp_path / "s.cache")]
     proc = subprocess.Popen(quantkit_cmd("-q", *args), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)

@@ -79,6 +79,10 @@ BAD_INPUTS = [
     ("wrong rank", ["calibrate", "{d}/m.onnx", "--data", "{d}/rank.npy"], "rank 3"),
     ("wrong static dim", ["calibrate", "{d}/m.onnx", "--data", "{d}/dims.npy"], "axis 1 must be 3"),
     ("wrong dtype", ["calibrate", "{d}/m.onnx", "--data", "{d}/str.npy"], "dtype"),
+    ("uint8 pixels", ["calibrate", "{d}/m.onnx", "--data", "{d}/pixels.npy"],
+     "input 'x' of the model is float32 but the data holds uint8 values"),
+    ("uint8 pixels, sharded", ["calibrate", "{d}/m.onnx", "--data", "{d}/pixels.npy",
+                               "--allow-cast", "--shards", "2"], "--allow-cast: not supported"),
     ("empty data", ["calibrate", "{d}/m.onnx", "--data", "{d}/empty.npy"], "no samples"),
     ("nan in data", ["calibrate", "{d}/m.onnx", "--data", "{d}/nan.npy"], "NaN"),
     ("missing data", ["calibrate", "{d}/m.onnx", "--data", "{d}/none.npz"], "none.npz"),
@@ -119,6 +123,7 @@ def test_bad_input(setup: Path, capsys: pytest.CaptureFixture[str], label: str,
     np.save(d / "rank.npy", np.zeros((2, 3, 8), np.float32))
     np.save(d / "dims.npy", np.zeros((2, 4, 8, 8), np.float32))
     np.save(d / "str.npy", np.array([["a"] * 8] * 2))
+    np.save(d / "pixels.npy", np.full((4, 3, 8, 8), 200, np.uint8))
     np.save(d / "empty.npy", np.zeros((0, 3, 8, 8), np.float32))
     nan = np.zeros((4, 3, 8, 8), np.float32)
     nan[2, 1, 1, 1] = np.nan
@@ -158,3 +163,49 @@ def test_nan_in_a_captured_activation_names_the_tensor(tmp_path: Path,
     code, out, err = run([*args, "--allow-nonfinite"], capsys)
     assert code == 0, err
     assert "2 non-finite values skipped" in out  # logx and y
+
+
+def test_default_method_is_auto_and_names_are_case_insensitive(
+        setup: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    d = setup
+    code, out, err = run(["calibrate", str(d / "m.onnx"), "--data", str(d / "x.npz"),
+                          "--scales", str(d / "a.json")], capsys)
+    assert code == 0, err
+    doc = json.loads((d / "a.json").read_text())
+    assert doc["method"] == "auto" and doc["trt_cache"]["algorithm"] == "EntropyCalibration2"
+    assert "calibrated with auto" in out
+    code, out, err = run(["calibrate", str(d / "m.onnx"), "--data", str(d / "x.npz"),
+                          "--method", "Entropy", "--scales", str(d / "e.json")], capsys)
+    assert code == 0, err
+    assert json.loads((d / "e.json").read_text())["method"] == "entropy"
+
+
+def test_uint8_pixels_with_allow_cast_and_the_no_output_note(
+        setup: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    d = setup
+    np.save(d / "pixels.npy", np.random.default_rng(1).integers(0, 256, (6, 3, 8, 8), np.uint8))
+    code, out, err = run(["calibrate", str(d / "m.onnx"), "--data", str(d / "pixels.npy"),
+                          "--allow-cast", "--scales", str(d / "p.json")], capsys)
+    assert code == 0, err
+    # cast as given: the input's amax is the largest pixel value, not ~1
+    assert json.loads((d / "p.json").read_text())["tensors"]["x"]["amax"] > 200
+    code, out, err = run(["calibrate", str(d / "m.onnx"), "--data", str(d / "x.npy")], capsys)
+    assert code == 0, err
+    assert "neither --cache nor --scales given" in err and "tensors calibrated" in out
+
+
+def test_npz_with_labels_beside_the_input_warns_and_calibrates(
+        setup: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    d = setup
+    x = np.load(d / "x.npy")
+    np.savez(d / "xl.npz", x=x, labels=np.arange(len(x)))
+    code, out, err = run(["calibrate", str(d / "m.onnx"), "--data", str(d / "xl.npz"),
+                          "--scales", str(d / "l.json")], capsys)
+    assert code == 0, err
+    assert "ignoring array(s) 'labels'" in err
+    # the same scales as the file without the extra array
+    code, _, err = run(["calibrate", str(d / "m.onnx"), "--data", str(d / "x.npz"),
+                        "--scales", str(d / "n.json")], capsys)
+    assert code == 0, err
+    assert (json.loads((d / "l.json").read_text())["tensors"]
+            == json.loads((d / "n.json").read_text())["tensors"])

@@ -78,3 +78,19 @@ def test_other_bad_inputs(d: Path, capsys: pytest.CaptureFixture[str]) -> None:
                        capsys)
     assert code == 2 and "same file as the input" in " ".join(err.split())
     assert sorted(p.name for p in d.iterdir()) == ["m.onnx", "partial.json", "x.npy"]
+
+
+def test_quantize_refuses_integer_pixels_unless_allowed(d: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    np.save(d / "px.npy", np.full((4, 3, 8, 8), 17, np.uint8))
+    code, _, err = run(["quantize", d / "m.onnx", "--data", d / "px.npy", "-o", d / "q.onnx"],
+                       capsys)
+    assert code == 2 and err.startswith("error:") and "Traceback" not in err
+    text = " ".join(err.split())
+    assert "holds uint8 values" in text and "unnormalised pixels" in text
+    assert "--allow-cast" in text and "allow_cast=True" not in text
+    assert not (d / "q.onnx").exists()
+    code, _, err = run(["quantize", d / "m.onnx", "--data", d / "px.npy", "--allow-cast",
+                        "--method", "MSE", "-o", d / "q.onnx"], capsys)
+    assert code == 0, err
+    assert (d / "q.onnx").exists()

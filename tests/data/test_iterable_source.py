@@ -65,7 +65,7 @@ def test_per_sample_items_are_stacked() -> None:
     assert [len(b["ids"]) for b in open_source(pairs, [IMG, IDS]).batches(2)] == [2, 2, 1]
     # a flat list of numbers is one sample of a 1-D input
     vec = InputSpec("v", np.dtype("float32"), ("N", 3))
-    out = list(open_source([[1, 2, 3], [4, 5, 6]], [vec]).batches(8))
+    out = list(open_source([[1.0, 2, 3], [4, 5, 6]], [vec]).batches(8))
     np.testing.assert_array_equal(out[0]["v"], [[1, 2, 3], [4, 5, 6]])
 
 

@@ -114,8 +114,9 @@ def test_columns_mapping(tmp_path: Path) -> None:
     data = make(4)
     path = write(tmp_path / "d.npz", True, pixels=data["images"], m=data["mask"],
                  labels=np.arange(4))
-    with pytest.raises(InputError, match="unexpected name"):
+    with pytest.raises(InputError, match="--column INPUT=ARRAY") as info:
         NpzSource(path, SPECS)
+    assert "'images', 'mask'" in str(info.value) and "'pixels', 'm', 'labels'" in str(info.value)
     src = NpzSource(path, SPECS, columns={"images": "pixels", "mask": "m"})
     b = next(iter(src.batches(4)))
     np.testing.assert_array_equal(b["mask"], data["mask"])
@@ -125,11 +126,25 @@ def test_columns_mapping(tmp_path: Path) -> None:
         NpzSource(path, SPECS, columns={"other": "pixels"})
 
 
+def test_extra_arrays_beside_the_inputs_are_ignored_with_a_warning(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    data = make(4)
+    path = write(tmp_path / "d.npz", False, labels=np.arange(4), **data)
+    with caplog.at_level("WARNING"):
+        src = NpzSource(path, SPECS)
+    assert "ignoring array(s) 'labels'" in caplog.text and str(path) in caplog.text
+    batch = next(iter(src.batches(4)))
+    assert sorted(batch) == ["images", "mask"]
+    np.testing.assert_array_equal(batch["mask"], data["mask"])
+
+
 @pytest.mark.parametrize(
     ("arrays", "needles"),
     [
         ({"images": np.zeros((2, 3, 4, 4)), "msk": np.zeros((2, 5))},
-         ["missing input(s) mask", "unexpected name(s) msk", "mask: int32[Nx5]"]),
+         ["missing input(s) mask", "'images', 'msk'", "--column INPUT=ARRAY"]),
+        ({"images": np.zeros((2, 3, 4, 4))},
+         ["missing input(s) mask", "mask: int32[Nx5]"]),
         ({"images": np.zeros((2, 3, 16)), "mask": np.zeros((2, 5), np.int32)},
          ["input 'images' has rank 3", "rank 4"]),
         ({"images": np.zeros((2, 1, 4, 4)), "mask": np.zeros((2, 5), np.int32)},

@@ -29,8 +29,8 @@ def run(tmp_path: Path) -> tuple[list[str], Path]:
     calibrate(model, data, method="entropy", batch_size=4, checkpoint=ck, checkpoint_every=1,
               keep_checkpoint=True, data_options=DATA_OPTS)
     assert ck.is_file()
-    args = ["calibrate", str(model), "--data", str(data), "--batch-size", "4", "--checkpoint",
-            str(ck), "--scales", str(tmp_path / "s.json")]
+    args = ["calibrate", str(model), "--data", str(data), "--method", "entropy", "--batch-size",
+            "4", "--checkpoint", str(ck), "--scales", str(tmp_path / "s.json")]
     return args, ck
 
 

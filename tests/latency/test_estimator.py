@@ -237,3 +237,29 @@ def test_several_gpus_share_a_build(models: dict[str, Path]) -> None:
         [(k.name, k.bytes, k.matrix_flops) for k in h100.kernels]
     # same kernels, 11x the bandwidth and 8x the TF32 peak: the H100 is faster
     assert h100.latency_ms < l4.latency_ms
+
+
+def test_embedding_lookup_reads_only_the_gathered_rows(tmp_path: Path) -> None:
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper
+
+    vocab, hidden, n, length = 30522, 64, 2, 16
+    table = helper.make_tensor("table", TensorProto.FLOAT16, [vocab, hidden],
+                               np.zeros((vocab, hidden), np.float16).tobytes(), raw=True)
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "ids"], ["emb"], name="/emb/Gather"),
+         helper.make_node("Relu", ["emb"], ["y"], name="/relu")], "g",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, [n, length])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT16, [n, length, hidden])],
+        initializer=[table])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+    model.ir_version = 9
+    onnx.save(model, str(tmp_path / "emb.onnx"))
+    est = estimate_model(tmp_path / "emb.onnx", "L4", shapes={"ids": (n, length)})
+    (kernel,) = [k for k in est.kernels if "/emb/Gather" in k.onnx_layers]
+    gathered = n * length * hidden * 2  # FP16 rows read from the table
+    # at most: the ids (int64 or int32), the rows read, and the FP16 output; never the table
+    upper = n * length * 8 + gathered + n * length * hidden * 2
+    assert gathered <= kernel.bytes <= upper
+    assert kernel.bytes < vocab * hidden * 2 / 10

@@ -1,0 +1,228 @@
+"""Scoring one model's outputs, shared by ``eval`` and the sweep's evaluator.
+
+:class:`ModelOutputs` runs a model on ONNX Runtime and returns *every* output (plus the tensor
+agreement compares, see :mod:`quantkit.evaluate.compare`). :class:`TaskAccumulator` folds
+batches into the task metric -- against labels, or against the FP32 model's outputs for the
+metrics that can (``Metric.needs_labels = False``) -- and into the agreement with FP32: on the
+compared tensor (the headline ``agreement`` / ``cosine`` / ``sqnr_db``) and per model output.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from quantkit.errors import InputError, PipelineError
+from quantkit.evaluate.base import Metric, MetricSpec, batch_axis_of, create_metric, parse_metric
+from quantkit.evaluate.compare import with_output
+from quantkit.evaluate.metrics import Agreement, AgreementResult, OutputsAgreement
+
+logger = logging.getLogger(__name__)
+
+
+class ModelOutputs:
+    """An ONNX Runtime session returning every model output and the compared tensor."""
+
+    def __init__(self, model: str | os.PathLike[str] | bytes | Any, compare: str | None = None,
+                 threads: int | None = None, providers: Sequence[str] | None = None,
+                 where: str | None = None) -> None:
+        from quantkit._ort import session
+
+        self.where = where or (str(model) if isinstance(model, (str, os.PathLike))
+                               else "the model")
+        payload: str | bytes = (str(model) if isinstance(model, (str, os.PathLike)) else
+                                model if isinstance(model, bytes) else
+                                bytes(model.SerializeToString()))
+        try:
+            self._session = session(payload, threads=threads, providers=providers)
+            #: the model's own outputs, in graph order
+            self.output_names = [o.name for o in self._session.get_outputs()]
+            if compare and compare not in self.output_names:
+                self._session = session(with_output(model, compare), threads=threads,
+                                        providers=providers)
+        except Exception as err:
+            raise InputError(f"{self.where}: ONNX Runtime cannot load the model: {err}") \
+                from err
+        self.names = [o.name for o in self._session.get_outputs()]
+        self._inputs = [i.name for i in self._session.get_inputs()]
+
+    def run(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """All outputs (and the compared tensor) for one batch, by name."""
+        try:
+            res = self._session.run(self.names, {n: batch[n] for n in self._inputs})
+        except Exception as err:
+            raise PipelineError(f"ONNX Runtime could not run {self.where}: {err}") from err
+        return dict(zip(self.names, res, strict=True))
+
+
+def batch_size_of(batch: Mapping[str, np.ndarray]) -> int:
+    """Samples in an input batch (the first input's first axis)."""
+    return len(next(iter(batch.values())))
+
+
+@dataclass
+class TaskResult:
+    """What :class:`TaskAccumulator` measured.
+
+    ``accuracy`` is the task metric (``None`` without one); ``against`` says what it was
+    scored against (``labels`` or ``fp32``); ``agreement`` is on the compared tensor and
+    ``outputs`` per model output.
+    """
+
+    accuracy: float | None = None
+    details: dict[str, float] = field(default_factory=dict)
+    against: str | None = None
+    agreement: AgreementResult | None = None
+    outputs: dict[str, AgreementResult] = field(default_factory=dict)
+    samples: int = 0
+    #: outputs compared without element-wise agreement (their shape differs from FP32's)
+    shape_varies: list[str] = field(default_factory=list)
+
+
+class TaskSetup:
+    """The metric of an evaluation, bound once to the FP32 model; fresh copies per scoring.
+
+    Args:
+        spec: the metric spec (``NAME[:OPTIONS]``, a recipe mapping, ``FILE.py:CLASS``) or
+            ``None`` (no task metric; ``top1`` when labels are given).
+        reference_model: the FP32 model the metric binds to (e.g. a CTC dictionary).
+        has_labels: whether labels are given.
+        has_reference: whether FP32 outputs will be given (scoring without labels).
+        where: how messages name the metric setting (``metric``, ``--metric``).
+    """
+
+    def __init__(self, spec: str | Mapping[str, Any] | MetricSpec | None,
+                 reference_model: Any, *, has_labels: bool, has_reference: bool,
+                 where: str = "metric") -> None:
+        self.spec: MetricSpec | None = None
+        if spec is None and has_labels:
+            spec = "top1"
+        self._proto: Metric | None = None
+        self.against: str | None = None
+        if spec is not None:
+            self.spec = parse_metric(spec, where)
+            self._proto = create_metric(self.spec, where)
+            self._proto.bind_model(reference_model)
+            if has_labels:
+                self.against = "labels"
+            elif not self._proto.needs_labels and has_reference:
+                self.against = "fp32"
+            elif self._proto.needs_labels:
+                raise InputError(f"{where} {self.spec.label} needs labels (one per sample, in "
+                                 "data order); it cannot be scored against the FP32 model.")
+            else:
+                raise InputError(f"{where} {self.spec.label}: give labels, or the FP32 model "
+                                 "as the reference to score against it.")
+
+    @property
+    def name(self) -> str | None:
+        """The metric's name for results (``None`` without a metric)."""
+        if self._proto is not None and self._proto.name:
+            return self._proto.name  # a plugin's own name, else its class name
+        return self.spec.label if self.spec is not None else None
+
+    @property
+    def higher_is_better(self) -> bool:
+        """The metric's direction (``True`` without a metric: agreement)."""
+        return self._proto.higher_is_better if self._proto is not None else True
+
+    @property
+    def batch_axis(self) -> int | None:
+        """The declared samples' axis of the scored output (``None``: detected)."""
+        return self._proto.batch_axis if self._proto is not None else None
+
+    def new(self) -> Metric | None:
+        """A fresh metric (a copy of the bound one) or ``None``."""
+        return copy.deepcopy(self._proto) if self._proto is not None else None
+
+
+class TaskAccumulator:
+    """Folds batches of a model's outputs into the task metric and the agreement with FP32."""
+
+    def __init__(self, setup: TaskSetup, output: str, compare: str,
+                 labels: np.ndarray | None = None, agreement: bool = True,
+                 output_names: Sequence[str] | None = None) -> None:
+        self.setup = setup
+        self.metric = setup.new()
+        self.output, self.compare = output, compare
+        self.labels = labels
+        self.agree = Agreement() if agreement else None
+        self.per_output = OutputsAgreement({output: setup.batch_axis}) if agreement else None
+        self.output_names = list(output_names) if output_names is not None else None
+        self.seen = 0
+        #: outputs whose shape differs from FP32's in some batch (e.g. a variable number of
+        #: detections after NMS): no element-wise agreement for them
+        self.shape_varies: set[str] = set()
+
+    def update(self, outs: Mapping[str, np.ndarray],
+               reference: Mapping[str, np.ndarray] | None, batch: int) -> None:
+        """Fold one batch of ``batch`` samples (``reference``: the FP32 outputs, or None)."""
+        m = self.metric
+        if m is not None:
+            if self.setup.against == "labels":
+                assert self.labels is not None
+                if self.seen + batch > len(self.labels):
+                    raise InputError(f"labels: {len(self.labels)} labels, but the data has more "
+                                     f"samples (at least {self.seen + batch}); give one label "
+                                     "per sample.")
+                targets = self.labels[self.seen: self.seen + batch]
+            else:
+                if reference is None:
+                    raise PipelineError("the FP32 outputs are needed to score "
+                                        f"{self.setup.name} without labels.")
+                targets = m.reference_targets(m.prepare(reference, self.output, batch))
+            m.update(m.prepare(outs, self.output, batch), targets)
+        if reference is not None and self.agree is not None and self.per_output is not None:
+            ref = np.asarray(reference[self.compare])
+            declared = self.setup.batch_axis if self.compare == self.output else None
+            if np.shape(outs[self.compare]) == ref.shape:
+                self.agree.update(outs[self.compare], ref,
+                                  batch_axis_of(ref.shape, batch, declared))
+            else:
+                self.shape_varies.add(self.compare)
+            names = self.output_names if self.output_names is not None else list(reference)
+            same = {n: reference[n] for n in names if n in reference and n in outs}
+            self.shape_varies.update(n for n, r in same.items()
+                                     if np.shape(outs[n]) != np.shape(r))
+            self.per_output.update(outs, {n: r for n, r in same.items()
+                                          if n not in self.shape_varies}, batch)
+        self.seen += batch
+
+    def result(self) -> TaskResult:
+        """The metric and the agreement over every batch folded."""
+        res = TaskResult(against=self.setup.against, samples=self.seen)
+        if self.metric is not None:
+            res.accuracy = self.metric.result()
+            res.details = dict(self.metric.details())
+            if math.isnan(res.accuracy):
+                raise PipelineError(f"metric {self.setup.name} returned NaN; check the metric "
+                                    "and the labels.")
+        if self.agree is not None and self.agree.samples and \
+                self.compare not in self.shape_varies:
+            res.agreement = self.agree.result()
+        if self.per_output is not None:
+            res.outputs = {n: a for n, a in self.per_output.result().items()
+                           if n not in self.shape_varies}
+        if self.shape_varies:
+            logger.warning("no element-wise agreement (SQNR, cosine) for %s: the shape differs "
+                           "from the FP32 model's (e.g. a variable number of detections); "
+                           "the task metric compares them.", ", ".join(sorted(self.shape_varies)))
+        res.shape_varies = sorted(self.shape_varies)
+        return res
+
+
+def warn_if_flattened(output: str, shape: Sequence[int], metric: str | None) -> None:
+    """Log that flattened agreement says little about a detector / OCR output."""
+    if metric is None and len(shape) > 2:
+        logger.warning(
+            "output %s has shape %s: without a task metric, agreement is the arg-max of the "
+            "whole flattened output and SQNR/cosine are over all of it, which hides damage to "
+            "detector class scores or OCR steps; choose a task metric (detection, ctc-exact, "
+            "cer, cosine or a plugin).", output, list(shape))
