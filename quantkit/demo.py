@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from quantkit._io import atomic_write, write_text_atomic
+from quantkit._io import OutputLock, atomic_write, write_text_atomic
 
 RECIPE = """\
 # quantkit demo recipe (written by `quantkit demo`; edit and re-run with `quantkit sweep`)
@@ -63,9 +63,9 @@ def prepare_demo(out_dir: str | Path) -> Path:
     """Write the demo model, data and recipe into ``out_dir``; return the recipe path."""
     out = Path(out_dir)
     (out / "data").mkdir(parents=True, exist_ok=True)
-    tmp = out / ".demo_cnn.onnx.tmp"
-    shutil.copyfile(asset("demo_cnn.onnx"), tmp)
-    tmp.replace(out / "demo_cnn.onnx")
+    with atomic_write(out / "demo_cnn.onnx", "wb") as fh, \
+            open(asset("demo_cnn.onnx"), "rb") as src:
+        shutil.copyfileobj(src, fh)
     with np.load(asset("demo_data.npz"), allow_pickle=False) as data:
         arrays = {
             "calibration": data["calibration"].astype(np.float32)[:, None] / 255.0,
@@ -87,6 +87,7 @@ def run_demo(out_dir: str | Path) -> tuple[Path, object]:
     """
     from quantkit.sweep import run_sweep
 
-    recipe = prepare_demo(out_dir)
-    results = Path(out_dir) / "results"
-    return results, run_sweep(recipe, results, force=True)
+    with OutputLock(out_dir, "demo output folder"):  # two demos into one folder: refused
+        recipe = prepare_demo(out_dir)
+        results = Path(out_dir) / "results"
+        return results, run_sweep(recipe, results, force=True)

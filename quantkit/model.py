@@ -74,6 +74,8 @@ def load_model(path: str | os.PathLike[str], *, load_external_data: bool = True)
         onnx.checker.check_model(model if model.ByteSize() < (2 << 30) - 1024 else str(p))
     except Exception as err:
         raise InputError(f"{p}: invalid ONNX model: {str(err).splitlines()[0]}") from err
+    if model.ir_version < 4:  # IR 3 requires every initializer among the inputs; IR 4 reads
+        model.ir_version = 4  # the same graph alike and lets quantkit add initializers (scales)
     return model
 
 
@@ -411,9 +413,12 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike[str]) -> None:
 
     import onnx
 
-    dest = Path(path)
+    from quantkit._io import naming_errors, resolve_output, temp_prefix
+
+    dest = resolve_output(path)  # never a device or pipe; a symlink is written through
     folder = dest.parent if str(dest.parent) else Path(".")
-    with tempfile.TemporaryDirectory(prefix=f".{dest.name}.", dir=folder) as tmp:
+    with naming_errors(dest), \
+            tempfile.TemporaryDirectory(prefix=temp_prefix(dest.name), dir=folder) as tmp:
         tmp_model = Path(tmp) / dest.name
         large = model.ByteSize() > EXTERNAL_DATA_THRESHOLD
         data_name = f"{dest.name}.data"

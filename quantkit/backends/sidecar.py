@@ -487,4 +487,17 @@ def read_sidecar(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(doc, dict) or doc.get("format") != SIDECAR_FORMAT:
         raise InputError(f"{p}: not a {SIDECAR_FORMAT} sidecar (format "
                          f"{doc.get('format') if isinstance(doc, dict) else None!r}).")
+    bad = [k for k, t in _SIDECAR_TYPES.items() if k in doc and (
+        isinstance(doc[k], bool) or not isinstance(doc[k], t)
+        or (isinstance(doc[k], list) and not all(isinstance(v, dict) for v in doc[k])))]
+    if bad:  # absent keys are fine (older sidecars); lists hold objects
+        raise InputError(f"{p}: \"{bad[0]}\" has the wrong type (damaged?); rebuild the engine.")
     return doc
+
+
+_SIDECAR_TYPES: dict[str, type | tuple[type, ...]] = {**dict.fromkeys((
+    "backend", "backend_version", "quantkit_version", "created_utc", "model", "model_sha256"), str),
+    **dict.fromkeys(("build_time_s", "parse_time_s", "engine_bytes", "constant_layers"),
+                    (int, float)),
+    **dict.fromkeys(("inputs", "outputs", "layers", "engine_layers", "disagreements"), list),
+    **dict.fromkeys(("shapes", "builder", "plan", "engine_log"), dict)}

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import struct
 from dataclasses import dataclass, field
@@ -207,12 +208,59 @@ def parse_trt_cache(text: str, source: str = "<cache>") -> ScaleTable:
     return ScaleTable(scales=scales, algorithm=algorithm, trt_version=version, method=method)
 
 
+#: largest scales file read (bytes), most characters in a JSON number
+MAX_SCALES_BYTES = 512 * 1024 * 1024
+MAX_NUMBER_CHARS = 64
+_F32_TINY = float(np.finfo(np.float32).tiny)
+_F32_MAX = float(np.finfo(np.float32).max)
+
+
+def _bounded_number(source: str, kind: type) -> Any:
+    def parse(token: str) -> Any:
+        if len(token) > MAX_NUMBER_CHARS:
+            raise InputError(f"{source}: a number with {len(token)} characters "
+                             f"({token[:20]}...); scales files hold float32 values, at most "
+                             f"{MAX_NUMBER_CHARS} characters each.")
+        return kind(token)
+    return parse
+
+
+def check_scale_range(name: str, scale: float, where: str) -> None:
+    """Refuse a finite non-zero scale TensorRT cannot use as float32.
+
+    A subnormal scale (below float32's smallest normal, ~1.18e-38) saturates every value of the
+    tensor; a scale whose ``amax = scale * 127`` overflows float32 does too in the other
+    direction. Zero and the non-finite markers keep their own meaning.
+
+    Raises:
+        InputError: naming the tensor and the value.
+    """
+    if not math.isfinite(scale) or scale == 0.0:
+        return
+    if abs(scale) < _F32_TINY:
+        raise InputError(f"{where}: scale {scale:.6g} of tensor {name!r} is a subnormal float32 "
+                         "(below 1.18e-38); TensorRT would saturate every value of the tensor. "
+                         "Re-calibrate, or give the tensor's real range.")
+    if abs(scale) * 127.0 > _F32_MAX:
+        raise InputError(f"{where}: scale {scale:.6g} of tensor {name!r} makes amax = scale * "
+                         "127 overflow float32; no real tensor has this range. Re-calibrate, or "
+                         "write \"inf\" if the tensor has no finite range.")
+
+
 def parse_scales_json(text: str, source: str = "<json>") -> ScaleTable:
-    """Parse a ``quantkit-scales/1`` document."""
+    """Parse a ``quantkit-scales/1`` document.
+
+    Numbers longer than :data:`MAX_NUMBER_CHARS` characters are refused before they are
+    converted, nesting deeper than the parser's recursion limit with a clear error.
+    """
     try:
-        doc = json.loads(text)
+        doc = json.loads(text, parse_int=_bounded_number(source, int),
+                         parse_float=_bounded_number(source, float))
     except json.JSONDecodeError as err:
         raise InputError(f"{source}:{err.lineno}: invalid JSON: {err.msg}.") from err
+    except RecursionError:
+        raise InputError(f"{source}: JSON nested too deeply; a scales file is three levels "
+                         "(document, tensors, entry).") from None
     if not isinstance(doc, dict) or doc.get("format") != SCALES_FORMAT:
         raise InputError(f"{source}: not a quantkit scales file (expected \"format\": "
                          f"\"{SCALES_FORMAT}\").")
@@ -266,19 +314,38 @@ def detect_format(path: str | Path, text: str) -> str:
 
 
 def read_scales(path: str | Path) -> ScaleTable:
-    """Read a TensorRT cache or a scales JSON (detected by content)."""
+    """Read a TensorRT cache or a scales JSON (detected by content).
+
+    A UTF-8 byte-order mark is accepted; finite scales TensorRT cannot use (subnormal, or
+    overflowing ``amax``) are refused (:func:`check_scale_range`).
+
+    Raises:
+        InputError: unreadable, malformed or out-of-range file, naming it.
+    """
     p = Path(path)
     try:
-        raw = p.read_bytes()
+        with open(p, "rb") as fh:  # bounded: a pipe or device has no useful size
+            if os.fstat(fh.fileno()).st_size > MAX_SCALES_BYTES:
+                raise InputError(f"{p}: more than {MAX_SCALES_BYTES:,} bytes; not a scales "
+                                 "file.")
+            raw = fh.read(MAX_SCALES_BYTES + 1)
     except FileNotFoundError:
         raise InputError(f"{p}: no such file.") from None
+    except IsADirectoryError:
+        raise InputError(f"{p}: is a folder; give a TensorRT cache or a scales JSON.") from None
     except OSError as err:
         raise InputError(f"{p}: cannot read: {err.strerror}.") from err
+    if len(raw) > MAX_SCALES_BYTES:
+        raise InputError(f"{p}: more than {MAX_SCALES_BYTES:,} bytes; not a scales file.")
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8-sig")  # a byte-order mark (Windows editors) is accepted
     except UnicodeDecodeError as err:
         raise InputError(f"{p}: not a text file (byte {err.start} is not UTF-8); expected a "
                          "TensorRT calibration cache or a quantkit scales JSON.") from err
     if detect_format(p, text) == "json":
-        return parse_scales_json(text, str(p))
-    return parse_trt_cache(text, str(p))
+        table = parse_scales_json(text, str(p))
+    else:
+        table = parse_trt_cache(text, str(p))
+    for name, scale in table.scales.items():  # the parsers stay lossless; using them is not
+        check_scale_range(name, scale, str(p))
+    return table

@@ -252,7 +252,7 @@ class ActivationCapture:
         try:
             for index, raw in enumerate(track(batches, total=total, description=description)):
                 batch = validate_batch(raw, self.inputs, source)
-                if index == 0 and resume.first_batch is not None:
+                if resume.first_batch is not None:  # every batch: checkpoints chain them
                     resume.first_batch(batch)
                 if index < resume.batches:
                     continue  # done before the checkpoint: read, not run
@@ -291,7 +291,8 @@ class Resume:
     Attributes:
         batches: batches already done (read and skipped, not run).
         samples: samples in those batches.
-        first_batch: called with the first batch (to check the data did not change).
+        first_batch: called with every batch read, in order (to check the data did not
+            change since a checkpoint).
         after_batch: called with ``(batches done, samples done)`` after each batch.
         interrupted: called like ``after_batch`` on Ctrl-C, when the statistics are consistent.
     """
@@ -484,6 +485,8 @@ def _calibrate(model: str | os.PathLike[str], data: Any, *, method: str, batch_s
         batches, cal.update_many, source=desc, resume=resume,
         allow_nonfinite=allow_nonfinite, total=source.num_batches(batch_size, max_samples),
     )
+    if ckpt is not None:
+        ckpt.check_complete()  # a checkpoint claiming more batches than the data holds
     amax = cal.compute_amax()
     if ckpt is not None and not keep_checkpoint:
         ckpt.remove()

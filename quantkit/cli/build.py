@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from quantkit._log import progress_enabled
+from quantkit.cli.options import Bounded
 from quantkit.cli.render import print_table
 
 if TYPE_CHECKING:
@@ -88,7 +89,7 @@ def _render(doc: dict[str, Any], engine: Path, sidecar: Path) -> None:
               help="Smallest shape per input (default: the --shapes value).")
 @click.option("--max-shapes", default=None, metavar="NAME:DIMS[,...]",
               help="Largest shape per input (default: the --shapes value).")
-@click.option("--workspace", type=int, default=None, metavar="MiB",
+@click.option("--workspace", type=Bounded(int, 1), default=None, metavar="MiB",
               help="Builder workspace memory limit in MiB.")
 @click.option("--timing-cache", type=click.Path(dir_okay=False), default=None,
               help="Timing cache to reuse and update (TensorRT; ignored by TensorRT-RTX).")

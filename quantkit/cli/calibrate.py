@@ -23,13 +23,19 @@ from quantkit.errors import InputError
 
 def parse_trt_version(text: str) -> int:
     """``10.13.0`` -> 101300; a plain integer (``8601``) is taken as is."""
-    if text.isdigit():
-        return int(text)
     parts = text.split(".")
-    if not 1 <= len(parts) <= 3 or not all(p.isdigit() for p in parts):
-        raise InputError(f"--trt-version {text}: expected MAJOR.MINOR.PATCH, e.g. 10.13.0.")
-    major, minor, patch = (int(p) for p in (parts + ["0", "0"])[:3])
-    return major * 10000 + minor * 100 + patch
+    ok = text.isascii() and 1 <= len(parts) <= 3 and all(p.isdigit() for p in parts)
+    if ok and len(parts) == 1:
+        ok = 0 < int(text) < 10**8  # the cache header holds 1-8 digits
+        value = int(text) if ok else 0
+    elif ok:
+        major, minor, patch = (int(p) for p in (parts + ["0", "0"])[:3])
+        ok = 0 < major < 10000 and minor < 100 and patch < 100
+        value = major * 10000 + minor * 100 + patch
+    if not ok:
+        raise InputError(f"--trt-version {text[:40]}: expected MAJOR.MINOR.PATCH with MINOR and "
+                         "PATCH below 100 (e.g. 10.13.0), or the header number (e.g. 8601).")
+    return value
 
 
 @click.command("calibrate")

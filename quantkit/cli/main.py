@@ -1,21 +1,31 @@
 """Entry point of the ``quantkit`` command.
 
 Errors: a :class:`~quantkit.errors.QuantkitError` becomes one paragraph on stderr and exit code
-2 (input) or 1 (run-time); anything else is a bug and says so. ``--debug`` shows tracebacks.
+2 (input) or 1 (run-time); an operating-system error on a file (permission, read-only or full
+file system, file-size limit, name too long, ...) is exit 2 with the path and the system's
+reason; running out of memory is exit 1 with advice; anything else is a bug and says so.
+``--debug`` shows tracebacks. SIGTERM is handled like Ctrl-C: temporary files and folders are
+removed and the exit code is 143 (130 for Ctrl-C).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
+import os
+import signal
 import sys
 import textwrap
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from types import FrameType
 
 import click
 
 from quantkit import __version__
 from quantkit._log import set_progress
-from quantkit.errors import QuantkitError
+from quantkit.errors import InputError, QuantkitError
 
 _state = {"debug": False}
 
@@ -72,14 +82,117 @@ def _error(message: str) -> None:
                              break_long_words=False), err=True)
 
 
+class Terminated(KeyboardInterrupt):
+    """Raised in the main thread on SIGTERM, so cleanup runs as for Ctrl-C."""
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM into :class:`Terminated` while the command runs (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+#: environment variables quantkit reads: name -> (smallest allowed value, what it sets)
+_INT_ENV = {"QUANTKIT_UPDATE_THREADS": (1, "the number of threads that update calibration "
+                                           "statistics")}
+
+
+def check_environment(env: dict[str, str] | None = None) -> None:
+    """Refuse malformed quantkit environment variables instead of silently ignoring them.
+
+    Raises:
+        InputError: a variable is set to something other than an integer in its range.
+    """
+    env = dict(os.environ) if env is None else env
+    for name, (low, what) in _INT_ENV.items():
+        raw = env.get(name)
+        if raw is None or raw.strip() == "":
+            continue
+        text = raw.strip()
+        if not (text.isascii() and text.isdigit()) or int(text) < low or int(text) > 1024:
+            shown = text if len(text) <= 20 else text[:20] + "..."
+            raise InputError(f"environment variable {name}={shown!r}: expected an integer from "
+                             f"{low} to 1024 ({what}). Set it to such a number or unset it.")
+
+
+#: errno values that describe the user's files or system, not a bug
+_OS_REASONS = {
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.EROFS: "the file system is read-only",
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EFBIG: "the file is larger than the file-size limit allows",
+    errno.ENAMETOOLONG: "a file name is too long for the file system",
+    errno.EISDIR: "it is a folder",
+    errno.ENOTDIR: "a part of the path is not a folder",
+    errno.ELOOP: "too many levels of symbolic links",
+    errno.ENOENT: "no such file or folder",
+    errno.EEXIST: "it already exists",
+    errno.EMFILE: "too many open files",
+    errno.ENFILE: "too many open files in the system",
+    errno.EIO: "input/output error",
+    errno.ENXIO: "no such device or address",
+    errno.ETXTBSY: "the file is busy",
+    errno.EBUSY: "the device or resource is busy",
+    errno.ENOTEMPTY: "the folder is not empty",
+    errno.EXDEV: "the paths are on different file systems",
+    errno.ESTALE: "stale network file handle",
+}
+
+
+def _os_error_message(err: OSError) -> str | None:
+    """One paragraph for an OS error on a file, or ``None`` if it does not look like one."""
+    if err.errno not in _OS_REASONS:
+        return None
+    paths = [str(p) for p in (err.filename, err.filename2) if p is not None]
+    where = " -> ".join(p if len(p) <= 200 else p[:200] + "..." for p in paths)
+    reason = err.strerror or _OS_REASONS[err.errno]
+    hint = {
+        errno.EACCES: "Check the permissions, or choose another path.",
+        errno.EPERM: "Check the permissions, or choose another path.",
+        errno.EROFS: "Write the output to a writable folder.",
+        errno.ENOSPC: "Free some space or write the output elsewhere.",
+        errno.EDQUOT: "Free some space or write the output elsewhere.",
+        errno.EFBIG: "Raise the limit (ulimit -f) or write a smaller output.",
+        errno.ENAMETOOLONG: "Choose a shorter file name.",
+    }.get(err.errno, "Check the path and try again.")
+    return (f"{where + ': ' if where else ''}{reason} ({errno.errorcode.get(err.errno, '?')}). "
+            f"{hint}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return the exit code (used by the console script)."""
     try:
-        code = cli.main(args=list(argv) if argv is not None else None, prog_name="quantkit",
-                        standalone_mode=False)
+        with _sigterm_as_interrupt():
+            check_environment()
+            code = cli.main(args=list(argv) if argv is not None else None, prog_name="quantkit",
+                            standalone_mode=False)
     except click.exceptions.Exit as ex:
         return ex.exit_code
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except Terminated:
+        click.echo("terminated (SIGTERM); temporary files removed", err=True)
+        return 143
+    except click.exceptions.Abort as ex:
+        # click turns Ctrl-C (and our SIGTERM) into Abort; every output is written atomically,
+        # so what exists is complete
+        if isinstance(ex.__cause__, Terminated):
+            click.echo("terminated (SIGTERM); temporary files removed", err=True)
+            return 143
+        click.echo("interrupted", err=True)
+        return 130
+    except KeyboardInterrupt:
         # click turns Ctrl-C into Abort; every output is written atomically, so what exists
         # is complete
         click.echo("interrupted", err=True)
@@ -92,6 +205,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         _error(str(err))
         return err.exit_code
+    except MemoryError:
+        if _state["debug"]:
+            raise
+        _error("out of memory. Lower --batch-size or --max-samples, or use smaller inputs; "
+               "the sizes a file or flag asks for may exceed this machine's memory.")
+        return 1
+    except OSError as err:
+        message = _os_error_message(err)
+        if message is None or _state["debug"]:
+            if _state["debug"]:
+                raise
+            _error(f"internal error ({type(err).__name__}: {err}). This is a bug in quantkit; "
+                   "re-run with --debug for the traceback and report it.")
+            return 1
+        _error(message)
+        return 2
     except Exception as err:  # a bug: say so, keep the traceback behind --debug
         if _state["debug"]:
             raise

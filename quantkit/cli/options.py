@@ -13,6 +13,61 @@ from quantkit.errors import InputError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+#: largest --batch-size accepted (a bigger batch is a typo, and would be allocated at once)
+MAX_BATCH_SIZE = 1_000_000
+
+
+class Bounded(click.ParamType):  # type: ignore[type-arg]  # generic only in newer click
+    """An int or a finite float option within ``[low, high]`` (NaN and infinity refused).
+
+    Args:
+        kind: ``int`` or ``float``.
+        low: smallest value allowed (``None``: no bound).
+        high: largest value allowed (``None``: no bound).
+    """
+
+    def __init__(self, kind: type[int] | type[float], low: float | None = None,
+                 high: float | None = None) -> None:
+        self.kind, self.low, self.high = kind, low, high
+        self.name = "integer" if kind is int else "number"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Any:
+        """Parse and check one value.
+
+        Raises:
+            InputError: naming the option (the CLI's one-paragraph error, exit 2).
+        """
+        import math
+
+        flag = max(param.opts, key=len) if param is not None and param.opts else "value"
+        if isinstance(value, self.kind) and not isinstance(value, bool):
+            number = value
+        else:
+            text = str(value).strip()
+            try:
+                number = self.kind(text)
+            except ValueError:
+                kind = "an integer" if self.kind is int else "a number"
+                raise InputError(f"{flag} {text[:40]}: expected {kind}.") from None
+        if self.kind is float and not math.isfinite(number):
+            raise InputError(f"{flag} {value}: must be a finite number.")
+        if (self.low is not None and number < self.low) or \
+                (self.high is not None and number > self.high):
+            raise InputError(f"{flag} {str(value)[:40]}: must be {self._bounds()}.")
+        return number
+
+    def _bounds(self) -> str:
+        def show(v: float) -> str:
+            return f"{int(v):,}" if float(v).is_integer() else f"{v:g}"
+
+        what = "an integer" if self.kind is int else "a number"
+        if self.low is not None and self.high is not None:
+            return f"{what} from {show(self.low)} to {show(self.high)}"
+        if self.low is not None:
+            return f"{what} >= {show(self.low)}"
+        return f"{what} <= {show(self.high or 0)}"
+
 
 def data_options(func: F) -> F:
     """``--data`` (required) and the options shaping how it is read (docs/cli.md#data-sources)."""
@@ -28,11 +83,12 @@ def _data_options(func: F, required: bool) -> F:
     opts = [
         click.option("--data", "data", required=required, default=None, metavar="D",
                      help="FILE.npz, FILE.npy, DIR/ of images, or hf:NAME[:CONFIG][:SPLIT]."),
-        click.option("--batch-size", type=int, default=32, show_default=True,
+        click.option("--batch-size", type=Bounded(int, 1, MAX_BATCH_SIZE), default=32,
+                     show_default=True,
                      help="Samples per batch."),
-        click.option("--max-samples", type=int, default=None,
+        click.option("--max-samples", type=Bounded(int, 1), default=None,
                      help="Use at most N samples (default: all)."),
-        click.option("--seed", type=int, default=None,
+        click.option("--seed", type=Bounded(int, 0, 2**32 - 1), default=None,
                      help="With --max-samples: take a seeded random subset instead of the "
                           "first N."),
         click.option("--preprocess", "preprocess_file", type=click.Path(dir_okay=False),

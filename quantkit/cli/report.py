@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from quantkit.cli.options import Bounded
 from quantkit.errors import InputError
 
 #: files and folders of a sweep directory that ``quantkit report`` reads
@@ -41,7 +42,7 @@ def _check_not_an_input(directory: Path, path: Path, flag: str) -> None:
 @click.option("--summary", default=None, type=click.Path(),
               help="Markdown summary for a pull request.  [default: summary.md next to the "
                    "HTML file]")
-@click.option("--tolerance", type=click.FloatRange(min=0), default=None,
+@click.option("--tolerance", type=Bounded(float, 0), default=None,
               help="Headline: the fastest INT8 config within this many metric points of the "
                    "best config.  [default: the recipe's report.tolerance, else 0.5]")
 def report_cmd(directory: str, output: str | None, summary: str | None,

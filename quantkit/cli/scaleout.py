@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import click
 
+from quantkit.cli.options import Bounded
 from quantkit.errors import InputError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -27,7 +28,7 @@ def executor_options(func: F) -> F:
                      help="Where the work runs: in this process, or as Ray tasks (extra ray)."),
         click.option("--ray-address", default=None, metavar="ADDR",
                      help="Ray cluster to connect to (default: start a local one)."),
-        click.option("--shards", type=int, default=None, metavar="N",
+        click.option("--shards", type=Bounded(int, 1), default=None, metavar="N",
                      help="Split the calibration data into N shards (default with ray: the "
                           "cluster's CPU count). Output identical to one pass."),
     ]

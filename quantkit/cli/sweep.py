@@ -12,9 +12,9 @@ from typing import Any
 
 import click
 
-from quantkit._io import check_output_path, write_text_atomic
+from quantkit._io import OutputLock, check_output_path, temp_prefix, write_text_atomic
 from quantkit.calibrators import DEFAULT_METHOD
-from quantkit.cli.options import build_data_options, data_options
+from quantkit.cli.options import Bounded, build_data_options, data_options
 from quantkit.cli.render import CPU_NOTE, latency_columns, print_table
 from quantkit.cli.scaleout import build_executor, calibrate_on_executor, executor_options
 from quantkit.errors import InputError, PipelineError
@@ -39,7 +39,7 @@ def _write_report(out: Path, tolerance: float | None = None) -> Path | None:
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Output folder (results.csv, configs/, report.html).")
 @click.option("--force", is_flag=True, help="Re-run configs whose results already exist.")
-@click.option("--tolerance", type=click.FloatRange(min=0), default=None,
+@click.option("--tolerance", type=Bounded(float, 0), default=None,
               help="Report headline: the fastest INT8 config within this many metric points "
                    "of the best.  [default: the recipe's report.tolerance, else 0.5]")
 @executor_options
@@ -190,6 +190,9 @@ def sensitivity_cmd(model: str, data: str, batch_size: int, max_samples: int | N
     if out.is_dir():
         check_output_path(out / "sensitivity.csv", model, data, eval_data, labels,
                           preprocess_file, flag="-o")
+    lock = OutputLock(out, "-o")  # one writer per folder; an unused new folder goes again
+    lock.acquire()
+    click.get_current_context().call_on_close(lock.release)
     fp = load_model(model)
     opts = build_data_options(preprocess_file, columns, streaming, seed)
     with _probe_executor(executor, ray_address) as probes:
@@ -230,9 +233,9 @@ def sensitivity_cmd(model: str, data: str, batch_size: int, max_samples: int | N
 @click.argument("model", type=click.Path(dir_okay=False))
 @data_options
 @_eval_options
-@click.option("--max-accuracy-drop", type=float, required=True,
+@click.option("--max-accuracy-drop", type=Bounded(float, 0), required=True,
               help="Largest acceptable drop vs FP32, in metric points (e.g. 0.5).")
-@click.option("--max-evaluations", type=int, default=200, show_default=True)
+@click.option("--max-evaluations", type=Bounded(int, 1), default=200, show_default=True)
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="Precision YAML to write.")
 @click.option("--rescue", multiple=True, metavar="T[,T...]",
@@ -276,6 +279,11 @@ def autotune_cmd(model: str, data: str, batch_size: int, max_samples: int | None
             raise InputError("--rescued-model: give a path other than -o.")
         check_output_path(rescued_path, model, data, eval_data, labels, preprocess_file,
                           output, flag="--rescued-model")
+    # one autotune per output file: the lock sits next to it and goes when the command ends
+    lock = OutputLock(Path(output).parent, "-o",
+                      name=temp_prefix(Path(output).name) + "lock")
+    lock.acquire()
+    click.get_current_context().call_on_close(lock.release)
     fp = load_model(model)
     opts = build_data_options(preprocess_file, columns, streaming, seed)
     with _probe_executor(executor, ray_address) as probes:

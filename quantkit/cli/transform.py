@@ -11,7 +11,7 @@ import click
 
 from quantkit._io import check_output_path
 from quantkit.calibrators import DEFAULT_METHOD
-from quantkit.cli.options import build_data_options, data_options_optional
+from quantkit.cli.options import Bounded, build_data_options, data_options_optional
 from quantkit.cli.render import print_table
 from quantkit.errors import InputError
 
@@ -31,7 +31,7 @@ from quantkit.errors import InputError
 @click.option("--smoothquant", is_flag=True,
               help="Migrate activation outlier channels of MatMul/Gemm inputs into their "
                    "weights (transformers; needs --data; FP32 function kept).")
-@click.option("--alpha", type=float, default=0.5, show_default=True,
+@click.option("--alpha", type=Bounded(float), default=0.5, show_default=True,
               help="SmoothQuant migration strength in [0, 1].")
 @click.option("--bias-correct", is_flag=True,
               help="Remove the mean INT8 output shift of each layer (needs --data).")

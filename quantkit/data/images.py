@@ -25,19 +25,77 @@ logger = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
-def find_images(root: Path) -> list[Path]:
+#: most image files a folder source may hold (a clear error instead of an endless scan)
+MAX_IMAGE_FILES = 2_000_000
+
+
+def find_images(root: Path, limit: int = MAX_IMAGE_FILES) -> list[Path]:
     """Image files under ``root``, recursively, sorted by relative path.
 
     Hidden files and folders (names starting with ``.``, e.g. macOS ``._x.jpg`` resource
     forks) are skipped. The order is deterministic across platforms: paths are compared as
     tuples of their components.
+
+    The scan never loops or blocks: symlinked folders are followed once each (a folder reached
+    again, e.g. through a symlink loop, is skipped), only regular files (or links to them) are
+    taken, so a FIFO, device or socket with an image name is skipped with a warning instead of
+    hanging the read, and more than ``limit`` image files is refused.
+
+    Raises:
+        InputError: more than ``limit`` image files, or the folder cannot be listed.
     """
+    import stat
+
     found: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        for name in filenames:
-            if not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
-                found.append(Path(dirpath, name))
+    seen: set[tuple[int, int]] = set()
+    skipped: dict[str, int] = {}
+    try:
+        top = os.stat(root)
+    except OSError as err:
+        raise InputError(f"data {root}: cannot read the folder: {err.strerror}.") from err
+    seen.add((top.st_dev, top.st_ino))
+    stack = [Path(root)]
+    while stack:
+        folder = stack.pop()
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as err:
+            skipped["unreadable folder"] = skipped.get("unreadable folder", 0) + 1
+            logger.debug("%s: cannot list (%s)", folder, err)
+            continue
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            try:
+                st = entry.stat()  # follows symlinks; a loop or dangling link raises
+            except OSError:
+                if os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS \
+                        or entry.is_symlink():
+                    skipped["broken or looping symlink"] = \
+                        skipped.get("broken or looping symlink", 0) + 1
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                key = (st.st_dev, st.st_ino)
+                if key in seen:  # reached again through a symlink: a loop or a duplicate
+                    skipped["folder reached twice (symlink loop)"] = \
+                        skipped.get("folder reached twice (symlink loop)", 0) + 1
+                    continue
+                seen.add(key)
+                stack.append(Path(entry.path))
+            elif os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS:
+                if not stat.S_ISREG(st.st_mode):
+                    skipped["not a regular file (FIFO, device, socket)"] = \
+                        skipped.get("not a regular file (FIFO, device, socket)", 0) + 1
+                    continue
+                found.append(Path(entry.path))
+                if len(found) > limit:
+                    raise InputError(
+                        f"data {root}: more than {limit:,} image files; quantkit reads at most "
+                        f"{limit:,} from one folder. Point --data at a smaller folder (a "
+                        "calibration set needs hundreds to a few thousand images).")
+    if skipped:
+        logger.warning("data %s: skipped %s", root,
+                       ", ".join(f"{n} {what}" for what, n in sorted(skipped.items())))
     return sorted(found, key=lambda p: p.relative_to(root).parts)
 
 

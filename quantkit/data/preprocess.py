@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from quantkit.data.base import InputSpec
 from quantkit.errors import InputError
@@ -31,7 +31,13 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-Size = PositiveInt | tuple[PositiveInt, PositiveInt]
+#: largest resize / crop side (pixels): bigger sizes are refused before any image is decoded
+MAX_SIDE = 16384
+#: largest resized image (pixels), also when ``resize: N`` scales a long, thin image
+MAX_PIXELS = 1 << 27
+
+Side = Annotated[int, Field(gt=0, le=MAX_SIDE)]
+Size = Side | tuple[Side, Side]
 
 #: resize and crop used when a model input has dynamic spatial dims (the ImageNet convention)
 DYNAMIC_RESIZE = 256
@@ -154,6 +160,10 @@ class PreprocessSpec(BaseModel):
             "dtype": dtype if dtype in ("float16", "uint8") else "float32",
         }
         h, w = hw
+        if any(isinstance(v, int) and v > MAX_SIDE for v in (h, w)):
+            raise InputError(
+                f"model input {spec.describe()}: an image side larger than {MAX_SIDE} pixels; "
+                "give a preprocess: block (resize, center_crop) that fits the model.")
         if isinstance(h, int) and isinstance(w, int) and h > 0 and w > 0:
             values["resize"] = (h, w)
         else:
@@ -259,17 +269,25 @@ def _pair(size: int | tuple[int, int]) -> tuple[int, int]:
 
 def _resize_wh(size_wh: tuple[int, int], resize: int | tuple[int, int]) -> tuple[int, int]:
     """Target (width, height) for PIL: exact ``[h, w]``, or shorter side = ``resize``."""
-    if not isinstance(resize, int):
-        return int(resize[1]), int(resize[0])
     width, height = size_wh
-    if width <= height:
-        return resize, int(resize * height / width)
-    return int(resize * width / height), resize
+    if not isinstance(resize, int):
+        out = int(resize[1]), int(resize[0])
+    elif width <= height:
+        out = resize, int(resize * height / width)
+    else:
+        out = int(resize * width / height), resize
+    if out[0] * out[1] > MAX_PIXELS:
+        raise InputError(
+            f"preprocess.resize {resize}: a {width}x{height} image would become "
+            f"{out[0]}x{out[1]} pixels, more than {MAX_PIXELS:,}. Give resize as [height, "
+            "width], or a smaller size.")
+    return out
 
 
 _HINTS = {
-    "resize": "expected a positive int (shorter side) or [height, width]",
-    "center_crop": "expected a positive int or [height, width]",
+    "resize": f"expected a positive int (shorter side) or [height, width], each at most "
+              f"{MAX_SIDE}",
+    "center_crop": f"expected a positive int or [height, width], each at most {MAX_SIDE}",
 }
 
 
@@ -288,5 +306,14 @@ def _describe(err: ValidationError) -> str:
             parts[key] = f"{key}: {str(item['msg']).removeprefix('Value error, ')}"
         else:
             msg = _HINTS.get(field) or str(item["msg"])
-            parts[key] = f"{key}: {msg} (got {item.get('input')!r})"
+            parts[key] = f"{key}: {msg} (got {_short(item.get('input'))})"
     return "; ".join(parts.values())
+
+
+def _short(value: Any) -> str:
+    """``repr`` of a bad value, cut short without expanding it (a hostile value may be huge)."""
+    import reprlib
+
+    short = reprlib.Repr()
+    short.maxlevel, short.maxstring, short.maxother = 2, 60, 60
+    return short.repr(value)

@@ -139,6 +139,9 @@ class _Linter:
             self.add("QK122", q.idx, q.x, f"{what} has scales <= 0 or not finite ("
                      f"{gx.fmt_array(q.scale)}): the parser rejects it (\"Scale coefficients must"
                      " all be positive\", verified). Clamp them (e.g. 1/127 for all-zero data).")
+        elif np.any((s < np.finfo(np.float32).tiny) | (s * 127 > np.finfo(np.float32).max)):
+            self.add("QK122", q.idx, q.x, f"{what} has a subnormal or overflowing scale ("
+                     f"{gx.fmt_array(q.scale)}): every value saturates. Re-calibrate it.")
         if q.qtype == TensorProto.INT32 and not q.is_q:
             self.add("QK101", q.idx, q.x, f"{what} dequantizes int32 data: the TensorRT parser "
                      "rejects it (\"input has type Int32 but must have type FP8, FP4, Int4, Int8,"

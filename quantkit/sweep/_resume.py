@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import shutil
+import stat
 import uuid
 from pathlib import Path
 from typing import Any
@@ -106,16 +107,36 @@ def input_identity(recipe: Recipe) -> dict[str, Any]:
 
     Replacing a file behind the same path makes the configs that read it run again.
     """
-    from quantkit.capture.checkpoint import data_identity
-
-    ids: dict[str, Any] = {"model": data_identity(recipe.path(recipe.model))}
+    ids: dict[str, Any] = {"model": _identity(recipe.path(recipe.model))}
     for which in ("calibration", "evaluation"):
         spec = getattr(recipe.data, which)
         if spec is not None:
-            ids[which] = data_identity(recipe.source(spec.source))
+            ids[which] = _identity(recipe.source(spec.source))
             if spec.labels:
-                ids[f"{which}_labels"] = data_identity(recipe.path(spec.labels))
+                ids[f"{which}_labels"] = _identity(recipe.path(spec.labels))
     return ids
+
+
+#: data identities of files already digested in this process, keyed by what the kernel changes
+#: on every write (ctime cannot be set by cp -p / rsync -a), so each file is hashed once a sweep
+_IDENTITIES: dict[tuple[str, int, int, int, int], dict[str, Any]] = {}
+
+
+def _identity(source: Any) -> dict[str, Any]:
+    from quantkit.capture.checkpoint import data_identity
+
+    try:
+        st = os.stat(source)
+    except (OSError, TypeError, ValueError):
+        return data_identity(source)
+    if not stat.S_ISREG(st.st_mode):  # folders: a file inside may change without the folder
+        return data_identity(source)
+    key = (str(Path(source).resolve()), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+    if key not in _IDENTITIES:
+        if len(_IDENTITIES) > 256:
+            _IDENTITIES.clear()
+        _IDENTITIES[key] = data_identity(source)
+    return dict(_IDENTITIES[key])
 
 
 def completed(out: Path, name: str, fingerprint: str | None = None) -> dict[str, Any] | None:

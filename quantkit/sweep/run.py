@@ -26,7 +26,9 @@ Crash safety (a sweep killed at any instant, even with SIGKILL, resumes cleanly)
   ...) is rewritten whole through a temporary file, fsync and rename, so it is either the old
   or the new version, never a half-written one;
 * on resume a config is skipped only when ``configs/<name>/result.json`` exists and parses;
-  anything else runs again.
+  anything else runs again;
+* one sweep at a time per folder (``DIR/.quantkit.lock``): a second sweep into the same folder
+  is refused, naming the running one, instead of removing its staging folders.
 
 A failed config is recorded (status, error) in ``results.csv`` and left without a folder (it
 runs again on resume); the others continue; the command exits non-zero at the end when any
@@ -46,7 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from quantkit._io import write_text_atomic
+from quantkit._io import OutputLock, write_text_atomic
 from quantkit._log import track
 from quantkit.calibrators.cache import ScaleTable
 from quantkit.errors import InputError, QuantkitError
@@ -435,6 +437,13 @@ def run_sweep(recipe_path: str | Path, out_dir: str | Path, *, force: bool = Fal
     if out.exists() and not out.is_dir():
         raise InputError(f"-o {out}: exists and is not a folder.")
     _resume.check_inputs_outside_outputs(recipe, Path(recipe_path), out)
+    with OutputLock(out, "-o"):  # one sweep per folder: a second one would clean our stages
+        return _run_locked(recipe, Path(recipe_path), out, force, executor, on_config)
+
+
+def _run_locked(recipe: Recipe, recipe_path: Path, out: Path, force: bool,
+                executor: Executor | None,
+                on_config: Callable[[str, dict[str, Any]], None] | None) -> SweepResult:
     out.mkdir(parents=True, exist_ok=True)
     if not _resume.same_file(Path(recipe_path), out / "recipe.yaml"):  # never overwrite an input
         write_text_atomic(out / "recipe.yaml", Path(recipe_path).read_text(encoding="utf-8"))
