@@ -50,6 +50,7 @@ from quantkit.backends.base import (
     StatusCallback,
     resolve_profile,
 )
+from quantkit.backends.engine_log import parse_engine_log
 from quantkit.backends.sidecar import (
     SIDECAR_FORMAT,
     as_shape,
@@ -57,7 +58,6 @@ from quantkit.backends.sidecar import (
     file_sha256,
     io_entry,
     network_layers,
-    parse_engine_log,
     read_plan,
     sidecar_path,
 )

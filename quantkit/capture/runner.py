@@ -64,10 +64,8 @@ Sink = Callable[[Mapping[str, np.ndarray]], None]
 def warn_uncalibrated_bodies(model: Any, path: str | os.PathLike[str]) -> list[str]:
     """Warn that the activations inside If/Loop/Scan bodies are not calibrated.
 
-    ONNX Runtime returns only main-graph tensors as outputs; a body's tensors cannot be added
-    to the outer graph's outputs (the body's scope is not visible there), so calibration sees
-    the control-flow node's inputs and outputs only. The Q/DQ writer leaves the bodies in
-    float accordingly.
+    ONNX Runtime returns main-graph tensors only (a body's scope is not visible there), so
+    calibration sees the control-flow node's inputs and outputs; the writer keeps bodies float.
 
     Returns:
         The names of the control-flow nodes whose bodies hold nodes (empty: nothing skipped).
@@ -291,10 +289,9 @@ class Resume:
     Attributes:
         batches: batches already done (read and skipped, not run).
         samples: samples in those batches.
-        first_batch: called with every batch read, in order (to check the data did not
-            change since a checkpoint).
+        first_batch: called with every batch read, in order (checks it against a checkpoint).
         after_batch: called with ``(batches done, samples done)`` after each batch.
-        interrupted: called like ``after_batch`` on Ctrl-C, when the statistics are consistent.
+        interrupted: like ``after_batch``, on Ctrl-C when the statistics are consistent.
     """
 
     batches: int = 0

@@ -3,7 +3,7 @@
 TensorRT-RTX builds the engine on this machine (no GPU needed) for the GPU's compute capability
 (or the closest one it can target) and logs every compiled kernel with its input, constant and
 output tensors (dimensions and data types) and the ONNX nodes it implements
-(:func:`quantkit.backends.sidecar.parse_engine_log`). Per kernel:
+(:func:`quantkit.backends.engine_log.parse_engine_log`). Per kernel:
 
 * **bytes** = every input, constant and output tensor the kernel lists, at the kernel's data
   types: what it reads from and writes to DRAM. A fused kernel (conv + bias + ReLU + the next

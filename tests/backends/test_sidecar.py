@@ -10,9 +10,9 @@ import pytest
 from qdq_models import int8_cnn
 
 from quantkit.backends import read_sidecar, sidecar_path
+from quantkit.backends.engine_log import parse_engine_log
 from quantkit.backends.sidecar import (
     compare,
-    parse_engine_log,
     precision_counts,
     read_plan,
     split_metadata,
