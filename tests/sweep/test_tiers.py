@@ -1,0 +1,109 @@
+"""Autotune precision tiers: a layer that fails in INT8 goes to FP8 on an FP8 target."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from quantkit.calibrators import ScaleTable
+from quantkit.errors import InputError
+from quantkit.qdq.plan import PrecisionConfig
+from quantkit.qdq.writer import quantize_model
+from quantkit.sweep import Evaluator, autotune
+from quantkit.sweep.tiers import fp8_target, fp8_tier
+
+
+def _outlier_model(path: Path) -> tuple[onnx.ModelProto, np.ndarray, np.ndarray, ScaleTable]:
+    """``x[N,16] -> MatMul(w1) -> Relu -> MatMul(w2)``; feature 15 of x is ~1000, the rest ~1.
+
+    w1 ignores feature 15, so the output depends on the small features only -- but feature 15
+    sets the activation amax of x. INT8's step there (1000/127 ~ 7.9) rounds every small value
+    to 0; FP8's relative precision keeps them (1000/448 per unit, 3 mantissa bits).
+    """
+    rng = np.random.default_rng(0)
+    w1 = rng.standard_normal((16, 16)).astype(np.float32)
+    w1[15] = 0.0
+    w2 = rng.standard_normal((16, 10)).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"], name="mm1"),
+             helper.make_node("Relu", ["h"], ["r"], name="relu"),
+             helper.make_node("MatMul", ["r", "w2"], ["y"], name="mm2")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, ["N", 16])], [helper.make_tensor_value_info(
+            "y", TensorProto.FLOAT, ["N", 10])],
+        [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+    onnx.save(model, str(path))
+    x = rng.standard_normal((256, 16)).astype(np.float32)
+    x[:, 15] = 1000.0
+    h = np.maximum(x @ w1, 0)
+    labels = (h @ w2).argmax(axis=1)  # FP32 is 100 % right by construction
+    amax = {"x": 1000.0, "r": float(h.max())}
+    return model, x, labels, ScaleTable.from_amax(amax)
+
+
+def _accuracy(model: onnx.ModelProto, x: np.ndarray, labels: np.ndarray) -> float:
+    from quantkit._ort import session
+
+    out = session(model.SerializeToString()).run(None, {"x": x})[0]
+    return float((out.argmax(axis=1) == labels).mean() * 100)
+
+
+def test_fp8_target_from_gpu_table_and_compute_capability() -> None:
+    assert fp8_target(gpu="L4").supported and fp8_target(gpu="H100-SXM").supported
+    assert not fp8_target(gpu="A100-SXM").supported
+    assert "no FP8" in fp8_target(gpu="T4").why
+    assert fp8_target(compute_capability="SM89").supported
+    assert fp8_target(compute_capability="12.0").supported
+    assert not fp8_target(compute_capability="8.6").supported
+    assert not fp8_target().supported
+    with pytest.raises(InputError, match="not in quantkit's GPU table"):
+        fp8_target(gpu="no-such-gpu")
+    with pytest.raises(InputError, match="SMnn"):
+        fp8_target(compute_capability="ampere")
+
+
+@pytest.fixture()
+def tuned(tmp_path: Path) -> tuple[onnx.ModelProto, ScaleTable, Evaluator, np.ndarray,
+                                   np.ndarray, object]:
+    model, x, labels, scales = _outlier_model(tmp_path / "m.onnx")
+    ev = Evaluator(str(tmp_path / "m.onnx"), [{"x": x}], labels, "top1")
+    res = autotune(model, scales, ev, 5.0)
+    return model, scales, ev, x, labels, res
+
+
+def test_layer_failing_int8_goes_to_fp8_on_an_fp8_gpu(tuned: tuple) -> None:
+    model, scales, ev, x, labels, res = tuned
+    # independent check of the premise: all-INT8 collapses, mm1 in FP8 does not
+    assert _accuracy(quantize_model(model, scales).model, x, labels) < 50
+    fp8_cfg = PrecisionConfig.from_mapping({"overrides": [{"name": "mm1", "precision": "fp8"}]})
+    fp8_acc = _accuracy(quantize_model(model, scales, fp8_cfg).model, x, labels)
+    assert fp8_acc >= 95
+    assert res.reached and res.kept == ["mm1"]
+    tiered = fp8_tier(model, scales, ev, res, fp8_target(gpu="L4"))
+    assert tiered.reached and tiered.tier_of("mm1") == "fp8" and tiered.tier_of("mm2") == "int8"
+    assert [(r.name, r.precision) for r in tiered.config.overrides] == [("mm1", "fp8")]
+    assert tiered.final.accuracy == pytest.approx(fp8_acc)
+    (layer,) = tiered.layers
+    assert "INT8 misses the target" in layer.reason and "<= 5.0" in layer.reason
+    text = tiered.to_yaml()
+    assert "FP8 tier: on (L4 (SM89) has FP8 tensor math)" in text
+    assert "precision: fp8" in text
+    # the file round-trips into the same plan
+    import yaml
+
+    doc = yaml.safe_load(text)
+    assert PrecisionConfig.from_mapping(doc) == tiered.config
+
+
+def test_no_fp8_tier_on_a_gpu_without_fp8(tuned: tuple) -> None:
+    model, scales, ev, _, _, res = tuned
+    before = ev.evaluations
+    tiered = fp8_tier(model, scales, ev, res, fp8_target(gpu="A100-SXM"))
+    assert ev.evaluations == before  # nothing tried
+    assert tiered.tier_of("mm1") == "fp32"
+    assert "FP8 tier off" in tiered.layers[0].reason and "A100" in tiered.layers[0].reason
+    assert [(r.name, r.precision) for r in tiered.config.overrides] == [("mm1", "fp32")]
