@@ -107,3 +107,57 @@ def test_no_fp8_tier_on_a_gpu_without_fp8(tuned: tuple) -> None:
     assert tiered.tier_of("mm1") == "fp32"
     assert "FP8 tier off" in tiered.layers[0].reason and "A100" in tiered.layers[0].reason
     assert [(r.name, r.precision) for r in tiered.config.overrides] == [("mm1", "fp32")]
+
+
+RECIPE = """
+name: outlier
+model: m.onnx
+metric: top1
+data:
+  calibration: {source: x.npy, batch_size: 64}
+  evaluation: {source: x.npy, labels: labels.npy, batch_size: 64}
+calibration: {method: minmax}
+configs:
+  - {name: fp32, precision: fp32}
+  - {name: int8, precision: int8}
+  - {name: fp8, precision: fp8}
+  - name: int8-fp8
+    precision: {default: int8, overrides: [{name: mm1, precision: fp8}]}
+  - {name: auto-l4, autotune: {max_accuracy_drop: 5.0, target_gpu: L4}}
+latency: {iterations: 2, warmup: 1, repeats: 1}
+"""
+
+
+def test_sweep_runs_fp8_configs_and_autotune_tiers(tmp_path: Path) -> None:
+    import csv
+    import json
+
+    from quantkit.report.load import config_kind, load_sweep
+    from quantkit.sweep import run_sweep
+
+    _, x, labels, _ = _outlier_model(tmp_path / "m.onnx")
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "labels.npy", labels)
+    (tmp_path / "r.yaml").write_text(RECIPE)
+    res = run_sweep(tmp_path / "r.yaml", tmp_path / "out")
+    assert res.failed == []
+    with open(tmp_path / "out" / "results.csv") as fh:
+        by = {r["config"]: r for r in csv.DictReader(fh)}
+    assert (by["fp8"]["fp8_layers"], by["fp8"]["int8_layers"]) == ("2", "0")
+    assert (by["int8-fp8"]["fp8_layers"], by["int8-fp8"]["int8_layers"]) == ("1", "1")
+    assert float(by["int8"]["accuracy"]) < 50 <= 95 <= float(by["int8-fp8"]["accuracy"])
+    assert by["fp8"]["cpu_latency_ms_p50"] and by["fp8"]["latency_source"] == "cpu-fake-quant"
+    assert float(by["auto-l4"]["accuracy"]) >= 95 and by["auto-l4"]["fp8_layers"] == "1"
+    tiers = json.loads((tmp_path / "out" / "autotune.json").read_text())["tiers"]
+    assert tiers["fp8_target"] and [(t["layer"], t["tier"]) for t in tiers["layers"]] == [
+        ("mm1", "fp8")]
+    assert "mm1: fp8 --" in (tmp_path / "out" / "configs" / "auto-l4" /
+                             "precision.yaml").read_text()
+    sweep = load_sweep(tmp_path / "out")
+    kinds = {r["config"]: config_kind(r) for _, r in sweep.results.iterrows()}
+    assert kinds == {"fp32": "fp32", "int8": "int8", "fp8": "fp8", "int8-fp8": "int8",
+                     "auto-l4": "int8"}
+    from quantkit.report import write_report
+
+    html = write_report(tmp_path / "out").read_text()
+    assert 'class="dot fp8"' in html and "fp8 nodes" in html and "(2 fp8)" in html
