@@ -103,6 +103,7 @@ def demo(work: Path) -> Model:
 
 def effnet(work: Path, views: int) -> Model:
     from _qdq_models import EFFNET_LABELS
+
     from recipes.models import efficientnet_lite0 as eff
     from recipes.models import images
 
