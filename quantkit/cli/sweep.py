@@ -160,12 +160,15 @@ def _eval_options(func: Any) -> Any:
 @data_options
 @_eval_options
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False))
+@click.option("--precision", "quantized", type=click.Choice(["int8", "fp8"]), default="int8",
+              show_default=True, help="Quantized precision probed (the CSV columns keep their "
+                                      "int8 names).")
 @executor_options
 def sensitivity_cmd(model: str, data: str, batch_size: int, max_samples: int | None,
                     seed: int | None, preprocess_file: str | None, columns: tuple[str, ...],
                     streaming: bool, eval_data: str | None, labels: str | None,
-                    metric: str | None, method: str, fp16: bool, out_dir: str, executor: str,
-                    ray_address: str | None, shards: int | None) -> None:
+                    metric: str | None, method: str, fp16: bool, out_dir: str, quantized: str,
+                    executor: str, ray_address: str | None, shards: int | None) -> None:
     """Per-layer sensitivity: each layer alone in INT8, and each layer alone left out."""
     from quantkit.model import load_model
     from quantkit.qdq.plan import PrecisionConfig
@@ -183,7 +186,8 @@ def sensitivity_cmd(model: str, data: str, batch_size: int, max_samples: int | N
         scales = _calibrate(model, data, executor, ray_address, shards, method, batch_size,
                             max_samples, opts)
         ev = _evaluator(model, eval_data, data, labels, metric, batch_size, max_samples, opts)
-        base = PrecisionConfig(default_float="fp16" if fp16 else "fp32")
+        base = PrecisionConfig(default=quantized,
+                               default_float="fp16" if fp16 else "fp32")
         # one ONNX Runtime thread per probe task: Ray runs one task per CPU
         results = layer_sensitivity(fp, scales, ev, base, executor=probes,
                                     threads=1 if probes is not None else None)

@@ -161,3 +161,20 @@ def test_sweep_runs_fp8_configs_and_autotune_tiers(tmp_path: Path) -> None:
 
     html = write_report(tmp_path / "out").read_text()
     assert 'class="dot fp8"' in html and "fp8 nodes" in html and "(2 fp8)" in html
+
+
+def test_sensitivity_probes_fp8_when_the_base_is_fp8(tmp_path: Path) -> None:
+    from quantkit.sweep import layer_sensitivity
+
+    model, x, labels, scales = _outlier_model(tmp_path / "m.onnx")
+    ev = Evaluator(str(tmp_path / "m.onnx"), [{"x": x}], labels, "top1")
+    int8 = {r.layer: r for r in layer_sensitivity(model, scales, ev)}
+    fp8 = {r.layer: r for r in layer_sensitivity(model, scales, ev,
+                                                 PrecisionConfig(default="fp8"))}
+    assert set(int8) == set(fp8) == {"mm1", "mm2"}
+    # mm1 alone quantized: INT8 collapses, FP8 keeps the accuracy (as computed by hand above)
+    assert int8["mm1"].int8_only.accuracy < 50 <= 95 <= fp8["mm1"].int8_only.accuracy
+    only = PrecisionConfig.from_mapping({"default": "fp32",
+                                         "overrides": [{"name": "mm1", "precision": "fp8"}]})
+    assert fp8["mm1"].int8_only.accuracy == pytest.approx(
+        _accuracy(quantize_model(model, scales, only).model, x, labels))
