@@ -92,3 +92,20 @@ def test_fp8_target_check(tmp_path: Path) -> None:
         check_fp8_targets(fp8, [target])  # FP8-capable (or unknown until build): passes
     check_fp8_targets(int8, ["SM86"])  # no FP8 in the model
     check_fp8_targets(fp8, [])  # the portable default builds an FP8 model (verified)
+
+
+def test_fp8_conv_transpose_shows_as_an_engine_disagreement(tmp_path: Path) -> None:
+    """TensorRT-RTX parses an FP8 ConvTranspose as fp8 but compiles an FP32 kernel."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "qdq"))
+    from fp8_models import fp8_cnn
+
+    path = tmp_path / "convt.onnx"
+    onnx.save(fp8_cnn(conv_transpose=True), str(path))
+    doc = get_backend("tensorrt-rtx").build(
+        path, tmp_path / "convt.engine", BuildOptions(compute_capabilities=("SM89",))).sidecar
+    layers = {x["name"]: x for x in doc["layers"]}
+    assert layers["conv2"]["precision"] == "fp8" and layers["conv2"]["engine_precision"] == "fp32"
+    assert layers["conv1"]["engine_precision"] == "fp8"
+    assert [(d["layer"], d["kind"]) for d in doc["disagreements"]] == [("conv2", "engine")]
