@@ -6,10 +6,13 @@ FP8 Q/DQ as TensorRT takes it (docs/fp8.md, docs/tensorrt_rules.md#fp8):
   of 0, so the model needs opset 19 (the first with FP8 types);
 * activations per tensor, ``scale = amax / 448`` (448 = the largest finite E4M3 value) with the
   amax of the same calibrators as INT8;
-* weights per tensor, ``scale = max|w| / 448``, stored as ``FLOAT8E4M3FN`` initializers followed
-  by a ``DequantizeLinear``. TensorRT-RTX 1.7 also builds per-channel FP8 weights, but compiles
-  their scales into a separate epilogue kernel; per tensor loses little in FP8, whose relative
-  precision is the same across its range (see :func:`quantize_weight_fp8`);
+* weights per output channel (the axis INT8 uses), ``scale = max|w| / 448``, stored as
+  ``FLOAT8E4M3FN`` initializers followed by a ``DequantizeLinear``. TensorRT-RTX 1.7 builds
+  per-tensor FP8 weights too, and folds a per-tensor scale into the convolution where a
+  per-channel one costs an epilogue kernel; but per tensor, the small channels of a
+  folded-BatchNorm convolution (EfficientNet-Lite0: channel ranges differ by a factor of 5e6
+  in the median convolution, up to 1e13 in depthwise ones) fall into E4M3's subnormals or to 0
+  (all-FP8 EfficientNet-Lite0: 4.9 dB logit SQNR per tensor, 7.6 dB per channel);
 * Conv, Gemm and MatMul only (:data:`quantkit.qdq.rules.FP8_OPS`), and never INT8 on one input
   and FP8 on the other (the TensorRT-RTX builder fails on that);
 * only GPUs of compute capability 8.9 or later (Ada, Hopper, Blackwell) run it:
@@ -24,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, numpy_helper
 
 from quantkit.errors import InputError
 from quantkit.graph import upgrade_opset
@@ -53,25 +56,30 @@ def to_e4m3(values: np.ndarray) -> np.ndarray:
     return np.asarray(clipped.astype(ml_dtypes.float8_e4m3fn))
 
 
-def quantize_weight_fp8(w: np.ndarray, name: str) -> tuple[onnx.TensorProto, np.ndarray]:
-    """A float weight as an FP8 E4M3 initializer ``name`` with one scale ``max|w| / 448``.
+def quantize_weight_fp8(w: np.ndarray, name: str, axis: int | None = None
+                        ) -> tuple[onnx.TensorProto, np.ndarray]:
+    """A float weight as an FP8 E4M3 initializer ``name``: ``scale = max|w| / 448``.
 
-    Per tensor: E4M3 keeps 3 mantissa bits over 2^-9..448, so a channel whose range is 100x
-    smaller than the largest keeps the same relative precision (it only moves down ~7 binades),
-    unlike INT8, whose step is fixed. An all-zero weight gets scale 1.
+    Per channel on ``axis`` (the output channels, as for INT8) or per tensor (``axis=None``).
+    An all-zero weight (channel) gets scale 1.
 
     Returns:
-        ``(FLOAT8E4M3FN TensorProto, scale as a float32 array of shape ())``.
+        ``(FLOAT8E4M3FN TensorProto, float32 scales: shape () per tensor, [C] per channel)``.
     """
     w32 = w.astype(np.float32)
-    amax = float(np.abs(w32).max()) if w32.size else 0.0
-    scale = np.array(amax / FP8_MAX if amax > 0 else 1.0, dtype=np.float32)
-    return numpy_helper.from_array(to_e4m3(w32 / scale), name), scale
+    if axis is None:
+        amax = np.array(np.abs(w32).max() if w32.size else 0.0, dtype=np.float32)
+        shape: tuple[int, ...] = ()
+    else:
+        amax = np.abs(w32).max(axis=tuple(i for i in range(w32.ndim) if i != axis))
+        shape = tuple(w32.shape[i] if i == axis else 1 for i in range(w32.ndim))
+    scale = np.where(amax > 0, amax / np.float32(FP8_MAX), np.float32(1.0)).astype(np.float32)
+    return numpy_helper.from_array(to_e4m3(w32 / scale.reshape(shape)), name), scale
 
 
-def fp8_zero_point(name: str) -> onnx.TensorProto:
-    """The scalar ``FLOAT8E4M3FN`` zero point 0 of an FP8 Q/DQ pair."""
-    return helper.make_tensor(name, TensorProto.FLOAT8E4M3FN, [], [0.0])
+def fp8_zero_point(name: str, shape: tuple[int, ...] = ()) -> onnx.TensorProto:
+    """The ``FLOAT8E4M3FN`` zero point 0 of an FP8 Q/DQ (scalar, or one per channel)."""
+    return numpy_helper.from_array(to_e4m3(np.zeros(shape, dtype=np.float32)), name)
 
 
 def fp8_scale(amax: float) -> float:

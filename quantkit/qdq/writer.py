@@ -210,8 +210,6 @@ class _Writer:
         return dq_out
 
     def weight(self, tensor: str, axis: int | None, consumer: str, qtype: str = "int8") -> str:
-        if qtype == "fp8":
-            axis = None  # FP8 weights are per tensor (quantkit.qdq.fp8)
         key = (tensor, axis, qtype)
         if key in self.wgt:
             return self.wgt[key]
@@ -226,10 +224,10 @@ class _Writer:
         z = self.unique(f"{tensor}_zero_point")
         g = self.model.graph
         if qtype == "fp8":
-            q8, scale = _fp8.quantize_weight_fp8(w, qn)
+            q8, scale = _fp8.quantize_weight_fp8(w, qn, axis)
             g.initializer.append(q8)
             g.initializer.append(numpy_helper.from_array(scale, s))
-            g.initializer.append(_fp8.fp8_zero_point(z))
+            g.initializer.append(_fp8.fp8_zero_point(z, scale.shape))
         else:
             q, scale = quantize_weight(w, axis)
             g.initializer.append(numpy_helper.from_array(q, qn))

@@ -63,16 +63,20 @@ def test_default_fp8_writes_e4m3_qdq(cnn: tuple[Path, ScaleTable]) -> None:
         zp = inits[f"{t}_zero_point"]
         assert zp.data_type == E4M3 and numpy_helper.to_array(zp).astype(np.float32) == 0
     ref = onnx.load(str(path))
-    for w in ("w1", "w2", "wf"):
+    for w in ("w1", "w2", "wf"):  # per output channel: axis 0 (Conv, Gemm with transB=1)
         wf = numpy_helper.to_array(next(t for t in ref.graph.initializer if t.name == w))
         q = inits[f"{w}_fp8"]
         assert q.data_type == E4M3
-        s = float(numpy_helper.to_array(inits[f"{w}_scale"]))
-        assert s == pytest.approx(np.abs(wf).max() / 448, rel=1e-6)  # per tensor
-        expect = e4m3_reference(wf.astype(np.float32) / np.float32(s))
+        s = numpy_helper.to_array(inits[f"{w}_scale"])
+        amax = np.abs(wf).reshape(len(wf), -1).max(axis=1)
+        np.testing.assert_allclose(s, amax / 448, rtol=1e-6)
+        shape = (-1,) + (1,) * (wf.ndim - 1)
+        expect = e4m3_reference(wf.astype(np.float32) / s.reshape(shape))
         np.testing.assert_array_equal(numpy_helper.to_array(q).astype(np.float64), expect)
-    dqs = [n for n in m.graph.node if n.op_type == "DequantizeLinear"]
-    assert all(not any(a.name == "axis" for a in n.attribute) for n in dqs)
+        zp = inits[f"{w}_zero_point"]
+        assert zp.data_type == E4M3 and list(zp.dims) == [len(wf)]
+        dq = next(n for n in m.graph.node if n.input and n.input[0] == f"{w}_fp8")
+        assert [a.i for a in dq.attribute if a.name == "axis"] == [0]
     # the residual branch of the Add takes the conv's FP8 type
     assert res.plan.nodes["/add/Add"].quantize_residual
     assert res.plan.nodes["/add/Add"].residual_type == "fp8"
