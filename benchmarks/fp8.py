@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -70,6 +71,8 @@ class Model:
     mixed_fp16: dict[str, Any] | None  # the recipe's mixed plan (None: autotune)
     ev_batch: int = 32
     info: dict[str, str] = field(default_factory=dict)
+    #: more quantkit configs: label -> (method, precision mapping, note)
+    extra: dict[str, tuple[str, dict[str, Any], str]] = field(default_factory=dict)
 
 
 def _top1(ref: np.ndarray, out: np.ndarray) -> float:
@@ -122,7 +125,12 @@ def effnet(work: Path, views: int) -> Model:
                  [{eff.INPUT_NAME: b} for b in np.array_split(cal, max(1, len(cal) // 16))],
                  {eff.INPUT_NAME: ev}, metric, eff.TRT_SHAPES, eff.CALIBRATION_METHOD,
                  eff.MIXED_PLAN, ev_batch=16,
-                 info={"data": f"{len(cal)} calibration views / {len(ev)} evaluation views"})
+                 info={"data": f"{len(cal)} calibration views / {len(ev)} evaluation views"},
+                 extra={"FP8, depthwise FP16": (
+                     "minmax", {"default": "fp8", "default_float": "fp16", "overrides": [
+                         {"regex": "_depthwise_conv/", "precision": "fp16"}]},
+                     "every Conv/Gemm FP8 but the 16 depthwise convs (FP16, as ModelOpt keeps "
+                     "them)")})
 
 
 def minilm(work: Path, n_cal: int, n_ev: int) -> Model:
@@ -251,7 +259,10 @@ def modelopt_fp8(python: str, m: Model, work: Path, out: Path) -> dict[str, Any]
         arr = np.concatenate([b[name] for b in m.cal])
         cal[name] = str(work / f"{m.key}_cal_{name}.npy")
         np.save(cal[name], arr)
-    params = {"model": str(m.fp32), "cal": cal, "output": str(out)}
+    # ModelOpt rewrites its input file (shape inference): give it a copy, never the original
+    src = work / f"{m.key}_fp32_for_modelopt.onnx"
+    shutil.copyfile(m.fp32, src)
+    params = {"model": str(src), "cal": cal, "output": str(out)}
     r = subprocess.run([python, "-c", MODELOPT_WORKER, json.dumps(params)], capture_output=True,
                        text=True, timeout=1800)
     if r.returncode != 0 or not out.exists():
@@ -277,6 +288,7 @@ def quantkit_configs(m: Model, work: Path) -> dict[str, tuple[Path, str]]:
         "all-FP8": ("minmax", {"default": "fp8", "default_float": "fp16"},
                     "every Conv/Gemm/MatMul FP8 (minmax), rest FP16"),
     }
+    plans.update(m.extra)
     out: dict[str, tuple[Path, str]] = {}
     if m.mixed_fp16 is not None:
         base = {"default_float": "fp16", **m.mixed_fp16}
@@ -288,7 +300,7 @@ def quantkit_configs(m: Model, work: Path) -> dict[str, tuple[Path, str]]:
     for label, (meth, plan, note) in plans.items():
         res = quantize_model(fp32, scales[meth], PrecisionConfig.from_mapping(plan),
                              source=m.fp32.name)
-        path = work / f"{m.key}_{label.replace('/', '-').replace(' ', '_')}.onnx"
+        path = work / f"{m.key}_{label.replace('/', '-').replace(' ', '_').replace(',', '')}.onnx"
         save_model(res.model, path)
         out[label] = (path, note)
     return out
