@@ -178,3 +178,26 @@ def test_sensitivity_probes_fp8_when_the_base_is_fp8(tmp_path: Path) -> None:
                                          "overrides": [{"name": "mm1", "precision": "fp8"}]})
     assert fp8["mm1"].int8_only.accuracy == pytest.approx(
         _accuracy(quantize_model(model, scales, only).model, x, labels))
+
+
+def test_cli_autotune_with_target_gpu(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                      ) -> None:
+    import yaml
+
+    from quantkit.cli.main import main
+
+    _, x, labels, _ = _outlier_model(tmp_path / "m.onnx")
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "labels.npy", labels)
+    args = ["autotune", str(tmp_path / "m.onnx"), "--data", str(tmp_path / "x.npy"),
+            "--labels", str(tmp_path / "labels.npy"), "--metric", "top1", "--method", "minmax",
+            "--max-accuracy-drop", "5", "-o", str(tmp_path / "p.yaml")]
+    assert main([*args, "--target-gpu", "nonesuch"]) == 2
+    err = capsys.readouterr().err
+    assert "--target-gpu" in err and "Traceback" not in err
+    assert not (tmp_path / "p.yaml").exists()
+    assert main([*args, "--target-gpu", "L4"]) == 0
+    out = capsys.readouterr().out
+    assert "precision tiers int8 -> fp8 -> fp32" in out and "mm1" in out
+    doc = yaml.safe_load((tmp_path / "p.yaml").read_text())
+    assert doc["overrides"] == [{"name": "mm1", "precision": "fp8"}]
