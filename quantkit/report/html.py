@@ -311,6 +311,16 @@ def _autotune(sweep: Sweep) -> str:
         rows = [[_e(s.get(k, "")) if not isinstance(s.get(k), float) else _e(fmt_num(s[k], 3))
                  for k in keys] for s in steps[:50]]
         out += "<h3>Search steps</h3>" + _table([(k, False) for k in keys], rows)
+    tiers = at.get("tiers")
+    if isinstance(tiers, dict) and tiers.get("layers"):
+        out += (f"<h3>Precision tiers int8 &rarr; fp8 &rarr; float</h3><p>FP8 tier "
+                f"{'on' if tiers.get('fp8_target') else 'off'}: "
+                f"{_e(tiers.get('fp8_target_why', ''))}; final accuracy "
+                f"{_e(fmt_num(tiers.get('final_accuracy'), 3))}.</p>"
+                + _table([("layer", False), ("op", False), ("tier", False), ("why", False)],
+                         [[_e(t.get("layer", "")), _e(t.get("op_type", "")),
+                           _e(t.get("tier", "")), _e(t.get("reason", ""))]
+                          for t in tiers["layers"] if isinstance(t, dict)]))
     return out
 
 

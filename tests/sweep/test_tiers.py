@@ -161,6 +161,7 @@ def test_sweep_runs_fp8_configs_and_autotune_tiers(tmp_path: Path) -> None:
 
     html = write_report(tmp_path / "out").read_text()
     assert 'class="dot fp8"' in html and "fp8 nodes" in html and "(2 fp8)" in html
+    assert "Precision tiers int8" in html and "L4 (SM89) has FP8 tensor math" in html
 
 
 def test_sensitivity_probes_fp8_when_the_base_is_fp8(tmp_path: Path) -> None:
