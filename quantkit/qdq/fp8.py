@@ -56,12 +56,14 @@ def to_e4m3(values: np.ndarray) -> np.ndarray:
     return np.asarray(clipped.astype(ml_dtypes.float8_e4m3fn))
 
 
-def quantize_weight_fp8(w: np.ndarray, name: str, axis: int | None = None
-                        ) -> tuple[onnx.TensorProto, np.ndarray]:
-    """A float weight as an FP8 E4M3 initializer ``name``: ``scale = max|w| / 448``.
+def quantize_weight_fp8(w: np.ndarray, name: str, axis: int | None = None,
+                        min_scale: float = 0.0) -> tuple[onnx.TensorProto, np.ndarray]:
+    """A float weight as an FP8 E4M3 initializer ``name``, ``scale = max(max|w|/448, min)``.
 
     Per channel on ``axis`` (the output channels, as for INT8) or per tensor (``axis=None``).
-    An all-zero weight (channel) gets scale 1.
+    An all-zero weight (channel) gets scale 1. ``min_scale`` keeps scales that will be stored
+    as FP16 (``default_float: fp16``) out of FP16's subnormals; values are quantized with the
+    raised scale.
 
     Returns:
         ``(FLOAT8E4M3FN TensorProto, float32 scales: shape () per tensor, [C] per channel)``.
@@ -74,6 +76,8 @@ def quantize_weight_fp8(w: np.ndarray, name: str, axis: int | None = None
         amax = np.abs(w32).max(axis=tuple(i for i in range(w32.ndim) if i != axis))
         shape = tuple(w32.shape[i] if i == axis else 1 for i in range(w32.ndim))
     scale = np.where(amax > 0, amax / np.float32(FP8_MAX), np.float32(1.0)).astype(np.float32)
+    if min_scale > 0:
+        scale = np.maximum(scale, np.float32(min_scale))
     return numpy_helper.from_array(to_e4m3(w32 / scale.reshape(shape)), name), scale
 
 

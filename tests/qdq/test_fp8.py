@@ -183,3 +183,17 @@ def test_cli_fp8_opset_refusal_exits_2(tmp_path: Path, capsys: pytest.CaptureFix
     err = capsys.readouterr().err
     assert code == 2, err
     assert "opset 19" in err and "Traceback" not in err and not out.exists()
+
+
+def test_fp8_weight_min_scale_raises_tiny_channels() -> None:
+    from quantkit.qdq.fp8 import quantize_weight_fp8
+
+    w = np.array([[448.0, -224.0], [1e-3, 2e-3]], dtype=np.float32)  # channel 1 is tiny
+    q, scale = quantize_weight_fp8(w, "w", axis=0, min_scale=1e-4)
+    # by hand: channel 0 scale 448/448 = 1; channel 1 max(2e-3/448 = 4.46e-6, 1e-4) = 1e-4
+    np.testing.assert_allclose(scale, [1.0, 1e-4], rtol=1e-6)
+    got = numpy_helper.to_array(q).astype(np.float64)
+    # 1e-3 / 1e-4 = 10 -> E4M3 10; 2e-3 / 1e-4 = 20 -> 20 (both exact in E4M3)
+    np.testing.assert_array_equal(got, [[448.0, -224.0], [10.0, 20.0]])
+    _, plain = quantize_weight_fp8(w, "w", axis=0)
+    np.testing.assert_allclose(plain, [1.0, 2e-3 / 448], rtol=1e-6)
