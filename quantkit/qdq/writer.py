@@ -10,7 +10,7 @@ Placement follows docs/tensorrt_rules.md#qdq-placement:
   TensorRT folds into INT8 kernels ("quantized constants only before DQ");
 * biases are never quantized (an int32 bias DQ is rejected by TensorRT's ONNX parser);
 * a residual Add gets Q/DQ only on the branch that is not fused into its convolution;
-* ``fp8`` nodes get FP8 E4M3 Q/DQ instead (per-tensor activations and weights, scale
+* ``fp8`` nodes get FP8 E4M3 Q/DQ instead (per-tensor activations, per-channel weights, scale
   ``amax / 448``, opset 19): :mod:`quantkit.qdq.fp8` holds what differs.
 
 Node names stay stable: the new nodes are named after the tensors they quantize
