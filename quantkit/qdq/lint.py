@@ -321,12 +321,15 @@ class _Linter:
                      f"{expected}.")
             return False
         dims = g.const_dims(g.weight_source(d.x)) or ()
-        if d.channels == 1 and d.qtype == TensorProto.INT8 and (
+        fp8 = d.qtype == TensorProto.FLOAT8E4M3FN
+        if d.channels == 1 and d.qtype in (TensorProto.INT8, TensorProto.FLOAT8E4M3FN) and (
                 len(dims) <= expected or dims[expected] > 1):  # one output channel: same thing
+            why = ("; in FP8 the small channels of folded-BatchNorm weights fall into E4M3's "
+                   "subnormals (docs/fp8.md)" if fp8 else "")
             self.add("QK105", i, d.x, f"{name}: weight {d.x} has one scale for the whole "
                      f"tensor; TensorRT expects per-channel weight scales on axis {expected} "
                      "(docs/tensorrt_rules.md#qdq-placement), which keep small-range channels "
-                     "accurate. Quantize "
+                     f"accurate{why}. Quantize "
                      f"it per channel (onnxruntime: per_channel=True).{hint}")
         return True
 

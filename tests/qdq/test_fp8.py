@@ -197,3 +197,14 @@ def test_fp8_weight_min_scale_raises_tiny_channels() -> None:
     np.testing.assert_array_equal(got, [[448.0, -224.0], [10.0, 20.0]])
     _, plain = quantize_weight_fp8(w, "w", axis=0)
     np.testing.assert_allclose(plain, [1.0, 2e-3 / 448], rtol=1e-6)
+
+
+def test_per_tensor_fp8_weights_are_a_qk105_warning() -> None:
+    from fp8_models import fp8_cnn
+
+    report = lint_model(fp8_cnn())  # hand-made: FP8 weights with one scale per tensor
+    found = {(f.code, f.node) for f in report.findings}
+    assert {("QK105", "conv1"), ("QK105", "conv2"), ("QK105", "fc")} <= found
+    assert all(f.severity == "warning" for f in report.findings if f.code == "QK105")
+    assert {n.name: n.precision for n in report.nodes if n.op_type in ("Conv", "Gemm")} == {
+        "conv1": "fp8", "conv2": "fp8", "fc": "fp8"}  # still FP8 kernels
