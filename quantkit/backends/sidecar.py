@@ -8,8 +8,13 @@
 
    * a Convolution / Deconvolution / MatrixMultiply is ``int8`` when both its data input and its
      weight input come from DEQUANTIZE layers whose input is INT8 (reshape-like layers in
-     between are followed); its output tensor stays FLOAT/HALF. ``fp8``/``int4`` likewise.
-   * QUANTIZE / DEQUANTIZE layers get the quantized type (``int8``), and keep their own type.
+     between are followed); its output tensor stays FLOAT/HALF. ``fp8``/``int4`` likewise
+     (``fp8``: a DEQUANTIZE of FP8 data, verified with TensorRT-RTX 1.7 for SM89 and SM120 on
+     the FP8 and mixed INT8/FP8 models quantkit writes, whose FP8 kernels the engine log lists
+     with ``fp8`` inputs; an FP8 Deconvolution parses as ``fp8`` but compiles as an FP32
+     kernel, which shows as an ``engine`` disagreement, docs/fp8.md).
+   * QUANTIZE / DEQUANTIZE layers get the quantized type (``int8``, ``fp8``), and keep their
+     own type.
    * every other layer: ``fp16`` / ``bf16`` / ``fp32`` from its output tensor type, else from
      its first floating-point input, else the output type (``int64`` for shape arithmetic).
    * CONSTANT layers (weights, scales) are left out of the list and only counted.

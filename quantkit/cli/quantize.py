@@ -125,7 +125,9 @@ def quantize_cmd(model: str, data: str | None, batch_size: int, max_samples: int
     rows = [(n.name, n.op_type, n.precision, n.reason) for n in plan.nodes.values()]
     print_table(["node", "op", "precision", "why"], rows)
     c = plan.counts()
-    click.echo(f"\nwrote {output}: {c['int8']} int8, {c['fp16']} fp16, {c['fp32']} fp32 nodes; "
+    fp8 = f"{c['fp8']} fp8, " if c.get("fp8") else ""
+    click.echo(f"\nwrote {output}: {c['int8']} int8, {fp8}{c['fp16']} fp16, {c['fp32']} fp32 "
+               "nodes; "
                f"Q/DQ on {len(result.activation_qdq)} activations and "
                f"{len(result.weight_qdq)} weights (default_float {plan.default_float})")
 

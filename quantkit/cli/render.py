@@ -38,7 +38,7 @@ def latency_columns(row: dict[str, object]) -> tuple[str, str, str]:
                            int(batch) if isinstance(batch, (int, float)) else None)
     cpu = row.get("cpu_latency_ms_p50")
     cpu_text = "-" if not isinstance(cpu, (int, float)) else \
-        f"{_num(cpu)} ({cpu_source(bool(row.get('int8_layers')))})"
+        f"{_num(cpu)} ({cpu_source(bool(row.get('int8_layers') or row.get('fp8_layers')))})"
     if row.get("latency_ms_p50") is None:
         source = "-"
     return _num(row.get("latency_ms_p50")), source, cpu_text

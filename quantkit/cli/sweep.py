@@ -77,7 +77,7 @@ def sweep_cmd(recipe: str, out_dir: str, force: bool, tolerance: float | None, e
              r.get("status")) for r in result.rows]
     print_table(["config", "accuracy", "agreement", "sqnr_db", "latency ms/batch", "latency source",
                  "CPU p50 ms/batch", "bytes", "status"], rows)
-    if any(r.get("int8_layers") and r.get("cpu_latency_ms_p50") is not None
+    if any((r.get("int8_layers") or r.get("fp8_layers")) and r.get("cpu_latency_ms_p50") is not None
            for r in result.rows):
         click.echo(CPU_NOTE)
     report = _write_report(result.out_dir, tolerance)
@@ -172,12 +172,15 @@ def _eval_options(func: Any) -> Any:
 @data_options
 @_eval_options
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False))
+@click.option("--precision", "quantized", type=click.Choice(["int8", "fp8"]), default="int8",
+              show_default=True, help="Quantized precision probed (the CSV columns keep their "
+                                      "int8 names).")
 @executor_options
 def sensitivity_cmd(model: str, data: str, batch_size: int, max_samples: int | None,
                     seed: int | None, preprocess_file: str | None, columns: tuple[str, ...],
                     streaming: bool, eval_data: str | None, labels: str | None,
                     metric: str | None, output_name: str | None, method: str, fp16: bool,
-                    out_dir: str, executor: str,
+                    out_dir: str, quantized: str, executor: str,
                     ray_address: str | None, shards: int | None) -> None:
     """Per-layer sensitivity: each layer alone in INT8, and each layer alone left out."""
     from quantkit.model import load_model
@@ -200,7 +203,8 @@ def sensitivity_cmd(model: str, data: str, batch_size: int, max_samples: int | N
                             max_samples, opts)
         ev = _evaluator(model, eval_data, data, labels, metric, batch_size, max_samples, opts,
                         output_name)
-        base = PrecisionConfig(default_float="fp16" if fp16 else "fp32")
+        base = PrecisionConfig(default=quantized,
+                               default_float="fp16" if fp16 else "fp32")
         # one ONNX Runtime thread per probe task: Ray runs one task per CPU
         results = layer_sensitivity(fp, scales, ev, base, executor=probes,
                                     threads=1 if probes is not None else None)
@@ -249,6 +253,11 @@ def sensitivity_cmd(model: str, data: str, batch_size: int, max_samples: int | N
 @click.option("--estimate-gpu", multiple=True, metavar="GPU",
               help="GPU of the latency model (quantkit estimate --list-gpus): prices a result "
                    "that keeps nearly every layer out of INT8 (estimated latency vs all-INT8).")
+@click.option("--target-gpu", default=None, metavar="NAME",
+              help="Deployment GPU (quantkit estimate --list-gpus): if it has FP8, layers that "
+                   "fail in INT8 try FP8 before float.")
+@click.option("--compute-capability", default=None, metavar="SM89",
+              help="Deployment compute capability, instead of --target-gpu (FP8 from SM89).")
 @executor_options
 def autotune_cmd(model: str, data: str, batch_size: int, max_samples: int | None,
                  seed: int | None, preprocess_file: str | None, columns: tuple[str, ...],
@@ -256,18 +265,25 @@ def autotune_cmd(model: str, data: str, batch_size: int, max_samples: int | None
                  metric: str | None, output_name: str | None, method: str, fp16: bool,
                  max_accuracy_drop: float, max_evaluations: int, output: str,
                  rescue: tuple[str, ...], rescued_model: str | None,
-                 estimate_gpu: tuple[str, ...], executor: str, ray_address: str | None,
+                 estimate_gpu: tuple[str, ...], target_gpu: str | None,
+                 compute_capability: str | None, executor: str, ray_address: str | None,
                  shards: int | None) -> None:
     """Fewest layers kept out of INT8 so accuracy stays within --max-accuracy-drop of FP32."""
     from quantkit.model import load_model
     from quantkit.qdq.plan import PrecisionConfig
     from quantkit.sweep import autotune
+    from quantkit.sweep.tiers import fp8_target, fp8_tier
 
     if max_accuracy_drop < 0:
         raise InputError("--max-accuracy-drop must be >= 0 (metric points, e.g. 0.5).")
     from quantkit.sweep.latency import check_gpus
 
     gpus = check_gpus(estimate_gpu, where="--estimate-gpu")
+    try:  # an unknown GPU fails before any work
+        target = fp8_target(target_gpu, compute_capability)
+    except InputError as err:
+        flag = "--target-gpu" if target_gpu else "--compute-capability"
+        raise InputError(f"{flag}: {err}") from None
     check_output_path(output, model, data, eval_data, labels, preprocess_file, flag="-o")
     rescued_path = None
     if rescue:
@@ -298,7 +314,9 @@ def autotune_cmd(model: str, data: str, batch_size: int, max_samples: int | None
                                        "data_options": opts, "method": method},
                        executor=probes, threads=1 if probes is not None else None,
                        estimate_gpus=gpus)
-    write_text_atomic(output, res.to_yaml())
+        tiered = (fp8_tier(fp, scales, ev, res, target)
+                  if target_gpu or compute_capability else None)
+    write_text_atomic(output, res.to_yaml() if tiered is None else tiered.to_yaml())
     if rescued_path is not None and res.model is not None:
         from quantkit.model import save_model
 
@@ -320,7 +338,13 @@ def autotune_cmd(model: str, data: str, batch_size: int, max_samples: int | None
                f"wrote {output}")
     if res.notice:
         click.echo(f"warning: {res.notice}", err=True)
-    if not res.reached:
+    if tiered is not None:
+        click.echo(f"precision tiers int8 -> fp8 -> {res.keep_as} ({tiered.target.why}):")
+        print_table(["layer", "op", "tier", "why"],
+                    [(t.layer, t.op_type, t.tier, t.reason) for t in tiered.layers])
+        click.echo(f"final {_fmt(tiered.final.accuracy)} with tiers; {tiered.evaluations} more "
+                   "evaluations")
+    if not (res.reached if tiered is None else tiered.reached):
         click.echo("warning: the target was not reached; the file holds the best found.",
                    err=True)
         sys.exit(1)

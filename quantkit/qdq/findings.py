@@ -36,6 +36,10 @@ CODES: dict[str, tuple[Severity, str]] = {
     "QK120": ("error", "element type mismatch at a Q/DQ (scale type vs data type)"),
     "QK121": ("warning", "Q and DQ of a pair use different scales or zero points"),
     "QK122": ("error", "zero, negative or non-finite scale"),
+    "QK123": ("error", "FP8 Q/DQ in a model with opset < 19"),
+    "QK124": ("error", "compute op with FP8 on one input and INT8 on the other"),
+    "QK125": ("error", "FP8 Q/DQ on an op TensorRT does not run in FP8 (ConvTranspose...)"),
+    "QK126": ("error", "FP8 type other than E4M3FN (E5M2, FNUZ)"),
 }
 
 

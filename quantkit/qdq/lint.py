@@ -20,7 +20,8 @@ from onnx import TensorProto
 from quantkit.graph import FLOAT_TYPES, attr, type_name
 from quantkit.qdq import view as gx
 from quantkit.qdq.findings import CODES, Finding, LintReport, NodeInfo, ScaleInfo
-from quantkit.qdq.rules import FUSES_RESIDUAL, QUANTIZABLE_OPS, quantized_inputs
+from quantkit.qdq.fp8 import FP8_OPSET, FP8_TYPES
+from quantkit.qdq.rules import FP8_OPS, FUSES_RESIDUAL, QUANTIZABLE_OPS, quantized_inputs
 from quantkit.qdq.view import QDQ, QDQGraph
 
 logger = logging.getLogger(__name__)
@@ -101,6 +102,14 @@ class _Linter:
             self.add("QK111", None, None, f"{self.source}: opset {g.opset}; the TensorRT parser "
                      "supports opsets 9-24 (docs/tensorrt_rules.md#onnx-opsets). Convert it "
                      "(onnx.version_converter.convert_version(model, 17)) or re-export.")
+        fp8 = [q for q in self.qdq.values() if q.qtype in FP8_TYPES]
+        if fp8 and g.opset < FP8_OPSET:
+            self.add("QK123", fp8[0].idx, fp8[0].x, f"{self.source}: opset {g.opset} with FP8 "
+                     f"Q/DQ ({len(fp8)} nodes, e.g. {g.names[fp8[0].idx]}): FP8 types need "
+                     "QuantizeLinear/DequantizeLinear of opset 19, so the model is invalid ONNX "
+                     "and ONNX Runtime refuses it (TensorRT-RTX 1.7 parses it anyway, verified). "
+                     "Set the opset to 19 (onnx.version_converter.convert_version(model, 19)) "
+                     "or re-export (docs/fp8.md).")
         for i, node in enumerate(g.nodes):
             if gx.is_qoperator(node):
                 self.add("QK108", i, None, f"{node.op_type} ({node.domain or 'ai.onnx'}): TensorRT "
@@ -147,6 +156,11 @@ class _Linter:
                      "rejects it (\"input has type Int32 but must have type FP8, FP4, Int4, Int8,"
                      " or UInt8\", verified; onnxruntime#14229, onnx-tensorrt#850). Keep biases "
                      "float (onnxruntime: extra_options={'QuantizeBias': False}).")
+        elif q.qtype in FP8_TYPES and q.qtype != TensorProto.FLOAT8E4M3FN:
+            self.add("QK126", q.idx, q.x, f"{what} is {type_name(q.qtype)}: TensorRT takes FP8 "
+                     "as E4M3 (FLOAT8E4M3FN) only; the parser rejects other FP8 types "
+                     "(\"Failed to import initializer\" for an E5M2 zero point, verified). "
+                     "Quantize to FLOAT8E4M3FN (docs/fp8.md).")
         elif q.qtype == TensorProto.UINT8 and not q.weight:
             self.add("QK104", q.idx, q.x, f"{what} is uint8; TensorRT's explicit quantization "
                      "is symmetric INT8 (docs/tensorrt_rules.md#rejected-qdq-forms). Use int8 "
@@ -268,6 +282,20 @@ class _Linter:
             kinds = {TensorProto.INT8 if d.qtype == TensorProto.UINT8 and not d.weight
                      else d.qtype for d in (a, b)}
             act_pc = any(d.channels > 1 and d.axis is not None and not d.weight for d in (a, b))
+            fp8 = TensorProto.FLOAT8E4M3FN
+            if kinds == {TensorProto.INT8, fp8}:
+                self.add("QK124", i, node.input[0], f"{name}: one input is FP8 and the other "
+                         "INT8. TensorRT has no mixed FP8 x INT8 kernel: the TensorRT-RTX 1.7 "
+                         "build fails (\"CHECK(dtype == W.type()) failed\", verified). Quantize "
+                         "both inputs to the same type (docs/fp8.md).")
+                usable = False
+            elif kinds == {fp8} and op not in FP8_OPS:
+                self.add("QK125", i, node.input[0], f"{name}: {op} with FP8 inputs is parsed "
+                         "but compiled as an FP32 kernel on dequantized data (TensorRT-RTX 1.7, "
+                         "SM89, verified): the FP8 Q/DQ only adds rounding. FP8 runs on "
+                         f"{', '.join(sorted(FP8_OPS))}; quantize this node to int8 or leave "
+                         "it in float (docs/fp8.md).")
+                usable = False
             if len(kinds) == 1 and kinds <= gx.LOW_PRECISION.keys() and usable and not act_pc:
                 precision = gx.LOW_PRECISION[kinds.pop()]
             else:
@@ -296,12 +324,15 @@ class _Linter:
                      f"{expected}.")
             return False
         dims = g.const_dims(g.weight_source(d.x)) or ()
-        if d.channels == 1 and d.qtype == TensorProto.INT8 and (
+        fp8 = d.qtype == TensorProto.FLOAT8E4M3FN
+        if d.channels == 1 and d.qtype in (TensorProto.INT8, TensorProto.FLOAT8E4M3FN) and (
                 len(dims) <= expected or dims[expected] > 1):  # one output channel: same thing
+            why = ("; in FP8 the small channels of folded-BatchNorm weights fall into E4M3's "
+                   "subnormals (docs/fp8.md)" if fp8 else "")
             self.add("QK105", i, d.x, f"{name}: weight {d.x} has one scale for the whole "
                      f"tensor; TensorRT expects per-channel weight scales on axis {expected} "
                      "(docs/tensorrt_rules.md#qdq-placement), which keep small-range channels "
-                     "accurate. Quantize "
+                     f"accurate{why}. Quantize "
                      f"it per channel (onnxruntime: per_channel=True).{hint}")
         return True
 
@@ -314,7 +345,7 @@ class _Linter:
         for i, p in prec.items():
             if p not in gx.LOW_PRECISION.values() and i not in self.flagged:
                 self.add("QK118", i, None, f"{self.g.names[i]} runs in {p} while {low} of "
-                         f"{len(prec)} compute ops are INT8. Fine if intended (a sensitive "
+                         f"{len(prec)} compute ops are INT8/FP8. Fine if intended (a sensitive "
                          "layer); otherwise quantize its data and weight inputs.")
 
     def _check_residual(self, i: int, node: onnx.NodeProto) -> None:

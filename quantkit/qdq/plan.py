@@ -2,7 +2,7 @@
 
 A precision file (docs/cli.md#precision-file, ``quantize --precision P.yaml``)::
 
-    default: int8            # int8 | fp16 | fp32 for quantizable ops
+    default: int8            # int8 | fp8 | fp16 | fp32 for quantizable ops
     default_float: fp32      # precision of the non-quantized rest: fp32 | fp16
     overrides:               # first match wins; each rule has one of name / regex / op_type
       - name: /backbone/conv1/Conv
@@ -15,7 +15,8 @@ A precision file (docs/cli.md#precision-file, ``quantize --precision P.yaml``)::
 
 :func:`make_plan` turns it into a :class:`PrecisionPlan`: one precision per node and the reason
 for it. A rule that matches no node is an error listing close node names; a rule asking for
-int8 on an op TensorRT does not quantize is a warning.
+int8 / fp8 on an op TensorRT does not quantize that way is a warning (the node keeps
+``default_float``). ``fp8`` is FP8 E4M3 (docs/fp8.md): Conv, Gemm and MatMul only.
 """
 
 from __future__ import annotations
@@ -34,11 +35,11 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, mo
 from quantkit._yaml import load_yaml
 from quantkit.errors import InputError
 from quantkit.qdq.rescue_spec import parse_rescue
-from quantkit.qdq.rules import FUSES_RESIDUAL
+from quantkit.qdq.rules import FP8_OPS, FUSES_RESIDUAL, QUANTIZED_PRECISIONS
 
 logger = logging.getLogger(__name__)
 
-Precision = Literal["int8", "fp16", "fp32"]
+Precision = Literal["int8", "fp8", "fp16", "fp32"]
 FloatPrecision = Literal["fp16", "fp32"]
 PLAN_FORMAT = "quantkit-plan/1"
 
@@ -133,7 +134,7 @@ class PrecisionConfig(BaseModel):
             raise InputError(f"{where}: {loc or 'file'}: {first['msg']}"
                              + (f" (got {first.get('input')!r})"
                                 if first["type"] != "missing" else "")
-                             + ". Precisions are int8 / fp16 / fp32; default_float is "
+                             + ". Precisions are int8 / fp8 / fp16 / fp32; default_float is "
                                "fp32 / fp16.") from err
 
 
@@ -146,8 +147,10 @@ class NodePlan:
     precision: Precision
     reason: str
     #: a residual Add whose non-fused branch gets Q/DQ so TensorRT can fuse the Add into the
-    #: INT8 convolution (the Add itself stays a float op)
+    #: INT8 (FP8) convolution (the Add itself stays a float op); the branch takes the
+    #: convolution's quantized type
     quantize_residual: bool = False
+    residual_type: str = "int8"
 
 
 @dataclass
@@ -158,7 +161,7 @@ class PrecisionPlan:
         nodes: ``{node name: NodePlan}`` in graph order.
         default: precision of quantizable ops without an override.
         default_float: precision of everything that is not INT8.
-        warnings: rules that did not apply as asked (int8 on a non-quantizable op).
+        warnings: rules that did not apply as asked (int8/fp8 on a non-quantizable op).
     """
 
     nodes: dict[str, NodePlan]
@@ -171,15 +174,15 @@ class PrecisionPlan:
         return self.nodes[node].precision
 
     def float_type(self, node: str) -> FloatPrecision:
-        """The float type the node computes in (int8 nodes compute around default_float)."""
+        """The float type the node computes in (int8/fp8 nodes compute around default_float)."""
         p = self.nodes[node].precision
-        return self.default_float if p == "int8" else p
+        return self.default_float if p in QUANTIZED_PRECISIONS else p  # type: ignore[return-value]
 
     def counts(self) -> dict[str, int]:
-        """How many nodes have each precision."""
+        """How many nodes have each precision (``fp8`` only when the plan has FP8 nodes)."""
         out = {"int8": 0, "fp16": 0, "fp32": 0}
         for n in self.nodes.values():
-            out[n.precision] += 1
+            out[n.precision] = out.get(n.precision, 0) + 1
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -190,7 +193,9 @@ class PrecisionPlan:
             "default_float": self.default_float,
             "nodes": {n.name: {"op_type": n.op_type, "precision": n.precision,
                                "reason": n.reason,
-                               **({"quantize_residual": True} if n.quantize_residual else {})}
+                               **({"quantize_residual": True} if n.quantize_residual else {}),
+                               **({"residual_type": n.residual_type}
+                                  if n.quantize_residual and n.residual_type != "int8" else {})}
                       for n in self.nodes.values()},
         }
 
@@ -204,7 +209,8 @@ class PrecisionPlan:
         if doc.get("format") != PLAN_FORMAT:
             raise InputError(f"not a quantkit plan (expected format {PLAN_FORMAT}).")
         nodes = {name: NodePlan(name, v["op_type"], v["precision"], v.get("reason", ""),
-                                bool(v.get("quantize_residual", False)))
+                                bool(v.get("quantize_residual", False)),
+                                str(v.get("residual_type", "int8")))
                  for name, v in doc["nodes"].items()}
         return cls(nodes, doc.get("default", "int8"), doc.get("default_float", "fp32"))
 
@@ -226,7 +232,7 @@ def make_plan(nodes: Sequence[NodeView], config: PrecisionConfig,
         nodes: the graph's nodes in order (names must be unique and non-empty).
         config: the precision file.
         residual_adds: ``(add node, fusing producer node)`` pairs: when the producer is int8
-            and no rule names the Add, its other branch gets Q/DQ
+            (fp8) and no rule names the Add, its other branch gets int8 (fp8) Q/DQ
             (docs/tensorrt_rules.md#residual-add).
 
     Raises:
@@ -246,13 +252,18 @@ def make_plan(nodes: Sequence[NodeView], config: PrecisionConfig,
             rule = config.overrides[rule_index]
             prec: Precision = rule.precision
             reason = f"override {rule_index + 1}: {rule.describe()}"
-            if prec == "int8" and not node.quantizable:
-                msg = (f"override {rule_index + 1} ({rule.describe()}) asks int8 for "
-                       f"{node.op_type} node '{node.name}', which TensorRT does not quantize; "
-                       f"it stays {config.default_float}")
+            why = _not_applicable(prec, node)
+            if why:
+                msg = (f"override {rule_index + 1} ({rule.describe()}) asks {prec} for "
+                       f"{node.op_type} node '{node.name}', {why}; it stays "
+                       f"{config.default_float}")
                 warnings.append(msg)
                 logger.warning(msg)
-                prec, reason = config.default_float, reason + " (int8 not applicable)"
+                prec, reason = config.default_float, reason + f" ({prec} not applicable)"
+        elif node.quantizable and _not_applicable(config.default, node):
+            prec = config.default_float
+            reason = (f"default_float (default {config.default}: "
+                      f"{_not_applicable(config.default, node)})")
         elif node.quantizable:
             prec, reason = config.default, "default"
         else:
@@ -261,9 +272,11 @@ def make_plan(nodes: Sequence[NodeView], config: PrecisionConfig,
     for add, producer in residual_adds:
         entry = plan.get(add)
         if (entry is not None and entry.reason.startswith("default_float")
-                and plan.get(producer) is not None and plan[producer].precision == "int8"
+                and plan.get(producer) is not None
+                and plan[producer].precision in QUANTIZED_PRECISIONS
                 and plan[producer].op_type in FUSES_RESIDUAL):
             entry.quantize_residual = True
+            entry.residual_type = plan[producer].precision
             entry.reason += f"; residual branch quantized for fusion into '{producer}'"
     unused = [r for r, u in zip(config.overrides, matched, strict=True) if not u]
     if unused:
@@ -275,6 +288,18 @@ def make_plan(nodes: Sequence[NodeView], config: PrecisionConfig,
             warnings.append(msg)
             logger.warning(msg)
     return PrecisionPlan(plan, config.default, config.default_float, warnings)
+
+
+def _not_applicable(prec: str, node: NodeView) -> str:
+    """Why ``node`` cannot run in the quantized precision ``prec`` ('' when it can)."""
+    if prec not in QUANTIZED_PRECISIONS:
+        return ""
+    if not node.quantizable:
+        return "which TensorRT does not quantize"
+    if prec == "fp8" and node.op_type not in FP8_OPS:
+        return ("which TensorRT-RTX compiles as an FP32 kernel when its inputs are FP8 (FP8 "
+                "runs on Conv, Gemm and MatMul)")
+    return ""
 
 
 def _raise_unused(unused: list[Rule], config: PrecisionConfig, nodes: Sequence[NodeView]) -> None:

@@ -14,6 +14,11 @@ from typing import Literal
 
 #: compute ops whose inputs are quantized when the plan says int8.
 QUANTIZABLE_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
+#: compute ops TensorRT-RTX 1.7 compiles as FP8 kernels (SM89/SM120): an FP8 ConvTranspose is
+#: parsed but compiled as an FP32 kernel on dequantized weights (docs/tensorrt_rules.md#fp8).
+FP8_OPS = frozenset({"Conv", "Gemm", "MatMul"})
+#: the quantized precisions of a precision plan.
+QUANTIZED_PRECISIONS = frozenset({"int8", "fp8"})
 #: ops that can absorb a residual Add (the Add's other branch is quantized instead).
 FUSES_RESIDUAL = frozenset({"Conv", "ConvTranspose"})
 

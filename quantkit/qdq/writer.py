@@ -15,6 +15,8 @@ Placement follows docs/tensorrt_rules.md#qdq-placement:
   raised scale: FP16 subnormal scales (per-channel weight scales of near-dead channels, 3e-6
   seen on a real OCR model) keep only a few significant bits, and a weight quantized with the
   FP32 scale but dequantized with its FP16 rounding is off by up to a few percent.
+* ``fp8`` nodes get FP8 E4M3 Q/DQ instead (per-tensor activations, per-channel weights, scale
+  ``amax / 448``, opset 19): :mod:`quantkit.qdq.fp8` holds what differs.
 
 Node names stay stable: the new nodes are named after the tensors they quantize
 (``<tensor>_QuantizeLinear`` / ``<tensor>_DequantizeLinear``).
@@ -46,9 +48,16 @@ from quantkit.graph import (
     remove_unused_initializers,
     upgrade_opset,
 )
+from quantkit.qdq import fp8 as _fp8
 from quantkit.qdq.fp16 import apply_float_types
 from quantkit.qdq.plan import NodeView, PrecisionConfig, PrecisionPlan, make_plan
-from quantkit.qdq.rules import FUSES_RESIDUAL, QUANTIZABLE_OPS, QuantInput, quantized_inputs
+from quantkit.qdq.rules import (
+    FUSES_RESIDUAL,
+    QUANTIZABLE_OPS,
+    QUANTIZED_PRECISIONS,
+    QuantInput,
+    quantized_inputs,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -67,10 +76,13 @@ class QuantizeResult:
     warnings: list[str] = field(default_factory=list)
 
 
-def prepare(model: onnx.ModelProto, *, fp16: bool, source: str) -> onnx.ModelProto:
+def prepare(model: onnx.ModelProto, *, fp16: bool, source: str,
+            fp8: bool = False) -> onnx.ModelProto:
     """Copy ``model`` with named nodes, Constant weights as initializers and a Q/DQ opset."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
+    if fp8:
+        out = _fp8.upgrade_for_fp8(out, source)
     out = upgrade_opset(out, FP16_QDQ_OPSET if fp16 else MIN_OPSET, source)
     name_nodes(out)
     constants_to_initializers(out)
@@ -126,7 +138,7 @@ def plan_model(model: onnx.ModelProto, config: PrecisionConfig) -> PrecisionPlan
     return make_plan(views, config, [(a, p) for a, p, _ in residual_adds(index)])
 
 
-def _scale_for(tensor: str, scales: ScaleTable) -> float:
+def _scale_for(tensor: str, scales: ScaleTable, qtype: str = "int8") -> float:
     if tensor not in scales.scales:
         raise InputError(
             f"no scale for tensor '{tensor}', which the plan quantizes. Calibrate with this "
@@ -134,12 +146,16 @@ def _scale_for(tensor: str, scales: ScaleTable) -> float:
             "out of INT8 with a precision override."
         )
     s = scales.scales[tensor]
+    if qtype == "fp8":  # the same amax over the FP8 range
+        s = _fp8.fp8_scale(scales.amaxes.get(tensor, s * _QMAX))
     if not np.isfinite(s) or s < 0:
         raise InputError(f"tensor '{tensor}': scale {s} is not a finite positive number; "
                          "re-calibrate or override its consumer to fp16/fp32.")
     if s == 0.0:
-        logger.warning("tensor '%s' has scale 0 (all zeros in calibration); using 1/127", tensor)
-        return 1.0 / _QMAX
+        qmax = _fp8.FP8_MAX if qtype == "fp8" else _QMAX
+        logger.warning("tensor '%s' has scale 0 (all zeros in calibration); using 1/%g", tensor,
+                       qmax)
+        return 1.0 / qmax
     return float(s)
 
 
@@ -177,21 +193,25 @@ class _Writer:
         self.index = GraphIndex(model)
         self.editor = GraphEditor(model)
         self.unique = UniqueNames.for_model(model)
-        self.act: dict[str, str] = {}
-        self.wgt: dict[tuple[str, int | None], str] = {}
+        self.act: dict[tuple[str, str], str] = {}
+        self.wgt: dict[tuple[str, int | None, str], str] = {}
 
-    def activation(self, tensor: str, scale: float, first_consumer: str) -> str:
-        if tensor in self.act:
-            return self.act[tensor]
-        s = self.unique(f"{tensor}_scale")
-        z = self.unique(f"{tensor}_zero_point")
-        q_out, dq_out = self.unique(f"{tensor}_quantized"), self.unique(f"{tensor}_dequantized")
+    def activation(self, tensor: str, scale: float, first_consumer: str,
+                   qtype: str = "int8") -> str:
+        if (tensor, qtype) in self.act:
+            return self.act[(tensor, qtype)]
+        tag = "_fp8" if qtype == "fp8" and any(t == tensor for t, _ in self.act) else ""
+        s = self.unique(f"{tensor}{tag}_scale")
+        z = self.unique(f"{tensor}{tag}_zero_point")
+        q_out = self.unique(f"{tensor}{tag}_quantized")
+        dq_out = self.unique(f"{tensor}{tag}_dequantized")
         g = self.model.graph
         if scale < self.min_scale:
             scale = self.min_scale
             self.raised.append(tensor)
         g.initializer.append(numpy_helper.from_array(np.array(scale, dtype=np.float32), s))
-        g.initializer.append(numpy_helper.from_array(np.array(0, dtype=np.int8), z))
+        g.initializer.append(_fp8.fp8_zero_point(z) if qtype == "fp8" else
+                             numpy_helper.from_array(np.array(0, dtype=np.int8), z))
         q = helper.make_node("QuantizeLinear", [tensor, s, z], [q_out],
                              name=self.unique(f"{tensor}_QuantizeLinear"))
         dq = helper.make_node("DequantizeLinear", [q_out, s, z], [dq_out],
@@ -203,11 +223,11 @@ class _Writer:
             self.editor.insert_before(first_consumer, [q, dq])
         else:
             self.editor.insert_after(producer, [q, dq])
-        self.act[tensor] = dq_out
+        self.act[(tensor, qtype)] = dq_out
         return dq_out
 
-    def weight(self, tensor: str, axis: int | None, consumer: str) -> str:
-        key = (tensor, axis)
+    def weight(self, tensor: str, axis: int | None, consumer: str, qtype: str = "int8") -> str:
+        key = (tensor, axis, qtype)
         if key in self.wgt:
             return self.wgt[key]
         w = self.index.array(tensor)
@@ -216,17 +236,24 @@ class _Writer:
                              "only float weights can be quantized.")
         if axis is not None and not -w.ndim <= axis < w.ndim:
             axis = None
-        q, scale = quantize_weight(w, axis, self.min_scale)
-        if self.min_scale and bool(np.any(scale == np.float32(self.min_scale))):
-            self.raised.append(tensor)
-        qn = self.unique(f"{tensor}_int8")
+        qn = self.unique(f"{tensor}_{qtype}")
         s = self.unique(f"{tensor}_scale")
         z = self.unique(f"{tensor}_zero_point")
         g = self.model.graph
-        g.initializer.append(numpy_helper.from_array(q, qn))
-        g.initializer.append(numpy_helper.from_array(
-            scale if axis is not None else scale.reshape(()), s))
-        g.initializer.append(numpy_helper.from_array(np.zeros(scale.shape, dtype=np.int8), z))
+        if qtype == "fp8":
+            q8, scale = _fp8.quantize_weight_fp8(w, qn, axis, self.min_scale)
+            g.initializer.append(q8)
+            g.initializer.append(numpy_helper.from_array(scale, s))
+            g.initializer.append(_fp8.fp8_zero_point(z, scale.shape))
+        else:
+            q, scale = quantize_weight(w, axis, self.min_scale)
+            g.initializer.append(numpy_helper.from_array(q, qn))
+            g.initializer.append(numpy_helper.from_array(
+                scale if axis is not None else scale.reshape(()), s))
+            g.initializer.append(numpy_helper.from_array(np.zeros(scale.shape, dtype=np.int8),
+                                                         z))
+        if self.min_scale and bool(np.any(scale == np.float32(self.min_scale))):
+            self.raised.append(tensor)
         out = self.unique(f"{tensor}_dequantized")
         dq = helper.make_node("DequantizeLinear", [qn, s, z], [out],
                               name=self.unique(f"{tensor}_DequantizeLinear"))
@@ -242,7 +269,7 @@ class _Writer:
 
     def _drop_dead_identities(self) -> None:
         """Remove ``Identity`` chains that led to a weight now read through its INT8 copy."""
-        todo = [t for t, _ in self.wgt if t not in self.index.initializers]
+        todo = [t for t, _, _ in self.wgt if t not in self.index.initializers]
         g = self.model.graph
         while todo:
             used = read_names(g)
@@ -261,7 +288,7 @@ class _Writer:
 
 
 def insert_qdq(model: onnx.ModelProto, plan: PrecisionPlan, scales: ScaleTable) -> QuantizeResult:
-    """Insert Q/DQ into a prepared model (in place) for every int8 node of ``plan``.
+    """Insert Q/DQ into a prepared model (in place) for every int8 / fp8 node of ``plan``.
 
     With ``default_float: fp16`` (FP16 Q/DQ scales) every scale is at least
     :data:`FP16_MIN_SCALE`.
@@ -274,23 +301,27 @@ def insert_qdq(model: onnx.ModelProto, plan: PrecisionPlan, scales: ScaleTable) 
             continue
         if entry.quantize_residual and node.name in residual:
             todo = [QuantInput(residual[node.name], "activation")]
-        elif entry.precision == "int8":
+            qtype = entry.residual_type
+        elif entry.precision in QUANTIZED_PRECISIONS:
             todo = _node_inputs(node, w.index)
+            qtype = entry.precision
         else:
             continue
         for qi in todo:
             name = node.input[qi.index]
             if qi.kind == "activation":
-                node.input[qi.index] = w.activation(name, _scale_for(name, scales), node.name)
+                node.input[qi.index] = w.activation(name, _scale_for(name, scales, qtype),
+                                                    node.name, qtype)
             else:
-                node.input[qi.index] = w.weight(name, qi.axis, node.name)
+                node.input[qi.index] = w.weight(name, qi.axis, node.name, qtype)
     w.finish()
     if w.raised:
         logger.info("%d tensor(s) have scales below the smallest FP16 normal number, raised "
                     "to %.3g for FP16 Q/DQ (e.g. %s)", len(w.raised), FP16_MIN_SCALE,
                     ", ".join(w.raised[:3]))
     remove_unused_initializers(model)
-    result = QuantizeResult(model, plan, sorted(w.act), sorted(t for t, _ in w.wgt))
+    result = QuantizeResult(model, plan, sorted({t for t, _ in w.act}),
+                            sorted({t for t, _, _ in w.wgt}))
     inner = sorted({n.name or n.op_type for n in nested_nodes(model.graph)
                     if n.op_type in QUANTIZABLE_OPS})
     if inner:
@@ -320,13 +351,15 @@ def quantize_model(model: onnx.ModelProto, scales: ScaleTable | None,
         config = config.model_copy(update={"default_float": "fp16"})
     needs_fp16 = config.default_float == "fp16" or config.default == "fp16" or any(
         r.precision == "fp16" for r in config.overrides)
-    prepared = prepare(model, fp16=needs_fp16, source=source)
+    needs_fp8 = config.default == "fp8" or any(r.precision == "fp8" for r in config.overrides)
+    prepared = prepare(model, fp16=needs_fp16, source=source, fp8=needs_fp8)
     if model_opset(prepared) > MAX_PARSER_OPSET:
         logger.warning("%s: opset %d is above what TensorRT's ONNX parser supports (9-%d)",
                        source, model_opset(prepared), MAX_PARSER_OPSET)
     plan = plan_model(prepared, config)
-    if plan.counts()["int8"] and scales is None:
-        raise InputError("the plan quantizes nodes to int8 but no scales were given: pass "
+    counts = plan.counts()
+    if (counts["int8"] or counts.get("fp8")) and scales is None:
+        raise InputError("the plan quantizes nodes to int8/fp8 but no scales were given: pass "
                          "--scales S.json (or a TensorRT cache) or --data to calibrate.")
     result = insert_qdq(prepared, plan, scales or ScaleTable(scales={}))
     result.warnings.extend(plan.warnings)

@@ -31,7 +31,7 @@ tr.failed td.err{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12p
 white-space:pre-wrap;overflow-wrap:anywhere}
 tr.best td:first-child{font-weight:700}
 .pareto-mark{color:var(--accent);margin-left:4px}
-.int8{background:#009E73}.fp16{background:#3a93c8}.fp32{background:#c98a00}
+.int8{background:#009E73}.fp8{background:#CC79A7}.fp16{background:#3a93c8}.fp32{background:#c98a00}
 .st-ok{color:var(--good)}.mono{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12px}
 figure{margin:8px 0 4px}figure img{max-width:100%;height:auto;display:block}
 .wide img{max-width:none}figcaption{color:var(--muted);font-size:12.5px;margin-top:4px}

@@ -27,8 +27,10 @@ from quantkit.qdq.plan import PrecisionPlan
 from quantkit.report.load import config_kind, pareto_front, quality_column
 
 #: colours per precision (Okabe-Ito, readable with colour-vision deficiency)
-PRECISION_COLORS = {"int8": "#009E73", "fp16": "#56B4E9", "fp32": "#E69F00", "other": "#BBBBBB"}
-_KIND_MARKERS = {"fp32": "s", "fp16": "D", "int8": "o"}
+PRECISION_COLORS = {"int8": "#009E73", "fp8": "#CC79A7", "fp16": "#56B4E9", "fp32": "#E69F00",
+                    "other": "#BBBBBB"}
+_KIND_MARKERS = {"fp32": "s", "fp16": "D", "int8": "o", "fp8": "^"}
+_MAP_KINDS = ("int8", "fp16", "fp32", "fp8", "other")  # grid codes 0..4
 
 
 def _figure(width: float, height: float) -> Figure:
@@ -234,7 +236,7 @@ def accuracy_latency(df: pd.DataFrame, *, y: str | None = None,
                 whiskers.append((lo, hi, r[y]))
                 ax.plot([lo, hi], [r[y], r[y]], lw=2.2, color=PRECISION_COLORS[kind],
                         alpha=0.55, zorder=1, solid_capstyle="butt")
-    for kind in ("fp32", "fp16", "int8"):
+    for kind in ("fp32", "fp16", "int8", "fp8"):
         sel = np.array([k == kind for k in kinds])
         if sel.any():
             ax.scatter(ok["latency_ms_p50"][sel], ok[y][sel], s=42, zorder=3,
@@ -305,13 +307,13 @@ def precision_map(plans: Mapping[str, PrecisionPlan], *, layers: Sequence[str] |
     names = list(layers) if layers is not None else (
         quantizable_layers(plans) if quantizable_only else layer_order(plans))
     configs = list(plans)
-    codes = {"int8": 0, "fp16": 1, "fp32": 2}
-    grid = np.full((max(len(configs), 1), max(len(names), 1)), 3, dtype=int)
+    codes = {k: i for i, k in enumerate(_MAP_KINDS[:-1])}
+    grid = np.full((max(len(configs), 1), max(len(names), 1)), len(codes), dtype=int)
     for i, cfg in enumerate(configs):
         for j, name in enumerate(names):
             node = plans[cfg].nodes.get(name)
             if node is not None:
-                grid[i, j] = codes.get(node.precision, 3)
+                grid[i, j] = codes.get(node.precision, len(codes))
     label_len = max([len(shorten(n, label_width)) for n in names] + [4])
     left = 0.075 * max(len(c) for c in configs or ["x"]) + 0.5
     # Fill the report's 13.3 in (1280 px) width; cells never under 0.12 in, where the 6-7 pt
@@ -321,8 +323,9 @@ def precision_map(plans: Mapping[str, PrecisionPlan], *, layers: Sequence[str] |
     height = 0.32 * len(configs) + 0.072 * label_len + 1.0
     fig = _figure(width, height)
     ax = fig.add_subplot()
-    cmap = ListedColormap([PRECISION_COLORS[k] for k in ("int8", "fp16", "fp32", "other")])
-    ax.imshow(grid, cmap=cmap, vmin=-0.5, vmax=3.5, aspect="auto", interpolation="nearest")
+    cmap = ListedColormap([PRECISION_COLORS[k] for k in _MAP_KINDS])
+    ax.imshow(grid, cmap=cmap, vmin=-0.5, vmax=len(_MAP_KINDS) - 0.5, aspect="auto",
+              interpolation="nearest")
     ax.set_xticks(range(len(names)))
     ax.set_xticklabels([shorten(n, label_width) for n in names], rotation=90,
                        fontsize=7 if cell >= 0.14 else 6, family="monospace")
@@ -336,9 +339,8 @@ def precision_map(plans: Mapping[str, PrecisionPlan], *, layers: Sequence[str] |
     for side in ax.spines.values():
         side.set_visible(False)
     handles = [Patch(color=PRECISION_COLORS[k], label=k.upper() if k != "other" else "not in plan")
-               for k in ("int8", "fp16", "fp32", "other")
-               if (grid == ("int8", "fp16", "fp32", "other").index(k)).any()]
-    fig.legend(handles=handles, loc="outside upper left", ncols=4, fontsize=7.5, frameon=False)
+               for k in _MAP_KINDS if (grid == _MAP_KINDS.index(k)).any()]
+    fig.legend(handles=handles, loc="outside upper left", ncols=5, fontsize=7.5, frameon=False)
     return fig
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from quantkit.report.load import config_kind, quality_column
+from quantkit.report.load import QUANTIZED_KINDS, config_kind, quality_column
 from quantkit.report.sources import (
     CPU_ONLY_NOTE,
     RankingSource,
@@ -94,7 +94,7 @@ def choose(results: pd.DataFrame, *, tolerance: float = DEFAULT_TOLERANCE,
                       rule="No config ran with a metric value; nothing to choose.")
     top = _by_metric(ok, col, sign).iloc[0]
     ref, ref_value = str(top["config"]), float(top[col])
-    int8 = ok[ok["kind"] == "int8"]
+    int8 = ok[ok["kind"].isin(QUANTIZED_KINDS)]  # INT8 and/or FP8 layers
     closest = str(_by_metric(int8, col, sign)["config"].iloc[0]) if len(int8) else None
     within = sign * (int8[col] - ref_value) >= -tolerance - 1e-9
     cands = int8[within]

@@ -185,13 +185,15 @@ def _results_table(sweep: Sweep, df: pd.DataFrame, h: Headline) -> str:
             continue
         counts = " / ".join(fmt_num(getattr(r, c), 0) for c in
                             ("int8_layers", "fp16_layers", "fp32_layers"))
+        if pd.notna(r.fp8_layers) and r.fp8_layers > 0:
+            counts += f" ({fmt_num(r.fp8_layers, 0)} fp8)"
         engine = str(r.engine_backend).strip() if pd.notna(r.engine_bytes) else "not built"
         if pd.notna(r.engine_bytes):
             engine += f" ({fmt_bytes(r.engine_bytes)})"
         size = fmt_bytes(r.model_bytes)
         if pd.notna(r.size_ratio):
             size += f" ({fmt_ratio(r.size_ratio)})"
-        cpu_src = "cpu-fake-quant" if r.kind == "int8" else "cpu"
+        cpu_src = "cpu-fake-quant" if r.kind in ("int8", "fp8") else "cpu"
         cpu = (f"{fmt_ms(r.cpu_latency_ms_p50)} ({cpu_src})"
                if _finite(r.cpu_latency_ms_p50) else DASH)
         cells = ([fmt_num(getattr(r, col))] if show_metric else []) + [
@@ -204,7 +206,8 @@ def _results_table(sweep: Sweep, df: pd.DataFrame, h: Headline) -> str:
         row_cells = "".join(f'<td class="num">{_e(c)}</td>' for c in cells)
         rows.append(f"<tr{attrs}>{first}<td class=\"st-ok\">ok</td>{row_cells}"
                     f"<td>{_e(engine)}</td></tr>")
-    note = ("Colour: precision kind (green INT8, blue FP16, orange FP32). Bold: the headline "
+    note = ("Colour: precision kind (green INT8, pink FP8, blue FP16, orange FP32). Bold: the "
+            "headline "
             f"config. ★ on the Pareto front of {metric} against p50 latency ({h.measured_on})"
             + ("; ≈ the same latency as the headline within noise" if ties else "")
             + f". Δ, speed-up and size ratio are against {h.baseline or 'no FP32 config'}. "
@@ -231,10 +234,11 @@ def _precision(sweep: Sweep) -> str:
                + (f" {n_all - shown} nodes that TensorRT does not quantize (kept at each "
                   "plan's default_float) are left out." if quant else ""))
     rows = [[_e(c), _e(p.default), _e(p.default_float),
-             *(_e(p.counts()[k]) for k in ("int8", "fp16", "fp32"))]
+             *(_e(p.counts().get(k, 0)) for k in ("int8", "fp8", "fp16", "fp32"))]
             for c, p in sweep.plans.items()]
     table = _table([("config", False), ("default", False), ("default_float", False),
-                    ("int8 nodes", True), ("fp16 nodes", True), ("fp32 nodes", True)], rows)
+                    ("int8 nodes", True), ("fp8 nodes", True), ("fp16 nodes", True),
+                    ("fp32 nodes", True)], rows)
     return _img(fig, "per-layer precision map", caption) + table
 
 
@@ -307,6 +311,16 @@ def _autotune(sweep: Sweep) -> str:
         rows = [[_e(s.get(k, "")) if not isinstance(s.get(k), float) else _e(fmt_num(s[k], 3))
                  for k in keys] for s in steps[:50]]
         out += "<h3>Search steps</h3>" + _table([(k, False) for k in keys], rows)
+    tiers = at.get("tiers")
+    if isinstance(tiers, dict) and tiers.get("layers"):
+        out += (f"<h3>Precision tiers int8 &rarr; fp8 &rarr; float</h3><p>FP8 tier "
+                f"{'on' if tiers.get('fp8_target') else 'off'}: "
+                f"{_e(tiers.get('fp8_target_why', ''))}; final accuracy "
+                f"{_e(fmt_num(tiers.get('final_accuracy'), 3))}.</p>"
+                + _table([("layer", False), ("op", False), ("tier", False), ("why", False)],
+                         [[_e(t.get("layer", "")), _e(t.get("op_type", "")),
+                           _e(t.get("tier", "")), _e(t.get("reason", ""))]
+                          for t in tiers["layers"] if isinstance(t, dict)]))
     return out
 
 

@@ -41,7 +41,8 @@ NUMERIC_COLUMNS = ("accuracy", "agreement", "sqnr_db", "cosine", "latency_ms_p50
                    "int8_layers", "fp16_layers", "fp32_layers", "engine_bytes",
                    "engine_build_s", "cpu_latency_ms_p50", "cpu_latency_ms_p99",
                    "latency_batch", "latency_repeats", "latency_ms_p50_min",
-                   "latency_ms_p50_max", "cpu_latency_ms_p50_min", "cpu_latency_ms_p50_max")
+                   "latency_ms_p50_max", "cpu_latency_ms_p50_min", "cpu_latency_ms_p50_max",
+                   "fp8_layers")
 #: text columns added (empty) when an older sweep lacks them
 TEXT_COLUMNS = ("status", "error", "metric", "engine_backend", "latency_source",
                 "latency_target", "sqnr_tensor", "calibration_warnings", "transforms")
@@ -229,7 +230,7 @@ def _older_latency(df: pd.DataFrame) -> None:
     cpu = df["backend"].astype(str).str.strip().str.lower().eq("onnxruntime") & \
         ~df["device"].astype(str).str.upper().str.contains("GPU|CUDA")
     for i in df.index[old & cpu]:
-        int8 = config_kind(df.loc[i]) == "int8"
+        int8 = config_kind(df.loc[i]) in QUANTIZED_KINDS
         df.loc[i, "latency_source"] = "cpu-fake-quant" if int8 else "cpu"
         df.loc[i, "latency_target"] = str(df.loc[i, "device"])
         for col in ("latency_ms_p50", "latency_ms_p99"):
@@ -360,16 +361,27 @@ def baseline_config(results: pd.DataFrame) -> str | None:
     ok = results[results["status"] == "ok"]
     for mask in (ok["config"].str.lower() == "fp32",
                  ok["method"].astype(str).str.strip().str.lower().isin(_BASELINE_METHODS),
-                 (ok["int8_layers"] == 0) & (ok["fp16_layers"] == 0)):
+                 (ok["int8_layers"] == 0) & (ok["fp16_layers"] == 0)
+                 & ~(ok["fp8_layers"] > 0)):
         if mask.any():
             return str(ok["config"][mask].iloc[0])
     return None
 
 
+#: config kinds with Q/DQ layers (their ONNX Runtime timing is ``cpu-fake-quant``).
+QUANTIZED_KINDS = ("int8", "fp8")
+
+
 def config_kind(row: pd.Series) -> str:
-    """``int8``, ``fp16`` or ``fp32`` for one results row (layer counts, else names)."""
+    """``int8``, ``fp8``, ``fp16`` or ``fp32`` for one results row (layer counts, else names).
+
+    ``int8`` is any config with INT8 layers (mixed INT8/FP8 too), ``fp8`` one with FP8 layers
+    and no INT8 layer.
+    """
     if row.get("int8_layers", 0) > 0:
         return "int8"
+    if row.get("fp8_layers", 0) > 0:
+        return "fp8"
     if row.get("fp16_layers", 0) > 0 and not row.get("int8_layers", 0) > 0:
         return "fp16"
     if row.get("int8_layers") == 0:

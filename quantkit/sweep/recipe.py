@@ -13,6 +13,7 @@ configs:
   - {name: fp16, precision: fp16}
   - {name: int8-entropy, precision: int8, method: entropy}
   - {name: int8-minmax, precision: int8, method: minmax}
+  - {name: fp8, precision: fp8, method: minmax}   # FP8 E4M3 (Ada/Hopper/Blackwell), docs/fp8.md
   - name: mixed
     precision: {default: int8, default_float: fp16,
                 overrides: [{op_type: Softmax, precision: fp32}]}
@@ -75,13 +76,27 @@ class AutotuneSpec(_Strict):
 
     max_accuracy_drop: float = Field(0.5, ge=0)
     max_evaluations: int = Field(200, ge=1)
+    #: the deployment GPU (``quantkit estimate --list-gpus``) or compute capability: when it
+    #: has FP8, layers that fail in INT8 try FP8 before float (:mod:`quantkit.sweep.tiers`)
+    target_gpu: str | None = None
+    compute_capability: str | None = None
+
+    @model_validator(mode="after")
+    def _target(self) -> AutotuneSpec:
+        from quantkit.sweep.tiers import fp8_target
+
+        try:
+            fp8_target(self.target_gpu, self.compute_capability)
+        except InputError as err:
+            raise ValueError(str(err).rstrip(".")) from None
+        return self
 
 
 class ConfigSpec(_Strict):
     """One precision configuration."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-    precision: Literal["fp32", "fp16", "int8"] | PrecisionConfig | None = None
+    precision: Literal["fp32", "fp16", "int8", "fp8"] | PrecisionConfig | None = None
     precision_file: str | None = None
     method: str | None = None
     percentile: float | None = Field(None, gt=0, le=100)
@@ -105,8 +120,9 @@ class ConfigSpec(_Strict):
                 first = err.errors()[0]
                 got = "" if first["type"] == "missing" else f" (got {first.get('input')!r})"
                 raise ValueError(f"{_loc(first['loc'])}: {first['msg']}{got}") from None
-        if isinstance(value, str) and value not in ("fp32", "fp16", "int8"):
-            raise ValueError(f"{value!r} is not one of fp32, fp16, int8 (or a precision mapping)")
+        if isinstance(value, str) and value not in ("fp32", "fp16", "int8", "fp8"):
+            raise ValueError(f"{value!r} is not one of fp32, fp16, int8, fp8 (or a precision "
+                             "mapping)")
         return value
 
     @field_validator("rescue", mode="before")
@@ -141,15 +157,15 @@ class ConfigSpec(_Strict):
             raise ValueError(f"give one of precision / precision_file / autotune, not "
                              f"{' and '.join(given)}")
         if not given:
-            raise ValueError("give one of precision (fp32 | fp16 | int8 | a mapping), "
+            raise ValueError("give one of precision (fp32 | fp16 | int8 | fp8 | a mapping), "
                              "precision_file or autotune")
-        if self.rescue and self.kind in ("fp32", "fp16"):
+        if self.rescue and self.kind in ("fp32", "fp16", "fp8"):
             raise ValueError("rescue transforms apply to int8 / mixed / autotune configs only")
         return self
 
     @property
     def kind(self) -> str:
-        """``fp32``, ``fp16``, ``auto`` or ``int8`` (any plan with INT8 layers)."""
+        """``fp32``, ``fp16``, ``fp8``, ``auto`` or ``int8`` (any other quantized plan)."""
         if self.autotune is not None:
             return "auto"
         if isinstance(self.precision, str):
@@ -286,13 +302,15 @@ class Recipe(_Strict):
         return relative if relative.startswith("hf:") else str(self.path(relative))
 
     def precision_config(self, config: ConfigSpec) -> PrecisionConfig:
-        """The precision file of an int8/fp16 config."""
+        """The precision file of an int8/fp8/fp16 config."""
         if config.precision_file is not None:
             cfg = PrecisionConfig.from_yaml(self.path(config.precision_file))
         elif isinstance(config.precision, PrecisionConfig):
             cfg = config.precision
         elif config.precision == "fp16":
             cfg = PrecisionConfig(default="fp16", default_float="fp16")
+        elif config.precision == "fp8":
+            cfg = PrecisionConfig(default="fp8")
         else:
             cfg = PrecisionConfig()
         if config.fp16:
@@ -305,7 +323,7 @@ def _loc(loc: tuple[Any, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in ("str", "PrecisionConfig", "literal['fp32','fp16','int8']"):
+        elif part in ("str", "PrecisionConfig", "literal['fp32','fp16','int8','fp8']"):
             continue
         else:
             out += ("." if out else "") + str(part)

@@ -74,7 +74,7 @@ COLUMNS = ["config", "method", "accuracy", "agreement", "sqnr_db", "latency_ms_p
            "status", "error", "metric", "higher_is_better", "latency_ms_p90", "cosine",
            "int8_layers", "fp16_layers", "fp32_layers", "engine_backend", "engine_bytes",
            "engine_build_s", "transforms", *LATENCY_COLUMNS, "sqnr_tensor",
-           "calibration_warnings"]
+           "calibration_warnings", "fp8_layers"]
 
 
 @dataclass
@@ -206,6 +206,7 @@ def _row(config: ConfigSpec, score: Score, ctx: _Context, model_file: Path,
                 "int8_layers": plan_counts.get("int8", 0),
                 "fp16_layers": plan_counts.get("fp16", 0),
                 "fp32_layers": plan_counts.get("fp32", 0),
+                "fp8_layers": plan_counts.get("fp8", 0),
                 "sqnr_tensor": ctx.evaluator.compare,
                 "latency_batch": _latency.batch_of(ctx.feed)})
     row.update(dict.fromkeys(estimate_column(g) for g in ctx.gpus))
@@ -224,7 +225,8 @@ def _latencies(ctx: _Context, model_file: Path, row: dict[str, Any]) -> None:
     if spec.iterations:
         row.update(_latency.cpu_latency(model_file, ctx.feed, warmup=spec.warmup,
                                         iterations=spec.iterations, repeats=spec.repeats,
-                                        has_qdq=bool(row.get("int8_layers"))))
+                                        has_qdq=bool(row.get("int8_layers")
+                                                     or row.get("fp8_layers"))))
         row.update(_latency.measured(model_file.with_suffix(".engine"), ctx.feed,
                                      warmup=spec.warmup, iterations=spec.iterations,
                                      repeats=spec.repeats))
@@ -312,11 +314,18 @@ def _run_config_in(ctx: _Context, config: ConfigSpec, folder: Path) -> dict[str,
             if tuned.model is not None:
                 fp32_model = tuned.model
                 transforms = list(tuned.rescue)
-            write_text_atomic(folder / "precision.yaml", tuned.to_yaml())
-            write_text_atomic(ctx.out / "autotune.json",
-                              json.dumps(tuned.to_dict(), indent=2) + "\n")
+            text, doc, precision = tuned.to_yaml(), tuned.to_dict(), tuned.config
+            spec = config.autotune
+            if spec.target_gpu or spec.compute_capability:  # int8 -> fp8 -> float tiers
+                from quantkit.sweep.tiers import fp8_target, fp8_tier
+
+                tiered = fp8_tier(fp32_model, scales, ctx.evaluator, tuned,
+                                  fp8_target(spec.target_gpu, spec.compute_capability))
+                text, precision, doc["tiers"] = (tiered.to_yaml(), tiered.config,
+                                                 tiered.to_dict())
+            write_text_atomic(folder / "precision.yaml", text)
+            write_text_atomic(ctx.out / "autotune.json", json.dumps(doc, indent=2) + "\n")
             _write_sensitivity(ctx, tuned)
-            precision = tuned.config
         else:
             precision = ctx.recipe.precision_config(config)
             method = None if config.kind == "fp16" else method

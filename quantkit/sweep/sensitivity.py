@@ -7,6 +7,9 @@ Two probes per layer, scored against cached FP32 outputs with the same calibrati
 * ``fp16_only``: everything INT8 except this layer (left in ``default_float``) -- what
   keeping this one layer out of INT8 buys back.
 
+With a base plan whose ``default`` is ``fp8`` the probes are the same in FP8 (each layer alone
+in FP8; everything FP8 but this layer); the fields keep their INT8 names.
+
 The layers are independent tasks (both probes of a layer are one task): with an executor
 (:mod:`quantkit.sweep.executor`, e.g. the Ray executor) they run in parallel, and the results
 are the same as in-process (each probe is a deterministic ONNX Runtime evaluation).
@@ -25,6 +28,7 @@ import onnx
 from quantkit._log import track
 from quantkit.calibrators.cache import ScaleTable
 from quantkit.qdq.plan import PrecisionConfig, Rule
+from quantkit.qdq.rules import QUANTIZED_PRECISIONS
 from quantkit.qdq.writer import plan_model, prepare, quantize_model
 from quantkit.sweep.executor import Executor, LocalExecutor
 from quantkit.sweep.scoring import Evaluator, Score
@@ -43,18 +47,20 @@ class LayerSensitivity:
 
 
 def quantizable_layers(model: onnx.ModelProto, base: PrecisionConfig) -> list[tuple[str, str]]:
-    """``(node name, op type)`` of the layers the base plan puts in INT8."""
+    """``(node name, op type)`` of the layers the base plan puts in INT8 (or FP8)."""
     prepared = prepare(model, fp16=False, source="model")
     plan = plan_model(prepared, base.model_copy(update={"overrides": ()}))
-    return [(n.name, n.op_type) for n in plan.nodes.values() if n.precision == "int8"]
+    return [(n.name, n.op_type) for n in plan.nodes.values()
+            if n.precision in QUANTIZED_PRECISIONS]
 
 
 def _config(base: PrecisionConfig, layer: str, mode: str) -> PrecisionConfig:
+    quantized = base.default if base.default in QUANTIZED_PRECISIONS else "int8"
     if mode == "int8_only":
         return PrecisionConfig(default="fp32", default_float=base.default_float,
-                               overrides=(Rule(name=layer, precision="int8"),))
+                               overrides=(Rule(name=layer, precision=quantized),))
     keep = base.default_float
-    return PrecisionConfig(default="int8", default_float=base.default_float,
+    return PrecisionConfig(default=quantized, default_float=base.default_float,
                            overrides=(Rule(name=layer, precision=keep),))
 
 

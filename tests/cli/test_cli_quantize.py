@@ -46,7 +46,7 @@ def test_quantize_from_data_and_from_scales(d: Path, capsys: pytest.CaptureFixtu
 
 BAD = [
     ("precision syntax", "overrides:\n  - name: [x\n", "p.yaml:3:1: YAML syntax error"),
-    ("unknown precision", "default: int4\n", "Input should be 'int8', 'fp16' or 'fp32'"),
+    ("unknown precision", "default: int4\n", "Input should be 'int8', 'fp8', 'fp16' or 'fp32'"),
     ("rule matches nothing", "overrides:\n  - name: /conv3/Conv\n    precision: fp32\n",
      "closest node names: /conv2/Conv, /conv1/Conv"),
 ]

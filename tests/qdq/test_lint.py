@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import onnx
 import pytest
+from fp8_models import FP8_CASES, FP8_REJECTED
 from onnx import TensorProto, helper, numpy_helper
 from onnxruntime.quantization import (
     CalibrationDataReader,
@@ -430,6 +431,7 @@ CASES: dict[str, Callable[[], onnx.ModelProto]] = {
     "QK121": _pair_scale_mismatch,
     "QK122": _set(r1_s=np.array(0.0, np.float32)),
 }
+CASES.update(FP8_CASES)
 ORT_CASES = {"QK101": {}, "QK108": {"quant_format": QuantFormat.QOperator}}
 
 
@@ -594,7 +596,7 @@ def test_lint_work_is_linear_in_graph_size(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 # --- cross-check with the real TensorRT-RTX parser and builder (CPU) --------------------------
-REJECTED = {"QK101", "QK102", "QK103", "QK107", "QK108", "QK120", "QK122"}
+REJECTED = {"QK101", "QK102", "QK103", "QK107", "QK108", "QK120", "QK122"} | FP8_REJECTED
 
 
 def _rtx_builds(model: onnx.ModelProto, path: Path) -> bool:

@@ -70,7 +70,7 @@ def test_residual_add_follows_its_fused_conv() -> None:
 
 
 @pytest.mark.parametrize("text, needle", [
-    ("default: int4\n", "default: Input should be 'int8', 'fp16' or 'fp32'"),
+    ("default: int4\n", "default: Input should be 'int8', 'fp8', 'fp16' or 'fp32'"),
     ("overrides:\n  - name: a\n    regex: b\n    precision: fp16\n", "exactly one of"),
     ("overrides:\n  - regex: '('\n    precision: fp16\n", "invalid regex"),
     ("overrides:\n  - name: a\n", "overrides[0].precision: Field required"),
