@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from quantkit.backends.sidecar import parse_engine_log
+from quantkit.backends.engine_log import parse_engine_log
 from quantkit.latency.model import timeline_seconds
 
 US = "\x1f"
