@@ -125,7 +125,23 @@ def load_labels(path: str | os.PathLike[str], *, text: bool = False) -> np.ndarr
             arr = np.array([int(r) for r in rows])
     except (ValueError, OSError) as err:
         raise InputError(f"--labels {p}: not readable as integer labels: {err}") from err
-    return np.asarray(arr).reshape(-1)
+    return _class_labels(np.asarray(arr).reshape(-1), p)
+
+
+def _class_labels(arr: np.ndarray, p: Path) -> np.ndarray:
+    """Integer class indices; float arrays only when every value is a whole number."""
+    if arr.dtype.kind in "iu":
+        return arr
+    if arr.dtype.kind == "f":
+        bad = ~np.isfinite(arr) | (arr != np.round(arr))
+        if not bad.any():
+            return arr.astype(np.int64)
+        example = arr[np.argmax(bad)]
+        raise InputError(f"--labels {p}: holds non-integer values (e.g. {float(example):g}); class "
+                         "labels must be integer class indices. Regression or text labels need "
+                         "a metric that reads them (--metric cosine, cer...).")
+    raise InputError(f"--labels {p}: holds {arr.dtype} values; class labels must be integer "
+                     "class indices.")
 
 
 def _load_box_labels(p: Path) -> np.ndarray:

@@ -140,3 +140,18 @@ def test_engine_is_measured_on_the_gpu(d: Path) -> None:  # pragma: no cover - n
     assert row["latency_source"] == "measured" and row["latency_target"]
     assert res.latency is not None and res.latency.timer == "cuda-events"
     assert row["cpu_latency_ms_p50"] is not None
+
+
+def test_float_class_labels(tmp_path: Path) -> None:
+    whole = tmp_path / "whole.npy"
+    np.save(whole, np.array([0.0, 2.0, 1.0], np.float32))
+    assert load_labels(whole).tolist() == [0, 2, 1]
+    assert load_labels(whole).dtype.kind == "i"
+    frac = tmp_path / "frac.npy"
+    np.save(frac, np.array([0.0, 1.5, 1.0], np.float32))
+    with pytest.raises(InputError, match=r"frac.npy: holds non-integer values \(e.g. 1.5\)"):
+        load_labels(frac)
+    nan = tmp_path / "nan.npy"
+    np.save(nan, np.array([0.0, np.nan], np.float32))
+    with pytest.raises(InputError, match="non-integer"):
+        load_labels(nan)
