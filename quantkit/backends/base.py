@@ -292,7 +292,8 @@ def parse_shapes(text: str | None, flag: str = "--shapes") -> dict[str, Shape]:
     A scalar input is written ``NAME:`` (empty dims).
 
     Raises:
-        InputError: malformed item, non-integer or negative dimension, or a repeated name.
+        InputError: malformed item, non-integer or negative dimension, a repeated name, a
+            dimension over 2**31 - 1, or a 0 outside ``--min-shapes``.
     """
     out: dict[str, Shape] = {}
     if text is None or not text.strip():
@@ -309,8 +310,20 @@ def parse_shapes(text: str | None, flag: str = "--shapes") -> dict[str, Shape]:
                              "non-negative integers separated by 'x', e.g. 1x3x224x224.")
         if name in out:
             raise InputError(f"{flag} {text}: input '{name}' is given twice.")
-        out[name] = tuple(int(p) for p in parts)
+        shape = tuple(int(p) for p in parts)
+        if any(d > _MAX_DIM for d in shape):
+            raise InputError(f"{flag}: a dimension of '{name}' is over {_MAX_DIM} (TensorRT "
+                             "dimensions are 32-bit); give the shape the engine will run at.")
+        if 0 in shape and flag != "--min-shapes":
+            raise InputError(f"{flag} {item[:80]}: a dimension of 0 makes '{name}' an empty "
+                             "tensor; give the shape the engine runs at (an empty tensor, such "
+                             "as an empty cache, belongs in --min-shapes only).")
+        out[name] = shape
     return out
+
+
+#: largest dimension TensorRT takes (dims are int32 in its optimisation profiles)
+_MAX_DIM = 2**31 - 1
 
 
 def _fmt(shape: Shape) -> str:

@@ -34,6 +34,16 @@ def test_parse_shapes_rejects(text: str) -> None:
         parse_shapes(text)
 
 
+def test_parse_shapes_zero_and_huge_dims() -> None:
+    with pytest.raises(InputError, match="--shapes input:0x3: a dimension of 0 makes 'input'"):
+        parse_shapes("input:0x3")
+    with pytest.raises(InputError, match="--max-shapes: .* over 2147483647"):
+        parse_shapes("x:1x2147483648", "--max-shapes")
+    # an empty cache is a legitimate minimum
+    assert parse_shapes("cache:1x0x64", "--min-shapes") == {"cache": (1, 0, 64)}
+    assert parse_shapes("x:2147483647") == {"x": (2147483647,)}
+
+
 def test_resolve_profile_fills_static_and_defaults_min_max_to_opt() -> None:
     ranges = resolve_profile({"x": (-1, 3, 8, 8), "k": (4,)},
                              BuildOptions(shapes={"x": (2, 3, 8, 8)},
