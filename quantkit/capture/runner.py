@@ -47,6 +47,7 @@ from quantkit.data.base import (
 )
 from quantkit.data.rows import ReaderSource
 from quantkit.errors import InputError, PipelineError
+from quantkit.graph.passes import name_nodes
 from quantkit.model import (
     ActivationInfo,
     activation_tensors,
@@ -89,13 +90,11 @@ class ActivationCapture:
         tensors: activation names to capture (default: every float activation).
         providers: ONNX Runtime execution providers (default: CUDA when available, else CPU).
         threads: intra-op threads for ONNX Runtime (default: ONNX Runtime's choice).
-        histograms: the activations will be histogrammed: with large inputs, start loading the
-            compiled binning kernel (:func:`quantkit.calibrators.preload_kernel`) in the
-            background now.
+        histograms: the activations will be histogrammed: with large inputs, load the binning
+            kernel (:func:`quantkit.calibrators.preload_kernel`) in the background now.
         layout: batch axes and constant inputs (default: detected from the model's shapes).
-        calibrating: the capture feeds calibration: refuse an already-quantized model
-            (:func:`quantkit.model.check_not_quantized`) and warn about If/Loop/Scan bodies,
-            whose activations ONNX Runtime cannot expose (:func:`warn_uncalibrated_bodies`).
+        calibrating: for calibration: refuse an already-quantized model (check_not_quantized),
+            warn about If/Loop/Scan bodies, which are not exposed (warn_uncalibrated_bodies).
         memory_budget: bytes the captured activations may take: inputs whose one sample
             cannot fit are refused at once, and when a chunk's activations would not fit,
             :meth:`run` runs the model in stages (:mod:`quantkit.capture.staged`) and calls
@@ -112,6 +111,7 @@ class ActivationCapture:
 
         self.model_path = Path(model_path)
         model = load_model(self.model_path)
+        name_nodes(model)  # ONNX Runtime refuses duplicate node names; tensors keep theirs
         if calibrating:
             check_not_quantized(model, self.model_path, "calibrated")
             warn_uncalibrated_bodies(model, self.model_path)

@@ -118,3 +118,30 @@ def test_if_bodies_warned_not_silent(tmp_path: Path, caplog: pytest.LogCaptureFi
     # what the main graph sees is calibrated: the If's input h and output y
     assert {"x", "h", "y"} <= set(res.scales.scales)
     assert OPSET  # the fixtures use opset 17
+
+
+def test_duplicate_node_names_calibrate_like_quantize(tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    # quantize renames duplicate node names; calibrate used to stop at ONNX Runtime's refusal
+    w = onnx.numpy_helper.from_array(np.eye(4, dtype=np.float32), "w")
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("MatMul", ["x", "w"], ["a"], name="n"),
+         onnx.helper.make_node("Relu", ["a"], ["y"], name="n")], "dup",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 4])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", 4])], [w])
+    model = onnx.helper.make_model(graph, opset_imports=OPSET)
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "dup.onnx"))
+    x = np.random.default_rng(0).normal(size=(8, 4)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    code, _, err = run(["calibrate", tmp_path / "dup.onnx", "--data", tmp_path / "x.npy",
+                        "--method", "minmax", "--scales", tmp_path / "s.json"], capsys)
+    assert code == 0, err
+    import json
+
+    amax = {k: v["amax"] for k, v in json.loads((tmp_path / "s.json").read_text())["tensors"]
+            .items()}
+    assert amax["a"] == pytest.approx(float(np.abs(x).max()), rel=1e-6)
+    code, _, err = run(["quantize", tmp_path / "dup.onnx", "--scales", tmp_path / "s.json",
+                        "-o", tmp_path / "q.onnx"], capsys)
+    assert code == 0, err
