@@ -106,8 +106,9 @@ def load_yaml(path: str | Path, what: str) -> Any:
         raise InputError(f"{what} {p}: cannot read it: {err.strerror or err}.") from err
     if len(raw) > MAX_BYTES:  # a FIFO or device grows past its stat size
         raise InputError(f"{what} {p}: more than {MAX_BYTES:,} bytes; not a quantkit file.")
-    loader = yaml.SafeLoader(text)
+    loader: Any = None
     try:
+        loader = yaml.SafeLoader(text)  # reads the first characters: can raise a ReaderError
         node = loader.get_single_node()
         if node is None:
             return None
@@ -122,4 +123,5 @@ def load_yaml(path: str | Path, what: str) -> Any:
     except RecursionError:
         raise InputError(f"{what} {p}: nested too deeply to be a quantkit file.") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()

@@ -65,11 +65,11 @@ def test_scales_file_round_trip_is_bit_exact(tmp_path: Path, scales: dict[str, f
     text = (tmp_path / "a.json").read_text(encoding="utf-8")
     # non-finite values are strings; a strict JSON reader accepts the file
     json.loads(text, parse_constant=lambda c: pytest.fail(f"bare {c} in the JSON"))
-    from_json = read_scales(tmp_path / "a.json")
+    from_json = read_scales(tmp_path / "a.json", check_range=False)  # as cache convert
     from_json.write(tmp_path / "b.cache", "cache")
-    from_cache = read_scales(tmp_path / "b.cache")
+    from_cache = read_scales(tmp_path / "b.cache", check_range=False)
     from_cache.write(tmp_path / "c.json", "json")
-    again = read_scales(tmp_path / "c.json")
+    again = read_scales(tmp_path / "c.json", check_range=False)
     for table_back in (from_json, from_cache, again):
         assert list(table_back.scales) == list(scales)  # names and their order survive
         assert {n: _bits(v) for n, v in table_back.scales.items()} == {

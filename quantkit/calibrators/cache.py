@@ -313,11 +313,13 @@ def detect_format(path: str | Path, text: str) -> str:
     )
 
 
-def read_scales(path: str | Path) -> ScaleTable:
+def read_scales(path: str | Path, *, check_range: bool = True) -> ScaleTable:
     """Read a TensorRT cache or a scales JSON (detected by content).
 
-    A UTF-8 byte-order mark is accepted; finite scales TensorRT cannot use (subnormal, or
-    overflowing ``amax``) are refused (:func:`check_scale_range`).
+    A UTF-8 byte-order mark is accepted. With ``check_range`` (the default: the scales are
+    about to be used) finite scales TensorRT cannot use (subnormal, or overflowing ``amax``)
+    are refused (:func:`check_scale_range`); without it the file is read losslessly, as
+    ``quantkit cache show/convert`` need.
 
     Raises:
         InputError: unreadable, malformed or out-of-range file, naming it.
@@ -346,6 +348,6 @@ def read_scales(path: str | Path) -> ScaleTable:
         table = parse_scales_json(text, str(p))
     else:
         table = parse_trt_cache(text, str(p))
-    for name, scale in table.scales.items():  # the parsers stay lossless; using them is not
+    for name, scale in table.scales.items() if check_range else ():
         check_scale_range(name, scale, str(p))
     return table

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from quantkit._io import check_output_path
 from quantkit.cli.render import print_table
 from quantkit.errors import InputError
+
+if TYPE_CHECKING:
+    from quantkit.calibrators.cache import ScaleTable
 
 
 @click.group("cache")
@@ -19,9 +24,9 @@ def cache_group() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the scales JSON instead.")
 def show_cmd(file: str, as_json: bool) -> None:
     """Decode a TensorRT calibration cache (any version) or a scales JSON."""
-    from quantkit.calibrators.cache import float_to_hex, read_scales
+    from quantkit.calibrators.cache import float_to_hex
 
-    table = read_scales(file)
+    table = _read_lossless(file)
     if as_json:
         click.echo(table.to_json(), nl=False)
         return
@@ -42,12 +47,26 @@ def show_cmd(file: str, as_json: bool) -> None:
               help="Output format (default: from the output's suffix).")
 def convert_cmd(src: str, output: str, fmt: str | None) -> None:
     """Convert between a TensorRT calibration cache and a scales JSON, losslessly."""
-    from quantkit.calibrators.cache import read_scales
-
     check_output_path(output, src, flag="-o")
-    table = read_scales(src)
+    table = _read_lossless(src)
     fmt = fmt or ("json" if output.lower().endswith(".json") else "cache")
     if fmt not in ("json", "cache"):
         raise InputError(f"--to {fmt}: choose json or cache.")
     table.write(output, fmt)
     click.echo(f"wrote {output} ({fmt}, {len(table.scales)} tensors)")
+
+
+def _read_lossless(path: str) -> ScaleTable:
+    """Read every scale bit for bit, warning (not refusing) about ones TensorRT cannot use.
+
+    ``show`` and ``convert`` are lossless by contract; ``quantize`` refuses such scales.
+    """
+    from quantkit.calibrators.cache import check_scale_range, read_scales
+
+    table = read_scales(path, check_range=False)
+    for name, scale in table.scales.items():
+        try:
+            check_scale_range(name, scale, path)
+        except InputError as err:
+            click.echo(f"warning: {err} quantize refuses it.", err=True)
+    return table

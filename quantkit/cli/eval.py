@@ -29,7 +29,7 @@ from quantkit.cli.render import CPU_NOTE, print_table
               help="Model output the metric scores (default: the first).")
 @click.option("--backend", type=click.Choice(["onnxruntime"]), default="onnxruntime",
               show_default=True, help="Runtime (TensorRT engines: see docs/backends.md).")
-@click.option("--iterations", type=Bounded(int, 1), default=30, show_default=True,
+@click.option("--iterations", type=Bounded(int, 0), default=30, show_default=True,
               help="Timed latency runs per round (0 to skip).")
 @click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True,
               help="Timing rounds; the range of their medians shows the run-to-run noise.")

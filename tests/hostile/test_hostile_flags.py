@@ -34,7 +34,7 @@ BAD_FLAGS = [
     ("sweep", "--tolerance", "nan"),
     ("report", "--tolerance", "-inf"),
     ("transform", "--alpha", "nan"),
-    ("eval", "--iterations", "0"),
+    ("eval", "--iterations", "-1"),  # 0 is valid: no latency measurement
     ("build", "--workspace", "0"),
 ]
 

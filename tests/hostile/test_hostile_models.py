@@ -45,7 +45,11 @@ def test_duplicate_node_names_get_one_verdict(tmp_path: Path, command: str,
     out = ["--scales", tmp_path / "s.json"] if command == "calibrate" else ["-o",
                                                                            tmp_path / "q.onnx"]
     code, _, err = cli([command, model, "--data", data, *out], capsys)
-    refused(code, err, "same node name")
+    # one verdict: both take the model (node names do not matter to calibration, and the
+    # writer renames duplicates), and what quantize writes loads in ONNX Runtime
+    assert code == 0, err
+    if command == "quantize":
+        ort.InferenceSession(str(tmp_path / "q.onnx"))
 
 
 def test_a_malformed_npz_member_header_is_exit_2(tmp_path: Path,
