@@ -31,6 +31,7 @@ from onnx import TensorProto, numpy_helper
 
 from quantkit.errors import InputError
 from quantkit.graph import upgrade_opset
+from quantkit.qdq.scales import weight_scale
 
 logger = logging.getLogger(__name__)
 
@@ -69,15 +70,7 @@ def quantize_weight_fp8(w: np.ndarray, name: str, axis: int | None = None,
         ``(FLOAT8E4M3FN TensorProto, float32 scales: shape () per tensor, [C] per channel)``.
     """
     w32 = w.astype(np.float32)
-    if axis is None:
-        amax = np.array(np.abs(w32).max() if w32.size else 0.0, dtype=np.float32)
-        shape: tuple[int, ...] = ()
-    else:
-        amax = np.abs(w32).max(axis=tuple(i for i in range(w32.ndim) if i != axis))
-        shape = tuple(w32.shape[i] if i == axis else 1 for i in range(w32.ndim))
-    scale = np.where(amax > 0, amax / np.float32(FP8_MAX), np.float32(1.0)).astype(np.float32)
-    if min_scale > 0:
-        scale = np.maximum(scale, np.float32(min_scale))
+    scale, shape = weight_scale(w32, axis, FP8_MAX, min_scale)
     return numpy_helper.from_array(to_e4m3(w32 / scale.reshape(shape)), name), scale
 
 

@@ -58,6 +58,7 @@ from quantkit.qdq.rules import (
     QuantInput,
     quantized_inputs,
 )
+from quantkit.qdq.scales import weight_scale
 
 logger = logging.getLogger(__name__)
 
@@ -167,20 +168,12 @@ def quantize_weight(w: np.ndarray, axis: int | None,
                     min_scale: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Symmetric INT8 weights and scales, per channel on ``axis`` (per tensor if None).
 
-    ``scale = max(max|w| / 127, min_scale)`` per channel (1.0 for an all-zero channel, whose
-    values are 0 either way); values rounded half to even and clipped to [-127, 127].
+    ``scale = max(max|w| / 127, min_scale)`` per channel (:func:`~quantkit.qdq.scales.
+    weight_scale`: 1.0 for an all-zero channel, never subnormal); values rounded half to even
+    and clipped to [-127, 127].
     """
     w32 = w.astype(np.float32)
-    if axis is None:
-        amax = np.array(np.abs(w32).max() if w32.size else 0.0, dtype=np.float32)
-        shape: tuple[int, ...] = ()
-    else:
-        reduce = tuple(i for i in range(w32.ndim) if i != axis)
-        amax = np.abs(w32).max(axis=reduce).astype(np.float32)
-        shape = tuple(w32.shape[i] if i == axis else 1 for i in range(w32.ndim))
-    scale = np.where(amax > 0, amax / np.float32(_QMAX), np.float32(1.0)).astype(np.float32)
-    if min_scale > 0:
-        scale = np.maximum(scale, np.float32(min_scale))
+    scale, shape = weight_scale(w32, axis, _QMAX, min_scale)
     q = np.clip(np.round(w32 / scale.reshape(shape)), -_QMAX, _QMAX).astype(np.int8)
     return q, scale
 

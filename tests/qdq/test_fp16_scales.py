@@ -110,3 +110,19 @@ def test_tiny_activation_scales(default_float: str) -> None:
         assert inits[qx.input[1]].dtype == np.float16 and got == pytest.approx(TINY)
     else:
         assert got == pytest.approx(1e-4 / 127, rel=1e-6)  # FP32 scales are left as they are
+
+
+def test_dead_weight_channels_get_a_normal_scale() -> None:
+    # a real OCR model has a channel with max |w| = 3e-40: its scale was subnormal (QK122)
+    from quantkit.qdq.fp8 import quantize_weight_fp8
+    from quantkit.qdq.scales import F32_TINY
+    from quantkit.qdq.writer import quantize_weight
+
+    w = np.zeros((3, 2, 1, 1), np.float32)
+    w[0] = 0.5
+    w[1] = 3e-40  # subnormal values, a dead channel
+    q, scale = quantize_weight(w, 0)
+    assert scale[0] == np.float32(0.5 / 127) and scale[2] == 1.0
+    assert scale[1] == np.float32(F32_TINY) and np.all(q[1] == 0)
+    _, scale8 = quantize_weight_fp8(w, "w", 0)
+    assert scale8[1] == np.float32(F32_TINY)

@@ -192,7 +192,7 @@ def test_cli_autotune_prints_the_per_layer_table(demo: dict[str, Any], tmp_path:
     np.save(tmp_path / "l.npy", demo["labels"][:200])
     code = main(["autotune", str(demo["path"]), "--data", str(tmp_path / "x.npy"),
                  "--eval-data", str(tmp_path / "e.npy"), "--labels", str(tmp_path / "l.npy"),
-                 "--batch-size", "100", "--max-accuracy-drop", "0.3",
+                 "--batch-size", "100", "--max-accuracy-drop", "0.3", "--method", "entropy",
                  "--rescue", "cle,bias-correction", "-o", str(tmp_path / "p.yaml")])
     out, err = capsys.readouterr()
     assert code in (0, 1), err
