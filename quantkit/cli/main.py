@@ -76,8 +76,22 @@ def _register() -> None:
 _register()
 
 
+#: a word of an error message longer than this is a value from the input, shown shortened
+_LONG_WORD = 320
+#: the most an error paragraph may take (a hostile file must not flood the terminal)
+_MAX_ERROR = 4000
+
+
+def _shorten(word: str) -> str:
+    if len(word) <= _LONG_WORD:
+        return word
+    return f"{word[:120]}...({len(word) - 150:,} characters not shown)...{word[-30:]}"
+
+
 def _error(message: str) -> None:
-    text = " ".join(message.split())
+    text = " ".join(_shorten(w) for w in message.split())
+    if len(text) > _MAX_ERROR:
+        text = f"{text[:_MAX_ERROR]} ...({len(text) - _MAX_ERROR:,} characters not shown)"
     click.echo(textwrap.fill(f"error: {text}", width=100, break_on_hyphens=False,
                              break_long_words=False), err=True)
 

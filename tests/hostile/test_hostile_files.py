@@ -185,3 +185,18 @@ def test_inspect_flags_a_subnormal_scale_in_a_qdq_model(tmp_path: Path,
     assert code in (0, 1), err  # findings are reported, not a crash
     findings = json.loads(out)["findings"]
     assert any(f["code"] == "QK122" and "subnormal" in f["message"] for f in findings), out
+
+
+def test_a_huge_value_in_a_recipe_is_shown_short(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    # the value comes back in the error (pydantic's input, a validator's repr); a 50,000
+    # character value must not become a 50 kB message
+    model, data = project(tmp_path)
+    huge = "z" * 50_000
+    body = f"configs: [{{name: a, precision: {huge}}}]\n"
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"name: x\nmodel: {model}\ndata: {{calibration: {{source: {data}}}}}\n"
+                      + body)
+    code, _, err = cli(["sweep", recipe, "-o", tmp_path / "out"], capsys)
+    refused(code, err, "characters not shown")
+    assert len(err) < 1000
