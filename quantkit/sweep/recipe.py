@@ -35,7 +35,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from quantkit._yaml import load_yaml
-from quantkit.calibrators import DEFAULT_METHOD
+from quantkit.calibrators import DEFAULT_METHOD, available_methods, get_calibrator_class
 from quantkit.errors import InputError
 from quantkit.qdq.plan import PrecisionConfig
 
@@ -64,11 +64,26 @@ class DataSets(_Strict):
     evaluation: DataSpec | None = None
 
 
+def _known_method(value: str | None) -> str | None:
+    """A registered calibration method (built-in or entry-point plugin), else a short error."""
+    if value is None:
+        return value
+    try:
+        get_calibrator_class(value)
+    except InputError:
+        shown = value if len(value) <= 40 else f"{value[:40]}..."
+        raise ValueError(f"unknown calibration method {shown!r}; choose one of: "
+                         f"{', '.join(available_methods())}") from None
+    return value
+
+
 class CalibrationSpec(_Strict):
     """Default calibration settings."""
 
     method: str = DEFAULT_METHOD
     percentile: float | None = Field(None, gt=0, le=100)
+
+    _method = field_validator("method")(_known_method)
 
 
 class AutotuneSpec(_Strict):
@@ -102,6 +117,8 @@ class ConfigSpec(_Strict):
     percentile: float | None = Field(None, gt=0, le=100)
     fp16: bool = False
     autotune: AutotuneSpec | None = None
+
+    _method = field_validator("method")(_known_method)
     #: transforms applied to the FP32 model before quantizing (spec strings of
     #: :func:`quantkit.transforms.rescue.parse_rescue`: ``cle``, ``high-bias``,
     #: ``smoothquant[:ALPHA]``, ``bias-correction``; see docs/transforms.md), recorded in

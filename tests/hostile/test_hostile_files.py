@@ -200,3 +200,15 @@ def test_a_huge_value_in_a_recipe_is_shown_short(tmp_path: Path,
     code, _, err = cli(["sweep", recipe, "-o", tmp_path / "out"], capsys)
     refused(code, err, "characters not shown")
     assert len(err) < 1000
+
+
+def test_an_unknown_method_in_a_recipe_is_refused_at_load(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # it used to reach the calibration cache's file name (ENAMETOOLONG for a long one)
+    model, data = project(tmp_path)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"name: x\nmodel: {model}\ndata: {{calibration: {{source: {data}}}}}\n"
+                      f"configs: [{{name: a, precision: int8, method: {'m' * 5000}}}]\n")
+    code, _, err = cli(["sweep", recipe, "-o", tmp_path / "out"], capsys)
+    refused(code, err, "configs[0].method", "unknown calibration method", "entropy")
+    assert len(err) < 1000 and not (tmp_path / "out").exists()
