@@ -150,7 +150,8 @@ configs:
   - {name: fp32, precision: fp32}
   - {name: int8-minmax, precision: int8}
   - {name: int8-entropy, precision: int8, method: entropy}
-  - {name: broken, precision: int8, method: no-such-method}
+  # fails when it runs (an override that matches no node), not when the recipe loads
+  - {name: broken, precision: {default: int8, overrides: [{name: /no/such/node, precision: fp16}]}}
 latency: {iterations: 3, warmup: 1}
 """
 TIMINGS = {"latency_ms_p50", "latency_ms_p90", "latency_ms_p99", "throughput",
