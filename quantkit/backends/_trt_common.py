@@ -62,6 +62,7 @@ from quantkit.backends.sidecar import (
     sidecar_path,
 )
 from quantkit.errors import InputError, MissingExtraError, PipelineError, QuantkitError
+from quantkit.qdq.fp8 import check_fp8_targets
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -203,6 +204,8 @@ class TrtBackendBase:
         """
         options = options or BuildOptions()
         model_path, out, side = self._check_paths(model, output, options)
+        # an FP8 model for a target without FP8 is refused before the (long) build
+        check_fp8_targets(model_path, options.compute_capabilities)
         trt_mod = self.import_module()
         ccs = self._compute_capabilities(trt_mod, options)
         say = status or (lambda _msg: None)

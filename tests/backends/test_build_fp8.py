@@ -109,3 +109,13 @@ def test_fp8_conv_transpose_shows_as_an_engine_disagreement(tmp_path: Path) -> N
     assert layers["conv2"]["precision"] == "fp8" and layers["conv2"]["engine_precision"] == "fp32"
     assert layers["conv1"]["engine_precision"] == "fp8"
     assert [(d["layer"], d["kind"]) for d in doc["disagreements"]] == [("conv2", "engine")]
+
+
+def test_library_build_refuses_fp8_for_a_target_without_fp8(tmp_path: Path) -> None:
+    # the sweep and notebooks call the backend directly, not the CLI: the check is the backend's
+    model, _ = _write(tmp_path, PrecisionConfig(default="fp8"))
+    engine = tmp_path / "q.engine"
+    options = BuildOptions(shapes={"x": (1, 3, 8, 8)}, compute_capabilities=["SM86"])
+    with pytest.raises(InputError, match="compute_capabilities names SM86"):
+        get_backend("tensorrt-rtx").build(model, engine, options)
+    assert not engine.exists() and not Path(f"{engine}.json").exists()
