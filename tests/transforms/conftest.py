@@ -1,18 +1,13 @@
-"""Shared data for the transform tests: the demo model and digits, the repo root on sys.path."""
+"""Shared data for the transform tests: the demo model and digits, a run helper."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
 import pytest
-
-_ROOT = Path(__file__).resolve().parents[2]
-if str(_ROOT) not in sys.path:  # `recipes` is a folder of the repository, not a package
-    sys.path.insert(0, str(_ROOT))
 
 
 @pytest.fixture(scope="session")
