@@ -141,8 +141,8 @@ def demo(variants: tuple[str, ...] = VARIANTS) -> None:
 
 
 def effnet(fp16_rest: bool = False) -> None:
-    from recipes.models import efficientnet_lite0 as eff
-    from recipes.models import images
+    from recipes import efficientnet_lite0 as eff
+    from recipes import images
 
     cache = ROOT / ".pytest_cache" / "d" / "quantkit-real-models"
     path = eff.export_onnx(cache)

@@ -4,7 +4,7 @@ Run from the repository root (not collected by pytest)::
 
     .venv/bin/python -m tests.transforms.measure_smoothquant [--alpha 0.5 ...] [--plan int8]
 
-The recipe's data (recipes/models/minilm.py: 128 calibration / 256 evaluation sentences of
+The recipe's data (recipes/minilm/: 128 calibration / 256 evaluation sentences of
 the Python language reference, 64 tokens). Per calibration method and variant: (smoothquant
 on the calibration set) -> calibrate the (transformed) model -> quantize with the plan ->
 run the Q/DQ model with ONNX Runtime (Q/DQ as written) -> cosine of the embeddings to FP32,
@@ -25,8 +25,8 @@ from quantkit.model import save_model
 from quantkit.qdq.plan import PrecisionConfig
 from quantkit.qdq.writer import quantize_model
 from quantkit.transforms import smoothquant
-from recipes.models import default_cache, ort_session
-from recipes.models import minilm as ml
+from recipes import minilm as ml
+from recipes.runtime import default_cache, ort_session
 
 ROOT = Path(__file__).resolve().parents[2]
 
