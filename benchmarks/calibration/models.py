@@ -1,4 +1,4 @@
-"""Models and data for ``benchmarks/calibration.py``, built in code (no binary blobs).
+"""Models and data for ``benchmarks/calibration/run.py``, built in code (no binary blobs).
 
 * :func:`resnet18` -- the ResNet-18 topology (conv1 7x7/2, max-pool, 4 stages of 2 basic
   blocks, global average pool, FC 1000) with BatchNorm folded into the convolutions, as a

@@ -1,4 +1,4 @@
-"""Markdown report of ``calibration.py``'s results (the JSON it writes)."""
+"""Markdown report of ``calibration/run.py``'s results (the JSON it writes)."""
 
 from __future__ import annotations
 

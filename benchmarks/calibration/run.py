@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """Calibration benchmarks for quantkit: peers, overhead, flat memory, big file, KL search.
 
-Run ``python benchmarks/calibration.py --help``. Every measured tool runs in its own
-subprocess, so peaks of different tools never mix. Its peak RSS is the child's own ``VmHWM``
+Run ``python -m benchmarks.calibration.run --help`` from the repository root. Every measured
+tool runs in its own subprocess, so peaks of different tools never mix. Its peak RSS is the
+child's own ``VmHWM``
 (``/proc/self/status``, read at its end): ``ru_maxrss`` from ``os.wait4`` is recorded too but
 is not used, because Linux carries the parent's RSS high-water mark into a child across
 fork/exec (a child of an 800 MB parent reports ``ru_maxrss`` = 800 MB with ``VmHWM`` = 13 MB).
@@ -21,9 +22,9 @@ Sections (``--only``):
 * ``kl``       ``quantkit.calibrators.entropy_amax`` vs a reference-style Python loop.
 
 Results: a Markdown report on stdout (and ``--markdown``), JSON in ``--json``.
-Helpers: ``_workers.py`` (what runs in each child; only the standard library at module level,
-so the ModelOpt venv can run its worker without quantkit), ``_report.py`` (the Markdown),
-``_models.py`` (models and data).
+Helpers: ``workers.py`` (what runs in each child; only the standard library at module level,
+so the ModelOpt venv can run its worker without quantkit), ``report.py`` (the Markdown),
+``models.py`` (models and data); the child processes through ``benchmarks/_harness.py``.
 """
 
 from __future__ import annotations
@@ -40,55 +41,37 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from _proc import wait_child
-from _report import TARGETS, render
-from _workers import worker_main
+from benchmarks import _harness as harness
+from benchmarks._harness import REPO, cpu_model, log
+from benchmarks.calibration.report import TARGETS, render
+from benchmarks.calibration.workers import worker_main
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-WORK = HERE / "_work"
+MODULE = "benchmarks.calibration.run"
+WORK = REPO / "benchmarks" / "_work"
 SECTIONS = ("peers", "overhead", "flat", "bigfile", "kl")
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 def run_worker(name: str, params: dict, *, python: str = sys.executable,
                timeout: float = 600, tag: str | None = None,
                env_extra: dict[str, str] | None = None) -> dict:
-    """Run one worker in a child process; return its result, wall time and peak RSS."""
+    """Run one worker in a child process; return its result, wall time and peak RSS.
+
+    ``ru_maxrss`` of a child also holds the parent's RSS at fork/exec time (Linux keeps the old
+    mm's high-water mark across exec), so the peak used is the child's own VmHWM, read from
+    /proc/self/status at its end; ``ru_maxrss`` is kept for reference.
+    """
     tag = tag or name
-    res_path, log_path = WORK / f"{tag}.result.json", WORK / f"{tag}.log"
-    res_path.unlink(missing_ok=True)
-    cmd = [python, str(Path(__file__).resolve()), "--worker", name, "--params",
-           json.dumps(params), "--result", str(res_path)]
-    extra = os.environ.get("PYTHONPATH")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), *([extra] if extra else [])]),
-               **(env_extra or {}))
     log(f"{tag}: running ({Path(python).parent.parent.name}/bin/python)")
-    load0 = os.getloadavg()
-    t0 = time.perf_counter()
-    with open(log_path, "w") as lf:
-        proc = subprocess.Popen(cmd, stdout=lf, stderr=subprocess.STDOUT, env=env, cwd=REPO)
-        rc, ru, timed_out = wait_child(proc, t0, timeout, 0.05)
-    wall = time.perf_counter() - t0
-    # ru_maxrss of a child also holds the parent's RSS at fork/exec time (Linux keeps the old
-    # mm's high-water mark across exec), so the peak used is the child's own VmHWM, read from
-    # /proc/self/status at its end; ru_maxrss is kept for reference.
-    out: dict[str, Any] = {"ok": False, "process_wall_s": wall,
-                           "ru_maxrss_mb": ru.ru_maxrss / 1024, "returncode": proc.returncode,
-                           "timed_out": timed_out, "cpu_s": ru.ru_utime + ru.ru_stime,
-                           "loadavg_1min": [load0[0], os.getloadavg()[0]],
-                           "log": str(log_path.relative_to(REPO))}
-    if proc.returncode == 0 and res_path.exists():
-        out.update(json.loads(res_path.read_text()), ok=True)
+    out = harness.run_worker(MODULE, name, params, result=WORK / f"{tag}.result.json",
+                             log_file=WORK / f"{tag}.log", python=python, timeout=timeout,
+                             env_extra=env_extra, keep_pythonpath=True)
+    if out["ok"]:
         log(f"{tag}: {out['time_s']:.1f} s, peak RSS {out['peak_rss_mb']:.0f} MB, "
             f"CPU {out['cpu_s']:.0f} s, load {out['loadavg_1min'][0]:.1f}->"
             f"{out['loadavg_1min'][1]:.1f}")
     else:
-        out["error_tail"] = log_path.read_text()[-3000:]
-        log(f"{tag}: FAILED (rc={proc.returncode}, timed_out={timed_out}); see {log_path}")
+        log(f"{tag}: FAILED (rc={out['returncode']}, timed_out={out['timed_out']}); "
+            f"see {out['log']}")
     return out
 
 
@@ -98,9 +81,7 @@ def machine_info() -> dict:
     import onnxruntime
     import scipy
 
-    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
-    cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo
-                if line.startswith("model name")), "?")
+    cpu = cpu_model()
     mem = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
                if line.startswith("MemTotal"))
     osrel = {}
@@ -171,7 +152,7 @@ def ensure_modelopt_venv(timeout: float) -> dict:
 
 # ---------------------------------------------------------------- inputs
 def prepare_inputs(args: argparse.Namespace) -> dict:
-    import _models
+    from benchmarks.calibration import models as _models
 
     WORK.mkdir(parents=True, exist_ok=True)
     paths = {"resnet18": WORK / f"resnet18_{args.size}.onnx",
@@ -268,7 +249,7 @@ def section_overhead(args, inp, R) -> None:
 
 
 def section_flat(args, inp, R) -> None:
-    import _models
+    from benchmarks.calibration import models as _models
 
     n = args.flat_n
     data = WORK / f"smooth_{args.size}_{8 * n}.npy"
@@ -294,8 +275,9 @@ def section_flat(args, inp, R) -> None:
 
 
 def section_bigfile(args, inp, R) -> None:
-    import _models
     import numpy as np
+
+    from benchmarks.calibration import models as _models
 
     bf = R["bigfile"] = {}
     path = WORK / "bigfile.npy"
@@ -433,7 +415,6 @@ def main(argv: list[str] | None = None) -> int:
     bad = [s for s in only if s not in SECTIONS]
     if bad:
         ap.error(f"unknown section(s) {bad}; choose from {','.join(SECTIONS)}")
-    sys.path.insert(0, str(REPO))
     WORK.mkdir(parents=True, exist_ok=True)
     if args.ort_threads:
         os.environ["QK_BENCH_ORT_THREADS"] = str(args.ort_threads)  # read by the workers

@@ -1,55 +1,17 @@
-"""Workers of ``calibration.py``: each runs one measured tool inside its own child process.
+"""Workers of ``calibration/run.py``: each runs one measured tool inside its own child process.
 
-Run as ``calibration.py --worker NAME --params JSON --result PATH``. Only the standard library
-is imported at module level, so the ModelOpt venv (which has no quantkit) can run its worker.
+Run as ``python -m benchmarks.calibration.run --worker NAME --params JSON --result PATH``. Only
+the standard library is imported at module level, so the ModelOpt venv (which has no quantkit)
+can run its worker.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import resource
-import threading
 import time
-from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-MB = 1024 * 1024
-
-
-class MemSampler(threading.Thread):
-    """Samples /proc/self/status every ``period`` s; keeps the peaks of RSS, RssAnon, RssFile."""
-
-    def __init__(self, period: float = 0.01) -> None:
-        super().__init__(daemon=True)
-        self.period = period
-        self.peak = {"VmRSS": 0, "RssAnon": 0, "RssFile": 0}
-        self._halt = threading.Event()
-
-    @staticmethod
-    def read() -> dict[str, int]:
-        out = {}
-        with open("/proc/self/status") as fp:
-            for line in fp:
-                key, _, rest = line.partition(":")
-                if key in ("VmRSS", "RssAnon", "RssFile", "VmHWM"):
-                    out[key] = int(rest.split()[0]) * 1024
-        return out
-
-    def run(self) -> None:
-        while not self._halt.is_set():
-            for k, v in self.read().items():
-                if k in self.peak:
-                    self.peak[k] = max(self.peak[k], v)
-            time.sleep(self.period)
-
-    def stop(self) -> dict[str, float]:
-        self._halt.set()
-        self.join()
-        now = self.read()
-        return {"peak_rss_mb": now["VmHWM"] / MB, "peak_anon_mb": self.peak["RssAnon"] / MB,
-                "peak_file_mb": self.peak["RssFile"] / MB}
+from benchmarks._harness import REPO, serve
 
 
 def _npy_batches(path: str, batch_size: int, n: int):
@@ -300,20 +262,6 @@ def _pin_ort_threads() -> None:
             self.intra_op_num_threads = threads
 
     ort.SessionOptions = PinnedOptions
-
-
-def serve(workers: dict[str, Any], name: str, params: str, result: str) -> None:
-    """Run worker ``name`` on the JSON ``params``; write its result, CPU time and memory."""
-    base = MemSampler.read()
-    sampler = MemSampler()
-    sampler.start()
-    c0 = time.process_time()
-    out = workers[name](json.loads(params))
-    out["worker_cpu_s"] = time.process_time() - c0
-    out.update(sampler.stop())
-    out["rss_at_start_mb"] = base["VmRSS"] / MB
-    out["children_ru_maxrss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    Path(result).write_text(json.dumps(out, default=str))
 
 
 def worker_main(name: str, params: str, result: str) -> None:

@@ -6,7 +6,7 @@ histogram per tensor (plus the exact max per tensor, for ``minmax``); every hist
 histograms, exactly as ``calibrate(method=...)`` would (same capture, same binning). Each scale
 table is written into a Q/DQ model with the default precision plan (what ``quantkit quantize
 --data`` does without ``--precision``: INT8 where TensorRT runs it, FP32 rest) and run with
-ONNX Runtime on the CPU in TensorRT-like numerics (``recipes.models.ort_session``: Q/DQ executed
+ONNX Runtime on the CPU in TensorRT-like numerics (``recipes.runtime.ort_session``: Q/DQ executed
 as written, no integer kernels).
 
 Models and metrics (each the one the project already uses for the model):
@@ -26,8 +26,8 @@ Models and metrics (each the one the project already uses for the model):
 Nothing is downloaded. Run from the repository root (exports are cached in
 ``benchmarks/_work/models``)::
 
-    python benchmarks/default_method.py                    # all models (~6 min on 2 cores)
-    python benchmarks/default_method.py --models demo,rec
+    python -m benchmarks.default_method.run                # all models (~6 min on 2 cores)
+    python -m benchmarks.default_method.run --models demo,rec
 
 Output: a Markdown table on stdout and ``benchmarks/_work/default_method.json`` (per model and
 method: the metrics and, for ``auto``, how many tensors took each candidate).
@@ -46,9 +46,7 @@ from typing import Any
 
 import numpy as np
 
-_ROOT = Path(__file__).resolve().parents[1]
-if str(_ROOT) not in sys.path:
-    sys.path.insert(0, str(_ROOT))
+from benchmarks._harness import REPO as _ROOT
 
 WORK = _ROOT / "benchmarks" / "_work"
 METHODS = ("auto", "entropy", "percentile", "mse", "minmax")
@@ -89,7 +87,7 @@ def case_demo() -> Case:
     labels = data["evaluation_labels"]
 
     def score(sess: Any) -> dict[str, float]:
-        from recipes.models import run_batched
+        from recipes.runtime import run_batched
 
         out = run_batched(sess, ev, 100)
         return {"top1": float((out.argmax(1) == labels).mean() * 100)}
@@ -98,8 +96,9 @@ def case_demo() -> Case:
 
 
 def case_effnet() -> Case:
-    from recipes.models import efficientnet_lite0 as eff
-    from recipes.models import images, ort_session, run_batched
+    from recipes import efficientnet_lite0 as eff
+    from recipes import images
+    from recipes.runtime import ort_session, run_batched
 
     path = eff.export_onnx(WORK / "models")
     cal, ev = images.calibration_set(), images.evaluation_set(views_per_photo=32)
@@ -114,7 +113,8 @@ def case_effnet() -> Case:
 
 
 def case_det() -> Case:
-    from recipes.models import ort_session, ppocr, run_batched
+    from recipes import ppocr
+    from recipes.runtime import ort_session, run_batched
 
     det, _ = ppocr.model_paths()
     cal, ev = ppocr.det_sets()
@@ -127,7 +127,8 @@ def case_det() -> Case:
 
 
 def case_rec() -> Case:
-    from recipes.models import ort_session, ppocr, run_batched
+    from recipes import ppocr
+    from recipes.runtime import ort_session, run_batched
 
     _, rec = ppocr.model_paths()
     chars = ppocr.character_list(rec)
@@ -148,7 +149,8 @@ def case_rec() -> Case:
 
 
 def case_minilm() -> Case:
-    from recipes.models import minilm, ort_session
+    from recipes import minilm
+    from recipes.runtime import ort_session
 
     path = minilm.export_onnx(WORK / "models")
     cal_s, ev_s = minilm.sentence_sets(128, 256)
@@ -205,7 +207,7 @@ def run_case(case: Case, methods: tuple[str, ...]) -> dict[str, Any]:
 
     from quantkit.qdq.plan import PrecisionConfig
     from quantkit.qdq.writer import quantize_model
-    from recipes.models import ort_session
+    from recipes.runtime import ort_session
 
     start = time.perf_counter()
     tables, info = method_tables(case, methods)

@@ -2,7 +2,7 @@
 """Issue 20: FP8 (E4M3) beside INT8 -- accuracy, lint, TensorRT-RTX SM89 builds, vs ModelOpt fp8.
 
 Per model (``--models``; the models the project already uses, from ``quantkit/assets`` and
-``recipes/models``, nothing downloaded):
+``recipes``, nothing downloaded):
 
 * quantkit configs, the rest FP16 in all: all-INT8 (the recipe's INT8 method), all-FP8
   (minmax: FP8 needs no clipping, docs/fp8.md), mixed INT8/FP8 (the recipe's mixed plan with
@@ -19,8 +19,8 @@ Per model (``--models``; the models the project already uses, from ``quantkit/as
 
 Run from the repository root (2 shared cores: about 10 minutes for all four models)::
 
-    python benchmarks/fp8.py                          # all models
-    python benchmarks/fp8.py --models demo,rec --no-build
+    python -m benchmarks.fp8.run                      # all models
+    python -m benchmarks.fp8.run --models demo,rec --no-build
 
 The ModelOpt interpreter: a venv made with ``python -m venv --system-site-packages`` plus
 ``pip install onnx-graphsurgeon onnxslim polygraphy onnxconverter-common onnxscript lief
@@ -46,12 +46,9 @@ from typing import Any
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(1, str(REPO))
-if str(HERE) not in sys.path:
-    sys.path.insert(1, str(HERE))
+from benchmarks._harness import REPO
+
+BENCH = REPO / "benchmarks"
 
 COMPUTE = ("CONVOLUTION", "DECONVOLUTION", "MATRIX_MULTIPLY")
 
@@ -105,10 +102,9 @@ def demo(work: Path) -> Model:
 
 
 def effnet(work: Path, views: int) -> Model:
-    from _qdq_models import EFFNET_LABELS
-
-    from recipes.models import efficientnet_lite0 as eff
-    from recipes.models import images
+    from benchmarks.qdq.models import EFFNET_LABELS
+    from recipes import efficientnet_lite0 as eff
+    from recipes import images
 
     path = eff.export_onnx(work / "models")
     cal = images.calibration_set().astype(np.float32)
@@ -134,7 +130,7 @@ def effnet(work: Path, views: int) -> Model:
 
 
 def minilm(work: Path, n_cal: int, n_ev: int) -> Model:
-    from recipes.models import minilm as ml
+    from recipes import minilm as ml
 
     path = ml.export_onnx(work / "models")
     cal_s, ev_s = ml.sentence_sets(n_cal, n_ev)
@@ -152,7 +148,7 @@ def minilm(work: Path, n_cal: int, n_ev: int) -> Model:
 
 
 def rec(work: Path) -> Model:
-    from recipes.models import ppocr
+    from recipes import ppocr
 
     _, path = ppocr.model_paths()
     cal_l, ev_l = ppocr.rec_sets()
@@ -337,8 +333,8 @@ def _fp16_base() -> Any:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--models", default="demo,effnet,minilm,rec")
-    ap.add_argument("--work", default=str(HERE / "_work" / "fp8"))
-    ap.add_argument("--modelopt-python", default=str(HERE / "_work" / "venv-modelopt-fp8" /
+    ap.add_argument("--work", default=str(BENCH / "_work" / "fp8"))
+    ap.add_argument("--modelopt-python", default=str(BENCH / "_work" / "venv-modelopt-fp8" /
                                                      "bin" / "python"))
     ap.add_argument("--no-build", action="store_true")
     ap.add_argument("--views", type=int, default=2, help="EfficientNet views per photo")

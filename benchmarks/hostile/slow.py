@@ -15,8 +15,8 @@ docs/reliability.md promises:
 
 Usage::
 
-    python benchmarks/hostile_slow.py                  # every case
-    python benchmarks/hostile_slow.py --only race,sigterm --rounds 5
+    python -m benchmarks.hostile.slow                  # every case
+    python -m benchmarks.hostile.slow --only race,sigterm --rounds 5
 
 Everything is created under ``benchmarks/_work/hostile/`` (git-ignored) and removed afterwards
 unless ``--keep``. Exit code 1 when any case fails.
@@ -40,7 +40,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks._harness import REPO as ROOT
+
 WORK = ROOT / "benchmarks" / "_work" / "hostile"
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
@@ -95,8 +96,7 @@ def case_bigsample(folder: Path, rounds: int) -> str | None:
 
 
 def _recipe(folder: Path) -> Path:
-    sys.path.insert(0, str(ROOT / "tests"))
-    from _models import small_cnn
+    from tests.builders.cnn import small_cnn
 
     folder.mkdir(parents=True, exist_ok=True)
     small_cnn(folder / "m.onnx")

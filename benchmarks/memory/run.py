@@ -9,8 +9,8 @@ child's ``ru_maxrss`` inherits its parent's high-water mark) and the wall time o
 ``calibrate`` call (imports and export excluded), and saves its scales; the parent checks that
 the budgeted run's scales equal the one-pass scales bit for bit.
 
-    PYTHONPATH=. python benchmarks/memory.py --models resnet50 --samples 64
-    PYTHONPATH=. python benchmarks/memory.py --models vit_b16 --budgets 1GiB --no-one-pass
+    python -m benchmarks.memory.run --models resnet50 --samples 64
+    python -m benchmarks.memory.run --models vit_b16 --budgets 1GiB --no-one-pass
 
 torch is a dev dependency: it is used here, never by ``quantkit``.
 """
@@ -26,8 +26,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-CACHE = HERE / "_work" / "memory"
+CACHE = Path(__file__).resolve().parents[1] / "_work" / "memory"
 
 
 def _vit_b16() -> Any:
@@ -76,8 +75,7 @@ def export(name: str) -> Path:
 
     torch.manual_seed(0)
     if name == "resnet50":
-        sys.path.insert(0, str(HERE / "latency"))
-        from models import resnet50  # benchmarks/latency/models.py
+        from benchmarks.latency.models import resnet50
 
         model = resnet50()[0].eval()
     else:

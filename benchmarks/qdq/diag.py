@@ -1,4 +1,4 @@
-"""Why do quantkit and ModelOpt differ? (``qdq.py --diagnose``, dev venv, after a run).
+"""Why do quantkit and ModelOpt differ? (``qdq/run.py --diagnose``, dev venv, after a run).
 
 For one model, from the outputs of the main run in ``benchmarks/_work/qdq/out``:
 

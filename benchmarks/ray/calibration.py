@@ -1,6 +1,6 @@
 """Sharded calibration on Ray vs a single-process run on the same data (docs/ray.md).
 
-    .venv/bin/python benchmarks/ray_calibration.py [--views 12] [--shards 2] [--method entropy]
+    .venv/bin/python -m benchmarks.ray.calibration [--views 12] [--shards 2] [--method entropy]
 
 Prints: identical scales (yes/no), single-process wall time, sharded wall time (Ray already
 started: the instance start-up is reported apart), the ratio, and per-shard task time vs the

@@ -1,6 +1,6 @@
 """Ray executor vs local on the demo sweep and sensitivity, and Ray's per-task overhead.
 
-    .venv/bin/python benchmarks/ray_sweep.py [--cpus 2] [--parts sweep,sensitivity,overhead]
+    .venv/bin/python -m benchmarks.ray.sweep [--cpus 2] [--parts sweep,sensitivity,overhead]
 
 Prints the machine (nproc, CPU model, load average), the Ray version and the date, then:
 
@@ -26,11 +26,12 @@ import platform
 import statistics
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from benchmarks._harness import cpu_model, utc_now
 
 TIMINGS = {"latency_ms_p50", "latency_ms_p90", "latency_ms_p99", "throughput",
            "engine_build_s"}
@@ -39,14 +40,8 @@ TIMINGS = {"latency_ms_p50", "latency_ms_p90", "latency_ms_p99", "throughput",
 def _machine() -> str:
     import ray
 
-    model = "?"
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            model = next(line.split(":", 1)[1].strip() for line in fh
-                         if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return (f"date {datetime.now(timezone.utc).isoformat(timespec='seconds')}; nproc "
+    model = cpu_model()
+    return (f"date {utc_now()}; nproc "
             f"{os.cpu_count()}; cpu {model}; python {platform.python_version()}; ray "
             f"{ray.__version__}; load average {_load()}")
 

@@ -6,8 +6,8 @@ explanation of why not), with the CPU latency of both plans."
 
 Run from the repository root::
 
-    python benchmarks/rescue_autotune.py demo   [--drops 1.0 0.5] [--method entropy]
-    python benchmarks/rescue_autotune.py effnet [--drops 3 2 1] [--model recipes/_data/...]
+    python -m benchmarks.rescue.autotune demo   [--drops 1.0 0.5] [--method entropy]
+    python -m benchmarks.rescue.autotune effnet [--drops 3 2 1] [--model recipes/_data/...]
 
 For each target drop and each rescue setting (none, bias correction, ...): autotune on the same
 scales and evaluation set, then the final plan is written as a Q/DQ model (kept layers in the
@@ -18,7 +18,7 @@ writes it with the per-layer report (JSON) to ``--out``.
 
 Data: demo = the shipped MNIST digits (256 calibration, 500 held-out, top-1 with labels);
 effnet = the recipe's photos (66 calibration views, 448 held-out views,
-``recipes.models.images``), top-1 agreement with FP32, percentile 99.99, the recipe's
+``recipes.images``), top-1 agreement with FP32, percentile 99.99, the recipe's
 ``INT8_PLAN`` (Conv/Gemm INT8, rest FP16) as the base.
 """
 
@@ -37,15 +37,13 @@ from typing import Any
 import numpy as np
 import onnx
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from quantkit.backends.onnxruntime import OrtRunner  # noqa: E402
-from quantkit.capture import calibrate  # noqa: E402
-from quantkit.model import save_model  # noqa: E402
-from quantkit.qdq.plan import PrecisionConfig  # noqa: E402
-from quantkit.qdq.writer import quantize_model  # noqa: E402
-from quantkit.sweep import Evaluator, autotune  # noqa: E402
+from benchmarks._harness import REPO as ROOT
+from quantkit.backends.onnxruntime import OrtRunner
+from quantkit.capture import calibrate
+from quantkit.model import save_model
+from quantkit.qdq.plan import PrecisionConfig
+from quantkit.qdq.writer import quantize_model
+from quantkit.sweep import Evaluator, autotune
 
 
 def _batches(name: str, x: np.ndarray, size: int) -> list[dict[str, np.ndarray]]:
@@ -69,8 +67,8 @@ def demo_setup(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def effnet_setup(args: argparse.Namespace) -> dict[str, Any]:
-    from recipes.models import images
-    from recipes.models.efficientnet_lite0 import INPUT_NAME, INT8_PLAN
+    from recipes import images
+    from recipes.efficientnet_lite0 import INPUT_NAME, INT8_PLAN
 
     path = Path(args.model or ROOT / "recipes/_data/efficientnet_lite0/model.onnx")
     cal, ev = images.calibration_set(), images.evaluation_set()
@@ -159,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     lines += [f"| {r['target_drop']} | {r['rescue']} | {r['all_int8']:.2f} | {r['kept']} | "
               f"{r['final']:.2f} | {r['reached']} | {r['evaluations']} | {r['time_s']:.0f} | "
               f"{r['latency_ms_p50']:.2f} |" for r in rows]
-    lines += ["", f"Command: `python benchmarks/rescue_autotune.py {' '.join(sys.argv[1:])}`; "
+    lines += ["", f"Command: `python -m benchmarks.rescue.autotune {' '.join(sys.argv[1:])}`; "
               f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python "
               f"{platform.python_version()}; total {time.perf_counter() - t0:.0f} s."]
     text = "\n".join(lines)

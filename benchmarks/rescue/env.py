@@ -1,4 +1,4 @@
-"""Peer venvs and machine facts for ``rescue_peers.py`` (dev venv only).
+"""Peer venvs and machine facts for ``rescue/peers.py`` (dev venv only).
 
 Each peer gets its own venv, ``benchmarks/_work/venv-<peer>``, made with the dev venv's
 Python (3.11) and ``pip install`` of the pinned requirements below (one pip command, so pip
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import re
 import shutil
 import subprocess
@@ -21,6 +20,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from benchmarks._harness import cpu_model, mem_total_gib, os_release, package_versions, utc_now
 
 #: peer -> (pip requirements, import probe printing "name version" pairs, why the pins).
 PEERS: dict[str, dict[str, Any]] = {
@@ -133,26 +134,13 @@ def _pairs(text: str) -> dict[str, str]:
 
 def machine_info() -> dict[str, Any]:
     """CPU model, core count, memory, OS, Python and package versions of the dev venv."""
-    from importlib.metadata import version
-
-    cpu = next((line.split(":", 1)[1].strip() for line in
-                Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), "?")
-    mem = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
-               if line.startswith("MemTotal"))
+    cpu = cpu_model()
     nproc = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
-    osrel = dict(line.split("=", 1) for line in Path("/etc/os-release").read_text().splitlines()
-                 if "=" in line)
-    versions = {"python": platform.python_version()}
-    for pkg in ("quantkit", "numpy", "onnx", "onnxruntime", "tensorrt_rtx_cu13_bindings"):
-        try:
-            versions[pkg] = version(pkg)
-        except Exception:  # noqa: BLE001 - optional
-            versions[pkg] = "-"
-    return {"date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    versions = package_versions(("quantkit", "numpy", "onnx", "onnxruntime",
+                                 "tensorrt_rtx_cu13_bindings"))
+    return {"date_utc": utc_now(),
             "cpu_model": cpu, "nproc": nproc, "os_cpu_count": os.cpu_count(),
-            "mem_total_gib": round(mem / 1024**2, 1),
-            "os": f"{osrel.get('PRETTY_NAME', '?').strip(chr(34))}; kernel {platform.release()}",
+            "mem_total_gib": mem_total_gib(), "os": os_release(),
             "versions": versions, "argv": sys.argv,
             "loadavg_start": Path("/proc/loadavg").read_text().strip()}
 

@@ -1,20 +1,20 @@
-"""Data, the one evaluation path and Q/DQ inspection of ``rescue_peers.py`` (dev venv only).
+"""Data, the one evaluation path and Q/DQ inspection of ``rescue/peers.py`` (dev venv only).
 
 Data (nothing downloaded, nothing enlarged):
 
 * EfficientNet-Lite0: the FP32 model and the 66 calibration views of
-  ``recipes/_data/efficientnet_lite0`` (``python -m recipes.models prepare``); evaluation:
+  ``recipes/_data/efficientnet_lite0`` (``python -m recipes prepare``); evaluation:
   ``images.evaluation_set()``, 448 views of the 7 evaluation photos, the set of
-  docs/transforms.md and of ``benchmarks/qdq.py`` (the recipe's ``evaluation.npy`` holds the
+  docs/transforms.md and of ``benchmarks/qdq/run.py`` (the recipe's ``evaluation.npy`` holds the
   first 8 views of each photo of the same draw, 56 views). Metrics: top-1 agreement with FP32,
   top-1 against the accepted ImageNet classes (``_qdq_models.EFFNET_LABELS``), logit SQNR, all
   through ``_qdq_models.evaluate``.
 * MiniLM: ``recipes/_data/minilm`` (model, 128 calibration / 256 evaluation sentences, 64
-  tokens). Metrics: ``recipes.models.minilm``'s ``embed`` (the model's own mean pooling +
+  tokens). Metrics: ``recipes.minilm``'s ``embed`` (the model's own mean pooling +
   normalisation inside the graph, output ``sentence_embedding``), ``cosine_to_reference``
   (mean / min over the 256 sentences) and ``retrieval_agreement``.
 
-Every model runs in ONNX Runtime CPU through ``recipes.models.ort_session``
+Every model runs in ONNX Runtime CPU through ``recipes.runtime.ort_session``
 (``session.disable_quant_qdq = 1``: each Q/DQ runs as written, in float, as TensorRT
 computes it). Models whose batch dimension is fixed to 1 (PPQ's export) run one sample at a
 time; nothing else changes.
@@ -29,7 +29,8 @@ from typing import Any
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
+from benchmarks._harness import REPO
+
 EFF_DIR = REPO / "recipes" / "_data" / "efficientnet_lite0"
 MINILM_DIR = REPO / "recipes" / "_data" / "minilm"
 
@@ -42,7 +43,7 @@ class Model:
     cal: Path  # exported for every tool
     inputs: list[str]
     info: dict[str, Any]
-    bench: Any = None  # _qdq_models.Bench (EfficientNet)
+    bench: Any = None  # benchmarks.qdq.models.Bench (EfficientNet)
     tokens: dict[str, np.ndarray] | None = None  # MiniLM evaluation tokens
     reference: np.ndarray | None = None
 
@@ -54,13 +55,12 @@ def _need(path: Path, how: str) -> Path:
 
 
 def effnet(work: Path) -> Model:
-    import _qdq_models as qm
+    from benchmarks.qdq import models as qm
+    from recipes import efficientnet_lite0 as eff
+    from recipes import images
 
-    from recipes.models import efficientnet_lite0 as eff
-    from recipes.models import images
-
-    fp32 = _need(EFF_DIR / "model.onnx", "python -m recipes.models prepare")
-    cal = np.load(_need(EFF_DIR / "calibration.npy", "python -m recipes.models prepare"))
+    fp32 = _need(EFF_DIR / "model.onnx", "python -m recipes prepare")
+    cal = np.load(_need(EFF_DIR / "calibration.npy", "python -m recipes prepare"))
     views = 64
     ev = images.evaluation_set(views_per_photo=views)
     out = work / "data" / "effnet_cal.npy"
@@ -80,9 +80,9 @@ def effnet(work: Path) -> Model:
 
 
 def minilm(work: Path) -> Model:
-    from recipes.models import minilm as ml
+    from recipes import minilm as ml
 
-    fp32 = _need(MINILM_DIR / "model.onnx", "python -m recipes.models.minilm --prepare "
+    fp32 = _need(MINILM_DIR / "model.onnx", "python -m recipes.minilm.measure --prepare "
                                             "recipes/_data/minilm")
     with np.load(_need(MINILM_DIR / "calibration.npz", "minilm --prepare")) as z:
         cal = {k: z[k] for k in z.files}
@@ -120,12 +120,12 @@ def reference(m: Model) -> None:
 
 
 def _outputs(m: Model, path: str | Path) -> np.ndarray:
-    from recipes.models import minilm as ml
-    from recipes.models import ort_session
+    from recipes import minilm as ml
+    from recipes.runtime import ort_session
 
     batch = 1 if _fixed_batch(path) else None
     if m.key == "effnet":
-        import _qdq_models as qm
+        from benchmarks.qdq import models as qm
 
         b = m.bench if batch is None else dataclasses.replace(m.bench, eval_batch=batch)
         return qm.run(b, path)
@@ -134,8 +134,8 @@ def _outputs(m: Model, path: str | Path) -> np.ndarray:
 
 def evaluate(m: Model, path: str | Path) -> dict[str, Any]:
     """The one evaluation path (see the module docstring)."""
-    from recipes.models import minilm as ml
-    from recipes.models import sqnr_db
+    from recipes import minilm as ml
+    from recipes.runtime import sqnr_db
 
     out = _outputs(m, path)
     res: dict[str, Any] = {"batch1": _fixed_batch(path)}
@@ -156,7 +156,7 @@ def executor_check(m: Model, executor_out: str | Path, exported: str | Path) -> 
     """A tool's own quantized executor vs its exported ONNX, on the recipe's 56 evaluation
     views (``evaluation.npy``: the first 8 views of each photo of the same draw as the 448):
     top-1 agreement of each with FP32 and with each other."""
-    from recipes.models import ort_session, run_batched
+    from recipes.runtime import ort_session, run_batched
 
     x = np.load(EFF_DIR / "evaluation.npy")
     exe = np.load(executor_out)

@@ -25,13 +25,13 @@ Each peer runs in its own venv (``benchmarks/_work/venv-<peer>``, created on fir
 ``_rescue_env.ensure_venv``; a peer that does not install or import is recorded with pip's or
 Python's reason and skipped). Each quantization runs in a child process: wall time, CPU time
 and peak RSS (the child's ``VmHWM``) are recorded. Every output is evaluated with ONNX Runtime
-CPU with Q/DQ run as written (``recipes.models.ort_session``), inspected (activation / weight
+CPU with Q/DQ run as written (``recipes.runtime.ort_session``), inspected (activation / weight
 quantizer types, ops reading a DequantizeLinear), re-evaluated as TensorRT could take it when
 it has uint8 activation quantizers (``_rescue_eval.int8_view``) and parsed by TensorRT-RTX
 (CPU parser, INT8 layers counted).
 
-    .venv/bin/python benchmarks/rescue_peers.py                      # everything
-    .venv/bin/python benchmarks/rescue_peers.py --only effnet --peers nncf
+    .venv/bin/python -m benchmarks.rescue.peers                      # everything
+    .venv/bin/python -m benchmarks.rescue.peers --only effnet --peers nncf
 
 Outputs in ``-o`` (default ``benchmarks/_work/rescue-peers``, git-ignored): models, logs,
 ``results.json``, ``RESULTS-section.md``.
@@ -41,80 +41,42 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from _proc import wait_child
-from _rescue_workers import worker_main
+from benchmarks import _harness as harness
+from benchmarks._harness import REPO, log
+from benchmarks.rescue.workers import worker_main
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-VENVS = HERE / "_work"
-if str(REPO) not in sys.path:  # recipes.models (quantkit workers get PYTHONPATH=REPO)
-    sys.path.insert(1, str(REPO))
+MODULE = "benchmarks.rescue.peers"
+BENCH = REPO / "benchmarks"
+VENVS = BENCH / "_work"
 
 EFF_INT8 = {"default": "int8", "default_float": "fp32"}  # every Conv/Gemm INT8, rest FP32
 MINILM_INT8_FP32 = {"default": "int8", "default_float": "fp32"}  # every MatMul INT8, rest FP32
 
 
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def loadavg() -> float:
-    return float(Path("/proc/loadavg").read_text().split()[0])
-
-
 def run_worker(work: Path, name: str, params: dict, tag: str, *, python: str = sys.executable,
-               timeout: float = 1800, env_extra: dict | None = None,
-               repo_path: bool = True) -> dict:
-    """One worker in a child process: its result + process wall/CPU time, load averages."""
-    (work / "logs").mkdir(parents=True, exist_ok=True)
-    res_path, log_path = work / "logs" / f"{tag}.result.json", work / "logs" / f"{tag}.log"
-    res_path.unlink(missing_ok=True)
-    cmd = [python, str(Path(__file__).resolve()), "--worker", name, "--params",
-           json.dumps(params), "--result", str(res_path)]
-    env = dict(os.environ, **(env_extra or {}))
-    env.pop("PYTHONPATH", None)
-    if repo_path:
-        env["PYTHONPATH"] = str(REPO)
-    load0 = loadavg()
-    t0 = time.perf_counter()
-    with open(log_path, "w") as lf:
-        proc = subprocess.Popen(cmd, stdout=lf, stderr=subprocess.STDOUT, env=env, cwd=work)
-        rc, ru, timed_out = wait_child(proc, t0, timeout, 0.05)
-    out: dict[str, Any] = {"ok": False, "process_wall_s": time.perf_counter() - t0,
-                           "cpu_s": ru.ru_utime + ru.ru_stime,
-                           "ru_maxrss_mb": ru.ru_maxrss / 1024, "returncode": rc,
-                           "timed_out": timed_out, "loadavg_1min": [load0, loadavg()],
-                           "log": str(log_path)}
-    if rc == 0 and res_path.exists():
-        out.update(json.loads(res_path.read_text()), ok=True)
-    else:
-        out["error_tail"] = log_path.read_text(errors="replace")[-4000:]
-        out["error"] = _last_error(out["error_tail"])
-    return out
+               timeout: float = 1800, env_extra: dict | None = None) -> dict:
+    """One worker in a child process: its result + process wall/CPU time, load averages.
 
-
-def _last_error(text: str) -> str:
-    """The exception line of a traceback (or the last line)."""
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    for line in reversed(lines):
-        if ("Error" in line or "Exception" in line) and not line.startswith("File "):
-            return line[:400]
-    return (lines[-1] if lines else "no output")[:400]
+    The child runs in ``work`` with the repository root alone on ``PYTHONPATH`` (for
+    ``benchmarks``; the peer venvs have no quantkit and never import it).
+    """
+    logs = work / "logs"
+    return harness.run_worker(MODULE, name, params, result=logs / f"{tag}.result.json",
+                              log_file=logs / f"{tag}.log", python=python, timeout=timeout,
+                              cwd=work, env_extra=env_extra, tail=4000)
 
 
 # --------------------------------------------------------------------------- the run matrix
 def jobs_for(key: str, peers: list[str], cfg: dict) -> list[dict]:
     """``[{tool, config, rescue, worker, params}]`` for one model, quantkit first."""
-    from recipes.models import efficientnet_lite0 as eff
-    from recipes.models import minilm as ml
+    from recipes import efficientnet_lite0 as eff
+    from recipes import minilm as ml
 
     jobs: list[dict] = []
     if "quantkit" in peers:
@@ -199,7 +161,7 @@ def _slug(*parts: str) -> str:
 
 
 def bench_model(m: Any, args: argparse.Namespace, R: dict, installs: dict, work: Path) -> None:
-    import _rescue_eval as ev
+    from benchmarks.rescue import evaluation as ev
 
     out_dir = work / "models"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -233,8 +195,7 @@ def bench_model(m: Any, args: argparse.Namespace, R: dict, installs: dict, work:
                       output=str(output))
         python = installs[peer]["python"] if peer else sys.executable
         q = run_worker(work, job["worker"], params, tag, python=python, timeout=args.timeout,
-                       env_extra={"NNCF_CI": "1"} if peer == "nncf" else None,
-                       repo_path=peer is None)
+                       env_extra={"NNCF_CI": "1"} if peer == "nncf" else None)
         row["quantize"] = q
         row["output"] = str(output)
         if not q["ok"] or not output.exists():
@@ -301,7 +262,7 @@ def main() -> None:
                     help="subset of nncf,aimet,ppq (quantkit always runs unless "
                          "--no-quantkit)")
     ap.add_argument("--no-quantkit", action="store_true")
-    ap.add_argument("-o", "--out", default=str(HERE / "_work" / "rescue-peers"))
+    ap.add_argument("-o", "--out", default=str(BENCH / "_work" / "rescue-peers"))
     ap.add_argument("--timeout", type=float, default=1800, help="per quantizer child, s")
     ap.add_argument("--install-timeout", type=float, default=1800)
     ap.add_argument("--nncf-sq-alphas", type=float, nargs="+", default=[0.95, 0.8],
@@ -316,9 +277,9 @@ def main() -> None:
     if args.worker:
         worker_main(args.worker, args.params, args.result)
         return
-    import _rescue_eval as ev
-    from _rescue_env import ensure_venv, machine_info
-    from _rescue_report import write_report
+    from benchmarks.rescue import evaluation as ev
+    from benchmarks.rescue.env import ensure_venv, machine_info
+    from benchmarks.rescue.report import write_report
 
     work = Path(args.out).resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -335,7 +296,7 @@ def main() -> None:
     R: dict[str, Any] = {"machine": machine_info(), "command": " ".join(
         [Path(sys.executable).relative_to(REPO).as_posix()
          if sys.executable.startswith(str(REPO)) else sys.executable,
-         Path(__file__).relative_to(REPO).as_posix(), *sys.argv[1:]]),
+         "-m", MODULE, *sys.argv[1:]]),
         "installs": {}, "models": {}}
     R["runs"] = [*R_runs, {"command": R["command"], "date_utc": R["machine"]["date_utc"]}]
     t_all = time.perf_counter()

@@ -1,4 +1,4 @@
-"""Markdown of ``rescue_peers.py``: ``RESULTS-section.md`` from ``results.json``."""
+"""Markdown of ``rescue/peers.py``: ``RESULTS-section.md`` from ``results.json``."""
 
 from __future__ import annotations
 

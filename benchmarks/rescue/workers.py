@@ -1,9 +1,9 @@
-"""Workers of ``rescue_peers.py``: each quantizes one model inside its own child process.
+"""Workers of ``rescue/peers.py``: each quantizes one model inside its own child process.
 
-Run as ``rescue_peers.py --worker NAME --params JSON --result PATH``, with the Python of the
-tool's own venv. Only the standard library (and ``_workers.MemSampler``, itself standard
-library only) is imported at module level, so the peer venvs, which have no quantkit, can run
-their worker.
+Run as ``python -m benchmarks.rescue.peers --worker NAME --params JSON --result PATH``, with
+the Python of the tool's own venv. Only the standard library (and ``benchmarks._harness``,
+itself standard library only) is imported at module level, so the peer venvs, which have no
+quantkit, can run their worker.
 
 Every quantizer gets the same inputs: the FP32 ONNX path and a calibration file exported by
 the parent (EfficientNet-Lite0: ``.npy`` [66, 3, 224, 224] float32; MiniLM: ``.npz`` with one
@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _workers import serve
+from benchmarks._harness import REPO, serve
 
 MB = 1024 * 1024
 
@@ -73,7 +73,7 @@ def w_quantkit(p: dict) -> dict:
             from quantkit.capture import calibrate
             from quantkit.qdq.writer import quantize_model
             from quantkit.transforms import smoothquant
-            from recipes.models import minilm as ml
+            from recipes import minilm as ml
 
             batches = ml.batches(cal, 32)
             m = model
@@ -97,7 +97,7 @@ def _measure_accuracy() -> Any:
     """tests/transforms/measure_accuracy.py as a module (``tests`` is not a package)."""
     import importlib.util
 
-    path = Path(__file__).resolve().parent.parent / "tests" / "transforms" / "measure_accuracy.py"
+    path = REPO / "tests" / "transforms" / "measure_accuracy.py"
     spec = importlib.util.spec_from_file_location("_rescue_measure_accuracy", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
@@ -308,7 +308,7 @@ def _dist_version(name: str) -> str | None:
 # --------------------------------------------------------------------------- TensorRT-RTX
 def w_rtx_parse(p: dict) -> dict:
     """Does TensorRT-RTX (CPU parser) accept the Q/DQ model, and how many INT8 layers?"""
-    from recipes.models import rtx_parse
+    from recipes.runtime import rtx_parse
 
     t0 = time.perf_counter()
     try:

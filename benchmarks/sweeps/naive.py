@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Autotune vs a naive rule, on the outputs of a finished ``quantkit sweep`` (see sweeps.py).
+"""Autotune vs a naive rule, on the outputs of a finished ``quantkit sweep`` (see sweeps/run.py).
 
 The naive rule: rank the layers by the sweep's own sensitivity scan (``sensitivity.csv``,
 ``rank`` column: the order autotune searched), keep the top-k most sensitive layers out of
@@ -10,7 +10,7 @@ same evaluation batches, labels, metric, calibration scales and Q/DQ writer as t
 For models with few quantizable layers (``--exhaustive-max`` 10), every subset is scored too:
 the true minimum number of layers that must leave INT8 for the target.
 
-Usage: ``python benchmarks/_sweeps_naive.py SWEEP_DIR --result OUT.json [--config auto]``.
+Usage: ``python -m benchmarks.sweeps.naive SWEEP_DIR --result OUT.json [--config auto]``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Markdown fragment of ``sweeps.py`` (``benchmarks/_work/sweeps/sweeps.md``) from its results."""
+"""Markdown fragment of ``sweeps/run.py`` (``benchmarks/_work/sweeps/sweeps.md``), from results."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any
 _METRIC_COL = {"top1": "top-1 %", "agreement": "accuracy (= agreement) %",
                "cer": "CER % (lower is better)"}
 _TITLES = {"demo": "Demo CNN (MNIST digits, `quantkit.demo.prepare_demo`)",
-           "efficientnet_lite0": "EfficientNet-Lite0 (`recipes/efficientnet_lite0.yaml`)",
-           "ppocr_rec": "PP-OCRv4 rec (`recipes/ppocr_rec.yaml`)"}
+           "efficientnet_lite0": "EfficientNet-Lite0 (`recipes/efficientnet_lite0/recipe.yaml`)",
+           "ppocr_rec": "PP-OCRv4 rec (`recipes/ppocr/rec.yaml`)"}
 
 
 def _num(v: Any, fmt: str = "{:.2f}") -> str:
@@ -172,7 +172,7 @@ def render(R: dict[str, Any]) -> str:
                   "the layer alone leaves INT8, ties broken by the lowest SQNR when it alone is "
                   "INT8), keep the top-k out of INT8, take the smallest k that meets the target "
                   "(k = 0, 1, 2, ...). Same evaluation set, scales, plan base and writer as the "
-                  "sweep (`benchmarks/_sweeps_naive.py`).", ""]
+                  "sweep (`benchmarks/sweeps/naive.py`).", ""]
         for name, st in naive.items():
             if "compare" not in st:
                 lines += [f"{name}: comparison failed (exit {st['rc']}), see `{st['log']}`.", ""]
@@ -304,7 +304,7 @@ def _notes(steps: dict[str, Any]) -> list[str]:
             f"PP-OCRv4 rec: {steps.get('ppocr_rec', {}).get('evaluation_samples', '?')} "
             "lines. The sets are small on purpose: an `auto` config probes every quantizable "
             "layer twice (50 layers in EfficientNet-Lite0, 51 in the rec model), and that has "
-            "to fit in minutes on 2 shared cores. `python -m recipes.models prepare "
+            "to fit in minutes on 2 shared cores. `python -m recipes prepare "
             "--effnet-views 64 --rec-lines 128` writes the README's sizes (448 views, 128 "
             "lines).")
         if {"int8-percentile", "mixed-fp16"} <= set(rows):
@@ -314,7 +314,7 @@ def _notes(steps: dict[str, Any]) -> list[str]:
                 f"{_num(ip['agreement'])}% vs mixed-fp16 {_num(mx['agreement'])}% differ by "
                 f"whole images, while the logit SQNR ({_num(ip['sqnr_db'], '{:.1f}')} vs "
                 f"{_num(mx['sqnr_db'], '{:.1f}')} dB) shows the mixed plan's real gain; "
-                "recipes/models/README.md measured 96.65% vs 98.44% on 448 views. Read the "
+                "recipes/MODELS.md measured 96.65% vs 98.44% on 448 views. Read the "
                 "SQNR column first for this model, and the autotune result as \"meets the "
                 f"target on these {n} images\": on 448 views the README's per-layer SQNR "
                 "ranking needed its 4 worst layers in FP16 (FP16 rest) to reach 97%.")
@@ -366,7 +366,7 @@ def _notes(steps: dict[str, Any]) -> list[str]:
     out.append(
         "- **PP-OCRv4 det has no recipe.** Its output is a per-pixel probability map; no "
         "registered metric scores one (the README's IoU of binarised maps lives in "
-        "`recipes/models/ppocr.py`), and without a metric a sweep's accuracy would be the "
+        "`recipes/ppocr/`), and without a metric a sweep's accuracy would be the "
         "top-1 agreement of the flattened map (whether the single most confident pixel moved).")
     out.append("")
     return out

