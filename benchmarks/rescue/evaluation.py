@@ -82,11 +82,12 @@ def effnet(work: Path) -> Model:
 def minilm(work: Path) -> Model:
     from recipes import minilm as ml
 
-    fp32 = _need(MINILM_DIR / "model.onnx", "python -m recipes.minilm.measure --prepare "
-                                            "recipes/_data/minilm")
-    with np.load(_need(MINILM_DIR / "calibration.npz", "minilm --prepare")) as z:
+    fp32 = _need(MINILM_DIR / "model.onnx", "python -m recipes prepare --only minilm")
+    with np.load(_need(MINILM_DIR / "calibration.npz", "python -m recipes prepare --only minilm")
+                 ) as z:
         cal = {k: z[k] for k in z.files}
-    with np.load(_need(MINILM_DIR / "evaluation.npz", "minilm --prepare")) as z:
+    with np.load(_need(MINILM_DIR / "evaluation.npz", "python -m recipes prepare --only minilm")
+                 ) as z:
         tokens = {k: z[k] for k in z.files}
     out = work / "data" / "minilm_cal.npz"
     out.parent.mkdir(parents=True, exist_ok=True)
