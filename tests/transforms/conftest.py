@@ -9,6 +9,8 @@ import numpy as np
 import onnx
 import pytest
 
+from tests.transforms.ortrun import run  # noqa: F401  (old import: from conftest import run)
+
 
 @pytest.fixture(scope="session")
 def demo() -> dict[str, Any]:
@@ -32,11 +34,3 @@ def model_cache(request: pytest.FixtureRequest) -> Path:
     """The folder test_real_models.py exports EfficientNet into (shared, kept between runs)."""
     return Path(request.config.cache.mkdir("quantkit-real-models"))
 
-
-def run(model: onnx.ModelProto, feeds: dict[str, np.ndarray],
-        outputs: list[str] | None = None) -> list[np.ndarray]:
-    """Run a model with ONNX Runtime (Q/DQ as written, TensorRT-like numerics)."""
-    from quantkit._ort import session
-
-    sess = session(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    return list(sess.run(outputs, feeds))

@@ -12,12 +12,12 @@ import numpy as np
 import onnx
 import pytest
 from _require import require
-from conftest import run
 from onnx import TensorProto, helper, numpy_helper
 
 from quantkit.errors import PipelineError
 from quantkit.transforms import applied_transforms, equalize, verify_fp32
 from quantkit.transforms.equalize import equalization_scales
+from tests.transforms.ortrun import run
 
 
 def _w(model: onnx.ModelProto, name: str) -> np.ndarray:

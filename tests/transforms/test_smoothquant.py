@@ -16,10 +16,10 @@ import numpy as np
 import onnx
 import pytest
 from _require import require
-from conftest import run
 from onnx import TensorProto, helper, numpy_helper
 
 from quantkit.transforms import applied_transforms, smoothquant
+from tests.transforms.ortrun import run
 
 SEQ = 24  # short sequences keep the test small
 
