@@ -32,7 +32,7 @@ A model folder whose ``manifest.json`` matches the requested settings and files 
 it is (``--force`` rewrites it). Every file is written to a temporary name and renamed.
 
 PP-OCRv4 det has no recipe: its output is a per-pixel text probability map, and no registered
-metric scores one (the README's det numbers are the IoU of binarised maps, computed by
+metric scores one (recipes/MODELS.md's det numbers are the IoU of binarised maps, computed by
 ``recipes/ppocr/measure.py``); without a metric a sweep's "accuracy" would be the top-1
 agreement of the flattened map -- whether the single most confident pixel moved -- which is
 meaningless, and integer labels are flattened to one value per sample.

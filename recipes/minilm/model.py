@@ -64,7 +64,7 @@ OUTPUT_NAME = "sentence_embedding"
 SEQ_LEN = 64
 #: calibration method used by the recipe. Max |x| keeps the few outlier channels of the
 #: LayerNorm outputs (the inputs of the Q/K/V and FFN-in projections) unclipped; percentile
-#: 99.99 and entropy clip them and cost ~4x more cosine (see the MiniLM README).
+#: 99.99 and entropy clip them and cost ~4x more cosine (recipes/MODELS.md, all-MiniLM-L6-v2).
 CALIBRATION_METHOD = "minmax"
 #: TensorRT optimisation profile for builds: (min, opt, max) shapes of each input.
 TRT_SHAPES: dict[str, tuple[tuple[int, ...], ...]] = {

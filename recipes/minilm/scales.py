@@ -11,7 +11,7 @@ def hybrid_scales(model: Any, minmax: Any, other: Any) -> Any:
     quantkit calibrates every tensor with one method; this combines two runs. The LayerNorm
     outputs carry a few outlier channels that clipping methods cut off, while the GELU
     outputs (FFN output projection inputs) have a long tail that max |x| wastes the INT8 range
-    on (the MiniLM README, per-layer scan).
+    on (recipes/MODELS.md, all-MiniLM-L6-v2, per-layer scan).
 
     Args:
         model: the FP32 ``ModelProto``.
