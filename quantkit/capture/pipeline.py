@@ -23,6 +23,7 @@ the CPU count plus at most one.
 
 from __future__ import annotations
 
+import contextvars
 import os
 import queue
 import threading
@@ -85,7 +86,10 @@ class _Reader:
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=READ_AHEAD)
         self._stop = threading.Event()
         self._args = (batches, inputs, source, allow_nonfinite)
-        self._thread = threading.Thread(target=self._work, name="quantkit-read", daemon=True)
+        # the caller's context: validate_batch reads context variables (allow_cast)
+        context = contextvars.copy_context()
+        self._thread = threading.Thread(target=context.run, args=(self._work,),
+                                        name="quantkit-read", daemon=True)
         self._thread.start()
 
     def _put(self, item: Any) -> bool:
