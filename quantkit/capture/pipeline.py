@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from quantkit._log import track
+from quantkit.calibrators import expect_binned_values
 from quantkit.data.base import InputSpec, batch_samples, static_batch_chunks, validate_batch
 from quantkit.errors import InputError
 
@@ -180,6 +181,8 @@ def run_overlapped(capture: Any, batches: Iterable[Mapping[str, np.ndarray]],
                     for part in capture.parts(chunk):  # ONNX Runtime runs here ...
                         while pending:  # ... while the previous batch is folded
                             pending.pop().result()
+                        if total is not None and not samples:  # first batch: the run's size
+                            expect_binned_values(total * sum(a.size for a in part.values()))
                         if capture.staged:  # stages: one stage's tensors at a time
                             sink(part, threads=folders)
                         else:
@@ -189,4 +192,5 @@ def run_overlapped(capture: Any, batches: Iterable[Mapping[str, np.ndarray]],
                 pending.pop().result()
     finally:
         reader.close()
+        expect_binned_values(None)
     return samples
