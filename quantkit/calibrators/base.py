@@ -143,8 +143,17 @@ class Calibrator(abc.ABC):
         return self
 
     def compute_amax(self) -> dict[str, float]:
-        """Amax of every tensor seen, in first-seen order."""
-        return {name: self._amax(name, stat) for name, stat in self._stats.items()}
+        """Amax of every tensor seen, in first-seen order.
+
+        With :attr:`parallel_updates`, tensors are computed by the update thread pool (each
+        amax depends on its own statistic only: the same values as one by one).
+        """
+        items = list(self._stats.items())
+        pool = _update_pool() if self.parallel_updates and len(items) > 1 else None
+        if pool is None:
+            return {name: self._amax(name, stat) for name, stat in items}
+        return dict(zip([n for n, _ in items],
+                        pool.map(lambda item: self._amax(*item), items), strict=True))
 
     def empty_like(self: C) -> C:
         """A calibrator with the same settings and bin widths but no counts (seeds a shard)."""

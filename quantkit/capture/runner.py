@@ -60,6 +60,8 @@ from quantkit.model import (
 logger = logging.getLogger(__name__)
 
 Sink = Callable[[Mapping[str, np.ndarray]], None]
+#: ONNX element types of the FP8 formats (E4M3FN, E4M3FNUZ, E5M2, E5M2FNUZ)
+FP8_TYPES = frozenset({17, 18, 19, 20})
 
 
 def warn_uncalibrated_bodies(model: Any, path: str | os.PathLike[str]) -> list[str]:
@@ -325,8 +327,9 @@ def _make_session(model: Any, providers: Sequence[str] | None, threads: int | No
             payload = os.path.join(tmp, "model.onnx")
             onnx.save(model, payload, save_as_external_data=True, location="weights.bin")
         # no spin-waiting: between runs the calibrators' threads need the CPUs
+        fp8 = any(t.data_type in FP8_TYPES for t in model.graph.initializer)
         return session(payload, providers=providers, threads=threads, spin=False,
-                       layout_transforms=False, arena=not staged)
+                       layout_transforms=False, arena=not staged, fp8=fp8)
     except Exception as err:
         raise InputError(f"{path}: ONNX Runtime cannot load the model: {err}") from err
 
