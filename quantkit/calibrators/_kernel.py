@@ -78,9 +78,12 @@ def expect_values(total: int | None) -> None:
     """Tell ``auto`` how many values the current run will bin in all (None: unknown).
 
     Below :data:`MIN_TOTAL_VALUES` the numpy path is used unless the kernel is already
-    loaded; the capture loop sets this after its first batch and clears it at the end.
+    loaded; at or above it the kernel starts loading in the background (:func:`preload`).
+    The capture loop sets this after its first batch and clears it at the end.
     """
     _expected[0] = total
+    if total is not None and total >= MIN_TOTAL_VALUES:
+        preload()
 
 
 def get_kernel(size: int | None = None) -> Kernel | None:

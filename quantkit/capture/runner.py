@@ -449,8 +449,11 @@ def _calibrate(model: str | os.PathLike[str], data: Any, *, method: str, batch_s
     check_batch_args(batch_size, max_samples)
     cal = calibrator or create_calibrator(method, allow_nonfinite=allow_nonfinite,
                                           **dict(method_options or {}))
+    # overlapped runs fold batch N while batch N+1 is read: every batch needs its own arrays;
+    # they load the binning kernel at their first batch, when the run's size is known
+    overlap = checkpoint is None and type(cal).update_many is Calibrator.update_many
     capture = ActivationCapture(model, providers=providers, calibrating=True,
-                                histograms=isinstance(cal, HistogramCalibrator),
+                                histograms=isinstance(cal, HistogramCalibrator) and not overlap,
                                 layout=InputLayout.from_options(data_options),
                                 memory_budget=default_memory_budget() if memory_budget is None
                                 else parse_memory(memory_budget),
@@ -464,8 +467,6 @@ def _calibrate(model: str | os.PathLike[str], data: Any, *, method: str, batch_s
                                             data_options=data_options,
                                             **({"quantized_only": True} if quantized_only
                                                else {}))
-    # overlapped runs fold batch N while batch N+1 is read: every batch needs its own arrays
-    overlap = not resume.hooked and type(cal).update_many is Calibrator.update_many
     # Plain runs consume each batch before the next is read: array sources reuse one buffer.
     batches = (source.batches(batch_size, max_samples, reuse_buffers=not overlap)
                if isinstance(source, ReaderSource) else source.batches(batch_size, max_samples))

@@ -142,7 +142,7 @@ def calibrate_cmd(model: str, data: str, batch_size: int, max_samples: int | Non
             model, data, executor, ray_address, shards, method=method, batch_size=batch_size,
             max_samples=max_samples, allow_nonfinite=allow_nonfinite, method_options=options,
             data_options=data_opts, trt_version=version,
-            plugins=(plugin,) if plugin else ())
+            plugins=(plugin,) if plugin else (), quantized_only=not all_tensors)
     table = result.scales
     if cache_out:
         table.write(cache_out, "cache")
