@@ -23,8 +23,8 @@ import numpy as np
 from quantkit._io import check_output_path
 from quantkit._log import track
 from quantkit.calibrators import KERNEL_PRELOAD_PER_SAMPLE, preload_kernel
-from quantkit.calibrators.base import DEFAULT_METHOD, Calibrator, create_calibrator
-from quantkit.calibrators.cache import DEFAULT_TRT_VERSION, ScaleTable
+from quantkit.calibrators.base import Calibrator, create_calibrator
+from quantkit.calibrators.cache import ScaleTable
 from quantkit.calibrators.methods import HistogramCalibrator
 from quantkit.capture.checkpoint import Checkpoint, batch_digest, data_identity, file_digest
 from quantkit.capture.staged import (
@@ -55,6 +55,14 @@ from quantkit.model import (
     input_specs,
     load_model,
     subgraph_nodes,
+)
+from quantkit.options import (
+    CalibrationOptions,
+    DataOptions,
+    RunOptions,
+    RuntimeOptions,
+    refuse_unknown,
+    resolve_options,
 )
 
 logger = logging.getLogger(__name__)
@@ -397,84 +405,82 @@ class CalibrationResult:
     tensors: list[str] = field(default_factory=list)
 
 
-def calibrate(model: str | os.PathLike[str], data: Any, *, method: str = DEFAULT_METHOD,
-              batch_size: int = 32, max_samples: int | None = None,
-              calibrator: Calibrator | None = None, allow_nonfinite: bool = False,
-              method_options: Mapping[str, Any] | None = None,
-              data_options: Mapping[str, Any] | None = None,
-              providers: Sequence[str] | None = None,
-              trt_version: int = DEFAULT_TRT_VERSION,
-              checkpoint: str | os.PathLike[str] | None = None, checkpoint_every: int = 10,
-              keep_checkpoint: bool = False, allow_cast: bool = False,
-              memory_budget: int | str | None = None) -> CalibrationResult:
+def calibrate(model: str | os.PathLike[str], data: Any, *,
+              calibration: CalibrationOptions | None = None,
+              data_options: DataOptions | Mapping[str, Any] | None = None,
+              runtime: RuntimeOptions | None = None, calibrator: Calibrator | None = None,
+              checkpoint: str | os.PathLike[str] | None = None,
+              **settings: Any) -> CalibrationResult:
     """Calibrate every floating-point activation of ``model`` on ``data``.
 
     Args:
         model: path of the FP32 ONNX model.
         data: anything :func:`quantkit.data.open_source` accepts (a path, ``hf:...``, a
             :class:`~quantkit.data.DataSource`, an iterable of batches).
-        method: ``auto`` (default, ``docs/calibration_methods.md``), ``entropy``, ``minmax``,
-            ``percentile``, ``mse`` or a plugin's name (case-insensitive).
-        batch_size: samples per batch.
-        max_samples: stop after this many samples.
-        calibrator: use this calibrator instead of creating one from ``method``.
-        allow_nonfinite: skip NaN/Inf values instead of failing.
-        method_options: options for the method (e.g. ``{"percentile": 99.9}``).
-        data_options: options for ``open_source`` (``preprocess``, ``columns``, ``seed``...).
-        providers: ONNX Runtime execution providers.
-        trt_version: version number written in the TensorRT cache header.
+        calibration: the method and its settings (:class:`~quantkit.options.CalibrationOptions`;
+            default ``auto``, ``docs/calibration_methods.md``).
+        data_options: how the data is read (:class:`~quantkit.options.DataOptions`, or a
+            mapping of its fields such as ``{"seed": 5, "preprocess": ...}``).
+        runtime: ONNX Runtime providers and threads (:class:`~quantkit.options.RuntimeOptions`).
+        calibrator: use this calibrator instead of creating one from the method.
         checkpoint: save the statistics to this file every ``checkpoint_every`` batches (and
             on Ctrl-C); if it exists, resume from it. The scales are bit-identical to an
             uninterrupted run. A checkpoint of a run with another model, data or settings is
             refused (:mod:`quantkit.capture.checkpoint`).
-        checkpoint_every: batches between checkpoint saves.
-        keep_checkpoint: keep the checkpoint file after success (the CLI removes it once its
-            outputs are written); by default it is deleted before returning.
-        allow_cast: cast integer data for float inputs instead of refusing it (refused by
-            default: usually unnormalised pixels, which give scales 255x too large).
-        memory_budget: bytes (or ``"4GiB"``) one batch's captured activations may take; above
-            it the model runs in stages with identical scales (:mod:`quantkit.capture.staged`).
-            Default: 25 % of the available memory, at most 512 MiB.
+        **settings: any field of the three option groups as a keyword, overriding the objects
+            (``method="entropy"``, ``batch_size=32``, ``max_samples``, ``allow_nonfinite``,
+            ``method_options``, ``memory_budget``, ``trt_version``, ``allow_cast``,
+            ``providers``, ``threads``); and ``checkpoint_every`` (batches between checkpoint
+            saves, default 10) and ``keep_checkpoint`` (keep the checkpoint file after success;
+            by default it is deleted before returning).
 
     Returns:
         The scales (TensorRT cache / JSON ready) and the calibrator with its statistics.
     """
     from quantkit.data import allow_cast as allowing_cast
 
-    with allowing_cast(allow_cast):
-        return _calibrate(model, data, method=method, batch_size=batch_size,
-                          max_samples=max_samples, calibrator=calibrator,
-                          allow_nonfinite=allow_nonfinite, method_options=method_options,
-                          data_options=data_options, providers=providers,
-                          trt_version=trt_version, checkpoint=checkpoint,
-                          checkpoint_every=checkpoint_every, keep_checkpoint=keep_checkpoint,
-                          memory_budget=memory_budget)
+    every = int(settings.pop("checkpoint_every", 10))
+    keep = bool(settings.pop("keep_checkpoint", False))
+    rest = {**settings, "calibration": calibration, "data_options": data_options,
+            "runtime": runtime}
+    opts = resolve_options(rest, "calibrate")
+    refuse_unknown(rest, "calibrate")
+    with allowing_cast(opts.data.allow_cast):
+        return _calibrate(model, data, opts, calibrator, _Checkpointing(checkpoint, every, keep))
 
 
-def _calibrate(model: str | os.PathLike[str], data: Any, *, method: str, batch_size: int,
-               max_samples: int | None, calibrator: Calibrator | None, allow_nonfinite: bool,
-               method_options: Mapping[str, Any] | None,
-               data_options: Mapping[str, Any] | None, providers: Sequence[str] | None,
-               trt_version: int, checkpoint: str | os.PathLike[str] | None,
-               checkpoint_every: int, keep_checkpoint: bool,
-               memory_budget: int | str | None) -> CalibrationResult:
+@dataclass(frozen=True)
+class _Checkpointing:
+    path: str | os.PathLike[str] | None
+    every: int = 10
+    keep: bool = False
+
+
+def _calibrate(model: str | os.PathLike[str], data: Any, opts: RunOptions,
+               calibrator: Calibrator | None, checkpointing: _Checkpointing,
+               ) -> CalibrationResult:
     from quantkit.data import open_source
 
+    options, data_opts, runtime = opts
+    batch_size, max_samples = data_opts.batch_size, data_opts.max_samples
+    allow_nonfinite = options.allow_nonfinite
+    memory_budget = options.memory_budget
     check_batch_args(batch_size, max_samples)
-    cal = calibrator or create_calibrator(method, allow_nonfinite=allow_nonfinite,
-                                          **dict(method_options or {}))
-    capture = ActivationCapture(model, providers=providers, calibrating=True,
+    cal = calibrator or create_calibrator(options.method, allow_nonfinite=allow_nonfinite,
+                                          **options.method_options)
+    capture = ActivationCapture(model, providers=runtime.provider_list, threads=runtime.threads,
+                                calibrating=True,
                                 histograms=isinstance(cal, HistogramCalibrator),
-                                layout=InputLayout.from_options(data_options),
+                                layout=InputLayout.from_options(data_opts.open_kwargs()),
                                 memory_budget=default_memory_budget() if memory_budget is None
                                 else parse_memory(memory_budget))
-    source = open_source(data, capture.inputs, **dict(data_options or {}))
+    source = open_source(data, capture.inputs, **data_opts.open_kwargs())
     desc = source.description if isinstance(source, DataSource) else str(data)
     ckpt, resume = None, Resume()
-    if checkpoint is not None:
-        ckpt, resume, cal = _resume(checkpoint, checkpoint_every, cal, model, data,
+    if checkpointing.path is not None:
+        ckpt, resume, cal = _resume(checkpointing.path, checkpointing.every, cal, model, data,
                                     batch_size=batch_size, max_samples=max_samples,
-                                    data_options=data_options)
+                                    data_options=data_opts.open_kwargs())
     # Each batch is consumed before the next is read: arrays sources can reuse one buffer.
     batches = (source.batches(batch_size, max_samples, reuse_buffers=True)
                if isinstance(source, ReaderSource) else source.batches(batch_size, max_samples))
@@ -485,7 +491,7 @@ def _calibrate(model: str | os.PathLike[str], data: Any, *, method: str, batch_s
     if ckpt is not None:
         ckpt.check_complete()  # a checkpoint claiming more batches than the data holds
     amax = cal.compute_amax()
-    if ckpt is not None and not keep_checkpoint:
+    if ckpt is not None and not checkpointing.keep:
         ckpt.remove()
     warn_heavy_clipping(cal, amax)
     choice_counts = getattr(cal, "choice_counts", None)
@@ -494,7 +500,7 @@ def _calibrate(model: str | os.PathLike[str], data: Any, *, method: str, batch_s
             f"{n} tensor(s) took the {c} threshold" for c, n in choice_counts().items()))
     table = ScaleTable.from_amax(
         amax, method=cal.method, model=str(model), num_samples=n,
-        algorithm=cal.cache_algorithm, trt_version=trt_version,
+        algorithm=cal.cache_algorithm, trt_version=options.trt_version,
         settings={k: v for k, v in cal.settings().items() if k != "num_bins"},
     )
     return CalibrationResult(table, cal, n, list(amax))

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from quantkit.cli.options import Bounded, build_data_options, data_options
+from quantkit.cli.options import Bounded, data_group, data_options
 from quantkit.cli.render import CPU_NOTE, print_table
 
 
@@ -56,15 +56,15 @@ def eval_cmd(model: str, data: str, batch_size: int, max_samples: int | None, se
     from quantkit.errors import InputError
     from quantkit.evaluate.metrics import metric_text_labels
     from quantkit.evaluate.run import evaluate_model, load_labels
+    from quantkit.options import TimingOptions
 
     try:
         text = metric_text_labels(metric) if metric else False
         res = evaluate_model(
             model, data, labels=load_labels(labels, text=text) if labels else None,
             reference=reference,
-            metric=metric, output=output_name, batch_size=batch_size, max_samples=max_samples,
-            latency_iterations=iterations, latency_repeats=repeats, engine=engine,
-            data_options=build_data_options(preprocess_file, columns, streaming, seed))
+            metric=metric, output=output_name, engine=engine, data_options=data_group(),
+            timing=TimingOptions(iterations=iterations, repeats=repeats))
     except InputError as err:
         raise InputError(flags_of(str(err))) from None
     if as_json:

@@ -53,8 +53,8 @@ from quantkit._log import track
 from quantkit.calibrators.cache import ScaleTable
 from quantkit.errors import InputError, QuantkitError
 from quantkit.model import input_specs, load_model, save_model
+from quantkit.options import RunOptions, RuntimeOptions
 from quantkit.qdq.plan import PrecisionConfig
-from quantkit.qdq.writer import quantize_model
 from quantkit.sweep import _resume
 from quantkit.sweep import latency as _latency
 from quantkit.sweep._env import environment, warnings_of
@@ -62,6 +62,7 @@ from quantkit.sweep.executor import Executor, LocalExecutor
 from quantkit.sweep.latency import LATENCY_COLUMNS, estimate_column
 from quantkit.sweep.recipe import ConfigSpec, Recipe, load_recipe
 from quantkit.sweep.scoring import Evaluator, Score
+from quantkit.workflows import RescueRequest, quantize
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +116,7 @@ class _Context:
         self.model = load_model(self.model_path)
         self.inputs = input_specs(self.model)
         ev = recipe.data.evaluation or recipe.data.calibration
-        src = open_source(recipe.source(ev.source), self.inputs, **self._opts(ev))
+        src = open_source(recipe.source(ev.source), self.inputs, **ev.open_kwargs())
         batches = list(src.batches(ev.batch_size, ev.max_samples))
         labels = (load_labels(recipe.path(ev.labels), text=metric_text_labels(recipe.metric))
                   if ev.labels else None)
@@ -133,21 +134,14 @@ class _Context:
                                                             load_external_data=False)))
         self.gpus = list(lat.estimate_gpus)
 
-    def _opts(self, spec: Any) -> dict[str, Any]:
-        return {"preprocess": spec.preprocess, "columns": spec.columns,
-                "streaming": spec.streaming, "seed": spec.seed}
+    def run_options(self, method: str, percentile: float | None) -> RunOptions:
+        """The options a config calibrates (and runs its rescue transforms) with."""
+        return RunOptions(self.recipe.calibration.options(method, percentile),
+                          self.recipe.data.calibration, RuntimeOptions())
 
-    def rescue_options(self, config: ConfigSpec, method: str,
-                       percentile: float | None) -> dict[str, Any]:
-        """Data and settings for a config's rescue transforms (``data`` included)."""
-        cal = self.recipe.data.calibration
-        opts: dict[str, Any] = {
-            "data": self.recipe.source(cal.source), "batch_size": cal.batch_size,
-            "max_samples": cal.max_samples, "data_options": self._opts(cal), "method": method,
-            "method_options": {"percentile": percentile} if percentile is not None else {}}
-        if config.alpha is not None:
-            opts["alpha"] = config.alpha
-        return opts
+    def calibration_data(self) -> str:
+        """The calibration data source, resolved against the recipe's folder."""
+        return self.recipe.source(self.recipe.data.calibration.source)
 
     def calibration(self, method: str, percentile: float | None) -> ScaleTable:
         key = calibration_key(method, percentile)
@@ -170,15 +164,13 @@ class _Context:
             except (OSError, ValueError, TypeError):
                 self.cal_warnings[key] = []
         else:
-            from quantkit.capture import calibrate
+            from quantkit.workflows import calibrate
 
-            cal = self.recipe.data.calibration
-            opts = {"percentile": percentile} if percentile is not None else {}
+            opts = self.run_options(method, percentile)
             with warnings_of("quantkit.capture") as caught:
-                table = calibrate(self.model_path, self.recipe.source(cal.source),
-                                  method=method, batch_size=cal.batch_size,
-                                  max_samples=cal.max_samples, method_options=opts,
-                                  data_options=self._opts(cal)).scales
+                table = calibrate(self.model_path, self.calibration_data(),
+                                  calibration=opts.calibration, data_options=opts.data,
+                                  runtime=opts.runtime).scales
             self.cal_warnings[key] = caught
             path.parent.mkdir(parents=True, exist_ok=True)
             table.write(path, "json")
@@ -302,15 +294,16 @@ def _run_config_in(ctx: _Context, config: ConfigSpec, folder: Path) -> dict[str,
         pct = config.percentile if config.percentile is not None else cal.percentile
         scales = None if config.kind == "fp16" else ctx.calibration(method, pct)
         fp32_model = ctx.model
-        rescue_options = ctx.rescue_options(config, method, pct)
+        options = ctx.run_options(method, pct)
         if config.kind == "auto":
             assert config.autotune is not None and scales is not None
             base = PrecisionConfig(default_float="fp16" if config.fp16 else "fp32")
             tuned = autotune(ctx.model, scales, ctx.evaluator,
                              config.autotune.max_accuracy_drop, base=base,
                              max_evaluations=config.autotune.max_evaluations,
-                             rescue=config.rescue, rescue_data=rescue_options.pop("data"),
-                             rescue_options=rescue_options, estimate_gpus=ctx.gpus)
+                             rescue=config.rescue, rescue_data=ctx.calibration_data(),
+                             rescue_options=_rescue_options(config, options),
+                             estimate_gpus=ctx.gpus)
             if tuned.model is not None:
                 fp32_model = tuned.model
                 transforms = list(tuned.rescue)
@@ -326,15 +319,19 @@ def _run_config_in(ctx: _Context, config: ConfigSpec, folder: Path) -> dict[str,
             write_text_atomic(folder / "precision.yaml", text)
             write_text_atomic(ctx.out / "autotune.json", json.dumps(doc, indent=2) + "\n")
             _write_sensitivity(ctx, tuned)
+            request = None
         else:
             precision = ctx.recipe.precision_config(config)
             method = None if config.kind == "fp16" else method
             specs = _rescue_specs(config, precision)
-            if specs:
-                assert scales is not None
-                fp32_model, scales, transforms = _rescued(ctx, config, precision, scales,
-                                                          specs, rescue_options)
-        result = quantize_model(fp32_model, scales, precision, source=str(ctx.model_path))
+            request = RescueRequest(
+                tuple(specs), alpha=float(config.alpha) if config.alpha is not None else None,
+                where=f"configs.{config.name}.rescue") if specs else None
+        done = quantize(fp32_model, precision, source=ctx.model_path, scales=scales,
+                        data=ctx.calibration_data() if request is not None else None,
+                        rescue_request=request, options=options)
+        transforms = transforms or done.transforms
+        result = done.result
         save_model(result.model, model_file)
         plan_doc = result.plan.to_dict()
         counts = result.plan.counts()
@@ -372,21 +369,13 @@ def _rescue_specs(config: ConfigSpec, precision: PrecisionConfig) -> list[Any]:
                                        where=f"configs.{config.name}: precision rescue"))
 
 
-def _rescued(ctx: _Context, config: ConfigSpec, precision: PrecisionConfig,
-             scales: ScaleTable, specs: list[Any],
-             options: dict[str, Any]) -> tuple[Any, ScaleTable, list[dict[str, Any]]]:
-    """Apply a config's rescue transforms; bias correction only on the plan's INT8 layers."""
-    from quantkit.transforms.rescue import apply_rescue, plan_int8_layers
-
-    int8 = plan_int8_layers(ctx.model, precision)
-    alpha = options.get("alpha")
-    res = apply_rescue(ctx.model, specs, options["data"], scales=scales,
-                       method=options["method"], method_options=options["method_options"],
-                       batch_size=options["batch_size"], max_samples=options["max_samples"],
-                       data_options=options["data_options"], layers=int8,
-                       alpha=float(alpha) if alpha is not None else None,
-                       where=f"configs.{config.name}.rescue")
-    return res.model, res.scales, res.reports
+def _rescue_options(config: ConfigSpec, options: RunOptions) -> dict[str, Any]:
+    """An autotune config's ``rescue_options`` (data, method, smoothquant's alpha)."""
+    out: dict[str, Any] = {"data_options": options.data, "method": options.calibration.method,
+                           "method_options": dict(options.calibration.method_options)}
+    if config.alpha is not None:
+        out["alpha"] = config.alpha
+    return out
 
 
 def _write_sensitivity(ctx: _Context, tuned: Any) -> None:
