@@ -112,8 +112,8 @@ class OnnxRuntimeBackend:
               options: BuildOptions | None = None, *,
               status: StatusCallback | None = None) -> BuildResult:
         """ONNX Runtime runs the ``.onnx`` directly; there is nothing to build."""
-        raise InputError("--backend onnxruntime has no build step: run the .onnx model "
-                         "directly (quantkit eval MODEL.onnx --backend onnxruntime).")
+        raise InputError("backend='onnxruntime' has no build step: run the .onnx model "
+                         "directly (OrtRunner, or quantkit eval MODEL.onnx).")
 
     def runner(self, engine: str | os.PathLike[str], **kwargs: Any) -> OrtRunner:
         """An :class:`OrtRunner` for the ``.onnx`` file ``engine``."""

@@ -268,7 +268,7 @@ class ActivationCapture:
                         raise InputError(
                             f"data {source}: input '{name}' contains NaN or Inf values (after "
                             f"{samples} good samples). Clean the data, or pass "
-                            "--allow-nonfinite to skip non-finite values during calibration."
+                            "allow_nonfinite=True to skip non-finite values during calibration."
                         )
                 in_sink = True
                 for chunk in static_batch_chunks(batch, self.inputs):
@@ -334,7 +334,7 @@ def _resume(path: str | os.PathLike[str], every: int, cal: Calibrator,
             ) -> tuple[Checkpoint, Resume, Calibrator]:
     """Open ``path`` as the run's checkpoint; restore its calibrator if it has one."""
     check_output_path(path, model, data if isinstance(data, str | os.PathLike) else None,
-                      flag="--checkpoint")
+                      flag="checkpoint=")
     fingerprint = {
         "model_sha256": file_digest(model),
         "data": data_identity(data),
@@ -389,8 +389,8 @@ def warn_heavy_clipping(cal: Calibrator, amax: Mapping[str, float]) -> list[str]
                              "clipped" for n, (r, f) in worst)
         logger.warning(
             "entropy calibration clipped %d tensor(s) to under %d%% of their range (%s). If "
-            "INT8 accuracy suffers, compare --method percentile / mse, or keep the layers that "
-            "read them in FP16 (quantkit sensitivity shows which).",
+            "INT8 accuracy suffers, compare method=percentile and method=mse, or keep the layers "
+            "that read them in FP16 (quantkit sensitivity shows which).",
             len(heavy), int(CLIP_RATIO * 100), examples)
     return sorted(heavy)
 

@@ -214,7 +214,7 @@ def calibrate_sharded(model: str | os.PathLike[str], data: Any, *, executor: Any
     from quantkit.data import open_source
 
     if shards < 1:
-        raise InputError(f"--shards {shards}: must be a positive integer.")
+        raise InputError(f"shards={shards}: must be a positive integer.")
     opts = resolve_options(settings, "calibrate_sharded")
     refuse_unknown(settings, "calibrate_sharded")
     calibration, data_opts, runtime = opts

@@ -12,7 +12,6 @@ from quantkit.calibrators.base import DEFAULT_METHOD, canonical_method
 from quantkit.capture.checkpoint import Checkpoint
 from quantkit.cli.options import (
     allow_cast_option,
-    cast_flag_errors,
     data_options,
     run_group,
 )
@@ -113,12 +112,11 @@ def calibrate_cmd(model: str, data: str, batch_size: int, max_samples: int | Non
     if not outs and not as_json:
         click.echo("note: neither --cache nor --scales given: the scales are printed, no file "
                    "is written.", err=True)
-    with cast_flag_errors():
-        result = calibrate_workflow(
-            model, data, calibration=opts.calibration, data_options=opts.data,
-            runtime=opts.runtime, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
-            keep_checkpoint=True, scale_out=scale_out(executor, ray_address, shards,
-                                                      plugins=(plugin,) if plugin else ()))
+    result = calibrate_workflow(
+        model, data, calibration=opts.calibration, data_options=opts.data,
+        runtime=opts.runtime, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
+        keep_checkpoint=True,
+        scale_out=scale_out(executor, ray_address, shards, plugins=(plugin,) if plugin else ()))
     table = result.scales
     if cache_out:
         table.write(cache_out, "cache")

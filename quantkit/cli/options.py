@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -122,20 +121,6 @@ def allow_cast_option(func: F) -> F:
         help="Cast integer data (e.g. uint8 pixels) to the model's float inputs as is, "
              "instead of refusing it. Only for data whose integer values are what the model "
              "expects: unnormalised pixels give scales 255x too large.")(func)
-
-
-@contextlib.contextmanager
-def cast_flag_errors() -> Iterator[None]:
-    """Name ``--allow-cast`` where the library's data errors name the ``allow_cast`` option."""
-    from quantkit.data import ALLOW_CAST_HINT
-
-    try:
-        yield
-    except InputError as err:
-        text = str(err)
-        if ALLOW_CAST_HINT not in text:
-            raise
-        raise InputError(text.replace(ALLOW_CAST_HINT, "--allow-cast")) from err
 
 
 #: where ``--constant`` / ``--batch-axis`` keep their parsed values in the click context

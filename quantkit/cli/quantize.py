@@ -11,7 +11,6 @@ from quantkit._io import check_output_path
 from quantkit.calibrators.base import DEFAULT_METHOD, canonical_method
 from quantkit.cli.options import (
     allow_cast_option,
-    cast_flag_errors,
     data_options_optional,
     run_group,
 )
@@ -94,9 +93,8 @@ def quantize_cmd(model: str, data: str | None, batch_size: int, max_samples: int
     opts = run_group(method)
     scales = read_scales(scales_file) if scales_file else None
     request = RescueRequest(tuple(specs), where="--rescue") if specs else None
-    with cast_flag_errors():
-        done = quantize(onnx_model, config, source=model, scales=scales, data=data,
-                        rescue_request=request, options=opts, fp16=fp16)
+    done = quantize(onnx_model, config, source=model, scales=scales, data=data,
+                    rescue_request=request, options=opts, fp16=fp16)
     result = done.result
     reports = done.rescued.details if done.rescued is not None else []
     save_model(result.model, output)

@@ -14,6 +14,7 @@ import click
 
 from quantkit._io import OutputLock, check_output_path, temp_prefix, write_text_atomic
 from quantkit.calibrators import DEFAULT_METHOD
+from quantkit.cli.flags import leading_flag
 from quantkit.cli.options import Bounded, data_options, run_group
 from quantkit.cli.render import CPU_NOTE, latency_columns, print_table
 from quantkit.cli.scaleout import build_executor, executor_options, scale_out
@@ -137,9 +138,7 @@ def _evaluator(model: str, eval_data: str | None, data: str, labels: str | None,
     try:
         return Evaluator(model, batches, lab, metric, output_name)
     except InputError as err:
-        from quantkit.cli.eval import flags_of
-
-        raise InputError(flags_of(str(err), "--output-name")) from None
+        raise InputError(leading_flag(str(err), "--output-name")) from None
 
 
 def _eval_options(func: Any) -> Any:

@@ -111,7 +111,7 @@ def load_labels(path: str | os.PathLike[str], *, text: bool = False) -> np.ndarr
     if not p.is_file():
         kinds = "a .txt file (one text per line) or a .npy string array" if text else \
             ".npy, .txt or .csv"
-        raise InputError(f"--labels {p}: no such file ({kinds}, one label per sample in data "
+        raise InputError(f"labels={str(p)!r}: no such file ({kinds}, one label per sample in data "
                          "order).")
     if text:
         return _load_text_labels(p)
@@ -125,7 +125,7 @@ def load_labels(path: str | os.PathLike[str], *, text: bool = False) -> np.ndarr
                 rows = rows[1:]  # a header line
             arr = np.array([int(r) for r in rows])
     except (ValueError, OSError) as err:
-        raise InputError(f"--labels {p}: not readable as integer labels: {err}") from err
+        raise InputError(f"labels={str(p)!r}: not readable as integer labels: {err}") from err
     return _class_labels(np.asarray(arr).reshape(-1), p)
 
 
@@ -138,10 +138,11 @@ def _class_labels(arr: np.ndarray, p: Path) -> np.ndarray:
         if not bad.any():
             return arr.astype(np.int64)
         example = arr[np.argmax(bad)]
-        raise InputError(f"--labels {p}: holds non-integer values (e.g. {float(example):g}); class "
+        raise InputError(f"labels={str(p)!r}: holds non-integer values (e.g. "
+                         f"{float(example):g}); class "
                          "labels must be integer class indices. Regression or text labels need "
-                         "a metric that reads them (--metric cosine, cer...).")
-    raise InputError(f"--labels {p}: holds {arr.dtype} values; class labels must be integer "
+                         "a metric that reads them (metric=cosine, metric=cer...).")
+    raise InputError(f"labels={str(p)!r}: holds {arr.dtype} values; class labels must be integer "
                      "class indices.")
 
 
@@ -177,7 +178,7 @@ def _load_text_labels(p: Path) -> np.ndarray:
             return np.asarray(arr).reshape(-1)
         content = p.read_text(encoding="utf-8")
     except (ValueError, OSError) as err:  # UnicodeDecodeError is a ValueError
-        raise InputError(f"--labels {p}: not readable as text labels (a UTF-8 .txt file, one "
+        raise InputError(f"labels={str(p)!r}: not readable as text labels (a UTF-8 .txt file, one "
                          f"text per line, or a .npy string array): {err}") from err
     lines = content.split("\n")
     if lines and lines[-1] == "":

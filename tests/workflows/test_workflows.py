@@ -2,7 +2,8 @@
 
 Scales are checked against maxima taken with a plain ONNX Runtime session (independent of the
 calibration code), sharded and single-pass runs against each other, and the quantize workflow's
-Q/DQ model against the scales it was given.
+Q/DQ model against the scales it was given. Library errors name parameters; the same mistake
+on the command line names the flag.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import pytest
 from _models import small_cnn
 from onnx import numpy_helper
 
+from quantkit.cli.flags import to_flags
+from quantkit.cli.main import main
 from quantkit.errors import InputError
 from quantkit.model import load_model
 from quantkit.options import CalibrationOptions, DataOptions, RuntimeOptions
@@ -147,3 +150,47 @@ def test_recipe_data_set_embeds_data_options() -> None:
                                                  "columns", "streaming"}
     assert spec.model_copy(update={"constants": {"sr": 16000}}).model_dump()["constants"] == \
         {"sr": 16000}
+
+
+@pytest.mark.parametrize(("library", "cli"), [
+    ("batch_size=0: must be a positive integer.", "--batch-size 0: must be a positive integer."),
+    ("method='nope': unknown; or load_calibrator_plugin(FILE.py)",
+     "--method nope: unknown; or --calibrator FILE.py"),
+    ("pass allow_nonfinite=True to skip", "pass --allow-nonfinite to skip"),
+    ("checkpoint='/a b/c.ckpt': changed", "--checkpoint /a b/c.ckpt: changed"),
+    ("workspace_mib=0: give a positive size", "--workspace 0: give a positive size"),
+    ("input 'a' INPUT=VALUE x.batch_size=1 sample_rate=16000",
+     "input 'a' INPUT=VALUE x.batch_size=1 sample_rate=16000"),
+])
+def test_to_flags(library: str, cli: str) -> None:
+    assert to_flags(library) == cli
+
+
+def test_same_mistake_library_and_command_line(case: dict[str, Path],
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """A library call names the parameter; the command line names its flag."""
+    from quantkit.capture import calibrate as calibrate_once
+
+    with pytest.raises(InputError) as lib:
+        calibrate_once(case["model"], str(case["data"]), method="nosuch")
+    assert str(lib.value).startswith("method='nosuch': unknown calibration method")
+    assert "--" not in str(lib.value)
+    code = main(["calibrate", str(case["model"]), "--data", str(case["data"]),
+                 "--method", "nosuch"])
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 2 and "error: --method nosuch: unknown calibration method" in err
+    assert "method=" not in err
+
+    ckpt = case["dir"] / "k.ckpt"
+    with pytest.raises(InputError, match=r"^checkpoint_every=0: must be a positive integer"):
+        calibrate_once(case["model"], str(case["data"]), checkpoint=ckpt, checkpoint_every=0)
+    code = main(["calibrate", str(case["model"]), "--data", str(case["data"]),
+                 "--checkpoint", str(ckpt), "--checkpoint-every", "0"])
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 2 and "error: --checkpoint-every 0: must be a positive integer" in err
+
+    code = main(["calibrate", str(case["model"]), "--data", str(case["data"]),
+                 "--allow-cast", "--shards", "2"])
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 2 and "error: --allow-cast: not supported with --shards / --executor ray" \
+        in err
