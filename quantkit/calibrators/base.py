@@ -268,13 +268,9 @@ def _load_entry_points() -> None:
     if _ENTRY_POINTS_LOADED:
         return
     _ENTRY_POINTS_LOADED = True
-    from importlib.metadata import entry_points
+    from quantkit.plugins import load_entry_points
 
-    for ep in entry_points(group="quantkit.calibrators"):
-        try:
-            ep.load()
-        except Exception as err:  # a broken plugin must not break built-in methods
-            logger.warning("could not load calibrator plugin %s: %s", ep.name, err)
+    load_entry_points("quantkit.calibrators", "calibrator")  # importing registers them
 
 
 def available_methods() -> list[str]:

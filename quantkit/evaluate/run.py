@@ -20,7 +20,6 @@ from quantkit.evaluate.task import (
     ModelOutputs,
     TaskAccumulator,
     TaskSetup,
-    batch_size_of,
     warn_if_flattened,
 )
 from quantkit.options import DataOptions, TimingOptions, refuse_unknown, resolve_options
@@ -273,7 +272,7 @@ def evaluate_model(model: str | os.PathLike[str], data: Any, *,
         ref_outs = ref_runner.run(batch) if ref_runner is not None else None
         if acc.seen == 0:
             warn_if_flattened(out_name, outs[out_name].shape, task.name)
-        acc.update(outs, ref_outs, batch_size_of(batch))
+        acc.update(outs, ref_outs, batch_samples(batch, specs))
     seen = acc.seen
     if seen == 0:
         raise InputError(f"data {getattr(source, 'description', data)}: contains no samples.")

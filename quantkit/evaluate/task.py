@@ -94,11 +94,6 @@ def _proto(model: str | os.PathLike[str] | bytes | Any) -> Any:
     return onnx.load_from_string(model) if isinstance(model, bytes) else model
 
 
-def batch_size_of(batch: Mapping[str, np.ndarray]) -> int:
-    """Samples in an input batch (the first input's first axis)."""
-    return len(next(iter(batch.values())))
-
-
 @dataclass
 class TaskResult:
     """What :class:`TaskAccumulator` measured.

@@ -51,6 +51,7 @@ from typing import Any
 from quantkit._io import OutputLock, write_text_atomic
 from quantkit._log import track
 from quantkit.calibrators.cache import ScaleTable
+from quantkit.data import InputLayout, batch_samples
 from quantkit.errors import InputError, QuantkitError
 from quantkit.model import input_specs, load_model, save_model
 from quantkit.options import RunOptions, RuntimeOptions
@@ -123,15 +124,17 @@ class _Context:
         if labels is not None and ev.max_samples is not None:
             labels = labels[: ev.max_samples]
         self.evaluator = Evaluator(str(self.model_path), batches, labels, recipe.metric,
-                                   recipe.output)
+                                   recipe.output,
+                                   layout=InputLayout.from_options(ev.open_kwargs()))
         self.fp32 = self.evaluator.reference_score()
         self.scales: dict[str, ScaleTable] = {}
         #: calibration warnings (e.g. heavy clipping) per calibration key
         self.cal_warnings: dict[str, list[str]] = {}
         lat = recipe.latency
-        self.feed = _latency.feed_of(self.evaluator.batches, lat.batch_size,
-                                     input_specs(load_model(self.model_path,
-                                                            load_external_data=False)))
+        specs = input_specs(load_model(self.model_path, load_external_data=False))
+        self.feed = _latency.feed_of(self.evaluator.batches, lat.batch_size, specs)
+        #: samples in the timing feed (the feed is in the model's layout)
+        self.feed_samples = batch_samples(self.feed, specs, fed=True)
         self.gpus = list(lat.estimate_gpus)
 
     def run_options(self, method: str, percentile: float | None) -> RunOptions:
@@ -200,7 +203,7 @@ def _row(config: ConfigSpec, score: Score, ctx: _Context, model_file: Path,
                 "fp32_layers": plan_counts.get("fp32", 0),
                 "fp8_layers": plan_counts.get("fp8", 0),
                 "sqnr_tensor": ctx.evaluator.compare,
-                "latency_batch": _latency.batch_of(ctx.feed)})
+                "latency_batch": ctx.feed_samples})
     row.update(dict.fromkeys(estimate_column(g) for g in ctx.gpus))
     desc = OrtRunner(model_file).describe()
     row["backend"], row["device"] = desc["backend"], desc["device"]
@@ -215,14 +218,16 @@ def _latencies(ctx: _Context, model_file: Path, row: dict[str, Any]) -> None:
     """Time the config on every source available and fill the primary latency columns."""
     spec = ctx.recipe.latency
     if spec.iterations:
-        row.update(_latency.cpu_latency(model_file, ctx.feed, warmup=spec.warmup,
+        row.update(_latency.cpu_latency(model_file, ctx.feed, samples=ctx.feed_samples,
+                                        warmup=spec.warmup,
                                         iterations=spec.iterations, repeats=spec.repeats,
                                         has_qdq=bool(row.get("int8_layers")
                                                      or row.get("fp8_layers"))))
         row.update(_latency.measured(model_file.with_suffix(".engine"), ctx.feed,
                                      warmup=spec.warmup, iterations=spec.iterations,
                                      repeats=spec.repeats))
-    row.update(_latency.estimate(model_file, ctx.gpus, ctx.feed, model_file.parent))
+    row.update(_latency.estimate(model_file, ctx.gpus, ctx.feed, model_file.parent,
+                                 ctx.feed_samples))
     _latency.set_primary(row, ctx.gpus)
 
 
