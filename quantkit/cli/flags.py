@@ -23,6 +23,7 @@ PARAMETER_FLAGS: dict[str, str] = {
     "compute_capabilities": "--compute-capability",
     "constants": "--constant",
     "data": "--data",
+    "force": "--force",
     "labels": "--labels",
     "max_samples": "--max-samples",
     "memory_budget": "--memory-budget",

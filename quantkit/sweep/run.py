@@ -465,7 +465,7 @@ def _run_locked(recipe: Recipe, recipe_path: Path, out: Path, force: bool,
         if previous is not None:
             done[config.name] = previous
             skipped.append(config.name)
-            logger.info("%s: results exist, skipped (use --force to re-run)", config.name)
+            logger.info("%s: results exist, skipped (force=True re-runs it)", config.name)
         else:
             todo.append(config)
     ex = executor or LocalExecutor()
