@@ -210,7 +210,8 @@ def calibrate_sharded(model: str | os.PathLike[str], data: Any, *, executor: Any
             ``method_options``, ``trt_version``, ``providers``, ``threads``: ONNX Runtime
             intra-op threads per shard).
     """
-    from quantkit.capture.runner import ActivationCapture, CalibrationResult, calibrate
+    from quantkit.capture.calibration import CalibrationResult, calibrate
+    from quantkit.capture.runner import ActivationCapture
     from quantkit.data import open_source
 
     if shards < 1:
