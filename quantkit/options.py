@@ -1,7 +1,7 @@
 """Typed option groups shared by the library entry points, the recipes and the command line.
 
-Three frozen groups replace the parameter clump that calibration, rescue, evaluation and
-sweeps used to thread one keyword at a time:
+Frozen groups replace the parameter clump that calibration, rescue, evaluation and sweeps
+used to thread one keyword at a time:
 
 * :class:`DataOptions` -- how a data source is read: batch size, sample limit, seed, image
   preprocessing, column mapping, streaming, constant inputs, batch axes, integer casts;
@@ -11,8 +11,9 @@ sweeps used to thread one keyword at a time:
 * :class:`TimingOptions` -- latency timing: iterations, warm-up runs, rounds.
 
 The recipe schema (:mod:`quantkit.sweep.recipe`) embeds :class:`DataOptions` in each data set
-and :class:`CalibrationOptions` in its ``calibration:`` block, and the command line builds
-each group once (:mod:`quantkit.cli.options`).
+(its ``calibration:`` block, method and percentile, gives a config's
+:class:`CalibrationOptions`), and the command line builds each group once
+(:mod:`quantkit.cli.options`).
 
 Errors name the library parameter (``batch_size=0``), never a command-line flag: the CLI
 translates parameter names into flags when it prints (:mod:`quantkit.cli.flags`).
