@@ -107,7 +107,7 @@ class SweepResult:
 
 class _Context:
     def __init__(self, recipe: Recipe, out: Path) -> None:
-        from quantkit.data import open_source
+        from quantkit.data import allow_cast, open_source
         from quantkit.evaluate.metrics import metric_text_labels
         from quantkit.evaluate.run import load_labels
 
@@ -117,8 +117,9 @@ class _Context:
         self.model = load_model(self.model_path)
         self.inputs = input_specs(self.model)
         ev = recipe.data.evaluation or recipe.data.calibration
-        src = open_source(recipe.source(ev.source), self.inputs, **ev.open_kwargs())
-        batches = list(src.batches(ev.batch_size, ev.max_samples))
+        with allow_cast(ev.allow_cast):  # the data is validated as it is opened and read
+            src = open_source(recipe.source(ev.source), self.inputs, **ev.open_kwargs())
+            batches = list(src.batches(ev.batch_size, ev.max_samples))
         labels = (load_labels(recipe.path(ev.labels), text=metric_text_labels(recipe.metric))
                   if ev.labels else None)
         if labels is not None and ev.max_samples is not None:
