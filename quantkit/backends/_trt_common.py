@@ -94,7 +94,7 @@ class TrtBackendBase:
     namespace_hint = ""
 
     def _missing(self, namespace: bool = False) -> MissingExtraError:
-        err = MissingExtraError(f"The {self.display_name} backend (--backend {self.name})",
+        err = MissingExtraError(f"The {self.display_name} backend (backend={self.name!r})",
                                 self.extra, self.module_name)
         if namespace and self.namespace_hint:
             err.args = (f"{err} {self.namespace_hint}",)
@@ -292,11 +292,11 @@ class TrtBackendBase:
         cache = options.timing_cache
         if cache is not None:
             if cache.resolve() in outputs | {model_path.resolve()}:
-                raise InputError(f"--timing-cache {cache}: is the model, the engine or its "
+                raise InputError(f"timing_cache={str(cache)!r}: is the model, the engine or its "
                                  "sidecar; give a separate file.")
             if cache.is_dir():
-                raise InputError(f"--timing-cache {cache}: is a folder; give a file path.")
-            check_output_path(cache, model_path, flag="--timing-cache")
+                raise InputError(f"timing_cache={str(cache)!r}: is a folder; give a file path.")
+            check_output_path(cache, model_path, flag="timing_cache=")
         return model_path, out, side
 
     def _compute_capabilities(self, trt_mod: types.ModuleType, options: BuildOptions
@@ -305,7 +305,7 @@ class TrtBackendBase:
             return []
         enum = getattr(trt_mod, "ComputeCapability", None)
         if not self.rtx or enum is None:
-            raise InputError(f"--compute-capability is a TensorRT-RTX option; {self.display_name} "
+            raise InputError(f"compute_capabilities= is a TensorRT-RTX option; {self.display_name} "
                              "builds for the GPU it runs on. Leave the option out.")
         members = {k: v for k, v in enum.__members__.items() if k != "NONE"}
         out = []
@@ -313,7 +313,7 @@ class TrtBackendBase:
             key = text.strip().upper().replace("_", "").replace(".", "")
             key = key if key.startswith("SM") or key == "CURRENT" else f"SM{key}"
             if key not in members:
-                raise InputError(f"--compute-capability {text}: {self.display_name} "
+                raise InputError(f"compute_capabilities={text}: {self.display_name} "
                                  f"{self.version()} knows {', '.join(members)} (8.9 = SM89).")
             out.append(members[key])
         return out
@@ -323,7 +323,7 @@ class TrtBackendBase:
             builder: trt.Builder | None = trt_mod.Builder(log)
         except Exception as err:
             hint = ("" if self.rtx else " Full TensorRT needs an NVIDIA GPU and driver to build; "
-                    "on a machine without one use --backend tensorrt-rtx.")
+                    "on a machine without one use backend='tensorrt-rtx'.")
             raise PipelineError(f"{self.display_name} could not create a builder: {err}.{hint}"
                                 ) from err
         if builder is None:
@@ -379,19 +379,19 @@ class TrtBackendBase:
         if path is None:
             return None
         if not self.supports_timing_cache:
-            logger.warning("--timing-cache %s: TensorRT-RTX does not use timing caches (its "
+            logger.warning("timing_cache=%r: TensorRT-RTX does not use timing caches (its "
                            "timing-cache API is a deprecated no-op since TensorRT-RTX 1.2); the "
-                           "file is neither read nor written", path)
+                           "file is neither read nor written", str(path))
             return {"path": str(path), "status": "unsupported by TensorRT-RTX"}
         try:
             data = path.read_bytes() if path.exists() else b""
         except OSError as err:
-            raise InputError(f"--timing-cache {path}: cannot be read: {err}") from err
+            raise InputError(f"timing_cache={str(path)!r}: cannot be read: {err}") from err
         cache = config.create_timing_cache(data)
         status = "loaded" if data else "created"
         if cache is None or not config.set_timing_cache(cache, False):
-            logger.warning("--timing-cache %s: does not match this GPU or TensorRT version; a "
-                           "fresh cache is used and replaces it after the build", path)
+            logger.warning("timing_cache=%r: does not match this GPU or TensorRT version; a "
+                           "fresh cache is used and replaces it after the build", str(path))
             config.set_timing_cache(config.create_timing_cache(b""), False)
             status = "replaced (mismatch)"
         return {"path": str(path), "status": status, "bytes_loaded": len(data)}
@@ -430,7 +430,7 @@ class TrtBackendBase:
         hint = ""
         if any(getattr(c, "name", "") == "CURRENT" for c in ccs) and any(
                 _NO_DRIVER in s for s in lines):
-            hint = (" --compute-capability CURRENT needs a GPU and driver; name the target GPU "
+            hint = (" compute_capabilities=CURRENT needs a GPU and driver; name the target GPU "
                     "(e.g. SM89) or leave the option out for a portable engine.")
         return f"{self.display_name} could not build an engine from {model}: {text}.{hint}"
 

@@ -74,17 +74,18 @@ class BuildOptions:
 
     def __post_init__(self) -> None:
         if self.workspace_mib is not None and self.workspace_mib <= 0:
-            raise InputError(f"--workspace {self.workspace_mib}: give a positive size in MiB, "
-                             "e.g. --workspace 1024.")
+            raise InputError(f"workspace_mib={self.workspace_mib}: give a positive size in "
+                             "MiB, e.g. workspace_mib=1024.")
         if self.opt_level is not None and not 0 <= self.opt_level <= 5:
-            raise InputError(f"--opt-level {self.opt_level}: TensorRT's builder optimisation "
+            raise InputError(f"opt_level={self.opt_level}: TensorRT's builder optimisation "
                              "level goes from 0 (fastest build) to 5 (most tuning); default 3.")
-        for flag, table in (("--min-shapes", self.min_shapes), ("--max-shapes", self.max_shapes)):
+        for flag, table in (("min_shapes", self.min_shapes), ("max_shapes", self.max_shapes)):
             for name in table:
                 if name not in self.shapes:
                     raise InputError(
-                        f"{flag} {name}: input '{name}' has no opt shape. Give it with --shapes "
-                        f"{name}:DIMS; --min-shapes/--max-shapes only widen the range around it."
+                        f"{flag}={name}: input '{name}' has no opt shape. Give it in shapes= "
+                        f"({name}:DIMS); min_shapes= and max_shapes= only widen the range "
+                        "around it."
                     )
 
 
@@ -257,7 +258,7 @@ def get_backend(name: str) -> Backend:
         return _instances[name]
     entry = _REGISTRY.get(name)
     if entry is None:
-        raise InputError(f"--backend {name}: unknown backend; choose one of "
+        raise InputError(f"backend={name!r}: unknown backend; choose one of "
                          f"{', '.join(_REGISTRY)}.")
     if isinstance(entry, str):
         module, _, attr = entry.partition(":")
@@ -353,12 +354,12 @@ def resolve_profile(inputs: Mapping[str, Shape], options: BuildOptions
         InputError: a name that is not an input, a rank mismatch, a static dimension changed,
             ``min <= opt <= max`` violated, or a dynamic input without a shape.
     """
-    for flag, table in (("--shapes", options.shapes), ("--min-shapes", options.min_shapes),
-                        ("--max-shapes", options.max_shapes)):
+    for flag, table in (("shapes", options.shapes), ("min_shapes", options.min_shapes),
+                        ("max_shapes", options.max_shapes)):
         for name in table:
             if name not in inputs:
                 raise InputError(
-                    f"{flag} {name}: the model has no input named '{name}'. Its inputs are: "
+                    f"{flag}={name}: the model has no input named '{name}'. Its inputs are: "
                     + ", ".join(f"{n} {_dims(s)}" for n, s in inputs.items())
                     + " (-1 = dynamic)."
                 )
@@ -369,23 +370,23 @@ def resolve_profile(inputs: Mapping[str, Shape], options: BuildOptions
             if any(d < 0 for d in dims):
                 raise InputError(
                     f"model input '{name}' has dynamic dimensions {_dims(dims)} (-1 = dynamic)"
-                    f" and no shape was given. Give one, e.g. --shapes {name}:{_example(dims)},"
-                    f" and for a range also --min-shapes {name}:... --max-shapes {name}:...."
+                    f" and no shape was given. Give one, e.g. shapes={name}:{_example(dims)},"
+                    f" and for a range also min_shapes={name}:... max_shapes={name}:...."
                 )
             ranges[name] = ShapeRange(dims, dims, dims)
             continue
         lo = options.min_shapes.get(name, opt)
         hi = options.max_shapes.get(name, opt)
-        for flag, shape in (("--shapes", opt), ("--min-shapes", lo), ("--max-shapes", hi)):
+        for flag, shape in (("shapes=", opt), ("min_shapes=", lo), ("max_shapes=", hi)):
             if len(shape) != len(dims):
                 raise InputError(
-                    f"{flag} {name}:{_fmt(shape)}: input '{name}' has rank {len(dims)} "
+                    f"{flag}{name}:{_fmt(shape)}: input '{name}' has rank {len(dims)} "
                     f"({_dims(dims)}, -1 = dynamic), the shape given has rank {len(shape)}."
                 )
             for axis, (want, got) in enumerate(zip(dims, shape, strict=True)):
                 if want >= 0 and want != got:
                     raise InputError(
-                        f"{flag} {name}:{_fmt(shape)}: dimension {axis} of input '{name}' is "
+                        f"{flag}{name}:{_fmt(shape)}: dimension {axis} of input '{name}' is "
                         f"fixed to {want} in the model ({_dims(dims)}); only -1 dimensions "
                         "can be chosen."
                     )
@@ -393,8 +394,8 @@ def resolve_profile(inputs: Mapping[str, Shape], options: BuildOptions
         if bad:
             raise InputError(
                 f"input '{name}': min [{_fmt(lo)}] <= opt [{_fmt(opt)}] <= max [{_fmt(hi)}] "
-                f"does not hold in dimension(s) {', '.join(map(str, bad))}. Fix --min-shapes, "
-                "--shapes or --max-shapes."
+                f"does not hold in dimension(s) {', '.join(map(str, bad))}. Fix min_shapes=, "
+                "shapes= or max_shapes=."
             )
         ranges[name] = ShapeRange(lo, opt, hi)
     return ranges

@@ -33,20 +33,29 @@ class OrtRunner:
     """An ONNX Runtime session with the :class:`~quantkit.backends.base.Runner` interface.
 
     Args:
-        model: path of the ONNX model.
+        model: path of the ONNX model, or the serialized model (bytes).
         providers: execution providers (default: CUDA when available, else CPU).
         threads: intra-op threads (default: ONNX Runtime's choice).
+        name: how messages name the model (default: its path; ``the model`` for bytes).
     """
 
-    def __init__(self, model: str | os.PathLike[str], *,
-                 providers: Sequence[str] | None = None, threads: int | None = None) -> None:
+    def __init__(self, model: str | os.PathLike[str] | bytes, *,
+                 providers: Sequence[str] | None = None, threads: int | None = None,
+                 name: str | None = None) -> None:
         from quantkit._ort import session
 
-        self.model = Path(model)
+        payload: str | bytes
+        if isinstance(model, bytes):
+            self.model, payload = Path("<in memory>"), model
+        else:
+            self.model = Path(model)
+            payload = str(self.model)
+        #: how messages name the model
+        self.name = name or ("the model" if isinstance(model, bytes) else str(self.model))
         try:
-            self._session = session(str(self.model), providers=providers, threads=threads)
+            self._session = session(payload, providers=providers, threads=threads)
         except Exception as err:
-            raise InputError(f"{self.model}: ONNX Runtime cannot load the model: {err}") from err
+            raise InputError(f"{self.name}: ONNX Runtime cannot load the model: {err}") from err
         self.input_names = [i.name for i in self._session.get_inputs()]
         self.output_names = [o.name for o in self._session.get_outputs()]
 
@@ -61,9 +70,9 @@ class OrtRunner:
             values = self._session.run(self.output_names,
                                        {n: feeds[n] for n in self.input_names})
         except KeyError as err:
-            raise InputError(f"{self.model}: no data for input {err}.") from None
+            raise InputError(f"{self.name}: no data for input {err}.") from None
         except Exception as err:
-            raise PipelineError(f"{self.model}: ONNX Runtime failed: {err}") from err
+            raise PipelineError(f"{self.name}: ONNX Runtime failed: {err}") from err
         return dict(zip(self.output_names, values, strict=True))
 
     __call__ = infer
@@ -112,8 +121,8 @@ class OnnxRuntimeBackend:
               options: BuildOptions | None = None, *,
               status: StatusCallback | None = None) -> BuildResult:
         """ONNX Runtime runs the ``.onnx`` directly; there is nothing to build."""
-        raise InputError("--backend onnxruntime has no build step: run the .onnx model "
-                         "directly (quantkit eval MODEL.onnx --backend onnxruntime).")
+        raise InputError("backend='onnxruntime' has no build step: run the .onnx model "
+                         "directly (OrtRunner, or quantkit eval MODEL.onnx).")
 
     def runner(self, engine: str | os.PathLike[str], **kwargs: Any) -> OrtRunner:
         """An :class:`OrtRunner` for the ``.onnx`` file ``engine``."""

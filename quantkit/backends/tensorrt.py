@@ -27,7 +27,7 @@ class TensorRTBackend(TrtBackendBase):
     rtx = False
     namespace_hint = ("(The 'tensorrt' found is only a folder without the library, e.g. "
                       "tensorrt-stubs.) Or build with TensorRT-RTX, which installs from PyPI: "
-                      "pip install 'quantkit[rtx]' and --backend tensorrt-rtx.")
+                      "pip install 'quantkit[rtx]' and backend='tensorrt-rtx'.")
 
     def check_module(self, module: types.ModuleType) -> None:
         """Reject a ``tensorrt`` without ``Builder`` (type stubs only) and TensorRT < 10."""

@@ -88,8 +88,8 @@ class Calibrator(abc.ABC):
             if not self.allow_nonfinite:
                 raise NonFiniteError(
                     f"tensor '{name}': {bad} of {x.size} values in this batch are NaN or "
-                    "Inf. Check the input data and the model; pass --allow-nonfinite "
-                    "(allow_nonfinite=True) to skip non-finite values instead."
+                    "Inf. Check the input data and the model; pass allow_nonfinite=True to "
+                    "skip non-finite values instead."
                 )
             self.nonfinite_counts[name] = self.nonfinite_counts.get(name, 0) + bad
             x = x[finite]
@@ -277,13 +277,9 @@ def _load_entry_points() -> None:
     if _ENTRY_POINTS_LOADED:
         return
     _ENTRY_POINTS_LOADED = True
-    from importlib.metadata import entry_points
+    from quantkit.plugins import load_entry_points
 
-    for ep in entry_points(group="quantkit.calibrators"):
-        try:
-            ep.load()
-        except Exception as err:  # a broken plugin must not break built-in methods
-            logger.warning("could not load calibrator plugin %s: %s", ep.name, err)
+    load_entry_points("quantkit.calibrators", "calibrator")  # importing registers them
 
 
 def available_methods() -> list[str]:
@@ -311,8 +307,9 @@ def get_calibrator_class(method: str) -> type[Calibrator]:
         return _REGISTRY[canonical_method(method)]
     except KeyError:
         raise InputError(
-            f"--method {method}: unknown calibration method. Choose one of: "
-            f"{', '.join(available_methods())} (or load a plugin with --calibrator FILE.py)."
+            f"method={method!r}: unknown calibration method. Choose one of: "
+            f"{', '.join(available_methods())} (or load a plugin with "
+            "load_calibrator_plugin(FILE.py))."
         ) from None
 
 
@@ -322,29 +319,29 @@ def create_calibrator(method: str, **options: Any) -> Calibrator:
     try:
         return klass(**options)
     except TypeError as err:
-        raise InputError(f"--method {method}: bad options {options}: {err}") from err
+        raise InputError(f"method={method!r}: bad method_options {options}: {err}") from err
 
 
 def load_calibrator_plugin(path: str | Path) -> list[str]:
     """Import a Python file that registers calibrators; return the newly registered names."""
     p = Path(path)
     if not p.is_file():
-        raise InputError(f"--calibrator {p}: no such file. Give the path of a Python file.")
+        raise InputError(f"plugin={str(p)!r}: no such file. Give the path of a Python file.")
     if p.resolve() in _PLUGIN_FILES:  # loading the same file twice is a no-op
         return list(_PLUGIN_FILES[p.resolve()])
     before = set(_REGISTRY)
     spec = importlib.util.spec_from_file_location(f"quantkit_plugin_{p.stem}", p)
     if spec is None or spec.loader is None:
-        raise InputError(f"--calibrator {p}: not an importable Python file.")
+        raise InputError(f"plugin={str(p)!r}: not an importable Python file.")
     module = importlib.util.module_from_spec(spec)
     try:
         spec.loader.exec_module(module)
     except Exception as err:
-        raise InputError(f"--calibrator {p}: importing it failed: {err}") from err
+        raise InputError(f"plugin={str(p)!r}: importing it failed: {err}") from err
     new = sorted(set(_REGISTRY) - before)
     if not new:
         raise InputError(
-            f"--calibrator {p}: the file registered no calibrator. Decorate a Calibrator "
+            f"plugin={str(p)!r}: the file registered no calibrator. Decorate a Calibrator "
             "subclass with @quantkit.calibrators.register_calibrator('name')."
         )
     _PLUGIN_FILES[p.resolve()] = new

@@ -138,7 +138,7 @@ class PercentileCalibrator(HistogramCalibrator):
                  widths: Mapping[str, float] | None = None,
                  allow_nonfinite: bool = False) -> None:
         if not 0 < percentile <= 100:
-            raise InputError(f"--percentile {percentile}: must be in (0, 100], e.g. 99.99.")
+            raise InputError(f"percentile={percentile}: must be in (0, 100], e.g. 99.99.")
         super().__init__(num_bins=num_bins, widths=widths, allow_nonfinite=allow_nonfinite)
         self.percentile = float(percentile)
 

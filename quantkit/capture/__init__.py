@@ -6,11 +6,13 @@ The runner (and with it ONNX) is imported on first use of these names.
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from quantkit.capture.runner import ActivationCapture, CalibrationResult, calibrate
+    from quantkit.capture.calibration import CalibrationResult, calibrate
+    from quantkit.capture.runner import ActivationCapture
 
 #: names loaded on first access (the runner imports ONNX): attribute -> module
 _LAZY = {"ActivationCapture": "quantkit.capture.runner",
-         "CalibrationResult": "quantkit.capture.runner", "calibrate": "quantkit.capture.runner"}
+         "CalibrationResult": "quantkit.capture.calibration",
+         "calibrate": "quantkit.capture.calibration"}
 
 
 def __getattr__(name: str) -> Any:

@@ -52,7 +52,7 @@ FULL_DIGEST_BYTES = 64 * 1024 * 1024
 _SAMPLE_BLOCKS, _BLOCK = 64, 64 * 1024
 #: most files of a folder listed in a data identity
 MAX_LISTED_FILES = 2_000_000
-_FIX = "Delete the checkpoint to start over, or give another --checkpoint path."
+_FIX = "Delete the checkpoint to start over, or give another checkpoint= path."
 
 
 def file_digest(path: str | os.PathLike[str]) -> str:
@@ -168,7 +168,7 @@ class Checkpoint:
     def __init__(self, path: str | os.PathLike[str], fingerprint: Mapping[str, Any],
                  every: int = 10) -> None:
         if every < 1:
-            raise InputError(f"--checkpoint-every {every}: must be a positive integer.")
+            raise InputError(f"checkpoint_every={every}: must be a positive integer.")
         self.path = Path(path)
         self.fingerprint = json.loads(json.dumps(dict(fingerprint), sort_keys=True))
         self.every = every
@@ -207,7 +207,7 @@ class Checkpoint:
 
     # -- reading ----------------------------------------------------------------------------
     def _refuse(self, what: str) -> InputError:
-        return InputError(f"--checkpoint {self.path}: {what}. {_FIX}")
+        return InputError(f"checkpoint={str(self.path)!r}: {what}. {_FIX}")
 
     def load(self) -> Progress | None:
         """The saved progress, ``None`` if there is no checkpoint file yet.
@@ -243,8 +243,8 @@ class Checkpoint:
             detail = "; ".join(f"{k}: checkpoint {str(saved.get(k))[:120]!r}, now "
                                f"{str(self.fingerprint.get(k))[:120]!r}" for k in diffs[:4])
             raise InputError(
-                f"--checkpoint {self.path} was made by a different run ({detail}). Resume with "
-                "the same model, data and settings, or delete the checkpoint to start over."
+                f"checkpoint={str(self.path)!r} was made by a different run ({detail}). Resume "
+                "with the same model, data and settings, or delete the checkpoint to start over."
             )
         batches, samples = meta["batches"], meta["samples"]
         try:
@@ -313,7 +313,7 @@ class Checkpoint:
                 self.first_batch = digest
             elif self.first_batch != digest:
                 raise InputError(
-                    f"--checkpoint {self.path}: the data changed since the checkpoint was "
+                    f"checkpoint={str(self.path)!r}: the data changed since the checkpoint was "
                     f"written (its first batch differs). {_FIX}")
         chain = _chain(self._chains[self._seen], digest)
         self._seen += 1
@@ -322,7 +322,7 @@ class Checkpoint:
         if self._resume_chain is not None and self._seen == self._resume_batches \
                 and chain != self._resume_chain:
             raise InputError(
-                f"--checkpoint {self.path}: the data changed since the checkpoint was written "
+                f"checkpoint={str(self.path)!r}: the data changed since the checkpoint was written "
                 f"(the {self._resume_batches} batches it covers read differently now, although "
                 f"the files look the same). {_FIX}")
 
@@ -334,9 +334,9 @@ class Checkpoint:
         """
         if self._seen < self._resume_batches:
             raise InputError(
-                f"--checkpoint {self.path}: it records {self._resume_batches} batches done but "
-                f"the data holds only {self._seen}; the checkpoint does not belong to this data "
-                f"or was altered. {_FIX}")
+                f"checkpoint={str(self.path)!r}: it records {self._resume_batches} batches done "
+                f"but the data holds only {self._seen}; the checkpoint does not belong to this "
+                f"data or was altered. {_FIX}")
 
 
 def _check_counts(value: Any, key: str = "") -> None:

@@ -72,7 +72,7 @@ def check_inputs(batch: Mapping[str, np.ndarray], source: str, allow_nonfinite: 
         if arr.dtype.kind == "f" and not np.isfinite(arr).all():
             raise InputError(
                 f"data {source}: input '{name}' contains NaN or Inf values (after {samples} "
-                "good samples). Clean the data, or pass --allow-nonfinite to skip non-finite "
+                "good samples). Clean the data, or pass allow_nonfinite=True to skip non-finite "
                 "values during calibration."
             )
 

@@ -52,7 +52,7 @@ def open_checkpoint(path: str | os.PathLike[str], every: int, cal: Calibrator,
                     ) -> tuple[Checkpoint, Resume, Calibrator]:
     """Open ``path`` as the run's checkpoint; restore its calibrator if it has one."""
     check_output_path(path, model, data if isinstance(data, str | os.PathLike) else None,
-                      flag="--checkpoint")
+                      flag="checkpoint=")
     fingerprint = {
         "model_sha256": file_digest(model),
         "data": data_identity(data),

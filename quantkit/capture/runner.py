@@ -1,4 +1,4 @@
-"""Activation capture with ONNX Runtime and the one-call :func:`calibrate`.
+"""Activation capture with ONNX Runtime (the one-call ``calibrate`` is in :mod:`.calibration`).
 
 The model is copied in memory with every activation tensor added as a graph output, run one
 batch at a time, and each batch's activations are handed to a sink (the calibrators) and then
@@ -13,7 +13,6 @@ import math
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,31 +20,24 @@ import numpy as np
 
 from quantkit._log import track
 from quantkit.calibrators import KERNEL_PRELOAD_PER_SAMPLE, preload_kernel
-from quantkit.calibrators.base import DEFAULT_METHOD, Calibrator, create_calibrator
-from quantkit.calibrators.cache import DEFAULT_TRT_VERSION, ScaleTable
-from quantkit.calibrators.methods import HistogramCalibrator
+from quantkit.calibrators.base import Calibrator
 from quantkit.capture.pipeline import check_inputs, run_overlapped
-from quantkit.capture.resume import Resume, open_checkpoint
+from quantkit.capture.resume import Resume
 from quantkit.capture.select import quantized_activations
 from quantkit.capture.staged import (
     STAGE_SHARE,
     StagedRunner,
     check_sample_fits,
-    default_memory_budget,
-    parse_memory,
     plan_stages,
     sample_bytes,
 )
 from quantkit.data.base import (
-    DataSource,
     InputLayout,
     InputSpec,
     batch_samples,
-    check_batch_args,
     static_batch_chunks,
     validate_batch,
 )
-from quantkit.data.rows import ReaderSource
 from quantkit.errors import InputError, PipelineError
 from quantkit.graph.passes import name_nodes
 from quantkit.model import (
@@ -360,133 +352,7 @@ def warn_heavy_clipping(cal: Calibrator, amax: Mapping[str, float]) -> list[str]
                              "clipped" for n, (r, f) in worst)
         logger.warning(
             "entropy calibration clipped %d tensor(s) to under %d%% of their range (%s). If "
-            "INT8 accuracy suffers, compare --method percentile / mse, or keep the layers that "
-            "read them in FP16 (quantkit sensitivity shows which).",
+            "INT8 accuracy suffers, compare method=percentile and method=mse, or keep the layers "
+            "that read them in FP16 (quantkit sensitivity shows which).",
             len(heavy), int(CLIP_RATIO * 100), examples)
     return sorted(heavy)
-
-
-@dataclass
-class CalibrationResult:
-    """What :func:`calibrate` produced."""
-
-    scales: ScaleTable
-    calibrator: Calibrator
-    num_samples: int
-    tensors: list[str] = field(default_factory=list)
-
-
-def calibrate(model: str | os.PathLike[str], data: Any, *, method: str = DEFAULT_METHOD,
-              batch_size: int = 32, max_samples: int | None = None,
-              calibrator: Calibrator | None = None, allow_nonfinite: bool = False,
-              method_options: Mapping[str, Any] | None = None,
-              data_options: Mapping[str, Any] | None = None,
-              providers: Sequence[str] | None = None,
-              trt_version: int = DEFAULT_TRT_VERSION,
-              checkpoint: str | os.PathLike[str] | None = None, checkpoint_every: int = 10,
-              keep_checkpoint: bool = False, allow_cast: bool = False,
-              memory_budget: int | str | None = None,
-              quantized_only: bool = False) -> CalibrationResult:
-    """Calibrate every floating-point activation of ``model`` on ``data``.
-
-    Args:
-        model: path of the FP32 ONNX model.
-        data: anything :func:`quantkit.data.open_source` accepts (a path, ``hf:...``, a
-            :class:`~quantkit.data.DataSource`, an iterable of batches).
-        method: ``auto`` (default, ``docs/calibration_methods.md``), ``entropy``, ``minmax``,
-            ``percentile``, ``mse`` or a plugin's name (case-insensitive).
-        batch_size: samples per batch.
-        max_samples: stop after this many samples.
-        calibrator: use this calibrator instead of creating one from ``method``.
-        allow_nonfinite: skip NaN/Inf values instead of failing.
-        method_options: options for the method (e.g. ``{"percentile": 99.9}``).
-        data_options: options for ``open_source`` (``preprocess``, ``columns``, ``seed``...).
-        providers: ONNX Runtime execution providers.
-        trt_version: version number written in the TensorRT cache header.
-        checkpoint: save the statistics to this file every ``checkpoint_every`` batches (and
-            on Ctrl-C); if it exists, resume from it. The scales are bit-identical to an
-            uninterrupted run. A checkpoint of a run with another model, data or settings is
-            refused (:mod:`quantkit.capture.checkpoint`).
-        checkpoint_every: batches between checkpoint saves.
-        keep_checkpoint: keep the checkpoint file after success (the CLI removes it once its
-            outputs are written); by default it is deleted before returning.
-        allow_cast: cast integer data for float inputs instead of refusing it (refused by
-            default: usually unnormalised pixels, which give scales 255x too large).
-        memory_budget: bytes (or ``"4GiB"``) one batch's captured activations may take; above
-            it the model runs in stages with identical scales (:mod:`quantkit.capture.staged`).
-            Default: 25 % of the available memory, at most 512 MiB.
-        quantized_only: calibrate only the activations a Q/DQ plan can quantize -- the
-            activation inputs of Conv, ConvTranspose, Gemm, MatMul and of residual Adds
-            (:mod:`quantkit.capture.select`) -- and skip the rest, whose scales no plan uses
-            (what ``quantkit calibrate`` does unless ``--all-tensors``). A model where no op
-            reads one is calibrated whole. The scales of the tensors calibrated either way
-            are identical; a TensorRT cache for implicit quantization needs every tensor.
-
-    Returns:
-        The scales (TensorRT cache / JSON ready) and the calibrator with its statistics.
-    """
-    from quantkit.data import allow_cast as allowing_cast
-
-    with allowing_cast(allow_cast):
-        return _calibrate(model, data, method=method, batch_size=batch_size,
-                          max_samples=max_samples, calibrator=calibrator,
-                          allow_nonfinite=allow_nonfinite, method_options=method_options,
-                          data_options=data_options, providers=providers,
-                          trt_version=trt_version, checkpoint=checkpoint,
-                          checkpoint_every=checkpoint_every, keep_checkpoint=keep_checkpoint,
-                          memory_budget=memory_budget, quantized_only=quantized_only)
-
-
-def _calibrate(model: str | os.PathLike[str], data: Any, *, method: str, batch_size: int,
-               max_samples: int | None, calibrator: Calibrator | None, allow_nonfinite: bool,
-               method_options: Mapping[str, Any] | None,
-               data_options: Mapping[str, Any] | None, providers: Sequence[str] | None,
-               trt_version: int, checkpoint: str | os.PathLike[str] | None,
-               checkpoint_every: int, keep_checkpoint: bool,
-               memory_budget: int | str | None, quantized_only: bool) -> CalibrationResult:
-    from quantkit.data import open_source
-
-    check_batch_args(batch_size, max_samples)
-    cal = calibrator or create_calibrator(method, allow_nonfinite=allow_nonfinite,
-                                          **dict(method_options or {}))
-    # overlapped runs fold batch N while batch N+1 is read: every batch needs its own arrays;
-    # they load the binning kernel at their first batch, when the run's size is known
-    overlap = checkpoint is None and type(cal).update_many is Calibrator.update_many
-    capture = ActivationCapture(model, providers=providers, calibrating=True,
-                                histograms=isinstance(cal, HistogramCalibrator) and not overlap,
-                                layout=InputLayout.from_options(data_options),
-                                memory_budget=default_memory_budget() if memory_budget is None
-                                else parse_memory(memory_budget),
-                                quantized_only=quantized_only)
-    source = open_source(data, capture.inputs, **dict(data_options or {}))
-    desc = source.description if isinstance(source, DataSource) else str(data)
-    ckpt, resume = None, Resume()
-    if checkpoint is not None:
-        ckpt, resume, cal = open_checkpoint(checkpoint, checkpoint_every, cal, model, data,
-                                            batch_size=batch_size, max_samples=max_samples,
-                                            data_options=data_options,
-                                            **({"quantized_only": True} if quantized_only
-                                               else {}))
-    # Plain runs consume each batch before the next is read: array sources reuse one buffer.
-    batches = (source.batches(batch_size, max_samples, reuse_buffers=not overlap)
-               if isinstance(source, ReaderSource) else source.batches(batch_size, max_samples))
-    n = capture.run(
-        batches, cal.update_many, source=desc, resume=resume, overlap=overlap,
-        allow_nonfinite=allow_nonfinite, total=source.num_batches(batch_size, max_samples),
-    )
-    if ckpt is not None:
-        ckpt.check_complete()  # a checkpoint claiming more batches than the data holds
-    amax = cal.compute_amax()
-    if ckpt is not None and not keep_checkpoint:
-        ckpt.remove()
-    warn_heavy_clipping(cal, amax)
-    choice_counts = getattr(cal, "choice_counts", None)
-    if callable(choice_counts) and amax:
-        logger.info("auto calibration: %s", ", ".join(
-            f"{n} tensor(s) took the {c} threshold" for c, n in choice_counts().items()))
-    table = ScaleTable.from_amax(
-        amax, method=cal.method, model=str(model), num_samples=n,
-        algorithm=cal.cache_algorithm, trt_version=trt_version,
-        settings={k: v for k, v in cal.settings().items() if k != "num_bins"},
-    )
-    return CalibrationResult(table, cal, n, list(amax))

@@ -38,11 +38,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from quantkit.calibrators import DEFAULT_METHOD
 from quantkit.calibrators.base import Calibrator, create_calibrator, get_calibrator_class
-from quantkit.calibrators.cache import DEFAULT_TRT_VERSION, ScaleTable
+from quantkit.calibrators.cache import ScaleTable
 from quantkit.data.base import Batch, DataSource, InputLayout, check_batch_args, validate_batch
 from quantkit.errors import InputError, PipelineError
+from quantkit.options import refuse_unknown, resolve_options
 
 logger = logging.getLogger(__name__)
 
@@ -191,14 +191,8 @@ class ShardReport:
 
 
 def calibrate_sharded(model: str | os.PathLike[str], data: Any, *, executor: Any,
-                      shards: int, method: str = DEFAULT_METHOD, batch_size: int = 32,
-                      max_samples: int | None = None, allow_nonfinite: bool = False,
-                      method_options: Mapping[str, Any] | None = None,
-                      data_options: Mapping[str, Any] | None = None,
-                      providers: Sequence[str] | None = None, threads: int | None = None,
-                      trt_version: int = DEFAULT_TRT_VERSION,
-                      plugins: Sequence[str] = (),
-                      report: ShardReport | None = None, quantized_only: bool = False) -> Any:
+                      shards: int, plugins: Sequence[str] = (),
+                      report: ShardReport | None = None, **settings: Any) -> Any:
     """:func:`~quantkit.capture.calibrate` with the data split into ``shards`` shards.
 
     The shards run on ``executor`` (anything with ``map_unordered``: see
@@ -210,40 +204,46 @@ def calibrate_sharded(model: str | os.PathLike[str], data: Any, *, executor: Any
         data: a path / ``hf:`` string, a :class:`~quantkit.data.DataSource` or arrays in memory.
         executor: runs the shards (``map_unordered``).
         shards: number of shards (fewer when there are fewer batches).
-        method: calibration method.
-        batch_size: samples per batch (shards are whole batches).
-        max_samples: stop after this many samples.
-        allow_nonfinite: skip NaN/Inf values instead of failing.
-        method_options: options for the method.
-        data_options: options for ``open_source``.
-        providers: ONNX Runtime execution providers.
-        threads: ONNX Runtime intra-op threads per shard (default: ONNX Runtime's choice).
-        trt_version: version number written in the TensorRT cache header.
-        plugins: calibrator plugin files for workers to load when ``method`` is a plugin's.
+        plugins: calibrator plugin files for workers to load when the method is a plugin's.
         report: filled with per-shard timings.
-        quantized_only: only the activations quantized ops read (as ``calibrate``'s).
+        **settings: the option objects ``calibration``, ``data_options`` and ``runtime``
+            (:mod:`quantkit.options`) and their fields as keywords, as for ``calibrate``
+            (``method``, ``batch_size``, ``max_samples``, ``allow_nonfinite``,
+            ``method_options``, ``trt_version``, ``quantized_only``, ``providers``,
+            ``threads``: ONNX Runtime intra-op threads per shard).
     """
-    from quantkit.capture.runner import ActivationCapture, CalibrationResult, calibrate
+    from quantkit.capture.calibration import CalibrationResult, calibrate
+    from quantkit.capture.runner import ActivationCapture
     from quantkit.data import open_source
 
     if shards < 1:
-        raise InputError(f"--shards {shards}: must be a positive integer.")
+        raise InputError(f"shards={shards}: must be a positive integer.")
+    opts = resolve_options(settings, "calibrate_sharded")
+    refuse_unknown(settings, "calibrate_sharded")
+    calibration, data_opts, runtime = opts
+    if data_opts.allow_cast:
+        raise InputError("allow_cast=True: not supported by sharded calibration; convert the "
+                         "data to the model's float type, or calibrate in one pass.")
+    batch_size, max_samples = data_opts.batch_size, data_opts.max_samples
+    allow_nonfinite, method = calibration.allow_nonfinite, calibration.method
+    providers = runtime.provider_list
     check_batch_args(batch_size, max_samples)
     report = report if report is not None else ShardReport()
     common: dict[str, Any] = dict(
         method=method, batch_size=batch_size, max_samples=max_samples,
-        allow_nonfinite=allow_nonfinite, method_options=dict(method_options or {}),
-        data_options=dict(data_options or {}), providers=providers,
-        quantized_only=quantized_only)
+        allow_nonfinite=allow_nonfinite, method_options=dict(calibration.method_options),
+        data_options=data_opts.open_kwargs(), providers=providers,
+        quantized_only=calibration.quantized_only)
 
     def single(reason: str) -> CalibrationResult:
         report.fallback = reason
         logger.warning("calibrating in one pass on the driver: %s", reason)
-        return calibrate(model, data, trt_version=trt_version, **common)
+        return calibrate(model, data, calibration=calibration, data_options=data_opts,
+                         runtime=runtime.model_copy(update={"threads": None}))
 
     capture = ActivationCapture(model, providers=providers, calibrating=True,
-                                layout=InputLayout.from_options(data_options),
-                                quantized_only=quantized_only)
+                                layout=InputLayout.from_options(common["data_options"]),
+                                quantized_only=calibration.quantized_only)
     source = open_source(data, capture.inputs, **common["data_options"])
     total = source.num_batches(batch_size, max_samples)
     if isinstance(data, str | os.PathLike):
@@ -257,7 +257,8 @@ def calibrate_sharded(model: str | os.PathLike[str], data: Any, *, executor: Any
     if total is None or spec is None:
         return single("the data's length is unknown or it cannot be re-opened by a worker, "
                       "so it cannot be split into shards")
-    base = dict(model=str(model), data=spec, plugins=tuple(plugins), threads=threads, **common)
+    base = dict(model=str(model), data=spec, plugins=tuple(plugins), threads=runtime.threads,
+                **common)
     # the prefix: batch 0, and more while a histogram has seen only zeros
     cal = create_calibrator(method, allow_nonfinite=allow_nonfinite, **common["method_options"])
     samples, done = 0, 0
@@ -293,7 +294,7 @@ def calibrate_sharded(model: str | os.PathLike[str], data: Any, *, executor: Any
     amax = cal.compute_amax()
     table = ScaleTable.from_amax(
         amax, method=cal.method, model=str(model), num_samples=samples,
-        algorithm=cal.cache_algorithm, trt_version=trt_version,
+        algorithm=cal.cache_algorithm, trt_version=calibration.trt_version,
         settings={k: v for k, v in cal.settings().items() if k != "num_bins"},
     )
     return CalibrationResult(table, cal, samples, list(amax))

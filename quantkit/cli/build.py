@@ -132,10 +132,6 @@ def build_cmd(model: str, output: str, backend: str | None, shapes: str | None,
         timing_cache=Path(timing_cache) if timing_cache else None,
         compute_capabilities=_split(compute_capabilities), engine_log=not no_engine_log,
     )
-    from quantkit.qdq.fp8 import check_fp8_targets
-
-    # an FP8 model for a GPU without FP8 is refused before the (long) build
-    check_fp8_targets(model, options.compute_capabilities, parameter="--compute-capability")
     gpus = _split(estimate_gpus)
     if gpus:  # unknown names and precisions a GPU lacks are refused before anything is built
         from quantkit.latency import check_available, check_model_precisions, get_gpu

@@ -12,12 +12,11 @@ from quantkit.calibrators.base import DEFAULT_METHOD, canonical_method
 from quantkit.capture.checkpoint import Checkpoint
 from quantkit.cli.options import (
     allow_cast_option,
-    build_data_options,
-    cast_flag_errors,
     data_options,
+    run_group,
 )
 from quantkit.cli.render import print_table
-from quantkit.cli.scaleout import calibrate_on_executor, executor_options
+from quantkit.cli.scaleout import executor_options, scale_out
 from quantkit.errors import InputError
 
 
@@ -93,7 +92,7 @@ def calibrate_cmd(model: str, data: str, batch_size: int, max_samples: int | Non
           --checkpoint calib.ckpt     # killed? run it again: it resumes
     """
     from quantkit.calibrators import get_calibrator_class, load_calibrator_plugin
-    from quantkit.capture import calibrate
+    from quantkit.workflows.calibration import calibrate as calibrate_workflow
 
     # outputs first: a bad output path is refused before a plugin's code runs
     outs = [p for p in (cache_out, scales_out) if p]
@@ -108,41 +107,22 @@ def calibrate_cmd(model: str, data: str, batch_size: int, max_samples: int | Non
         load_calibrator_plugin(plugin)
     method = canonical_method(method)
     get_calibrator_class(method)  # unknown method: exit 2 before any work
-    options = {}
-    if percentile is not None:
-        if method != "percentile":
-            raise InputError(f"--percentile {percentile}: only valid with --method percentile.")
-        options["percentile"] = percentile
+    if percentile is not None and method != "percentile":
+        raise InputError(f"--percentile {percentile}: only valid with --method percentile.")
     version = parse_trt_version(trt_version)
     if memory_budget is not None:
         from quantkit.capture.staged import parse_memory
 
         parse_memory(memory_budget, "--memory-budget")  # a bad size: exit 2 before any work
-    data_opts = build_data_options(preprocess_file, columns, streaming, seed)
+    opts = run_group(method, trt_version=version)
     if not outs and not as_json:
         click.echo("note: neither --cache nor --scales given: the scales are printed, no file "
                    "is written.", err=True)
-    if executor == "local" and shards is None and ray_address is None:
-        with cast_flag_errors():
-            result = calibrate(
-                model, data, method=method, batch_size=batch_size, max_samples=max_samples,
-                allow_nonfinite=allow_nonfinite, method_options=options,
-                data_options=data_opts, trt_version=version, checkpoint=checkpoint,
-                checkpoint_every=checkpoint_every, keep_checkpoint=True, allow_cast=allow_cast,
-                memory_budget=memory_budget, quantized_only=not all_tensors,
-            )
-    else:
-        if allow_cast:
-            raise InputError("--allow-cast: not supported with --shards / --executor ray; "
-                             "convert the data to the model's float type, or drop --shards.")
-        if checkpoint:
-            raise InputError("--checkpoint: not supported with --shards / --executor ray (a "
-                             "failed shard is re-run); drop one of them.")
-        result = calibrate_on_executor(
-            model, data, executor, ray_address, shards, method=method, batch_size=batch_size,
-            max_samples=max_samples, allow_nonfinite=allow_nonfinite, method_options=options,
-            data_options=data_opts, trt_version=version,
-            plugins=(plugin,) if plugin else (), quantized_only=not all_tensors)
+    result = calibrate_workflow(
+        model, data, calibration=opts.calibration, data_options=opts.data,
+        runtime=opts.runtime, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
+        keep_checkpoint=True,
+        scale_out=scale_out(executor, ray_address, shards, plugins=(plugin,) if plugin else ()))
     table = result.scales
     if cache_out:
         table.write(cache_out, "cache")

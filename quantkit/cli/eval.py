@@ -7,7 +7,8 @@ from typing import Any
 
 import click
 
-from quantkit.cli.options import Bounded, build_data_options, data_options
+from quantkit.cli.flags import leading_flag
+from quantkit.cli.options import Bounded, data_group, data_options
 from quantkit.cli.render import CPU_NOTE, print_table
 
 
@@ -56,17 +57,17 @@ def eval_cmd(model: str, data: str, batch_size: int, max_samples: int | None, se
     from quantkit.errors import InputError
     from quantkit.evaluate.metrics import metric_text_labels
     from quantkit.evaluate.run import evaluate_model, load_labels
+    from quantkit.options import TimingOptions
 
     try:
         text = metric_text_labels(metric) if metric else False
         res = evaluate_model(
             model, data, labels=load_labels(labels, text=text) if labels else None,
             reference=reference,
-            metric=metric, output=output_name, batch_size=batch_size, max_samples=max_samples,
-            latency_iterations=iterations, latency_repeats=repeats, engine=engine,
-            data_options=build_data_options(preprocess_file, columns, streaming, seed))
+            metric=metric, output=output_name, engine=engine, data_options=data_group(),
+            timing=TimingOptions(iterations=iterations, repeats=repeats))
     except InputError as err:
-        raise InputError(flags_of(str(err))) from None
+        raise InputError(leading_flag(str(err))) from None
     if as_json:
         click.echo(json.dumps(res.to_dict(), indent=2, default=str))
         return
@@ -82,14 +83,6 @@ def eval_cmd(model: str, data: str, batch_size: int, max_samples: int | None, se
     if res.as_row().get("latency_source") == "cpu-fake-quant" or (
             res.cpu_latency is not None and res.latency_source == "measured"):
         click.echo(CPU_NOTE)
-
-
-def flags_of(message: str, output_flag: str = "--output") -> str:
-    """A library message that starts with a parameter name, with the flag's name instead."""
-    for word, flag in (("metric", "--metric"), ("output", output_flag), ("labels", "--labels")):
-        if message.startswith((f"{word} ", f"{word}:")):
-            return flag + message[len(word):]
-    return message
 
 
 def _fmt(v: object) -> str:

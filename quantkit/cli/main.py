@@ -25,6 +25,7 @@ import click
 
 from quantkit import __version__
 from quantkit._log import set_progress
+from quantkit.cli.flags import FlagFormatter, to_flags
 from quantkit.errors import InputError, QuantkitError
 
 _state = {"debug": False}
@@ -87,6 +88,8 @@ def cli(debug: bool, verbose: bool, quiet: bool) -> None:
     level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr, force=True)
+    for handler in logging.getLogger().handlers:  # library parameters read as flags
+        handler.setFormatter(FlagFormatter("%(levelname)s %(name)s: %(message)s"))
     set_progress(not quiet)
 
 
@@ -231,7 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except QuantkitError as err:
         if _state["debug"]:
             raise
-        _error(str(err))
+        _error(to_flags(str(err)))
         return err.exit_code
     except MemoryError:
         if _state["debug"]:

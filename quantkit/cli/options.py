@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from quantkit.errors import InputError
+
+if TYPE_CHECKING:
+    from quantkit.options import CalibrationOptions, DataOptions, RunOptions
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -121,18 +123,6 @@ def allow_cast_option(func: F) -> F:
              "expects: unnormalised pixels give scales 255x too large.")(func)
 
 
-@contextlib.contextmanager
-def cast_flag_errors() -> Iterator[None]:
-    """Name ``--allow-cast`` where the library's data errors name the ``allow_cast`` option."""
-    from quantkit.data import ALLOW_CAST_HINT
-
-    try:
-        yield
-    except InputError as err:
-        text = str(err)
-        if ALLOW_CAST_HINT not in text:
-            raise
-        raise InputError(text.replace(ALLOW_CAST_HINT, "--allow-cast")) from err
 #: where ``--constant`` / ``--batch-axis`` keep their parsed values in the click context
 _LAYOUT_KEY = "quantkit.input_layout"
 
@@ -197,6 +187,55 @@ def build_data_options(preprocess_file: str | None, columns: tuple[str, ...],
     if preprocess_file:
         out["preprocess"] = load_preprocess(preprocess_file)
     return out
+
+
+def data_group(**changes: Any) -> DataOptions:
+    """The data option group of the running command, built once from its click parameters.
+
+    Reads ``--batch-size``, ``--max-samples``, ``--seed``, ``--preprocess``, ``--column``,
+    ``--streaming``, ``--constant``, ``--batch-axis`` and ``--allow-cast`` (those the command
+    has); ``changes`` override them (e.g. a command whose batch size has another default).
+    """
+    from quantkit.options import DataOptions
+
+    params = click.get_current_context().params
+    opened = build_data_options(params.get("preprocess_file"), params.get("columns", ()),
+                                bool(params.get("streaming", False)), params.get("seed"))
+    values: dict[str, Any] = {
+        "batch_size": params.get("batch_size", 32), "max_samples": params.get("max_samples"),
+        "allow_cast": bool(params.get("allow_cast", False)), **opened}
+    values.update(changes)
+    return DataOptions.of(values)
+
+
+def calibration_group(method: str, **changes: Any) -> CalibrationOptions:
+    """The calibration option group of the running command, built once.
+
+    Reads ``--percentile``, ``--allow-nonfinite``, ``--memory-budget`` and ``--all-tensors``
+    (those the command has); ``method`` is the canonical method name (the command checked it)
+    and ``changes`` override (e.g. ``trt_version`` parsed from ``--trt-version``).
+    """
+    from quantkit.options import CalibrationOptions
+
+    params = click.get_current_context().params
+    values: dict[str, Any] = {"method": method}
+    if params.get("percentile") is not None:
+        values["method_options"] = {"percentile": params["percentile"]}
+    if params.get("allow_nonfinite"):
+        values["allow_nonfinite"] = True
+    if params.get("memory_budget") is not None:
+        values["memory_budget"] = params["memory_budget"]
+    if "all_tensors" in params:  # calibrate: quantized ops' inputs unless --all-tensors
+        values["quantized_only"] = not params["all_tensors"]
+    values.update(changes)
+    return CalibrationOptions.of(values)
+
+
+def run_group(method: str, **changes: Any) -> RunOptions:
+    """The data, calibration and runtime groups of the running command, built once each."""
+    from quantkit.options import RunOptions, RuntimeOptions
+
+    return RunOptions(calibration_group(method, **changes), data_group(), RuntimeOptions())
 
 
 def load_preprocess(path: str) -> Any:

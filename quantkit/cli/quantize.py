@@ -11,9 +11,8 @@ from quantkit._io import check_output_path
 from quantkit.calibrators.base import DEFAULT_METHOD, canonical_method
 from quantkit.cli.options import (
     allow_cast_option,
-    build_data_options,
-    cast_flag_errors,
     data_options_optional,
+    run_group,
 )
 from quantkit.cli.render import print_table
 from quantkit.errors import InputError
@@ -59,7 +58,6 @@ def quantize_cmd(model: str, data: str | None, batch_size: int, max_samples: int
         load_model,
         save_model,
     )
-    from quantkit.qdq.writer import quantize_model
     from quantkit.transforms.precision_file import PrecisionFile
 
     if rescue and data is None and scales_file is None:
@@ -88,31 +86,15 @@ def quantize_cmd(model: str, data: str | None, batch_size: int, max_samples: int
         raise InputError("give exactly one of --data (calibrate now) or --scales S.json: the "
                          "precision plan puts nodes in INT8 (a plan without INT8 nodes needs "
                          "neither).")
-    data_opts = build_data_options(preprocess_file, columns, streaming, seed)
-    reports: list[dict[str, Any]] = []
-    scales = None
-    if scales_file:
-        scales = read_scales(scales_file)
-    elif specs:
-        from quantkit.transforms.rescue import apply_rescue, plan_int8_layers
+    from quantkit.workflows import RescueRequest, quantize
 
-        # bias correction only on the INT8 layers: an FP16/FP32 layer keeps its bias
-        int8 = plan_int8_layers(onnx_model, config)
-        from quantkit.data import allow_cast as allowing_cast
-
-        with cast_flag_errors(), allowing_cast(allow_cast):
-            rescued = apply_rescue(onnx_model, specs, data, method=method,
-                                   batch_size=batch_size, max_samples=max_samples,
-                                   data_options=data_opts, layers=int8, where="--rescue")
-        onnx_model, scales, reports = rescued.model, rescued.scales, rescued.details
-    elif data is not None:
-        from quantkit.capture import calibrate
-
-        with cast_flag_errors():
-            scales = calibrate(model, data, method=method, batch_size=batch_size,
-                               max_samples=max_samples, data_options=data_opts,
-                               allow_cast=allow_cast).scales
-    result = quantize_model(onnx_model, scales, config, fp16=fp16, source=model)
+    opts = run_group(method)
+    scales = read_scales(scales_file) if scales_file else None
+    request = RescueRequest(tuple(specs), where="--rescue") if specs else None
+    done = quantize(onnx_model, config, source=model, scales=scales, data=data,
+                    rescue_request=request, options=opts, fp16=fp16)
+    result = done.result
+    reports = done.rescued.details if done.rescued is not None else []
     save_model(result.model, output)
     plan = result.plan
     for line in _rescue_lines(reports):  # on stderr with --json: stdout stays one document

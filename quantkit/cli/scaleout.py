@@ -8,8 +8,7 @@ executor is loaded only when ``--executor ray`` is given.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
@@ -49,30 +48,23 @@ def build_executor(executor: str, ray_address: str | None,
     return make_executor(executor, address=ray_address)
 
 
-def calibrate_on_executor(model: str, data: Any, executor: str, ray_address: str | None,
-                          shards: int | None, *, method: str, batch_size: int,
-                          max_samples: int | None, allow_nonfinite: bool,
-                          method_options: Mapping[str, Any], data_options: Mapping[str, Any],
-                          trt_version: int, plugins: Sequence[str] = (),
-                          quantized_only: bool = False) -> Any:
-    """Sharded calibration: ``local`` runs the shards in a process pool, ``ray`` as tasks."""
-    from quantkit.capture.shard import calibrate_sharded
+def scale_out(executor: str, ray_address: str | None, shards: int | None,
+              plugins: tuple[str, ...] = ()) -> Any:
+    """The ``scale_out`` of :func:`quantkit.workflows.calibrate` the options ask for.
 
-    if shards is not None and shards < 1:
-        raise InputError(f"--shards {shards}: must be a positive integer.")
-    ex = build_executor(executor, ray_address,
-                        processes=shards if executor == "local" else None)
-    try:
-        n = shards if shards is not None else (ex.parallelism if executor == "ray"
-                                               else (os.cpu_count() or 1))
-        # one ONNX Runtime thread per shard when shards fill the machine (no oversubscription)
-        threads = 1 if executor == "ray" else max(1, (os.cpu_count() or 1) // n)
-        return calibrate_sharded(
-            model, data, executor=ex, shards=n, method=method, batch_size=batch_size,
-            max_samples=max_samples, allow_nonfinite=allow_nonfinite,
-            method_options=method_options, data_options=data_options, threads=threads,
-            trt_version=trt_version, plugins=plugins, quantized_only=quantized_only)
-    finally:
-        close = getattr(ex, "close", None)
-        if close is not None:
-            close()
+    ``None`` (one pass in this process) for ``--executor local`` without ``--shards`` or
+    ``--ray-address``; else a :class:`~quantkit.workflows.ScaleOut` whose executor (a process
+    pool, or Ray tasks) is started when the shards run and closed after them.
+    """
+    from quantkit.workflows.calibration import ScaleOut
+
+    if executor == "local" and shards is None and ray_address is None:
+        return None
+    if executor == "local" and ray_address is not None:
+        raise InputError("--ray-address: only valid with --executor ray.")
+
+    def start() -> Any:
+        return build_executor(executor, ray_address,
+                              processes=shards if executor == "local" else None)
+
+    return ScaleOut(start, shards, remote=executor == "ray", plugins=plugins)

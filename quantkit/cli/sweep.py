@@ -8,17 +8,21 @@ import io
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from quantkit._io import OutputLock, check_output_path, temp_prefix, write_text_atomic
 from quantkit.calibrators import DEFAULT_METHOD
-from quantkit.cli.options import Bounded, build_data_options, data_options
+from quantkit.cli.flags import leading_flag
+from quantkit.cli.options import Bounded, data_options, run_group
 from quantkit.cli.render import CPU_NOTE, latency_columns, print_table
-from quantkit.cli.scaleout import build_executor, calibrate_on_executor, executor_options
+from quantkit.cli.scaleout import build_executor, executor_options, scale_out
 from quantkit.errors import InputError, PipelineError
 from quantkit.transforms.registry import rescue_help
+
+if TYPE_CHECKING:
+    from quantkit.options import RunOptions
 
 
 def _fmt(v: Any) -> str:
@@ -107,25 +111,19 @@ def _probe_executor(executor: str, ray_address: str | None) -> Iterator[Any]:
 
 
 def _calibrate(model: str, data: str, executor: str, ray_address: str | None,
-               shards: int | None, method: str, batch_size: int, max_samples: int | None,
-               opts: dict[str, Any]) -> Any:
+               shards: int | None, opts: RunOptions) -> Any:
     """Scales for `sensitivity` / `autotune`: one pass, or sharded on the executor."""
-    from quantkit.calibrators.cache import DEFAULT_TRT_VERSION
-    from quantkit.capture import calibrate
+    from quantkit.workflows import calibrate
 
-    if executor == "local" and shards is None and ray_address is None:
-        return calibrate(model, data, method=method, batch_size=batch_size,
-                         max_samples=max_samples, data_options=opts).scales
-    return calibrate_on_executor(
-        model, data, executor, ray_address, shards, method=method, batch_size=batch_size,
-        max_samples=max_samples, allow_nonfinite=False, method_options={}, data_options=opts,
-        trt_version=DEFAULT_TRT_VERSION).scales
+    return calibrate(model, data, calibration=opts.calibration, data_options=opts.data,
+                     runtime=opts.runtime,
+                     scale_out=scale_out(executor, ray_address, shards)).scales
 
 
 def _evaluator(model: str, eval_data: str | None, data: str, labels: str | None,
                metric: str | None, batch_size: int, max_samples: int | None,
                data_opts: dict[str, Any], output_name: str | None = None) -> Any:
-    from quantkit.data import open_source
+    from quantkit.data import InputLayout, open_source
     from quantkit.evaluate.metrics import metric_text_labels
     from quantkit.evaluate.run import load_labels
     from quantkit.model import input_specs, load_model
@@ -139,11 +137,10 @@ def _evaluator(model: str, eval_data: str | None, data: str, labels: str | None,
     if lab is not None and max_samples is not None:
         lab = lab[:max_samples]
     try:
-        return Evaluator(model, batches, lab, metric, output_name)
+        return Evaluator(model, batches, lab, metric, output_name,
+                         layout=InputLayout.from_options(data_opts))
     except InputError as err:
-        from quantkit.cli.eval import flags_of
-
-        raise InputError(flags_of(str(err), "--output-name")) from None
+        raise InputError(leading_flag(str(err), "--output-name")) from None
 
 
 def _eval_options(func: Any) -> Any:
@@ -198,10 +195,10 @@ def sensitivity_cmd(model: str, data: str, batch_size: int, max_samples: int | N
     lock.acquire()
     click.get_current_context().call_on_close(lock.release)
     fp = load_model(model)
-    opts = build_data_options(preprocess_file, columns, streaming, seed)
+    run = run_group(method)
+    opts = run.data.open_kwargs()
     with _probe_executor(executor, ray_address) as probes:
-        scales = _calibrate(model, data, executor, ray_address, shards, method, batch_size,
-                            max_samples, opts)
+        scales = _calibrate(model, data, executor, ray_address, shards, run)
         ev = _evaluator(model, eval_data, data, labels, metric, batch_size, max_samples, opts,
                         output_name)
         base = PrecisionConfig(default=quantized,
@@ -301,17 +298,17 @@ def autotune_cmd(model: str, data: str, batch_size: int, max_samples: int | None
     lock.acquire()
     click.get_current_context().call_on_close(lock.release)
     fp = load_model(model)
-    opts = build_data_options(preprocess_file, columns, streaming, seed)
+    run = run_group(method)
+    opts = run.data.open_kwargs()
     with _probe_executor(executor, ray_address) as probes:
-        scales = _calibrate(model, data, executor, ray_address, shards, method, batch_size,
-                            max_samples, opts)
+        scales = _calibrate(model, data, executor, ray_address, shards, run)
         ev = _evaluator(model, eval_data, data, labels, metric, batch_size, max_samples, opts,
                         output_name)
         res = autotune(fp, scales, ev, max_accuracy_drop,
                        base=PrecisionConfig(default_float="fp16" if fp16 else "fp32"),
                        max_evaluations=max_evaluations, rescue=rescue, rescue_data=data,
                        rescue_options={"batch_size": batch_size, "max_samples": max_samples,
-                                       "data_options": opts, "method": method},
+                                       "data_options": run.data, "method": method},
                        executor=probes, threads=1 if probes is not None else None,
                        estimate_gpus=gpus)
         tiered = (fp8_tier(fp, scales, ev, res, target)

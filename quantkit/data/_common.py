@@ -24,7 +24,7 @@ def no_samples(description: str, detail: str = "") -> InputError:
     """The error for a data source without samples."""
     extra = f" ({detail})" if detail else ""
     return InputError(
-        f"data {description}: contains no samples{extra}. Point --data at a non-empty "
+        f"data {description}: contains no samples{extra}. Point data= at a non-empty "
         "dataset."
     )
 
@@ -123,9 +123,9 @@ def existing_file(path: str | os.PathLike[str]) -> Path:
     """``path`` as a Path, or an InputError if it is missing or not a file."""
     p = Path(path)
     if not p.exists():
-        raise InputError(f"data {p}: no such file. Check the path given to --data.")
+        raise InputError(f"data {p}: no such file. Check the path given as data=.")
     if not p.is_file():
-        raise InputError(f"data {p}: not a regular file. Check the path given to --data.")
+        raise InputError(f"data {p}: not a regular file. Check the path given as data=.")
     return p
 
 

@@ -177,11 +177,11 @@ class DataSource(abc.ABC):
 
 
 def check_batch_args(batch_size: int, max_samples: int | None) -> None:
-    """Validate ``--batch-size`` / ``--max-samples``."""
+    """Validate ``batch_size`` / ``max_samples`` (errors name the parameters)."""
     if batch_size < 1:
-        raise InputError(f"--batch-size {batch_size}: must be a positive integer.")
+        raise InputError(f"batch_size={batch_size}: must be a positive integer.")
     if max_samples is not None and max_samples < 1:
-        raise InputError(f"--max-samples {max_samples}: must be a positive integer.")
+        raise InputError(f"max_samples={max_samples}: must be a positive integer.")
 
 
 def validate_batch(batch: Mapping[str, np.ndarray], specs: Sequence[InputSpec],

@@ -42,7 +42,7 @@ def parse_hf_spec(spec: str) -> tuple[str, str | None, str | None]:
         parts = [f"{parts[0]}:{parts[1]}", *parts[2:]]
     if not parts[0] or len(parts) > 3:
         raise InputError(
-            f"--data {spec}: expected hf:NAME, hf:NAME:CONFIG or hf:NAME:CONFIG:SPLIT "
+            f"data={spec!r}: expected hf:NAME, hf:NAME:CONFIG or hf:NAME:CONFIG:SPLIT "
             "(e.g. hf:./my_dataset or hf:mnist::test)."
         )
     config = parts[1] or None if len(parts) > 1 else None
@@ -129,7 +129,7 @@ class HFSource(DataSource):
                 ds = ds.cast_column(col, datasets.Image(decode=False))
         self._ds = ds.with_format("numpy")
         if self.streaming and seed is not None:
-            logger.info("%s: --seed is ignored for streaming datasets (their length is "
+            logger.info("%s: seed= is ignored for streaming datasets (their length is "
                         "unknown); the first samples are read", self.description)
 
     @property
@@ -146,7 +146,7 @@ class HFSource(DataSource):
                               or (path / "state.json").is_file()):
             if config and split:
                 raise InputError(
-                    f"--data {self.description}: {path} was saved with save_to_disk and has no "
+                    f"data={self.description!r}: {path} was saved with save_to_disk and has no "
                     "configs; use hf:PATH or hf:PATH:SPLIT."
                 )
             try:

@@ -91,7 +91,7 @@ def find_images(root: Path, limit: int = MAX_IMAGE_FILES) -> list[Path]:
                 if len(found) > limit:
                     raise InputError(
                         f"data {root}: more than {limit:,} image files; quantkit reads at most "
-                        f"{limit:,} from one folder. Point --data at a smaller folder (a "
+                        f"{limit:,} from one folder. Point data= at a smaller folder (a "
                         "calibration set needs hundreds to a few thousand images).")
     if skipped:
         logger.warning("data %s: skipped %s", root,
@@ -157,7 +157,7 @@ class ImageFolderSource(DataSource):
         self.path = Path(path)
         self.description = f"{self.path}{os.sep}"
         if not self.path.is_dir():
-            raise InputError(f"data {self.path}: no such folder. Check the path given to --data.")
+            raise InputError(f"data {self.path}: no such folder. Check the path given as data=.")
         self._inputs = tuple(inputs)
         self._seed = seed
         spec = single_input(self._inputs, self.description, "image-folder")

@@ -160,8 +160,8 @@ class NpzSource(ReaderSource):
                     f"named like the model input(s) {', '.join(repr(n) for n in missing)}; the "
                     "file holds "
                     f"{', '.join(repr(k) for k in members)}. Rename the arrays to the model's "
-                    "input names, or map input names to array names with the columns mapping "
-                    "(--column INPUT=ARRAY on the command line)."
+                    "input names, or map input names to array names with "
+                    "columns={INPUT: ARRAY}."
                 )
             return {key: m for key, m in members.items()}
         check_columns_keys(columns, self._inputs, self.description)

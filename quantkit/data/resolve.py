@@ -175,9 +175,9 @@ def open_source(spec: str | os.PathLike[str] | DataSource | Iterable[Any] | Any,
             if kind.matches(text):
                 return kind.open(text, inputs, opts)
         if not text.startswith("hf:") and not Path(text).exists():
-            raise InputError(f"--data {text}: no such file or folder. Check the path. "
+            raise InputError(f"data={text!r}: no such file or folder. Check the path. "
                              f"{_accepted()}")
-        raise InputError(f"--data {text}: unknown kind of data. {_accepted()}")
+        raise InputError(f"data={text!r}: unknown kind of data. {_accepted()}")
     if type(spec).__module__.split(".")[0] == "datasets":
         from quantkit.data.hf import HFSource
 

@@ -138,16 +138,11 @@ def _load_entry_points() -> None:
     if _ENTRY_POINTS_LOADED:
         return
     _ENTRY_POINTS_LOADED = True
-    from importlib.metadata import entry_points
+    from quantkit.plugins import load_entry_points
 
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            obj = ep.load()
-        except Exception as err:  # a broken plugin must not break the built-in metrics
-            logger.warning("could not load metric plugin %s: %s", ep.name, err)
-            continue
-        if isinstance(obj, type) and issubclass(obj, Metric) and ep.name not in _METRICS:
-            register_metric(ep.name)(obj)
+    for name, obj in load_entry_points(ENTRY_POINT_GROUP, "metric"):
+        if isinstance(obj, type) and issubclass(obj, Metric) and name not in _METRICS:
+            register_metric(name)(obj)
 
 
 def available_metrics() -> list[str]:

@@ -20,9 +20,9 @@ from quantkit.evaluate.task import (
     ModelOutputs,
     TaskAccumulator,
     TaskSetup,
-    batch_size_of,
     warn_if_flattened,
 )
+from quantkit.options import DataOptions, TimingOptions, refuse_unknown, resolve_options
 
 
 @dataclass
@@ -110,7 +110,7 @@ def load_labels(path: str | os.PathLike[str], *, text: bool = False) -> np.ndarr
     if not p.is_file():
         kinds = "a .txt file (one text per line) or a .npy string array" if text else \
             ".npy, .txt or .csv"
-        raise InputError(f"--labels {p}: no such file ({kinds}, one label per sample in data "
+        raise InputError(f"labels={str(p)!r}: no such file ({kinds}, one label per sample in data "
                          "order).")
     if text:
         return _load_text_labels(p)
@@ -124,7 +124,7 @@ def load_labels(path: str | os.PathLike[str], *, text: bool = False) -> np.ndarr
                 rows = rows[1:]  # a header line
             arr = np.array([int(r) for r in rows])
     except (ValueError, OSError) as err:
-        raise InputError(f"--labels {p}: not readable as integer labels: {err}") from err
+        raise InputError(f"labels={str(p)!r}: not readable as integer labels: {err}") from err
     return _class_labels(np.asarray(arr).reshape(-1), p)
 
 
@@ -137,10 +137,11 @@ def _class_labels(arr: np.ndarray, p: Path) -> np.ndarray:
         if not bad.any():
             return arr.astype(np.int64)
         example = arr[np.argmax(bad)]
-        raise InputError(f"--labels {p}: holds non-integer values (e.g. {float(example):g}); class "
+        raise InputError(f"labels={str(p)!r}: holds non-integer values (e.g. "
+                         f"{float(example):g}); class "
                          "labels must be integer class indices. Regression or text labels need "
-                         "a metric that reads them (--metric cosine, cer...).")
-    raise InputError(f"--labels {p}: holds {arr.dtype} values; class labels must be integer "
+                         "a metric that reads them (metric=cosine, metric=cer...).")
+    raise InputError(f"labels={str(p)!r}: holds {arr.dtype} values; class labels must be integer "
                      "class indices.")
 
 
@@ -176,7 +177,7 @@ def _load_text_labels(p: Path) -> np.ndarray:
             return np.asarray(arr).reshape(-1)
         content = p.read_text(encoding="utf-8")
     except (ValueError, OSError) as err:  # UnicodeDecodeError is a ValueError
-        raise InputError(f"--labels {p}: not readable as text labels (a UTF-8 .txt file, one "
+        raise InputError(f"labels={str(p)!r}: not readable as text labels (a UTF-8 .txt file, one "
                          f"text per line, or a .npy string array): {err}") from err
     lines = content.split("\n")
     if lines and lines[-1] == "":
@@ -201,11 +202,9 @@ def evaluate_model(model: str | os.PathLike[str], data: Any, *,
                    reference: str | os.PathLike[str] | None = None,
                    metric: str | Mapping[str, Any] | MetricSpec | None = None,
                    output: str | None = None,
-                   batch_size: int = 32, max_samples: int | None = None,
-                   latency_iterations: int = 30, latency_warmup: int = 5,
-                   latency_repeats: int = 3, threads: int | None = None,
-                   data_options: dict[str, Any] | None = None,
-                   engine: str | os.PathLike[str] | None = None) -> EvalResult:
+                   engine: str | os.PathLike[str] | None = None,
+                   data_options: DataOptions | Mapping[str, Any] | None = None,
+                   **settings: Any) -> EvalResult:
     """Accuracy, agreement with ``reference`` and latency of an ONNX model on ONNX Runtime.
 
     Args:
@@ -218,15 +217,14 @@ def evaluate_model(model: str | os.PathLike[str], data: Any, *,
             ``top1`` when labels are given).
         output: which model output the metric and the headline agreement use (default: the
             first).
-        batch_size: samples per batch (also the latency batch).
-        max_samples: evaluate at most this many samples.
-        latency_iterations: timed runs per round for latency (0 to skip).
-        latency_warmup: untimed runs before timing.
-        latency_repeats: timing rounds (their medians' range is the run-to-run noise).
-        threads: ONNX Runtime intra-op threads.
-        data_options: extra options for ``open_source``.
         engine: a TensorRT / TensorRT-RTX engine built from ``model``, timed on this
             machine's GPU with CUDA events (``measured`` latency, on the first batch).
+        data_options: how the data is read (:class:`~quantkit.options.DataOptions` or a
+            mapping of its fields); its batch size is also the latency batch.
+        **settings: ``runtime`` (:class:`~quantkit.options.RuntimeOptions`: ONNX Runtime
+            threads) and ``timing`` (:class:`~quantkit.options.TimingOptions`), or as keywords
+            ``batch_size``, ``max_samples``, ``threads``, ``latency_iterations`` (timed runs
+            per round, 0 to skip), ``latency_warmup`` and ``latency_repeats``.
 
     Agreement, cosine and SQNR compare the tensor :func:`quantkit.evaluate.compare.
     compared_tensor` names (the logits under a Softmax output), as ``quantkit sweep`` does;
@@ -237,9 +235,19 @@ def evaluate_model(model: str | os.PathLike[str], data: Any, *,
     from quantkit.data.base import check_batch_args
     from quantkit.model import input_specs, load_model
 
+    timing = TimingOptions.of(settings.pop("timing", None), **{
+        key: settings.pop(f"latency_{key}") for key in ("iterations", "warmup", "repeats")
+        if f"latency_{key}" in settings})
+    rest = {**settings, "data_options": data_options}
+    opts = resolve_options(rest, "evaluate_model")
+    refuse_unknown(rest, "evaluate_model")
+    batch_size, max_samples, threads = (opts.data.batch_size, opts.data.max_samples,
+                                        opts.runtime.threads)
+    latency_iterations, latency_warmup, latency_repeats = (timing.iterations, timing.warmup,
+                                                           timing.repeats)
     check_batch_args(batch_size, max_samples)
     proto = load_model(model, load_external_data=False)
-    layout = InputLayout.from_options(data_options)
+    layout = InputLayout.from_options(opts.data.open_kwargs())
     specs = input_specs(proto, layout)
     has_qdq = any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in proto.graph.node)
     runner = OrtRunner(model, threads=threads)
@@ -255,7 +263,7 @@ def evaluate_model(model: str | os.PathLike[str], data: Any, *,
                   if reference is not None else None)
     acc = TaskAccumulator(task, out_name, compare, labels, agreement=ref_runner is not None,
                           output_names=runner.output_names)
-    source = open_source(data, specs, **(data_options or {}))
+    source = open_source(data, specs, **opts.data.open_kwargs())
     first: dict[str, np.ndarray] | None = None
     for batch in source.batches(batch_size, max_samples):
         if first is None:
@@ -264,7 +272,7 @@ def evaluate_model(model: str | os.PathLike[str], data: Any, *,
         ref_outs = ref_runner.run(batch) if ref_runner is not None else None
         if acc.seen == 0:
             warn_if_flattened(out_name, outs[out_name].shape, task.name)
-        acc.update(outs, ref_outs, batch_size_of(batch))
+        acc.update(outs, ref_outs, batch_samples(batch, specs))
     seen = acc.seen
     if seen == 0:
         raise InputError(f"data {getattr(source, 'description', data)}: contains no samples.")

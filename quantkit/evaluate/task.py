@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from quantkit.backends.base import Runner
 from quantkit.data import InputLayout, batch_samples, static_batch_chunks
 from quantkit.errors import InputError, PipelineError
 from quantkit.evaluate.base import Metric, MetricSpec, batch_axis_of, create_metric, parse_metric
@@ -30,32 +31,47 @@ logger = logging.getLogger(__name__)
 
 
 class ModelOutputs:
-    """An ONNX Runtime session returning every model output and the compared tensor."""
+    """A model's outputs (and the compared tensor) for batches of samples, through a Runner.
+
+    Both evaluators -- :func:`quantkit.evaluate.run.evaluate_model` and the sweeps'
+    :class:`quantkit.sweep.scoring.Evaluator` -- run models through this class, and it runs
+    them through the backends' :class:`~quantkit.backends.base.Runner` protocol: an
+    :class:`~quantkit.backends.onnxruntime.OrtRunner` by default, or the ``runner`` given
+    (any backend's; it must return the compared tensor among its outputs).
+
+    Args:
+        model: the model (path, serialized bytes or ``onnx.ModelProto``).
+        compare: a tensor to return besides the outputs (added as an output when needed).
+        threads: ONNX Runtime intra-op threads.
+        providers: ONNX Runtime execution providers.
+        where: how messages name the model.
+        layout: batch axes and constant inputs.
+        runner: run the model with this runner instead of ONNX Runtime.
+    """
 
     def __init__(self, model: str | os.PathLike[str] | bytes | Any, compare: str | None = None,
                  threads: int | None = None, providers: Sequence[str] | None = None,
-                 where: str | None = None, layout: InputLayout | None = None) -> None:
-        from quantkit._ort import session
+                 where: str | None = None, layout: InputLayout | None = None,
+                 runner: Runner | None = None) -> None:
+        from quantkit.backends.onnxruntime import OrtRunner
 
         self.where = where or (str(model) if isinstance(model, (str, os.PathLike))
                                else "the model")
         payload: str | bytes = (str(model) if isinstance(model, (str, os.PathLike)) else
                                 model if isinstance(model, bytes) else
                                 bytes(model.SerializeToString()))
-        try:
-            self._session = session(payload, threads=threads, providers=providers)
-            #: the model's own outputs, in graph order
-            self.output_names = [o.name for o in self._session.get_outputs()]
-            if compare and compare not in self.output_names:
-                self._session = session(with_output(model, compare), threads=threads,
-                                        providers=providers)
-        except Exception as err:
-            raise InputError(f"{self.where}: ONNX Runtime cannot load the model: {err}") \
-                from err
-        self.names = [o.name for o in self._session.get_outputs()]
-        self._inputs = [i.name for i in self._session.get_inputs()]
+        if runner is None:
+            runner = OrtRunner(payload, threads=threads, providers=providers, name=self.where)
+            if compare and compare not in runner.output_names:
+                runner = OrtRunner(with_output(model, compare), threads=threads,
+                                   providers=providers, name=self.where)
+        self.runner: Runner = runner
+        graph = _proto(model)
+        #: the model's own outputs, in graph order
+        self.output_names = [o.name for o in graph.graph.output]
+        self.names = list(dict.fromkeys([*self.output_names, *([compare] if compare else [])]))
         #: the inputs as the model takes them (batch axes, fixed batch sizes)
-        self.specs = input_specs(_proto(model), layout)
+        self.specs = input_specs(graph, layout)
 
     def run(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """All outputs (and the compared tensor) for one batch (samples first), by name.
@@ -79,10 +95,15 @@ class ModelOutputs:
 
     def _run_feed(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         try:
-            res = self._session.run(self.names, {n: feed[n] for n in self._inputs})
-        except Exception as err:
-            raise PipelineError(f"ONNX Runtime could not run {self.where}: {err}") from err
-        return dict(zip(self.names, res, strict=True))
+            res = self.runner.infer(feed)
+        except PipelineError as err:
+            raise PipelineError(f"ONNX Runtime could not run {self.where}: "
+                                f"{err.__cause__ or err}") from err
+        missing = [n for n in self.names if n not in res]
+        if missing:
+            raise InputError(f"{self.where}: the runner returned no tensor {missing[0]!r}; "
+                             "give a runner whose engine has it as an output.")
+        return {n: res[n] for n in self.names}
 
 
 def _proto(model: str | os.PathLike[str] | bytes | Any) -> Any:
@@ -92,11 +113,6 @@ def _proto(model: str | os.PathLike[str] | bytes | Any) -> Any:
     if isinstance(model, (str, os.PathLike)):
         return load_model(model, load_external_data=False)
     return onnx.load_from_string(model) if isinstance(model, bytes) else model
-
-
-def batch_size_of(batch: Mapping[str, np.ndarray]) -> int:
-    """Samples in an input batch (the first input's first axis)."""
-    return len(next(iter(batch.values())))
 
 
 @dataclass

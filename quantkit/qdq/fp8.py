@@ -129,7 +129,8 @@ def check_fp8_targets(model: str | Path | onnx.ModelProto, targets: Iterable[str
         model: the ONNX model or its path (external data is not loaded).
         targets: compute capabilities (``SM86``, ``8.6``, ``86``...); unknown names pass (the
             builder reports them).
-        parameter: the name of the option the targets came from, for the message.
+        parameter: the name of the parameter the targets came from, for the message (the
+            command line shows its flag).
 
     Raises:
         InputError: ``model`` has FP8 Q/DQ and a target is Turing/Ampere; the message names an
@@ -151,7 +152,7 @@ def check_fp8_targets(model: str | Path | onnx.ModelProto, targets: Iterable[str
     where = "the model" if isinstance(model, onnx.ModelProto) else str(model)
     raise InputError(
         f"{where} has FP8 (E4M3) Q/DQ (e.g. node '{nodes[0]}', {len(nodes)} FP8 nodes) but "
-        f"{parameter} names {', '.join(names)}, which has no FP8 tensor math: FP8 needs "
+        f"{parameter}={','.join(names)} has no FP8 tensor math: FP8 needs "
         "compute capability 8.9 or later (Ada SM89, Hopper, Blackwell SM120); TensorRT-RTX "
         "refuses the build (\"model contains HW-specific datatypes: fp8_e4m3\"). Build for "
         "SM89 / SM120, or quantize with int8 instead of fp8 for this GPU.")

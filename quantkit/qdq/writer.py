@@ -353,7 +353,8 @@ def quantize_model(model: onnx.ModelProto, scales: ScaleTable | None,
     counts = plan.counts()
     if (counts["int8"] or counts.get("fp8")) and scales is None:
         raise InputError("the plan quantizes nodes to int8/fp8 but no scales were given: pass "
-                         "--scales S.json (or a TensorRT cache) or --data to calibrate.")
+                         "scales= (read_scales of a scales JSON or TensorRT cache), or "
+                         "calibrate first.")
     result = insert_qdq(prepared, plan, scales or ScaleTable(scales={}))
     result.warnings.extend(plan.warnings)
     if any(plan.float_type(n) == "fp16" for n in plan.nodes):

@@ -47,6 +47,8 @@ from typing import Any
 import onnx
 
 from quantkit.calibrators.cache import ScaleTable
+from quantkit.errors import InputError
+from quantkit.options import resolve_options
 from quantkit.qdq.plan import PrecisionConfig, Rule
 from quantkit.qdq.writer import quantize_model
 from quantkit.sweep.executor import Executor
@@ -58,11 +60,8 @@ from quantkit.sweep.sensitivity import (
     quantizable_layers,
     rank,
 )
-from quantkit.transforms.rescue import (
-    RescueResult,
-    apply_rescue,
-    parse_rescue,
-)
+from quantkit.transforms.rescue import RescueResult, parse_rescue
+from quantkit.workflows import RescueRequest, rescue
 
 logger = logging.getLogger(__name__)
 
@@ -204,14 +203,32 @@ def _with_kept(base: PrecisionConfig, kept: Sequence[str]) -> PrecisionConfig:
 
 
 
+@dataclass(frozen=True)
+class SearchOptions:
+    """How :func:`autotune` searches.
+
+    Attributes:
+        max_evaluations: stop searching after this many evaluations.
+        sensitivity: reuse an earlier sensitivity analysis (of the transformed model when
+            rescue transforms run).
+        executor: runs the sensitivity probes (one task per layer; default in-process).
+        threads: ONNX Runtime threads per probe task.
+        estimate_gpus: GPUs of the latency model; the first prices a result that keeps
+            nearly everything out of INT8 (estimated latency against all-INT8).
+    """
+
+    max_evaluations: int = 200
+    sensitivity: Sequence[LayerSensitivity] | None = None
+    executor: Executor | None = None
+    threads: int | None = None
+    estimate_gpus: Sequence[str] = ()
+
+
 def autotune(model: onnx.ModelProto, scales: ScaleTable, evaluator: Evaluator,
              max_accuracy_drop: float, *, base: PrecisionConfig | None = None,
-             max_evaluations: int = 200,
-             sensitivity: Sequence[LayerSensitivity] | None = None,
              rescue: str | Sequence[str] = (), rescue_data: Any = None,
              rescue_options: Mapping[str, Any] | None = None,
-             executor: Executor | None = None, threads: int | None = None,
-             estimate_gpus: Sequence[str] = ()) -> AutotuneResult:
+             **search: Any) -> AutotuneResult:
     """Find a small set of layers to keep out of INT8 so the drop stays <= the target.
 
     Args:
@@ -220,37 +237,30 @@ def autotune(model: onnx.ModelProto, scales: ScaleTable, evaluator: Evaluator,
         evaluator: evaluation batches with cached FP32 outputs.
         max_accuracy_drop: the target, in metric points (percent for top-1/agreement).
         base: the INT8 configuration (its ``default_float`` is what kept layers run in).
-        max_evaluations: stop searching after this many evaluations.
-        sensitivity: reuse an earlier sensitivity analysis (of the transformed model when
-            ``rescue`` is given).
         rescue: transforms to apply to the FP32 model first (opt-in), spelled as for
             :func:`quantkit.transforms.rescue.parse_rescue` (``"cle,bias-correction"``,
             ``["smoothquant:0.8"]``, ...); they run as equalize, high_bias, smoothquant,
             bias_correction.
         rescue_data: calibration data for the transforms (and the re-calibration after the
             function-preserving ones); re-readable (a file or a list of batches).
-        rescue_options: ``batch_size``, ``max_samples``, ``data_options``, ``providers``;
-            ``method`` / ``method_options`` for the re-calibration (default: the method of
-            ``scales``, default options); ``alpha``: smoothquant's alpha when the spec gives
-            none.
-        executor: runs the sensitivity probes (one task per layer; default in-process).
-        threads: ONNX Runtime threads per probe task.
-        estimate_gpus: GPUs of the latency model; the first prices a result that keeps
-            nearly everything out of INT8 (estimated latency against all-INT8).
+        rescue_options: ``data_options`` (a :class:`~quantkit.options.DataOptions` or a
+            mapping), ``batch_size``, ``max_samples``, ``providers``; ``method`` /
+            ``method_options`` for the re-calibration (default: the method of ``scales``,
+            default options); ``alpha``: smoothquant's alpha when the spec gives none.
+        **search: ``search=`` a :class:`SearchOptions`, or its fields as keywords
+            (``max_evaluations``, ``sensitivity``, ``executor``, ``threads``,
+            ``estimate_gpus``).
     """
     base = base or PrecisionConfig()
+    opts_search = _search_options(search)
+    max_evaluations, sensitivity = opts_search.max_evaluations, opts_search.sensitivity
+    executor, threads = opts_search.executor, opts_search.threads
+    estimate_gpus = opts_search.estimate_gpus
     original, original_scales = model, scales
     rescued: RescueResult | None = None
     if rescue:
-        opts = dict(rescue_options or {})
         specs = parse_rescue(rescue, where="autotune rescue")
-        alpha = opts.get("alpha")
-        rescued = apply_rescue(
-            model, specs, rescue_data, scales=scales, method=opts.get("method"),
-            method_options=opts.get("method_options"),
-            batch_size=int(opts.get("batch_size", 32)), max_samples=opts.get("max_samples"),
-            data_options=opts.get("data_options"), providers=opts.get("providers"),
-            alpha=float(alpha) if alpha is not None else None, where="autotune rescue")
+        rescued = _rescue(model, specs, rescue_data, scales, rescue_options or {})
         model, scales = rescued.model, rescued.scales
         logger.info("autotune: rescue transforms applied: %s",
                     ", ".join(f"{r['transform']} ({r['changed']} changed)"
@@ -359,3 +369,32 @@ def autotune(model: onnx.ModelProto, scales: ScaleTable, evaluator: Evaluator,
     return done(AutotuneResult(_with_kept(base, kept), kept, True, max_accuracy_drop, fp32,
                                all_int8, final, evaluator.evaluations - start, sens, steps),
                 considered)
+
+
+def _search_options(search: dict[str, Any]) -> SearchOptions:
+    """The :class:`SearchOptions` of :func:`autotune`'s keywords."""
+    import dataclasses
+
+    given = search.pop("search", None) or SearchOptions()
+    fields = {f.name for f in dataclasses.fields(SearchOptions)}
+    unknown = [k for k in search if k not in fields]
+    if unknown:
+        raise InputError(f"autotune() got an unexpected keyword argument {unknown[0]!r}; it "
+                         f"takes base, rescue, rescue_data, rescue_options, search and "
+                         f"{', '.join(sorted(fields))}.")
+    return dataclasses.replace(given, **search)
+
+
+def _rescue(model: onnx.ModelProto, specs: Sequence[Any], data: Any, scales: ScaleTable,
+            options: Mapping[str, Any]) -> RescueResult:
+    """The rescue transforms before the search (through the quantize workflow's rescue)."""
+    rest = dict(options)
+    method, alpha = rest.pop("method", None), rest.pop("alpha", None)
+    run = resolve_options(rest, "autotune rescue_options")
+    if rest:
+        raise InputError(f"rescue_options: {next(iter(rest))!r} is not an option; give "
+                         "batch_size, max_samples, data_options, providers, method, "
+                         "method_options or alpha.")
+    request = RescueRequest(tuple(specs), alpha=float(alpha) if alpha is not None else None,
+                            where="autotune rescue")
+    return rescue(model, request, data, scales=scales, options=run, method=method)

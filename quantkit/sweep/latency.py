@@ -78,20 +78,18 @@ def feed_of(batches: Sequence[Mapping[str, np.ndarray]], batch_size: int | None,
     return dict(next(static_batch_chunks(batch, specs))) if specs else batch
 
 
-def batch_of(feed: Mapping[str, np.ndarray]) -> int:
-    """Samples in a feed (the first axis)."""
-    return max((int(a.shape[0]) for a in feed.values() if a.ndim), default=1)
+def cpu_latency(model_file: Path, feed: Mapping[str, np.ndarray], *, samples: int,
+                warmup: int, iterations: int, repeats: int, has_qdq: bool) -> dict[str, Any]:
+    """ONNX Runtime CPU timing of ``model_file``: ``cpu_*`` columns plus the source name.
 
-
-def cpu_latency(model_file: Path, feed: Mapping[str, np.ndarray], *, warmup: int,
-                iterations: int, repeats: int, has_qdq: bool) -> dict[str, Any]:
-    """ONNX Runtime CPU timing of ``model_file``: ``cpu_*`` columns plus the source name."""
+    ``samples`` is the number of samples in ``feed`` (:func:`quantkit.data.batch_samples`).
+    """
     from quantkit.backends.onnxruntime import OrtRunner
     from quantkit.evaluate.latency import cpu_source, measure
 
     runner = OrtRunner(model_file)
     desc = runner.describe()
-    lat = measure(lambda: runner.infer(feed), batch_size=batch_of(feed), warmup=warmup,
+    lat = measure(lambda: runner.infer(feed), batch_size=samples, warmup=warmup,
                   iterations=iterations, repeats=repeats)
     return {"cpu_latency_ms_p50": lat.p50_ms, "cpu_latency_ms_p90": lat.p90_ms,
             "cpu_latency_ms_p99": lat.p99_ms, "cpu_throughput": lat.throughput,
@@ -101,7 +99,7 @@ def cpu_latency(model_file: Path, feed: Mapping[str, np.ndarray], *, warmup: int
 
 
 def estimate(model_file: Path, gpus: Sequence[str], feed: Mapping[str, np.ndarray],
-             folder: Path) -> dict[str, Any]:
+             folder: Path, samples: int) -> dict[str, Any]:
     """Estimated engine latency of ``model_file`` on each GPU (``est_ms_<gpu>`` columns).
 
     Writes ``folder/estimate.json`` (one entry per GPU: latency, time by precision, kernels) for
@@ -131,7 +129,7 @@ def estimate(model_file: Path, gpus: Sequence[str], feed: Mapping[str, np.ndarra
         out[estimate_column(gpu)] = float(est.latency_ms)
         doc = dict(est.to_json())
         doc.setdefault("gpu", gpu)
-        doc["batch"] = batch_of(feed)
+        doc["batch"] = samples
         docs.append(doc)
     if docs:
         write_text_atomic(folder / "estimate.json",
@@ -198,5 +196,5 @@ def set_primary(row: dict[str, Any], gpus: Sequence[str]) -> None:
                     "latency_ms_p50_max": row["cpu_latency_ms_p50_max"]})
 
 
-__all__ = ["LATENCY_COLUMNS", "batch_of", "check_gpus", "cpu_latency", "estimate",
+__all__ = ["LATENCY_COLUMNS", "check_gpus", "cpu_latency", "estimate",
            "estimate_column", "feed_of", "measured", "set_primary"]

@@ -32,11 +32,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from quantkit._yaml import load_yaml
 from quantkit.calibrators import DEFAULT_METHOD, available_methods, get_calibrator_class
 from quantkit.errors import InputError
+from quantkit.options import CalibrationOptions, DataOptions
 from quantkit.transforms.precision_file import PrecisionFile
 from quantkit.transforms.registry import REGISTRY, parse_rescue
 
@@ -45,17 +54,31 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class DataSpec(_Strict):
-    """One data set: a ``--data`` source and how to read it."""
+class DataSpec(DataOptions):
+    """One data set: a ``--data`` source and how to read it (:class:`DataOptions`' fields)."""
 
     source: str
     labels: str | None = None
-    batch_size: int = Field(32, ge=1)
-    max_samples: int | None = Field(None, ge=1)
-    seed: int | None = None
+    # a recipe's preprocess is its YAML mapping
     preprocess: dict[str, Any] | None = None
-    columns: dict[str, str] | None = None
-    streaming: bool = False
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> Any:
+        """The fields, less the layout and cast options while they are unset.
+
+        The dump is part of each config's fingerprint, which must not change for recipes
+        written before those options existed.
+        """
+        out = handler(self)
+        if isinstance(out, dict):
+            for key in _LATER_KEYS:
+                if key in out and not out[key]:
+                    del out[key]
+        return out
+
+
+#: DataOptions fields recipes did not have at first (dropped from dumps while unset)
+_LATER_KEYS = ("constants", "batch_axes", "allow_cast")
 
 
 class DataSets(_Strict):
@@ -85,6 +108,12 @@ class CalibrationSpec(_Strict):
     percentile: float | None = Field(None, gt=0, le=100)
 
     _method = field_validator("method")(_known_method)
+
+    def options(self, method: str, percentile: float | None) -> CalibrationOptions:
+        """The calibration options of a config using ``method`` at ``percentile``."""
+        return CalibrationOptions(
+            method=method,
+            method_options={"percentile": percentile} if percentile is not None else {})
 
 
 class AutotuneSpec(_Strict):

@@ -51,10 +51,11 @@ from typing import Any
 from quantkit._io import OutputLock, write_text_atomic
 from quantkit._log import track
 from quantkit.calibrators.cache import ScaleTable
+from quantkit.data import InputLayout, batch_samples
 from quantkit.errors import InputError, QuantkitError
 from quantkit.model import input_specs, load_model, save_model
+from quantkit.options import RunOptions, RuntimeOptions
 from quantkit.qdq.plan import PrecisionConfig
-from quantkit.qdq.writer import quantize_model
 from quantkit.sweep import _resume
 from quantkit.sweep import latency as _latency
 from quantkit.sweep._env import environment, warnings_of
@@ -63,6 +64,7 @@ from quantkit.sweep.latency import LATENCY_COLUMNS, estimate_column
 from quantkit.sweep.recipe import ConfigSpec, Recipe, load_recipe
 from quantkit.sweep.scoring import Evaluator, Score
 from quantkit.transforms.precision_file import PrecisionFile
+from quantkit.workflows import RescueRequest, quantize
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +108,7 @@ class SweepResult:
 
 class _Context:
     def __init__(self, recipe: Recipe, out: Path) -> None:
-        from quantkit.data import open_source
+        from quantkit.data import allow_cast, open_source
         from quantkit.evaluate.metrics import metric_text_labels
         from quantkit.evaluate.run import load_labels
 
@@ -116,39 +118,35 @@ class _Context:
         self.model = load_model(self.model_path)
         self.inputs = input_specs(self.model)
         ev = recipe.data.evaluation or recipe.data.calibration
-        src = open_source(recipe.source(ev.source), self.inputs, **self._opts(ev))
-        batches = list(src.batches(ev.batch_size, ev.max_samples))
+        with allow_cast(ev.allow_cast):  # the data is validated as it is opened and read
+            src = open_source(recipe.source(ev.source), self.inputs, **ev.open_kwargs())
+            batches = list(src.batches(ev.batch_size, ev.max_samples))
         labels = (load_labels(recipe.path(ev.labels), text=metric_text_labels(recipe.metric))
                   if ev.labels else None)
         if labels is not None and ev.max_samples is not None:
             labels = labels[: ev.max_samples]
         self.evaluator = Evaluator(str(self.model_path), batches, labels, recipe.metric,
-                                   recipe.output)
+                                   recipe.output,
+                                   layout=InputLayout.from_options(ev.open_kwargs()))
         self.fp32 = self.evaluator.reference_score()
         self.scales: dict[str, ScaleTable] = {}
         #: calibration warnings (e.g. heavy clipping) per calibration key
         self.cal_warnings: dict[str, list[str]] = {}
         lat = recipe.latency
-        self.feed = _latency.feed_of(self.evaluator.batches, lat.batch_size,
-                                     input_specs(load_model(self.model_path,
-                                                            load_external_data=False)))
+        specs = input_specs(load_model(self.model_path, load_external_data=False))
+        self.feed = _latency.feed_of(self.evaluator.batches, lat.batch_size, specs)
+        #: samples in the timing feed (the feed is in the model's layout)
+        self.feed_samples = batch_samples(self.feed, specs, fed=True)
         self.gpus = list(lat.estimate_gpus)
 
-    def _opts(self, spec: Any) -> dict[str, Any]:
-        return {"preprocess": spec.preprocess, "columns": spec.columns,
-                "streaming": spec.streaming, "seed": spec.seed}
+    def run_options(self, method: str, percentile: float | None) -> RunOptions:
+        """The options a config calibrates (and runs its rescue transforms) with."""
+        return RunOptions(self.recipe.calibration.options(method, percentile),
+                          self.recipe.data.calibration, RuntimeOptions())
 
-    def rescue_options(self, config: ConfigSpec, method: str,
-                       percentile: float | None) -> dict[str, Any]:
-        """Data and settings for a config's rescue transforms (``data`` included)."""
-        cal = self.recipe.data.calibration
-        opts: dict[str, Any] = {
-            "data": self.recipe.source(cal.source), "batch_size": cal.batch_size,
-            "max_samples": cal.max_samples, "data_options": self._opts(cal), "method": method,
-            "method_options": {"percentile": percentile} if percentile is not None else {}}
-        if config.alpha is not None:
-            opts["alpha"] = config.alpha
-        return opts
+    def calibration_data(self) -> str:
+        """The calibration data source, resolved against the recipe's folder."""
+        return self.recipe.source(self.recipe.data.calibration.source)
 
     def calibration(self, method: str, percentile: float | None) -> ScaleTable:
         key = calibration_key(method, percentile)
@@ -171,15 +169,13 @@ class _Context:
             except (OSError, ValueError, TypeError):
                 self.cal_warnings[key] = []
         else:
-            from quantkit.capture import calibrate
+            from quantkit.workflows import calibrate
 
-            cal = self.recipe.data.calibration
-            opts = {"percentile": percentile} if percentile is not None else {}
+            opts = self.run_options(method, percentile)
             with warnings_of("quantkit.capture") as caught:
-                table = calibrate(self.model_path, self.recipe.source(cal.source),
-                                  method=method, batch_size=cal.batch_size,
-                                  max_samples=cal.max_samples, method_options=opts,
-                                  data_options=self._opts(cal)).scales
+                table = calibrate(self.model_path, self.calibration_data(),
+                                  calibration=opts.calibration, data_options=opts.data,
+                                  runtime=opts.runtime).scales
             self.cal_warnings[key] = caught
             path.parent.mkdir(parents=True, exist_ok=True)
             table.write(path, "json")
@@ -209,7 +205,7 @@ def _row(config: ConfigSpec, score: Score, ctx: _Context, model_file: Path,
                 "fp32_layers": plan_counts.get("fp32", 0),
                 "fp8_layers": plan_counts.get("fp8", 0),
                 "sqnr_tensor": ctx.evaluator.compare,
-                "latency_batch": _latency.batch_of(ctx.feed)})
+                "latency_batch": ctx.feed_samples})
     row.update(dict.fromkeys(estimate_column(g) for g in ctx.gpus))
     desc = OrtRunner(model_file).describe()
     row["backend"], row["device"] = desc["backend"], desc["device"]
@@ -224,14 +220,16 @@ def _latencies(ctx: _Context, model_file: Path, row: dict[str, Any]) -> None:
     """Time the config on every source available and fill the primary latency columns."""
     spec = ctx.recipe.latency
     if spec.iterations:
-        row.update(_latency.cpu_latency(model_file, ctx.feed, warmup=spec.warmup,
+        row.update(_latency.cpu_latency(model_file, ctx.feed, samples=ctx.feed_samples,
+                                        warmup=spec.warmup,
                                         iterations=spec.iterations, repeats=spec.repeats,
                                         has_qdq=bool(row.get("int8_layers")
                                                      or row.get("fp8_layers"))))
         row.update(_latency.measured(model_file.with_suffix(".engine"), ctx.feed,
                                      warmup=spec.warmup, iterations=spec.iterations,
                                      repeats=spec.repeats))
-    row.update(_latency.estimate(model_file, ctx.gpus, ctx.feed, model_file.parent))
+    row.update(_latency.estimate(model_file, ctx.gpus, ctx.feed, model_file.parent,
+                                 ctx.feed_samples))
     _latency.set_primary(row, ctx.gpus)
 
 
@@ -303,15 +301,16 @@ def _run_config_in(ctx: _Context, config: ConfigSpec, folder: Path) -> dict[str,
         pct = config.percentile if config.percentile is not None else cal.percentile
         scales = None if config.kind == "fp16" else ctx.calibration(method, pct)
         fp32_model = ctx.model
-        rescue_options = ctx.rescue_options(config, method, pct)
+        options = ctx.run_options(method, pct)
         if config.kind == "auto":
             assert config.autotune is not None and scales is not None
             base = PrecisionConfig(default_float="fp16" if config.fp16 else "fp32")
             tuned = autotune(ctx.model, scales, ctx.evaluator,
                              config.autotune.max_accuracy_drop, base=base,
                              max_evaluations=config.autotune.max_evaluations,
-                             rescue=config.rescue, rescue_data=rescue_options.pop("data"),
-                             rescue_options=rescue_options, estimate_gpus=ctx.gpus)
+                             rescue=config.rescue, rescue_data=ctx.calibration_data(),
+                             rescue_options=_rescue_options(config, options),
+                             estimate_gpus=ctx.gpus)
             if tuned.model is not None:
                 fp32_model = tuned.model
                 transforms = list(tuned.rescue)
@@ -327,15 +326,19 @@ def _run_config_in(ctx: _Context, config: ConfigSpec, folder: Path) -> dict[str,
             write_text_atomic(folder / "precision.yaml", text)
             write_text_atomic(ctx.out / "autotune.json", json.dumps(doc, indent=2) + "\n")
             _write_sensitivity(ctx, tuned)
+            request = None
         else:
             precision = ctx.recipe.precision_config(config)
             method = None if config.kind == "fp16" else method
             specs = _rescue_specs(config, precision)
-            if specs:
-                assert scales is not None
-                fp32_model, scales, transforms = _rescued(ctx, config, precision, scales,
-                                                          specs, rescue_options)
-        result = quantize_model(fp32_model, scales, precision, source=str(ctx.model_path))
+            request = RescueRequest(
+                tuple(specs), alpha=float(config.alpha) if config.alpha is not None else None,
+                where=f"configs.{config.name}.rescue") if specs else None
+        done = quantize(fp32_model, precision, source=ctx.model_path, scales=scales,
+                        data=ctx.calibration_data() if request is not None else None,
+                        rescue_request=request, options=options)
+        transforms = transforms or done.transforms
+        result = done.result
         save_model(result.model, model_file)
         plan_doc = result.plan.to_dict()
         counts = result.plan.counts()
@@ -373,21 +376,13 @@ def _rescue_specs(config: ConfigSpec, precision: PrecisionFile) -> list[Any]:
                                        where=f"configs.{config.name}: precision rescue"))
 
 
-def _rescued(ctx: _Context, config: ConfigSpec, precision: PrecisionConfig,
-             scales: ScaleTable, specs: list[Any],
-             options: dict[str, Any]) -> tuple[Any, ScaleTable, list[dict[str, Any]]]:
-    """Apply a config's rescue transforms; bias correction only on the plan's INT8 layers."""
-    from quantkit.transforms.rescue import apply_rescue, plan_int8_layers
-
-    int8 = plan_int8_layers(ctx.model, precision)
-    alpha = options.get("alpha")
-    res = apply_rescue(ctx.model, specs, options["data"], scales=scales,
-                       method=options["method"], method_options=options["method_options"],
-                       batch_size=options["batch_size"], max_samples=options["max_samples"],
-                       data_options=options["data_options"], layers=int8,
-                       alpha=float(alpha) if alpha is not None else None,
-                       where=f"configs.{config.name}.rescue")
-    return res.model, res.scales, res.reports
+def _rescue_options(config: ConfigSpec, options: RunOptions) -> dict[str, Any]:
+    """An autotune config's ``rescue_options`` (data, method, smoothquant's alpha)."""
+    out: dict[str, Any] = {"data_options": options.data, "method": options.calibration.method,
+                           "method_options": dict(options.calibration.method_options)}
+    if config.alpha is not None:
+        out["alpha"] = config.alpha
+    return out
 
 
 def _write_sensitivity(ctx: _Context, tuned: Any) -> None:
@@ -472,7 +467,7 @@ def _run_locked(recipe: Recipe, recipe_path: Path, out: Path, force: bool,
         if previous is not None:
             done[config.name] = previous
             skipped.append(config.name)
-            logger.info("%s: results exist, skipped (use --force to re-run)", config.name)
+            logger.info("%s: results exist, skipped (force=True re-runs it)", config.name)
         else:
             todo.append(config)
     ex = executor or LocalExecutor()

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from quantkit.data import InputLayout, batch_samples
 from quantkit.errors import InputError
 from quantkit.evaluate.compare import compared_tensor, load
 from quantkit.evaluate.metrics import AgreementResult, MetricSpec
@@ -21,9 +22,9 @@ from quantkit.evaluate.task import (
     TaskAccumulator,
     TaskResult,
     TaskSetup,
-    batch_size_of,
     warn_if_flattened,
 )
+from quantkit.model import input_specs
 
 
 @dataclass(frozen=True)
@@ -64,18 +65,22 @@ class Evaluator:
             FP32 outputs, else FP32 agreement).
         output: the model output to score (default: the first).
         threads: ONNX Runtime intra-op threads.
+        layout: batch axes and constant inputs of the model (as the data options give them):
+            which input's first axis counts the samples of a batch.
     """
 
     def __init__(self, reference_model: str, batches: Sequence[dict[str, np.ndarray]],
                  labels: np.ndarray | None,
                  metric: str | Mapping[str, Any] | MetricSpec | None,
-                 output: str | None = None, threads: int | None = None) -> None:
+                 output: str | None = None, threads: int | None = None,
+                 layout: InputLayout | None = None) -> None:
         if not batches:
             raise InputError("the evaluation data contains no samples.")
         self.batches = list(batches)
         self.labels = labels
         self.threads = threads
-        self.samples = sum(batch_size_of(b) for b in self.batches)
+        self.specs = input_specs(load(reference_model), layout)
+        self.samples = sum(batch_samples(b, self.specs) for b in self.batches)
         if labels is not None and len(labels) != self.samples:
             raise InputError(f"labels: {len(labels)} labels for {self.samples} evaluation "
                              "samples; give one label per sample, in data order.")
@@ -119,7 +124,7 @@ class Evaluator:
         acc = TaskAccumulator(self.task, self.output, self.compare, self.labels,
                               output_names=self.output_names)
         for out, ref, batch in zip(outs, self.reference_outputs, self.batches, strict=True):
-            acc.update(out, ref, batch_size_of(batch))
+            acc.update(out, ref, batch_samples(batch, self.specs))
         return acc.result()
 
     def score(self, model: str | bytes | Any) -> Score:

@@ -113,6 +113,6 @@ def test_library_build_refuses_fp8_for_a_target_without_fp8(tmp_path: Path) -> N
     model, _ = _write(tmp_path, PrecisionConfig(default="fp8"))
     engine = tmp_path / "q.engine"
     options = BuildOptions(shapes={"x": (1, 3, 8, 8)}, compute_capabilities=["SM86"])
-    with pytest.raises(InputError, match="compute_capabilities names SM86"):
+    with pytest.raises(InputError, match="compute_capabilities=SM86 has no FP8"):
         get_backend("tensorrt-rtx").build(model, engine, options)
     assert not engine.exists() and not Path(f"{engine}.json").exists()

@@ -59,7 +59,7 @@ def test_resolve_profile_fills_static_and_defaults_min_max_to_opt() -> None:
     (dict(shapes={"x": (1, 4)}), "dimension 1 of input 'x' is fixed to 3"),
     (dict(shapes={"x": (2, 3)}, min_shapes={"x": (4, 3)}), "min \\[4x3\\] <= opt \\[2x3\\]"),
     (dict(shapes={"x": (4, 3)}, max_shapes={"x": (2, 3)}), "does not hold in dimension"),
-    (dict(), "input 'x' has dynamic dimensions \\[-1, 3\\].*--shapes x:1x3"),
+    (dict(), "input 'x' has dynamic dimensions \\[-1, 3\\].*shapes=x:1x3"),
 ])
 def test_resolve_profile_errors(opts: dict, match: str) -> None:
     with pytest.raises(InputError, match=match):
@@ -67,11 +67,11 @@ def test_resolve_profile_errors(opts: dict, match: str) -> None:
 
 
 def test_build_options_validation() -> None:
-    with pytest.raises(InputError, match="--opt-level 6"):
+    with pytest.raises(InputError, match="opt_level=6"):
         BuildOptions(opt_level=6)
-    with pytest.raises(InputError, match="--workspace 0"):
+    with pytest.raises(InputError, match="workspace_mib=0"):
         BuildOptions(workspace_mib=0)
-    with pytest.raises(InputError, match="--min-shapes x.*no opt shape"):
+    with pytest.raises(InputError, match="min_shapes=x.*no opt shape"):
         BuildOptions(min_shapes={"x": (1,)})
 
 

@@ -89,7 +89,7 @@ def test_nan_in_data_names_the_input(tmp_path: Path) -> None:
     m = small_cnn(tmp_path / "m.onnx")
     x = _data(8)
     x[5, 0, 0, 0] = np.nan
-    with pytest.raises(InputError, match="input 'x' contains NaN.*--allow-nonfinite"):
+    with pytest.raises(InputError, match="input 'x' contains NaN.*allow_nonfinite=True"):
         calibrate(m, [{"x": x}], method="minmax")
     res = calibrate(m, [{"x": x}], method="minmax", allow_nonfinite=True)
     assert np.isfinite(res.scales.amaxes["x"])

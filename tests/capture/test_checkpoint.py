@@ -158,6 +158,6 @@ def test_python_api_resume_equals_one_pass(calib: Path, tmp_path: Path) -> None:
 
 
 def test_checkpoint_every_must_be_positive(tmp_path: Path) -> None:
-    with pytest.raises(Exception, match="--checkpoint-every 0"):
+    with pytest.raises(Exception, match="checkpoint_every=0"):
         Checkpoint(tmp_path / "c", {}, every=0)
     assert os.listdir(tmp_path) == []

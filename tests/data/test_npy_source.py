@@ -119,9 +119,9 @@ def test_errors(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="single model input.*2 inputs"):
         NpySource(save(tmp_path / "x.npy", np.zeros((2, 3, 4), np.float32)), two)
     src = NpySource(tmp_path / "x.npy", [X])
-    with pytest.raises(InputError, match="--batch-size 0"):
+    with pytest.raises(InputError, match="batch_size=0"):
         src.batches(0)
-    with pytest.raises(InputError, match="--max-samples 0"):
+    with pytest.raises(InputError, match="max_samples=0"):
         src.batches(2, 0)
 
 

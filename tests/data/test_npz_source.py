@@ -114,7 +114,7 @@ def test_columns_mapping(tmp_path: Path) -> None:
     data = make(4)
     path = write(tmp_path / "d.npz", True, pixels=data["images"], m=data["mask"],
                  labels=np.arange(4))
-    with pytest.raises(InputError, match="--column INPUT=ARRAY") as info:
+    with pytest.raises(InputError, match=r"columns=\{INPUT: ARRAY\}") as info:
         NpzSource(path, SPECS)
     assert "'images', 'mask'" in str(info.value) and "'pixels', 'm', 'labels'" in str(info.value)
     src = NpzSource(path, SPECS, columns={"images": "pixels", "mask": "m"})
@@ -142,7 +142,7 @@ def test_extra_arrays_beside_the_inputs_are_ignored_with_a_warning(
     ("arrays", "needles"),
     [
         ({"images": np.zeros((2, 3, 4, 4)), "msk": np.zeros((2, 5))},
-         ["missing input(s) mask", "'images', 'msk'", "--column INPUT=ARRAY"]),
+         ["missing input(s) mask", "'images', 'msk'", "columns={INPUT: ARRAY}"]),
         ({"images": np.zeros((2, 3, 4, 4))},
          ["missing input(s) mask", "mask: int32[Nx5]"]),
         ({"images": np.zeros((2, 3, 16)), "mask": np.zeros((2, 5), np.int32)},

@@ -46,10 +46,10 @@ def test_unknown_and_missing(tmp_path: Path) -> None:
     with pytest.raises(InputError) as info:
         open_source(tmp_path / "data.txt", [X])
     message = str(info.value)
-    assert "data.txt: unknown kind of data" in message
+    assert "data.txt': unknown kind of data" in message
     for kind in ("hf:NAME[:CONFIG][:SPLIT]", "FILE.npz", "FILE.npy", "DIR/ of images"):
         assert kind in message
-    with pytest.raises(InputError, match="missing.bin: no such file or folder"):
+    with pytest.raises(InputError, match="missing.bin': no such file or folder"):
         open_source(tmp_path / "missing.bin", [X])
     with pytest.raises(InputError, match=r"missing\.npy: no such file"):
         open_source(tmp_path / "missing.npy", [X])

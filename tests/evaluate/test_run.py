@@ -149,7 +149,7 @@ def test_float_class_labels(tmp_path: Path) -> None:
     assert load_labels(whole).dtype.kind == "i"
     frac = tmp_path / "frac.npy"
     np.save(frac, np.array([0.0, 1.5, 1.0], np.float32))
-    with pytest.raises(InputError, match=r"frac.npy: holds non-integer values \(e.g. 1.5\)"):
+    with pytest.raises(InputError, match=r"frac.npy': holds non-integer values \(e.g. 1.5\)"):
         load_labels(frac)
     nan = tmp_path / "nan.npy"
     np.save(nan, np.array([0.0, np.nan], np.float32))
