@@ -283,42 +283,46 @@ def default_backend_name() -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# --shapes NAME:1x3x224x224[,NAME2:...]
+# shapes NAME:1x3x224x224[,NAME2:...] (--shapes on the command line)
 
 
-def parse_shapes(text: str | None, flag: str = "--shapes") -> dict[str, Shape]:
+def parse_shapes(text: str | None, param: str = "shapes") -> dict[str, Shape]:
     """Parse ``NAME:1x3x224x224[,NAME2:...]`` into ``{name: shape}``.
 
     The name is everything before the item's LAST ``:``, so names such as ``input:0`` work.
-    A scalar input is written ``NAME:`` (empty dims).
+    A scalar input is written ``NAME:`` (empty dims). ``param`` is how errors name the text:
+    the parameter that gave it (``shapes``, ``min_shapes``, ``max_shapes``, which the command
+    line prints as its flags) or a recipe key such as ``build.min_shapes``.
 
     Raises:
         InputError: malformed item, non-integer or negative dimension, a repeated name, a
-            dimension over 2**31 - 1, or a 0 outside ``--min-shapes``.
+            dimension over 2**31 - 1, or a 0 outside ``min_shapes``.
     """
     out: dict[str, Shape] = {}
     if text is None or not text.strip():
         return out
+    given = f"{param}={text!r}"
     for item in text.split(","):
         item = item.strip()
         name, sep, dims = item.rpartition(":")
         if not sep or not name:
-            raise InputError(f"{flag} {text}: '{item}' is not NAME:DIMS; write e.g. "
-                             f"{flag} input:1x3x224x224 (several inputs separated by commas).")
+            raise InputError(f"{given}: '{item}' is not NAME:DIMS; write e.g. "
+                             f"{param}='input:1x3x224x224' (several inputs separated by "
+                             "commas).")
         parts = [p.strip() for p in dims.split("x")] if dims.strip() else []
         if not all(p.isdigit() for p in parts):
-            raise InputError(f"{flag} {text}: '{dims}' in '{item}' is not a list of "
+            raise InputError(f"{given}: '{dims}' in '{item}' is not a list of "
                              "non-negative integers separated by 'x', e.g. 1x3x224x224.")
         if name in out:
-            raise InputError(f"{flag} {text}: input '{name}' is given twice.")
+            raise InputError(f"{given}: input '{name}' is given twice.")
         shape = tuple(int(p) for p in parts)
         if any(d > _MAX_DIM for d in shape):
-            raise InputError(f"{flag}: a dimension of '{name}' is over {_MAX_DIM} (TensorRT "
+            raise InputError(f"{param}=: a dimension of '{name}' is over {_MAX_DIM} (TensorRT "
                              "dimensions are 32-bit); give the shape the engine will run at.")
-        if 0 in shape and flag != "--min-shapes":
-            raise InputError(f"{flag} {item[:80]}: a dimension of 0 makes '{name}' an empty "
+        if 0 in shape and not param.endswith("min_shapes"):
+            raise InputError(f"{param}={item[:80]!r}: a dimension of 0 makes '{name}' an empty "
                              "tensor; give the shape the engine runs at (an empty tensor, such "
-                             "as an empty cache, belongs in --min-shapes only).")
+                             "as an empty cache, belongs in min_shapes only).")
         out[name] = shape
     return out
 

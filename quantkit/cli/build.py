@@ -125,9 +125,9 @@ def build_cmd(model: str, output: str, backend: str | None, shapes: str | None,
     from quantkit.backends import BuildOptions, default_backend_name, get_backend, parse_shapes
 
     options = BuildOptions(
-        shapes=parse_shapes(shapes, "--shapes"),
-        min_shapes=parse_shapes(min_shapes, "--min-shapes"),
-        max_shapes=parse_shapes(max_shapes, "--max-shapes"),
+        shapes=parse_shapes(shapes),
+        min_shapes=parse_shapes(min_shapes, "min_shapes"),
+        max_shapes=parse_shapes(max_shapes, "max_shapes"),
         workspace_mib=workspace, opt_level=opt_level,
         timing_cache=Path(timing_cache) if timing_cache else None,
         compute_capabilities=_split(compute_capabilities), engine_log=not no_engine_log,

@@ -116,7 +116,7 @@ def estimate_cmd(model: str | None, gpus: str | None, shapes: str | None, top: i
     if not names:
         raise InputError("--gpu: name the GPU to estimate for, e.g. --gpu L4 (several: "
                          "--gpu L4,H100); quantkit estimate --list-gpus shows the table.")
-    fixed = parse_shapes(shapes, "--shapes")
+    fixed = parse_shapes(shapes)
     options = EstimateOptions(fuse_epilogues=not as_built,
                               fold_constant_kernels=not as_built)
     # every GPU name and the model's precisions are checked before the first build

@@ -13,6 +13,7 @@ import re
 
 #: library parameter -> the flag that sets it
 PARAMETER_FLAGS: dict[str, str] = {
+    "address": "--ray-address",
     "allow_cast": "--allow-cast",
     "allow_nonfinite": "--allow-nonfinite",
     "batch_axes": "--batch-axis",
@@ -23,6 +24,7 @@ PARAMETER_FLAGS: dict[str, str] = {
     "compute_capabilities": "--compute-capability",
     "constants": "--constant",
     "data": "--data",
+    "executor": "--executor",
     "force": "--force",
     "labels": "--labels",
     "max_samples": "--max-samples",
@@ -33,6 +35,7 @@ PARAMETER_FLAGS: dict[str, str] = {
     "max_shapes": "--max-shapes",
     "opt_level": "--opt-level",
     "percentile": "--percentile",
+    "relu6_to_relu": "--relu6-to-relu",
     "plugin": "--calibrator",
     "scale_out": "--shards / --executor ray",
     "seed": "--seed",

@@ -95,10 +95,10 @@ def make_executor(name: str = "local", *, address: str | None = None,
 
     if name == "local":
         if address is not None:
-            raise InputError("--ray-address: only valid with --executor ray.")
+            raise InputError("address=: only valid with the ray executor.")
         return LocalExecutor(**options)
     if name == "ray":
         from quantkit.sweep.ray_executor import RayExecutor
 
         return RayExecutor(address=address, **options)
-    raise InputError(f"--executor {name}: unknown executor; use local or ray.")
+    raise InputError(f"executor={name!r}: unknown executor; use 'local' or 'ray'.")

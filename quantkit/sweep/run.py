@@ -245,9 +245,9 @@ def _build(ctx: _Context, model_file: Path, row: dict[str, Any]) -> None:
         return
     try:
         res = backend.build(model_file, model_file.with_suffix(".engine"), BuildOptions(
-            shapes=parse_shapes(spec.shapes), min_shapes=parse_shapes(spec.min_shapes,
-                                                                      "--min-shapes"),
-            max_shapes=parse_shapes(spec.max_shapes, "--max-shapes"), opt_level=spec.opt_level))
+            shapes=parse_shapes(spec.shapes, "build.shapes"),
+            min_shapes=parse_shapes(spec.min_shapes, "build.min_shapes"),
+            max_shapes=parse_shapes(spec.max_shapes, "build.max_shapes"), opt_level=spec.opt_level))
     except QuantkitError as err:
         row.update({"status": "build_failed", "error": str(err), "engine_backend": spec.backend})
         return

@@ -400,7 +400,7 @@ def equalize(model: onnx.ModelProto, *, iterations: int = 20, tolerance: float =
                     ", ".join(replaced[:8]) + (" ..." if len(replaced) > 8 else ""))
     clipped = any(str(s["reason"]).startswith("Clip") for s in report.skipped)
     warn_skipped(logger, report, hint="ReLU6 (Clip) joins are reached with "
-                 "relu6_to_relu=True / --relu6-to-relu (changes the FP32 function; measure "
+                 "relu6_to_relu=True (changes the FP32 function; measure "
                  "it)." if clipped and not relu6_to_relu else "")
     return out, report
 

@@ -224,7 +224,7 @@ def prepare(model: onnx.ModelProto, with_data: bool,
     if not with_data and not has_bn:
         raise InputError("high-bias absorption: no data and no BatchNormalization in the "
                          "model (exporters fold it), so nothing says how large the ReLU "
-                         "inputs stay: give calibration data (--data D).")
+                         "inputs stay: give calibration data (data=).")
     stats: dict[str, BatchNormStats] = {}
     folded = model
     if has_bn:

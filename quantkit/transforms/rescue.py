@@ -267,7 +267,7 @@ def apply_rescue(model: onnx.ModelProto, specs: str | Iterable[str] | Sequence[R
     """
     steps = _steps(specs, where)
     if data is None:
-        raise InputError(f"{where}: the rescue transforms need calibration data (--data); "
+        raise InputError(f"{where}: the rescue transforms need calibration data (data=); "
                          "the transformed model is calibrated on it.")
     defaults = {"smoothquant": {"alpha": alpha}} if alpha is not None else {}
     plan = [(REGISTRY.get(s.name, where=where), s) for s in steps]

@@ -30,17 +30,24 @@ def test_parse_shapes() -> None:
 
 @pytest.mark.parametrize("text", ["x", ":1x3", "x:1xax3", "x:1x-3", "x:1,x:2"])
 def test_parse_shapes_rejects(text: str) -> None:
-    with pytest.raises(InputError, match="--shapes"):
+    # the library names its parameter; the command line prints it as --shapes (cli.flags)
+    with pytest.raises(InputError, match="^shapes=") as err:
         parse_shapes(text)
+    from quantkit.cli.flags import to_flags
+
+    assert to_flags(str(err.value)).startswith(f"--shapes {text}:")
 
 
 def test_parse_shapes_zero_and_huge_dims() -> None:
-    with pytest.raises(InputError, match="--shapes input:0x3: a dimension of 0 makes 'input'"):
+    with pytest.raises(InputError, match="shapes='input:0x3': a dimension of 0 makes 'input'"):
         parse_shapes("input:0x3")
-    with pytest.raises(InputError, match="--max-shapes: .* over 2147483647"):
-        parse_shapes("x:1x2147483648", "--max-shapes")
-    # an empty cache is a legitimate minimum
-    assert parse_shapes("cache:1x0x64", "--min-shapes") == {"cache": (1, 0, 64)}
+    with pytest.raises(InputError, match="max_shapes=: .* over 2147483647"):
+        parse_shapes("x:1x2147483648", "max_shapes")
+    # an empty cache is a legitimate minimum, also under a recipe key
+    assert parse_shapes("cache:1x0x64", "min_shapes") == {"cache": (1, 0, 64)}
+    assert parse_shapes("cache:1x0x64", "build.min_shapes") == {"cache": (1, 0, 64)}
+    with pytest.raises(InputError, match="build.shapes='c:1x0': a dimension of 0"):
+        parse_shapes("c:1x0", "build.shapes")
     assert parse_shapes("x:2147483647") == {"x": (2147483647,)}
 
 
