@@ -37,6 +37,7 @@ from quantkit.calibrators import DEFAULT_METHOD
 from quantkit.capture import calibrate
 from quantkit.errors import InputError
 from quantkit.model import save_model
+from quantkit.options import RunOptions, refuse_unknown, resolve_options
 from quantkit.qdq.writer import plan_model, prepare
 from quantkit.transforms._common import TransformReport, working_copy
 from quantkit.transforms.registry import (
@@ -238,10 +239,9 @@ def _steps(specs: str | Iterable[str] | Sequence[RescueStep], where: str) -> lis
 
 def apply_rescue(model: onnx.ModelProto, specs: str | Iterable[str] | Sequence[RescueStep],
                  data: Any, *, scales: ScaleTable | None = None, method: str | None = None,
-                 method_options: Mapping[str, Any] | None = None, batch_size: int = 32,
-                 max_samples: int | None = None, data_options: Mapping[str, Any] | None = None,
-                 providers: Sequence[str] | None = None, layers: Sequence[str] | None = None,
-                 alpha: float | None = None, where: str = "rescue") -> RescueResult:
+                 options: RunOptions | None = None, layers: Sequence[str] | None = None,
+                 alpha: float | None = None, where: str = "rescue",
+                 **settings: Any) -> RescueResult:
     """Apply rescue transforms to an FP32 model, calibrating where needed.
 
     Args:
@@ -252,19 +252,27 @@ def apply_rescue(model: onnx.ModelProto, specs: str | Iterable[str] | Sequence[R
         scales: scales of ``model``. Without them, or after a function-preserving transform,
             the transformed model is calibrated on ``data``.
         method: calibration method (default: the method of ``scales``, else ``auto``).
-        method_options: options of the method (e.g. ``{"percentile": 99.99}``).
-        batch_size: samples per batch.
-        max_samples: use at most this many samples.
-        data_options: options for ``open_source``.
-        providers: ONNX Runtime execution providers of the transforms.
+        options: how the data is read (batch size, sample cap, reading options), the method's
+            options and the ONNX Runtime providers (:class:`~quantkit.options.RunOptions`).
         layers: restrict smoothquant and bias correction to these node names (the plan's
             INT8 layers: an FP16 layer should keep its bias); default every layer.
         alpha: smoothquant alpha when the spec gives none (default 0.5).
-        where: the flag / key named in error messages.
+        where: the parameter / key named in error messages.
+        **settings: instead of ``options``, the option objects (``calibration``,
+            ``data_options``, ``runtime``) or their fields as keywords (``batch_size``,
+            ``max_samples``, ``method_options``, ``providers``, ...), as for
+            :func:`quantkit.capture.calibrate`.
 
     Raises:
-        InputError: bad specs or no data.
+        InputError: bad specs, no data, or an unknown keyword.
     """
+    if options is None:
+        options = resolve_options(settings, "apply_rescue")
+    refuse_unknown(settings, "apply_rescue")
+    batch_size, max_samples = options.data.batch_size, options.data.max_samples
+    data_options = options.data.open_kwargs()
+    providers = options.runtime.provider_list
+    method_options = dict(options.calibration.method_options)
     steps = _steps(specs, where)
     if data is None:
         raise InputError(f"{where}: the rescue transforms need calibration data (data=); "

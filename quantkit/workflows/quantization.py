@@ -64,10 +64,7 @@ def rescue(model: onnx.ModelProto, request: RescueRequest, data: Any, *,
     opts = _default_options(options)
     with allow_cast(opts.data.allow_cast):
         return apply_rescue(
-            model, list(request.specs), data, scales=scales, method=method,
-            method_options=dict(opts.calibration.method_options),
-            batch_size=opts.data.batch_size, max_samples=opts.data.max_samples,
-            data_options=opts.data.open_kwargs(), providers=opts.runtime.provider_list,
+            model, list(request.specs), data, scales=scales, method=method, options=opts,
             layers=list(request.layers) if request.layers is not None else None,
             alpha=request.alpha, where=request.where)
 
