@@ -24,6 +24,7 @@ from quantkit.graph import (
     use_counts,
 )
 from quantkit.model import input_specs, save_model
+from quantkit.options import RunOptions, refuse_unknown, resolve_options
 
 #: metadata key of the transforms applied to a model (a JSON list of reports, oldest first);
 #: the Q/DQ writer copies metadata, so the quantized model carries it.
@@ -364,3 +365,27 @@ def verify_fp32(original: onnx.ModelProto, transformed: onnx.ModelProto, data: A
             "this model/data; report it as a quantkit bug with the model, or leave this "
             "transform out.")
     return result
+
+
+@dataclass(frozen=True)
+class DataRun:
+    """How a transform reads its data: what :class:`~quantkit.options.RunOptions` holds."""
+
+    batch_size: int
+    max_samples: int | None
+    data_options: dict[str, Any]
+    providers: list[str] | None
+
+
+def data_run(options: RunOptions | None, settings: dict[str, Any], where: str) -> DataRun:
+    """The data reading of a transform from ``options`` or from its fields given as keywords.
+
+    A transform takes ``options=`` (the run's option groups) or, like
+    :func:`quantkit.capture.calibrate`, the groups or their fields as keywords (``batch_size``,
+    ``max_samples``, ``data_options``, ``providers``...); any other keyword is refused.
+    """
+    if options is None:
+        options = resolve_options(settings, where)
+    refuse_unknown(settings, where)
+    return DataRun(options.data.batch_size, options.data.max_samples,
+                   options.data.open_kwargs(), options.runtime.provider_list)

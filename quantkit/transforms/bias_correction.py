@@ -40,6 +40,7 @@ from quantkit.data.base import DataSource, InputLayout, check_batch_args
 from quantkit.errors import InputError
 from quantkit.graph import GraphIndex, UniqueNames, model_opset, upgrade_opset
 from quantkit.model import save_model
+from quantkit.options import RunOptions
 from quantkit.qdq.plan import PrecisionConfig
 from quantkit.qdq.rules import quantized_inputs
 from quantkit.qdq.writer import quantize_model, quantize_weight
@@ -48,6 +49,7 @@ from quantkit.transforms._common import (
     TransformReport,
     as_layer,
     auxiliary_copy,
+    data_run,
     int_attrs,
     record,
     set_initializer,
@@ -243,11 +245,8 @@ def _mean_pass(aux: onnx.ModelProto, means: dict[str, str], data: Any, batch_siz
 
 def bias_correct(model: onnx.ModelProto, data: Any, *, scales: ScaleTable | None = None,
                  layers: Sequence[str] | None = None, sequential: bool = False,
-                 config: PrecisionConfig | None = None, batch_size: int = 32,
-                 max_samples: int | None = None,
-                 data_options: Mapping[str, Any] | None = None,
-                 providers: Sequence[str] | None = None,
-                 ) -> tuple[onnx.ModelProto, TransformReport]:
+                 config: PrecisionConfig | None = None, options: RunOptions | None = None,
+                 **settings: Any) -> tuple[onnx.ModelProto, TransformReport]:
     """Subtract each layer's mean INT8 output shift from its bias (``model`` not modified).
 
     Args:
@@ -264,16 +263,20 @@ def bias_correct(model: onnx.ModelProto, data: Any, *, scales: ScaleTable | None
             reaches the layer from upstream; one pass over the data per layer; needs
             ``scales``). Default: every layer independently from FP32 inputs, one pass.
         config: the precision plan used to quantize in sequential mode (default all INT8).
-        batch_size: samples per batch.
-        max_samples: stop after this many samples.
-        data_options: options for ``open_source``.
-        providers: ONNX Runtime execution providers.
+        options: how the data is read (batch size, sample cap, reading options) and the
+            ONNX Runtime providers (:class:`~quantkit.options.RunOptions`); or, as keywords,
+            the option groups or their fields (``batch_size``, ``max_samples``,
+            ``data_options``, ``providers``...), as for :func:`quantkit.capture.calibrate`.
+        **settings: those keywords (any other is refused).
 
     Returns:
         The corrected model (the report also in its ``quantkit.transforms`` metadata) and a
         report with, per layer, the mean |shift| and max |shift| removed and the largest
         shift relative to the layer's max |bias|.
     """
+    reading = data_run(options, settings, "bias_correct")
+    batch_size, max_samples = reading.batch_size, reading.max_samples
+    data_options, providers = reading.data_options, reading.providers
     check_batch_args(batch_size, max_samples)
     if sequential and scales is None:
         raise InputError("sequential bias correction quantizes the model: give the scales.")

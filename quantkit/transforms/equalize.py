@@ -26,7 +26,7 @@ of the activation between the two layers (scaled by ``1 / s_i``), which is quant
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,11 +34,13 @@ import numpy as np
 import onnx
 
 from quantkit.graph import GraphIndex
+from quantkit.options import RunOptions
 from quantkit.transforms._common import (
     Layer,
     TransformReport,
     as_layer,
     channel_range,
+    data_run,
     first_batches,
     grouped_range,
     in_channel_map,
@@ -308,10 +310,8 @@ def relu6_to_relu_nodes(model: onnx.ModelProto) -> list[str]:
 
 def equalize(model: onnx.ModelProto, *, iterations: int = 20, tolerance: float = 1e-4,
              fold_batchnorm: bool = True, relu6_to_relu: bool = False, data: Any = None,
-             verify_samples: int = 32, batch_size: int = 32,
-             data_options: Mapping[str, Any] | None = None,
-             providers: Sequence[str] | None = None,
-             ) -> tuple[onnx.ModelProto, TransformReport]:
+             verify_samples: int = 32, options: RunOptions | None = None,
+             **settings: Any) -> tuple[onnx.ModelProto, TransformReport]:
     """Cross-layer equalization of every eligible pair of ``model`` (not modified).
 
     Args:
@@ -331,9 +331,11 @@ def equalize(model: onnx.ModelProto, *, iterations: int = 20, tolerance: float =
             own output change is measured and reported); a difference beyond float tolerance
             is refused.
         verify_samples: samples for that check.
-        batch_size: batch size of that check.
-        data_options: options for ``open_source``.
-        providers: ONNX Runtime execution providers of that check.
+        options: how the data is read (batch size, sample cap, reading options) and the
+            ONNX Runtime providers (:class:`~quantkit.options.RunOptions`); or, as keywords,
+            the option groups or their fields (``batch_size``, ``max_samples``,
+            ``data_options``, ``providers``...), as for :func:`quantkit.capture.calibrate`.
+        **settings: those keywords (any other is refused).
 
     Returns:
         The equalized model (weights rewritten, node names unchanged, the report stored in
@@ -344,6 +346,8 @@ def equalize(model: onnx.ModelProto, *, iterations: int = 20, tolerance: float =
     Raises:
         PipelineError: with ``data``, the outputs changed beyond float tolerance.
     """
+    run = data_run(options, settings, "equalize")
+    batch_size, data_options, providers = run.batch_size, run.data_options, run.providers
     original = model
     if fold_batchnorm and any(n.op_type == "BatchNormalization" for n in model.graph.node):
         model, _ = fold(model)

@@ -43,8 +43,10 @@ from onnx import helper, numpy_helper
 
 from quantkit.errors import InputError
 from quantkit.graph import GraphIndex, UniqueNames
+from quantkit.options import RunOptions
 from quantkit.transforms._common import (
     TransformReport,
+    data_run,
     int_attrs,
     record,
     set_initializer,
@@ -198,10 +200,8 @@ def _fold_target(model: onnx.ModelProto, index: GraphIndex, grp: _Group,
 
 def smoothquant(model: onnx.ModelProto, data: Any, *, alpha: float = 0.5,
                 layers: Sequence[str] | None = None, fold: bool = True,
-                batch_size: int = 32, max_samples: int | None = None,
-                data_options: Mapping[str, Any] | None = None,
-                providers: Sequence[str] | None = None, verify: bool = False,
-                ) -> tuple[onnx.ModelProto, TransformReport]:
+                verify: bool = False, options: RunOptions | None = None,
+                **settings: Any) -> tuple[onnx.ModelProto, TransformReport]:
     """Migrate activation outliers of MatMul/Gemm inputs into their weights (FP32 function kept).
 
     Args:
@@ -213,10 +213,11 @@ def smoothquant(model: onnx.ModelProto, data: Any, *, alpha: float = 0.5,
             with a constant 2-D weight). Pass the plan's INT8 layers.
         fold: fold ``1/s`` into a producing LayerNormalization where possible (False: always
             insert a ``Mul``).
-        batch_size: samples per batch.
-        max_samples: stop after this many samples.
-        data_options: options for ``open_source``.
-        providers: ONNX Runtime execution providers.
+        options: how the data is read (batch size, sample cap, reading options) and the
+            ONNX Runtime providers (:class:`~quantkit.options.RunOptions`); or, as keywords,
+            the option groups or their fields (``batch_size``, ``max_samples``,
+            ``data_options``, ``providers``...), as for :func:`quantkit.capture.calibrate`.
+        **settings: those keywords (any other is refused).
         verify: check on the first 32 samples of ``data`` (kept from the statistics pass,
             not read again) that the outputs are unchanged within float tolerance
             (:func:`~quantkit.transforms._common.verify_fp32`); refuse
@@ -227,6 +228,9 @@ def smoothquant(model: onnx.ModelProto, data: Any, *, alpha: float = 0.5,
         report with, per input tensor, the layers, where ``1/s`` went, the range of ``s`` and
         the largest per-channel activation / weight-row ranges before and after.
     """
+    run = data_run(options, settings, "smoothquant")
+    batch_size, max_samples = run.batch_size, run.max_samples
+    data_options, providers = run.data_options, run.providers
     if not 0.0 <= alpha <= 1.0:
         raise InputError(f"smoothquant: alpha must be in [0, 1], got {alpha}.")
     # with verify, the first samples are kept as they stream by: the data is read once
