@@ -124,7 +124,7 @@ def _calibrate(model: str, data: str, executor: str, ray_address: str | None,
 def _evaluator(model: str, eval_data: str | None, data: str, labels: str | None,
                metric: str | None, batch_size: int, max_samples: int | None,
                data_opts: dict[str, Any], output_name: str | None = None) -> Any:
-    from quantkit.data import open_source
+    from quantkit.data import InputLayout, open_source
     from quantkit.evaluate.metrics import metric_text_labels
     from quantkit.evaluate.run import load_labels
     from quantkit.model import input_specs, load_model
@@ -138,7 +138,8 @@ def _evaluator(model: str, eval_data: str | None, data: str, labels: str | None,
     if lab is not None and max_samples is not None:
         lab = lab[:max_samples]
     try:
-        return Evaluator(model, batches, lab, metric, output_name)
+        return Evaluator(model, batches, lab, metric, output_name,
+                         layout=InputLayout.from_options(data_opts))
     except InputError as err:
         from quantkit.cli.eval import flags_of
 

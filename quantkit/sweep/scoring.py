@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from quantkit.data import InputLayout
 from quantkit.errors import InputError
 from quantkit.evaluate.compare import compared_tensor, load
 from quantkit.evaluate.metrics import AgreementResult, MetricSpec
@@ -64,17 +65,22 @@ class Evaluator:
             FP32 outputs, else FP32 agreement).
         output: the model output to score (default: the first).
         threads: ONNX Runtime intra-op threads.
+        layout: constant inputs and batch axes (``--constant`` / ``--batch-axis``) the batches
+            were read with; the models are fed the same way.
     """
 
     def __init__(self, reference_model: str, batches: Sequence[dict[str, np.ndarray]],
                  labels: np.ndarray | None,
                  metric: str | Mapping[str, Any] | MetricSpec | None,
-                 output: str | None = None, threads: int | None = None) -> None:
+                 output: str | None = None, threads: int | None = None,
+                 layout: InputLayout | None = None) -> None:
         if not batches:
             raise InputError("the evaluation data contains no samples.")
         self.batches = list(batches)
         self.labels = labels
         self.threads = threads
+        #: how the model's inputs are fed (constants, batch axes), as the data was read
+        self.layout = layout
         self.samples = sum(batch_size_of(b) for b in self.batches)
         if labels is not None and len(labels) != self.samples:
             raise InputError(f"labels: {len(labels)} labels for {self.samples} evaluation "
@@ -97,7 +103,7 @@ class Evaluator:
 
     def _run(self, model: str | bytes | Any, count: bool = True) -> list[dict[str, np.ndarray]]:
         runner = ModelOutputs(model, self.compare, self.threads, ["CPUExecutionProvider"],
-                              where="the candidate model")
+                              where="the candidate model", layout=self.layout)
         if count:
             self.evaluations += 1
         return [runner.run(b) for b in self.batches]
