@@ -432,7 +432,27 @@ class TrtBackendBase:
                 _NO_DRIVER in s for s in lines):
             hint = (" --compute-capability CURRENT needs a GPU and driver; name the target GPU "
                     "(e.g. SM89) or leave the option out for a portable engine.")
+        flow = _control_flow_nodes(model) if any("Internal Error" in s for s in lines) else []
+        if flow:
+            shown = ", ".join(f"'{n}'" for n in flow[:3]) + (" ..." if len(flow) > 3 else "")
+            hint += (f" The model has control flow ({len(flow)} If/Loop/Scan node(s): {shown}); "
+                     f"{self.display_name}'s builder fails on some conditionals with an internal "
+                     "assertion, in FP32 as well (Silero VAD's opset-15 model, for one): a "
+                     "limitation of the builder, not of the quantized model. Build the FP32 model "
+                     "to confirm; use a variant of the model without those nodes, or another "
+                     "TensorRT backend.")
         return f"{self.display_name} could not build an engine from {model}: {text}.{hint}"
+
+
+def _control_flow_nodes(model: Path) -> list[str]:
+    """Names of the main graph's If/Loop/Scan nodes (empty when the file cannot be read)."""
+    import onnx
+
+    try:
+        proto = onnx.load(str(model), load_external_data=False)
+    except Exception:  # the message is a hint only; never fail while explaining a failure
+        return []
+    return [n.name or n.op_type for n in proto.graph.node if n.op_type in ("If", "Loop", "Scan")]
 
 
 def _call(obj: Any, method: str) -> Any:
