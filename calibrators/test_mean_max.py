@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,10 +10,9 @@ import pytest
 
 from quantkit.calibrators import Calibrator, create_calibrator, load_calibrator_plugin
 from quantkit.cli.main import main
+from tests.builders import small_cnn
 
 HERE = Path(__file__).parent
-sys.path.insert(0, str(HERE.parent / "tests"))
-from _models import small_cnn  # noqa: E402
 
 
 @pytest.fixture(scope="module", autouse=True)

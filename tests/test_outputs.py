@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
-from _models import small_cnn
 
 from quantkit._io import atomic_write, write_text_atomic
 from quantkit.cli.main import main
+from tests.builders.cnn import small_cnn
 
 
 def _digest(folder: Path) -> dict[str, str]:

@@ -332,7 +332,7 @@ def _mutate(doc: Any, path: tuple[Any, ...], op: str, value: Any) -> Any:
 
 @pytest.fixture(scope="module")
 def recipe_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from _models import small_cnn
+    from tests.builders.cnn import small_cnn
 
     d = tmp_path_factory.mktemp("fuzz")
     small_cnn(d / "m.onnx")

@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
-from _models import demo_digits, small_cnn
 
 from quantkit.capture import calibrate
 from quantkit.capture.shard import ShardReport, calibrate_sharded, split_batches
@@ -29,6 +28,7 @@ from quantkit.cli.main import main
 from quantkit.demo import asset
 from quantkit.errors import MissingExtraError
 from quantkit.sweep.executor import LocalExecutor, make_executor
+from tests.builders.cnn import demo_digits, small_cnn
 
 MODEL = asset("demo_cnn.onnx")
 BATCH = 64

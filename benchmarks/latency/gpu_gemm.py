@@ -149,19 +149,31 @@ def summarize(raw: Sequence[dict[str, Any]], peaks: dict[str, float | None],
 # --------------------------------------------------------------------------- GPU part
 
 
-def _time_ms(torch: Any, fn: Callable[[], Any], repeats: int, warmup: int) -> tuple[float, float]:
-    """Median and minimum milliseconds of ``fn`` over ``repeats`` CUDA-event-timed runs."""
+def _time_ms(torch: Any, fn: Callable[[], Any], repeats: int, warmup: int,
+             min_region_ms: float = 0.5) -> tuple[float, float]:
+    """Median and minimum milliseconds per call of ``fn`` over ``repeats`` CUDA-event-timed runs.
+
+    Each timed region runs ``fn`` back to back enough times to last about ``min_region_ms``
+    (an engine's kernels are enqueued back to back too, so a lone launch's host overhead and the
+    event's own resolution would otherwise dominate the smallest GEMMs); the region's time is
+    divided by that count.
+    """
     for _ in range(warmup):
         fn()
     torch.cuda.synchronize()
-    times = []
-    for _ in range(repeats):
+
+    def region(calls: int) -> float:
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
-        fn()
+        for _ in range(calls):
+            fn()
         end.record()
         end.synchronize()
-        times.append(start.elapsed_time(end))
+        return float(start.elapsed_time(end)) / calls
+
+    once = max(region(1), 1e-4)
+    calls = max(1, min(1000, math.ceil(min_region_ms / once)))
+    times = [region(calls) for _ in range(repeats)]
     return statistics.median(times), min(times)
 
 

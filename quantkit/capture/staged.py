@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_BUDGET_SHARE = 0.25
 #: ... capped at this many bytes. Stages cost little time (ResNet-50, batch 32, 2 CPUs: 62 s
 #: in 15 stages at 512 MiB, 60 s in 7 at 1 GiB, 66 s in one pass) and peak RSS is about
-#: 0.9 GiB + 1.1 x the budget there (benchmarks/memory.py)
+#: 0.9 GiB + 1.1 x the budget there (benchmarks/memory/run.py)
 DEFAULT_BUDGET_CAP = 512 << 20
 #: a stage's activations may use this share of the budget; the rest is for the copies ONNX
 #: Runtime and the calibrators make of them and the boundary tensors

@@ -17,6 +17,7 @@ from quantkit.cli.options import (
 )
 from quantkit.cli.render import print_table
 from quantkit.errors import InputError
+from quantkit.transforms.registry import rescue_help
 
 
 @click.command("quantize")
@@ -35,10 +36,7 @@ from quantkit.errors import InputError
               help="Output Q/DQ ONNX model.")
 @click.option("--json", "as_json", is_flag=True, help="Print the precision plan as JSON.")
 @click.option("--rescue", "rescue", multiple=True, metavar="T[,T...]",
-              help="Transform the FP32 model first (needs --data): cle, high-bias, "
-                   "smoothquant[:ALPHA], bias-correction; comma-separated or repeated; run as "
-                   "cle, high-bias, smoothquant, bias-correction. Also `rescue:` in the "
-                   "precision YAML.")
+              help=rescue_help())
 def quantize_cmd(model: str, data: str | None, batch_size: int, max_samples: int | None,
                  seed: int | None, preprocess_file: str | None, columns: tuple[str, ...],
                  streaming: bool, method: str, allow_cast: bool, scales_file: str | None,
@@ -61,8 +59,8 @@ def quantize_cmd(model: str, data: str | None, batch_size: int, max_samples: int
         load_model,
         save_model,
     )
-    from quantkit.qdq.plan import PrecisionConfig
     from quantkit.qdq.writer import quantize_model
+    from quantkit.transforms.precision_file import PrecisionFile
 
     if rescue and data is None and scales_file is None:
         raise InputError("--rescue needs --data D: the transforms read it, and the "
@@ -76,7 +74,7 @@ def quantize_cmd(model: str, data: str | None, batch_size: int, max_samples: int
         get_calibrator_class(method)  # unknown method: exit 2 before any work
     check_output_path(output, model, data, scales_file, precision_file, preprocess_file,
                       flag="-o")
-    config = PrecisionConfig.from_yaml(precision_file) if precision_file else PrecisionConfig()
+    config = PrecisionFile.from_yaml(precision_file) if precision_file else PrecisionFile()
     specs = _rescue_specs(rescue, config, precision_file, scales_file)
     if Path(output).exists() or Path(f"{output}.data").exists():
         # the output (or the external-data file a large output gets) must not be one of the
@@ -144,7 +142,7 @@ def _rescue_specs(flags: tuple[str, ...], config: Any, precision_file: str | Non
     """``--rescue`` and the precision file's ``rescue:`` (union; the flag's options win)."""
     if not flags and not config.rescue:
         return []
-    from quantkit.transforms.rescue import combine_rescue, parse_rescue
+    from quantkit.transforms.registry import combine_rescue, parse_rescue
 
     specs = combine_rescue(parse_rescue(flags, where="--rescue"),
                            parse_rescue(config.rescue, where=f"{precision_file}: rescue"))

@@ -18,6 +18,7 @@ from quantkit.cli.options import Bounded, build_data_options, data_options
 from quantkit.cli.render import CPU_NOTE, latency_columns, print_table
 from quantkit.cli.scaleout import build_executor, calibrate_on_executor, executor_options
 from quantkit.errors import InputError, PipelineError
+from quantkit.transforms.registry import rescue_help
 
 
 def _fmt(v: Any) -> str:
@@ -244,10 +245,9 @@ def sensitivity_cmd(model: str, data: str, batch_size: int, max_samples: int | N
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="Precision YAML to write.")
 @click.option("--rescue", multiple=True, metavar="T[,T...]",
-              help="Transform the FP32 model first so fewer layers need to leave INT8: cle "
-                   "(equalize), high-bias, smoothquant[:ALPHA], bias-correction (bias-correct); "
-                   "comma-separated or repeated; run in that order. The YAML is then for the "
-                   "transformed model, written to --rescued-model.")
+              help=rescue_help("Transform the FP32 model first so fewer layers need to "
+                               "leave INT8", "The YAML is then for the transformed model, "
+                               "written to --rescued-model."))
 @click.option("--rescued-model", default=None, type=click.Path(dir_okay=False),
               help="Where to write the transformed FP32 model with --rescue (default: the "
                    "YAML path with the suffix .onnx).")

@@ -1,7 +1,7 @@
 """Precision plans and explicitly quantized (Q/DQ) ONNX models for TensorRT.
 
-* :mod:`.plan` -- precision files (YAML) and the per-node plan int8 / fp8 / fp16 / fp32;
-* :mod:`.rescue_spec` -- the ``rescue:`` transform names a precision file may list;
+* :mod:`.plan` -- precision plans (YAML) and the per-node plan int8 / fp8 / fp16 / fp32 (the
+  file's ``rescue:`` key is read above, by :mod:`quantkit.transforms.precision_file`);
 * :mod:`.rules` -- which ops TensorRT quantizes and how (docs/tensorrt_rules.md#qdq-placement);
 * :mod:`.writer` -- inserts QuantizeLinear/DequantizeLinear following those rules;
 * :mod:`.fp8` -- what FP8 (E4M3) Q/DQ differs in, and the check of FP8 build targets;

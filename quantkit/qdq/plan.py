@@ -11,12 +11,14 @@ A precision file (docs/cli.md#precision-file, ``quantize --precision P.yaml``)::
         precision: fp16
       - op_type: Softmax
         precision: fp32
-    rescue: [cle, "smoothquant:0.8"]   # optional: transforms ``quantize`` applies first
 
 :func:`make_plan` turns it into a :class:`PrecisionPlan`: one precision per node and the reason
 for it. A rule that matches no node is an error listing close node names; a rule asking for
 int8 / fp8 on an op TensorRT does not quantize that way is a warning (the node keeps
 ``default_float``). ``fp8`` is FP8 E4M3 (docs/fp8.md): Conv, Gemm and MatMul only.
+
+The file's optional ``rescue:`` key (transforms applied to the FP32 model first) is not part
+of the plan: the loader above this layer, ``quantkit.transforms.precision_file``, reads it.
 """
 
 from __future__ import annotations
@@ -30,11 +32,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from quantkit._yaml import load_yaml
 from quantkit.errors import InputError
-from quantkit.qdq.rescue_spec import parse_rescue
 from quantkit.qdq.rules import FP8_OPS, FUSES_RESIDUAL, QUANTIZED_PRECISIONS
 
 logger = logging.getLogger(__name__)
@@ -92,23 +93,6 @@ class PrecisionConfig(BaseModel):
     default: Precision = "int8"
     default_float: FloatPrecision = "fp32"
     overrides: tuple[Rule, ...] = ()
-    #: rescue transforms ``quantize`` applies to the FP32 model first (spec strings of
-    #: :func:`quantkit.qdq.rescue_spec.parse_rescue`, e.g. ``["cle", "smoothquant:0.8"]``)
-    rescue: tuple[str, ...] = ()
-
-    @field_validator("rescue", mode="before")
-    @classmethod
-    def _rescue(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            value = [value]
-        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-            raise ValueError("rescue is a list of transform names, e.g. [cle, "
-                             "\"smoothquant:0.8\", bias-correction]")
-        try:
-            parse_rescue(value, where="rescue")
-        except InputError as err:
-            raise ValueError(str(err).removeprefix("rescue: ")) from None
-        return tuple(value)
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> PrecisionConfig:
@@ -122,20 +106,24 @@ class PrecisionConfig(BaseModel):
         if not isinstance(doc, dict):
             raise InputError(f"{where}: expected a mapping with default / default_float / "
                              "overrides.")
+        if "rescue" in doc and "rescue" not in cls.model_fields:
+            raise InputError(f"{where}: rescue: a plan has no rescue transforms: load the file "
+                             "with quantkit.transforms.precision_file.load_precision (or "
+                             "PrecisionFile.from_yaml), which reads `rescue:` beside the plan, "
+                             "or remove the key.")
         try:
             return cls.model_validate(doc)
         except ValidationError as err:
-            first = err.errors()[0]
-            loc = ".".join(str(x) if not isinstance(x, int) else f"[{x}]"
-                           for x in first["loc"]).replace(".[", "[")
-            if first["loc"] and first["loc"][0] == "rescue":
-                msg = str(first["msg"]).removeprefix("Value error, ")
-                raise InputError(f"{where}: rescue: {msg}") from err
-            raise InputError(f"{where}: {loc or 'file'}: {first['msg']}"
-                             + (f" (got {first.get('input')!r})"
-                                if first["type"] != "missing" else "")
-                             + ". Precisions are int8 / fp8 / fp16 / fp32; default_float is "
-                               "fp32 / fp16.") from err
+            raise InputError(cls.error_text(err.errors()[0], where)) from err
+
+    @classmethod
+    def error_text(cls, error: Any, where: str) -> str:
+        """The message of the first validation error (``error``: pydantic's error dict)."""
+        loc = ".".join(str(x) if not isinstance(x, int) else f"[{x}]"
+                       for x in error["loc"]).replace(".[", "[")
+        return (f"{where}: {loc or 'file'}: {error['msg']}"
+                + (f" (got {error.get('input')!r})" if error["type"] != "missing" else "")
+                + ". Precisions are int8 / fp8 / fp16 / fp32; default_float is fp32 / fp16.")
 
 
 @dataclass

@@ -37,7 +37,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from quantkit._yaml import load_yaml
 from quantkit.calibrators import DEFAULT_METHOD, available_methods, get_calibrator_class
 from quantkit.errors import InputError
-from quantkit.qdq.plan import PrecisionConfig
+from quantkit.transforms.precision_file import PrecisionFile
+from quantkit.transforms.registry import REGISTRY, parse_rescue
 
 
 class _Strict(BaseModel):
@@ -111,7 +112,7 @@ class ConfigSpec(_Strict):
     """One precision configuration."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-    precision: Literal["fp32", "fp16", "int8", "fp8"] | PrecisionConfig | None = None
+    precision: Literal["fp32", "fp16", "int8", "fp8"] | PrecisionFile | None = None
     precision_file: str | None = None
     method: str | None = None
     percentile: float | None = Field(None, gt=0, le=100)
@@ -120,7 +121,7 @@ class ConfigSpec(_Strict):
 
     _method = field_validator("method")(_known_method)
     #: transforms applied to the FP32 model before quantizing (spec strings of
-    #: :func:`quantkit.transforms.rescue.parse_rescue`: ``cle``, ``high-bias``,
+    #: :func:`quantkit.transforms.registry.parse_rescue`: ``cle``, ``high-bias``,
     #: ``smoothquant[:ALPHA]``, ``bias-correction``; see docs/transforms.md), recorded in
     #: results.csv and the report
     rescue: list[str] = Field(default_factory=list)
@@ -132,7 +133,7 @@ class ConfigSpec(_Strict):
     def _precision(cls, value: Any) -> Any:
         if isinstance(value, dict):
             try:
-                return PrecisionConfig.model_validate(value)
+                return PrecisionFile.model_validate(value)
             except ValidationError as err:
                 first = err.errors()[0]
                 got = "" if first["type"] == "missing" else f" (got {first.get('input')!r})"
@@ -145,21 +146,15 @@ class ConfigSpec(_Strict):
     @field_validator("rescue", mode="before")
     @classmethod
     def _rescue(cls, value: Any) -> Any:
-        from quantkit.transforms.rescue import parse_rescue
-
         if isinstance(value, str):
             value = [value]
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ValueError("a list of transform names, e.g. [cle, \"smoothquant:0.8\", "
                              "bias-correction]")
-        from quantkit.transforms.rescue import RESCUE_ORDER, RESCUE_SPELLINGS
-
         for item in (p for v in value for p in v.split(",")):
             head = item.partition(":")[0].strip()
-            if head.lower() not in RESCUE_SPELLINGS:
-                raise ValueError(f"{head!r} is not one of {', '.join(sorted(RESCUE_ORDER))} "
-                                 "(also cle, high-bias, hba, smooth, bias-correction; "
-                                 "smoothquant:ALPHA)")
+            if head and REGISTRY.lookup(head) is None:
+                raise ValueError(REGISTRY.not_one_of(head))
         try:
             parse_rescue(value, where="rescue")
         except InputError as err:
@@ -318,18 +313,18 @@ class Recipe(_Strict):
         """A data ``source`` resolved like :meth:`path` (``hf:`` specs unchanged)."""
         return relative if relative.startswith("hf:") else str(self.path(relative))
 
-    def precision_config(self, config: ConfigSpec) -> PrecisionConfig:
-        """The precision file of an int8/fp8/fp16 config."""
+    def precision_config(self, config: ConfigSpec) -> PrecisionFile:
+        """The precision file of an int8/fp8/fp16 config (its plan and its ``rescue:``)."""
         if config.precision_file is not None:
-            cfg = PrecisionConfig.from_yaml(self.path(config.precision_file))
-        elif isinstance(config.precision, PrecisionConfig):
+            cfg = PrecisionFile.from_yaml(self.path(config.precision_file))
+        elif isinstance(config.precision, PrecisionFile):
             cfg = config.precision
         elif config.precision == "fp16":
-            cfg = PrecisionConfig(default="fp16", default_float="fp16")
+            cfg = PrecisionFile(default="fp16", default_float="fp16")
         elif config.precision == "fp8":
-            cfg = PrecisionConfig(default="fp8")
+            cfg = PrecisionFile(default="fp8")
         else:
-            cfg = PrecisionConfig()
+            cfg = PrecisionFile()
         if config.fp16:
             cfg = cfg.model_copy(update={"default_float": "fp16"})
         return cfg
@@ -340,7 +335,7 @@ def _loc(loc: tuple[Any, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in ("str", "PrecisionConfig", "literal['fp32','fp16','int8','fp8']"):
+        elif part in ("str", "PrecisionFile", "literal['fp32','fp16','int8','fp8']"):
             continue
         else:
             out += ("." if out else "") + str(part)

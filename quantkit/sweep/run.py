@@ -62,6 +62,7 @@ from quantkit.sweep.executor import Executor, LocalExecutor
 from quantkit.sweep.latency import LATENCY_COLUMNS, estimate_column
 from quantkit.sweep.recipe import ConfigSpec, Recipe, load_recipe
 from quantkit.sweep.scoring import Evaluator, Score
+from quantkit.transforms.precision_file import PrecisionFile
 
 logger = logging.getLogger(__name__)
 
@@ -363,9 +364,9 @@ def _run_config_in(ctx: _Context, config: ConfigSpec, folder: Path) -> dict[str,
     return row
 
 
-def _rescue_specs(config: ConfigSpec, precision: PrecisionConfig) -> list[Any]:
+def _rescue_specs(config: ConfigSpec, precision: PrecisionFile) -> list[Any]:
     """The config's ``rescue:`` and its precision file's, the config's options winning."""
-    from quantkit.transforms.rescue import combine_rescue, parse_rescue
+    from quantkit.transforms.registry import combine_rescue, parse_rescue
 
     return combine_rescue(parse_rescue(config.rescue, where=f"configs.{config.name}.rescue"),
                           parse_rescue(precision.rescue,

@@ -15,6 +15,11 @@ Each transform takes an ``onnx.ModelProto`` and returns ``(model, TransformRepor
 input model is not modified, node names stay the same and the report is also stored in the
 model's ``quantkit.transforms`` metadata (which the Q/DQ writer carries into the quantized
 model). Imported lazily: ``import quantkit`` does not load onnx through this package.
+
+Rescue: :mod:`.registry` names the rescue transforms (names, aliases, options, statistics,
+run order; :func:`register_transform` for plugins), :func:`apply_rescue` runs them with one
+shared statistics pass (:mod:`.statistics`), and :class:`PrecisionFile` reads a precision
+file's ``rescue:`` key beside its plan.
 """
 
 from __future__ import annotations
@@ -23,9 +28,10 @@ import sys
 import types
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["TRANSFORMS_METADATA_KEY", "TransformReport", "absorb_high_bias", "applied_transforms",
-           "bias_correct", "equalize", "fold_batchnorm", "smoothquant", "verify_fp32",
-           "working_copy"]
+__all__ = ["TRANSFORMS_METADATA_KEY", "PrecisionFile", "TransformReport", "TransformSpec",
+           "absorb_high_bias", "apply_rescue", "applied_transforms", "bias_correct", "equalize",
+           "fold_batchnorm", "load_precision", "parse_rescue", "register_transform",
+           "smoothquant", "verify_fp32", "working_copy"]
 
 _LAZY = {
     "equalize": "quantkit.transforms.equalize",
@@ -38,6 +44,12 @@ _LAZY = {
     "TRANSFORMS_METADATA_KEY": "quantkit.transforms._common",
     "applied_transforms": "quantkit.transforms._common",
     "working_copy": "quantkit.transforms._common",
+    "apply_rescue": "quantkit.transforms.rescue",
+    "parse_rescue": "quantkit.transforms.registry",
+    "register_transform": "quantkit.transforms.registry",
+    "TransformSpec": "quantkit.transforms.registry",
+    "PrecisionFile": "quantkit.transforms.precision_file",
+    "load_precision": "quantkit.transforms.precision_file",
 }
 
 if TYPE_CHECKING:
@@ -52,6 +64,9 @@ if TYPE_CHECKING:
     from quantkit.transforms.equalize import equalize
     from quantkit.transforms.fold_bn import fold_batchnorm
     from quantkit.transforms.high_bias import absorb_high_bias
+    from quantkit.transforms.precision_file import PrecisionFile, load_precision
+    from quantkit.transforms.registry import TransformSpec, parse_rescue, register_transform
+    from quantkit.transforms.rescue import apply_rescue
     from quantkit.transforms.smoothquant import smoothquant
 
 

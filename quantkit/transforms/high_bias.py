@@ -34,21 +34,20 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import numpy_helper
 
 from quantkit.data.base import check_batch_args
 from quantkit.errors import InputError
-from quantkit.graph import GraphIndex, UniqueNames, model_opset
+from quantkit.graph import GraphIndex, UniqueNames
 from quantkit.transforms._common import (
     Layer,
     TransformReport,
-    auxiliary_copy,
     record,
-    recording_source,
     set_initializer,
     verify_fp32,
     warn_skipped,
@@ -56,7 +55,7 @@ from quantkit.transforms._common import (
 )
 from quantkit.transforms.equalize import _Pair, find_pairs
 from quantkit.transforms.fold_bn import BatchNormStats, fold_batchnorm_with_stats
-from quantkit.transforms.smoothquant import _max_pass
+from quantkit.transforms.statistics import ActivationStatistics, ChannelStat
 
 logger = logging.getLogger(__name__)
 
@@ -151,38 +150,6 @@ def absorb(model: onnx.ModelProto, index: GraphIndex, p: _Pair, c: np.ndarray,
     _add_to_bias(index, p.second, delta)
 
 
-def _min_model(model: onnx.ModelProto, index: GraphIndex, pairs: list[_Pair],
-               ) -> tuple[onnx.ModelProto, dict[str, str]]:
-    """``model`` with outputs = per-channel max of ``-h`` for each first layer's output."""
-    aux, unique = auxiliary_copy(model)
-    g = aux.graph
-    del g.output[:]
-    outs: dict[str, str] = {}
-    for k, p in enumerate(pairs):
-        tensor = p.first.node.output[0]
-        rank = len(index.initializers[p.first.weight].dims) if p.first.node.op_type == "Conv" \
-            else 2
-        axes = [0, *range(2, rank)]
-        pre = f"qk_high_bias/{k}"
-        cast, neg, m = (unique(f"{pre}/{t}") for t in ("float", "neg", "max"))
-        g.node.extend([
-            helper.make_node("Cast", [tensor], [cast], to=onnx.TensorProto.FLOAT,
-                             name=unique(f"{pre}/Cast")),
-            helper.make_node("Neg", [cast], [neg], name=unique(f"{pre}/Neg"))])
-        if model_opset(aux) >= 18:
-            an = unique(f"{pre}/axes")
-            g.initializer.append(numpy_helper.from_array(np.array(axes, np.int64), an))
-            g.node.append(helper.make_node("ReduceMax", [neg, an], [m], keepdims=0,
-                                           name=unique(f"{pre}/ReduceMax")))
-        else:
-            g.node.append(helper.make_node("ReduceMax", [neg], [m], axes=axes, keepdims=0,
-                                           name=unique(f"{pre}/ReduceMax")))
-        g.output.append(helper.make_tensor_value_info(m, onnx.TensorProto.FLOAT,
-                                                      [p.channels]))
-        outs[tensor] = m
-    return aux, outs
-
-
 def absorb_high_bias(model: onnx.ModelProto, data: Any = None, *, batch_size: int = 32,
                      max_samples: int | None = None,
                      data_options: Mapping[str, Any] | None = None,
@@ -216,8 +183,45 @@ def absorb_high_bias(model: onnx.ModelProto, data: Any = None, *, batch_size: in
         PipelineError: the outputs changed beyond float tolerance on the data (refused).
     """
     check_batch_args(batch_size, max_samples)
+    prep = prepare(model, data is not None, layers)
+    stats = ActivationStatistics(data, batch_size=batch_size, max_samples=max_samples,
+                                 data_options=data_options, providers=providers,
+                                 keep=VERIFY_SAMPLES)
+    out, report, _ = absorb_pairs(model, prep, stats)
+    return out, report
+
+
+@dataclass
+class Prepared:
+    """The working copy high-bias absorption edits and the pairs it will absorb.
+
+    Attributes:
+        model: BatchNormalization folded, nodes named (:func:`working_copy`).
+        folded: the tensors whose values folding changed (the folded layers' outputs).
+    """
+
+    model: onnx.ModelProto
+    index: GraphIndex
+    todo: list[_Pair]
+    skipped: list[dict[str, Any]]
+    bn_stats: dict[str, BatchNormStats]
+    with_data: bool
+    folded: set[str] = field(default_factory=set)
+
+    def requests(self) -> list[ChannelStat]:
+        """The statistics it reads: min (as max of -h) per channel of each first layer's output."""
+        if not self.with_data:
+            return []
+        return [ChannelStat(p.first.node.output[0], "neg_max", p.channels,
+                            len(self.index.initializers[p.first.weight].dims)
+                            if p.first.node.op_type == "Conv" else 2) for p in self.todo]
+
+
+def prepare(model: onnx.ModelProto, with_data: bool,
+            layers: Sequence[str] | None = None) -> Prepared:
+    """Fold BatchNormalization, find the pairs (see :func:`absorb_high_bias`)."""
     has_bn = any(n.op_type == "BatchNormalization" for n in model.graph.node)
-    if data is None and not has_bn:
+    if not with_data and not has_bn:
         raise InputError("high-bias absorption: no data and no BatchNormalization in the "
                          "model (exporters fold it), so nothing says how large the ReLU "
                          "inputs stay: give calibration data (--data D).")
@@ -226,6 +230,9 @@ def absorb_high_bias(model: onnx.ModelProto, data: Any = None, *, batch_size: in
     if has_bn:
         folded, _, stats = fold_batchnorm_with_stats(model)
     out = working_copy(folded)
+    bn_out = {n.output[0] for n in model.graph.node if n.op_type == "BatchNormalization"}
+    changed = bn_out - {n.output[0] for n in out.graph.node
+                        if n.op_type == "BatchNormalization"}
     if layers is not None:
         missing = set(layers) - {n.name for n in out.graph.node}
         if missing:
@@ -233,9 +240,6 @@ def absorb_high_bias(model: onnx.ModelProto, data: Any = None, *, batch_size: in
                              "the model; give node names as `quantkit inspect` lists them.")
     index = GraphIndex(out)
     found, skipped = find_pairs(out, shift_join)
-    report = TransformReport("high_bias", {"source": "data" if data is not None
-                                           else "batchnorm", "batch_size": batch_size,
-                                           "max_samples": max_samples, "sigmas": _SIGMAS})
     wanted = set(layers) if layers is not None else None
     todo: list[_Pair] = []
     for p in found:
@@ -243,7 +247,7 @@ def absorb_high_bias(model: onnx.ModelProto, data: Any = None, *, batch_size: in
         if wanted is not None and not {p.first.name, p.second.name} & wanted:
             continue
         why = _pair_reason(p, index)
-        if why is None and data is None and p.first.name not in stats:
+        if why is None and not with_data and p.first.name not in stats:
             why = (f"no BatchNormalization statistics for {p.first.name} and no data: give "
                    "calibration data")
         if why is not None:
@@ -252,20 +256,37 @@ def absorb_high_bias(model: onnx.ModelProto, data: Any = None, *, batch_size: in
             todo.append(p)
     if wanted is not None:
         skipped = [s for s in skipped if {s.get("first"), s.get("second")} & wanted]
-    report.skipped.extend(skipped)
+    return Prepared(out, index, todo, skipped, stats, with_data, changed)
+
+
+def absorb_pairs(model: onnx.ModelProto, prep: Prepared, stats: ActivationStatistics,
+                 ) -> tuple[onnx.ModelProto, TransformReport, set[str]]:
+    """Absorb ``prep``'s pairs, ``c`` from ``stats`` (measured when missing) or BatchNorm.
+
+    ``c`` comes from BatchNormalization when ``prep`` was prepared without data.
+
+    ``model`` is the model ``prep`` came from (the outputs are verified against it). Returns
+    the model, the report and the tensors whose values changed: the folded layers' outputs and,
+    per absorbed pair, the first layer's output and the tensors up to the second layer.
+    """
+    out, index, todo = prep.model, prep.index, prep.todo
+    data = prep.with_data
+    report = TransformReport("high_bias", {"source": "data" if data else "batchnorm",
+                                           "batch_size": stats.batch_size,
+                                           "max_samples": stats.max_samples, "sigmas": _SIGMAS})
+    report.skipped.extend(prep.skipped)
+    changed = set(prep.folded)
     cs: dict[str, np.ndarray] = {}
     kept: list[dict[str, np.ndarray]] = []
-    if todo and data is not None:
-        source, kept = recording_source(data, out, VERIFY_SAMPLES, data_options)
-        aux, outs = _min_model(out, index, todo)
-        neg_min, seen = _max_pass(aux, outs, source, batch_size, max_samples, None, providers,
-                                  description="high-bias statistics")
-        report.settings["num_samples"] = seen
-        for p in todo:
-            cs[p.first.name] = np.maximum(-neg_min[p.first.node.output[0]], 0.0)
+    if todo and data:
+        values = stats.get(out, prep.requests(), description="high-bias statistics")
+        kept = stats.kept(out)
+        report.settings["num_samples"] = stats.samples
+        by_tensor = {key.tensor: np.maximum(-v, 0.0) for key, v in values.items()}
+        cs = {p.first.name: by_tensor[p.first.node.output[0]] for p in todo}
     else:
         for p in todo:
-            st = stats[p.first.name]
+            st = prep.bn_stats[p.first.name]
             cs[p.first.name] = np.maximum(st.beta - _SIGMAS * np.abs(st.gamma), 0.0)
     unique = UniqueNames.for_model(out)
     for p in todo:
@@ -277,22 +298,24 @@ def absorb_high_bias(model: onnx.ModelProto, data: Any = None, *, batch_size: in
         if not np.any(c > 0):
             report.skipped.append({**entry, "reason": "nothing to absorb: no output channel "
                                    "of the first layer stays above 0"
-                                   + (" on the data" if data is not None else
-                                      " (beta - 3|gamma| <= 0)")})
+                                   + (" on the data" if data else " (beta - 3|gamma| <= 0)")})
             continue
         absorb(out, index, p, c, unique)
+        changed.add(p.first.node.output[0])
+        changed.update(t for n in p.via_nodes for t in n.output)
         report.changed.append({
             **entry, "channels": p.channels, "absorbed_channels": int((c > 0).sum()),
             "c_max": float(c.max()), "c_mean": float(c.mean()),
-            "source": "data" if data is not None else "batchnorm",
+            "source": "data" if data else "batchnorm",
             "relu": "Relu" in p.via})
     if report.changed and kept:
-        report.settings["verified"] = verify_fp32(model, out, kept, providers=providers,
+        report.settings["verified"] = verify_fp32(model, out, kept, providers=stats.providers,
                                                   transform="high-bias absorption")
     record(out, report)
     logger.info("%s", report.summary())
     warn_skipped(logger, report)
-    return out, report
+    return out, report, changed
 
 
-__all__ = ["SHIFT_JOINS", "absorb", "absorb_high_bias", "shift_join"]
+__all__ = ["SHIFT_JOINS", "VERIFY_SAMPLES", "Prepared", "absorb", "absorb_high_bias",
+           "absorb_pairs", "prepare", "shift_join"]

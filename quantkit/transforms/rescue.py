@@ -1,19 +1,25 @@
-"""Rescue transforms: one spelling, one order, one implementation for every entry point.
+"""Rescue transforms: one registry, one calling convention, one runner for every entry point.
 
 ``quantkit quantize --rescue``, the precision YAML's ``rescue:`` key, sweep recipe configs
-and :func:`quantkit.sweep.autotune` all go through :func:`parse_rescue` (defined in
-:mod:`quantkit.qdq.rescue_spec`, re-exported here) and :func:`apply_rescue`.
+and :func:`quantkit.sweep.autotune` all go through :func:`parse_rescue` and
+:func:`apply_rescue`. The transforms, their spellings, options, statistics and run order are
+in :mod:`quantkit.transforms.registry` (``cle,bias-correction,smoothquant:0.8``: equalize,
+high-bias absorption, smoothquant, bias correction, in that order whatever the order given).
 
-Spec strings: ``"cle,bias-correction,smoothquant:0.8"`` (or a list of such items). Names:
+Every transform implements :class:`RescueTransform`: ``prepare`` (the working copy it edits
+and the activation statistics it will read) and ``apply``. The runner:
 
-* ``equalize`` (``cle``): cross-layer equalization;
-* ``high_bias`` (``high-bias``, ``hba``): high-bias absorption;
-* ``smoothquant`` (``smooth``), optionally ``:ALPHA`` with ALPHA in (0, 1];
-* ``bias_correction`` (``bias-correction``, ``bias_correct``, ``bias-correct``).
-
-They run in that order whatever the order given; after the function-preserving ones
-(equalize, high-bias absorption, smoothquant) the model is calibrated again (they move
-activation ranges), and bias correction uses the scales of the model it corrects.
+* measures the activation statistics of consecutive transforms that read them
+  (:attr:`~quantkit.transforms.registry.Statistic.ACTIVATION_RANGES`) in **one** capture
+  pass, on the model the first of them prepares; a function-preserving transform lists the
+  tensors whose values it changed, and only their statistics are measured again for the next
+  one (the rule, and why the tensors after a rewritten pair keep theirs:
+  :mod:`quantkit.transforms.statistics`); a transform that changes the function drops them all;
+* calibrates the model again when a transform needs scales
+  (:attr:`~quantkit.transforms.registry.Statistic.SCALES`: bias correction) or at the end,
+  if a function-preserving transform (or one that changes the function without reading the
+  scales) ran since the last calibration; a transform that read the scales keeps them (bias
+  correction corrects for exactly those scales).
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -31,20 +37,16 @@ from quantkit.calibrators import DEFAULT_METHOD
 from quantkit.capture import calibrate
 from quantkit.errors import InputError
 from quantkit.model import save_model
-from quantkit.qdq.rescue_spec import (
-    FUNCTION_PRESERVING,
-    RESCUE_ORDER,
-    RESCUE_SPELLINGS,
+from quantkit.qdq.writer import plan_model, prepare
+from quantkit.transforms._common import TransformReport, working_copy
+from quantkit.transforms.registry import (
+    REGISTRY,
     RescueStep,
+    Statistic,
     combine_rescue,
     parse_rescue,
 )
-from quantkit.qdq.writer import plan_model, prepare
-from quantkit.transforms._common import working_copy
-from quantkit.transforms.bias_correction import bias_correct
-from quantkit.transforms.equalize import equalize
-from quantkit.transforms.high_bias import absorb_high_bias
-from quantkit.transforms.smoothquant import smoothquant
+from quantkit.transforms.statistics import ActivationStatistics, ChannelStat
 
 if TYPE_CHECKING:
     import onnx
@@ -53,6 +55,90 @@ if TYPE_CHECKING:
     from quantkit.qdq.plan import PrecisionConfig
 
 logger = logging.getLogger(__name__)
+
+#: samples on which the function-preserving transforms verify the FP32 outputs.
+VERIFY_SAMPLES = 32
+
+
+@dataclass
+class RescueContext:
+    """What every transform gets besides the model and its options.
+
+    Attributes:
+        data: calibration data (re-readable).
+        batch_size, max_samples, data_options, providers: how to read and run it.
+        layers: the node names smoothquant and bias correction may change (the plan's INT8
+            layers); None: every layer.
+        scales: scales of the model as it is now (fresh for a transform that declares
+            :attr:`~quantkit.transforms.registry.Statistic.SCALES`).
+        statistics: the shared activation statistics.
+        where: the flag / key named in error messages.
+    """
+
+    data: Any
+    batch_size: int
+    max_samples: int | None
+    data_options: Mapping[str, Any] | None
+    providers: Sequence[str] | None
+    layers: list[str] | None
+    scales: ScaleTable | None
+    statistics: ActivationStatistics
+    where: str = "rescue"
+
+    @property
+    def run(self) -> dict[str, Any]:
+        """``batch_size`` / ``max_samples`` / ``data_options`` / ``providers`` as keywords."""
+        return {"batch_size": self.batch_size, "max_samples": self.max_samples,
+                "data_options": self.data_options, "providers": self.providers}
+
+
+@dataclass
+class PreparedStep:
+    """A transform ready to run: the model it measures and edits, and what it will read.
+
+    Attributes:
+        model: the working copy (e.g. with BatchNormalization folded).
+        requests: the activation statistics ``apply`` reads from ``ctx.statistics``.
+        changed_tensors: tensors whose values preparing changed (folding a BatchNormalization
+            changes the folded layer's output by float rounding).
+        state: the transform's own prepared data.
+    """
+
+    model: onnx.ModelProto
+    requests: list[ChannelStat] = field(default_factory=list)
+    changed_tensors: set[str] = field(default_factory=set)
+    state: Any = None
+
+
+@dataclass
+class StepResult:
+    """What one transform did.
+
+    Attributes:
+        model: the transformed model.
+        report: its report (also in the model's ``quantkit.transforms`` metadata).
+        changed_tensors: tensors whose values changed (None: any tensor may have; always None
+            for a transform that is not function-preserving).
+        original_bias: ``{layer: (bias initializer, value before)}`` of biases it changed, for
+            :meth:`RescueResult.with_kept`.
+    """
+
+    model: onnx.ModelProto
+    report: TransformReport
+    changed_tensors: set[str] | None = None
+    original_bias: dict[str, tuple[str, np.ndarray]] = field(default_factory=dict)
+
+
+class RescueTransform(Protocol):
+    """The one calling convention of a registered transform."""
+
+    def prepare(self, model: onnx.ModelProto, options: Any,
+                ctx: RescueContext) -> PreparedStep:
+        """The working copy and the statistics it will read (no pass over the data)."""
+
+    def apply(self, prepared: PreparedStep, source: onnx.ModelProto, options: Any,
+              ctx: RescueContext) -> StepResult:
+        """Transform ``prepared.model`` (``source``: the model it was prepared from)."""
 
 
 def summary(report: Any) -> dict[str, Any]:
@@ -94,6 +180,8 @@ class RescueResult:
             approximate once quantized; ``model`` itself when no correction ran).
         layers_changed: ``{layer: [transforms that changed it]}``.
         details: the full reports (``TransformReport.to_dict()``), in order.
+        statistics_passes: capture passes the activation statistics took (calibration and
+            bias correction's own pass not counted).
     """
 
     model: onnx.ModelProto
@@ -103,6 +191,7 @@ class RescueResult:
     reference: onnx.ModelProto | None = None
     layers_changed: dict[str, list[str]] = field(default_factory=dict)
     details: list[dict[str, Any]] = field(default_factory=list)
+    statistics_passes: int = 0
 
     def with_kept(self, kept: Sequence[str]) -> onnx.ModelProto:
         """The model with the kept layers' original (uncorrected) biases."""
@@ -130,34 +219,21 @@ def plan_int8_layers(model: onnx.ModelProto, config: PrecisionConfig) -> list[st
     return [n.name for n in plan.nodes.values() if n.precision == "int8"]
 
 
-def _calibrate(model: onnx.ModelProto, data: Any, method: str,
-               method_options: Mapping[str, Any], run: Mapping[str, Any]) -> ScaleTable:
+def _calibrate(model: onnx.ModelProto, ctx: RescueContext, method: str,
+               method_options: Mapping[str, Any]) -> ScaleTable:
     with tempfile.TemporaryDirectory(prefix="quantkit-rescue-") as tmp:
         path = Path(tmp) / "rescued.onnx"
         save_model(model, path)
-        return calibrate(path, data, method=method, method_options=dict(method_options),
-                         **{k: v for k, v in run.items() if k != "providers"}).scales
+        return calibrate(path, ctx.data, method=method, method_options=dict(method_options),
+                         batch_size=ctx.batch_size, max_samples=ctx.max_samples,
+                         data_options=ctx.data_options).scales
 
 
-def _original_biases(before: onnx.ModelProto, after: onnx.ModelProto,
-                     changed: Iterable[str]) -> dict[str, tuple[str, np.ndarray]]:
-    from onnx import numpy_helper
-
-    wanted = set(changed)
-    inits = {t.name: t for t in before.graph.initializer}
-    after_inits = {t.name: t for t in after.graph.initializer}
-    nodes_before = {n.name: n for n in before.graph.node}
-    out: dict[str, tuple[str, np.ndarray]] = {}
-    for node in after.graph.node:
-        if node.name not in wanted or len(node.input) < 3 or node.input[2] not in after_inits:
-            continue
-        old = nodes_before[node.name]
-        if len(old.input) > 2 and old.input[2] in inits:
-            value = numpy_helper.to_array(inits[old.input[2]])
-        else:  # the correction added a bias: the original is zero
-            value = np.zeros_like(numpy_helper.to_array(after_inits[node.input[2]]))
-        out[node.name] = (node.input[2], value)
-    return out
+def _steps(specs: str | Iterable[str] | Sequence[RescueStep], where: str) -> list[RescueStep]:
+    items = [specs] if isinstance(specs, str) else list(specs)
+    if items and all(isinstance(s, RescueStep) for s in items):
+        return combine_rescue([s for s in items if isinstance(s, RescueStep)], [])
+    return parse_rescue([str(s) for s in items], where=where)
 
 
 def apply_rescue(model: onnx.ModelProto, specs: str | Iterable[str] | Sequence[RescueStep],
@@ -171,8 +247,8 @@ def apply_rescue(model: onnx.ModelProto, specs: str | Iterable[str] | Sequence[R
     Args:
         model: the FP32 model (not modified).
         specs: parsed steps, or spec strings for :func:`parse_rescue`.
-        data: calibration data (re-readable: a file or a list of batches); every transform
-            and the re-calibration read it.
+        data: calibration data (re-readable: a file or a list of batches); the statistics
+            passes and the re-calibration read it.
         scales: scales of ``model``. Without them, or after a function-preserving transform,
             the transformed model is calibrated on ``data``.
         method: calibration method (default: the method of ``scales``, else ``auto``).
@@ -189,63 +265,65 @@ def apply_rescue(model: onnx.ModelProto, specs: str | Iterable[str] | Sequence[R
     Raises:
         InputError: bad specs or no data.
     """
-    items = [specs] if isinstance(specs, str) else list(specs)
-    if items and all(isinstance(s, RescueStep) for s in items):
-        steps = combine_rescue([s for s in items if isinstance(s, RescueStep)], [])
-    else:
-        steps = parse_rescue([str(s) for s in items], where=where)
+    steps = _steps(specs, where)
     if data is None:
         raise InputError(f"{where}: the rescue transforms need calibration data (--data); "
                          "the transformed model is calibrated on it.")
-
-    run: dict[str, Any] = {"batch_size": batch_size, "max_samples": max_samples,
-                           "data_options": data_options, "providers": providers}
-    sub = list(layers) if layers is not None else None
+    defaults = {"smoothquant": {"alpha": alpha}} if alpha is not None else {}
+    plan = [(REGISTRY.get(s.name, where=where), s) for s in steps]
+    todo = [(spec, spec.make_options({**defaults.get(spec.name, {}), **s.options},
+                                     where=f"{where}: {s.spec()}"), spec.load())
+            for spec, s in plan]
+    stats = ActivationStatistics(data, batch_size=batch_size, max_samples=max_samples,
+                                 data_options=data_options, providers=providers,
+                                 keep=VERIFY_SAMPLES)
+    ctx = RescueContext(data, batch_size, max_samples, data_options, providers,
+                        list(layers) if layers is not None else None, scales, stats, where)
+    how = str(method or (scales.method if scales is not None else None) or DEFAULT_METHOD)
     current = working_copy(model)  # nodes named as the Q/DQ writer and ``layers`` name them
+    stale = scales is None
+    reference: onnx.ModelProto | None = None
+    original: dict[str, tuple[str, np.ndarray]] = {}
     reports: list[dict[str, Any]] = []
     details: list[dict[str, Any]] = []
     touched: dict[str, list[str]] = {}
-
-    def keep(rep: Any) -> None:
-        reports.append(summary(rep))
-        details.append(rep.to_dict())
-        for name in changed_layers(rep):
-            touched.setdefault(name, []).append(rep.transform)
-        logger.info("rescue: %s", rep.summary())
-
-    names = [s.name for s in steps]
-    for step in steps:
-        if step.name == "equalize":
-            # with data: verified on its first samples, refused if the FP32 output moves
-            current, rep = equalize(current, data=data, batch_size=run.get("batch_size", 32),
-                                    data_options=run.get("data_options"),
-                                    providers=run.get("providers"))
-        elif step.name == "high_bias":
-            current, rep = absorb_high_bias(current, data, **run)
-        elif step.name == "smoothquant":
-            a = step.options.get("alpha", alpha if alpha is not None else 0.5)
-            wanted = set(sub or ())
-            mm = None if sub is None else [n.name for n in current.graph.node
-                                           if n.name in wanted
-                                           and n.op_type in ("MatMul", "Gemm")]
-            current, rep = smoothquant(current, data, alpha=float(a), layers=mm, verify=True,
-                                       **run)
+    for i, (spec, options, impl) in enumerate(todo):
+        if Statistic.SCALES in spec.statistics and stale:
+            ctx.scales, stale = _calibrate(current, ctx, how, method_options or {}), False
+        if reference is None and not spec.function_preserving:
+            reference = current  # the FP32 function the quantized model should match
+        prepared = impl.prepare(current, options, ctx)
+        stats.invalidate(prepared.changed_tensors)
+        if Statistic.ACTIVATION_RANGES in spec.statistics:
+            # one pass for this transform and the following ones that read activations
+            wanted = list(prepared.requests)
+            for later, later_options, later_impl in todo[i + 1:]:
+                if Statistic.ACTIVATION_RANGES not in later.statistics:
+                    break
+                ahead = later_impl.prepare(prepared.model, later_options, ctx)
+                wanted += [r for r in ahead.requests if r.tensor not in ahead.changed_tensors]
+            stats.measure(prepared.model, wanted, description=f"{spec.name} statistics")
+        result = impl.apply(prepared, current, options, ctx)
+        if spec.function_preserving:
+            stale = True
+            stats.invalidate(result.changed_tensors)
         else:
-            continue  # bias correction: after the re-calibration
-        keep(rep)
-    if scales is None or FUNCTION_PRESERVING & set(names):  # activation ranges moved
-        how = str(method or (scales.method if scales is not None else None) or DEFAULT_METHOD)
-        scales = _calibrate(current, data, how, method_options or {}, run)
-    reference = current
-    original: dict[str, tuple[str, np.ndarray]] = {}
-    if "bias_correction" in names:
-        before = working_copy(current)
-        current, rep = bias_correct(current, data, scales=scales, layers=sub, **run)
-        keep(rep)
-        original = _original_biases(before, current, (c["layer"] for c in rep.changed))
-    return RescueResult(current, scales, reports, original, reference, touched, details)
+            stale = stale or Statistic.SCALES not in spec.statistics
+            stats.invalidate(None)
+        original.update(result.original_bias)
+        current = result.model
+        reports.append(summary(result.report))
+        details.append(result.report.to_dict())
+        for name in changed_layers(result.report):
+            touched.setdefault(name, []).append(result.report.transform)
+        logger.info("rescue: %s", result.report.summary())
+    if stale:  # activation ranges moved
+        ctx.scales = _calibrate(current, ctx, how, method_options or {})
+    assert ctx.scales is not None
+    return RescueResult(current, ctx.scales, reports, original, reference or current, touched,
+                        details, stats.passes)
 
 
-__all__ = ["FUNCTION_PRESERVING", "RESCUE_ORDER", "RESCUE_SPELLINGS", "RescueResult",
-           "RescueStep", "apply_rescue", "changed_layers", "combine_rescue", "parse_rescue",
+__all__ = ["PreparedStep", "RescueContext", "RescueResult", "RescueStep", "RescueTransform",
+           "StepResult", "apply_rescue", "changed_layers", "combine_rescue", "parse_rescue",
            "plan_int8_layers", "summary"]

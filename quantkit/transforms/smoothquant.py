@@ -33,39 +33,34 @@ quantizing it (activation ranges change, and inserted ``Mul`` outputs are new te
 from __future__ import annotations
 
 import logging
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from quantkit.capture.runner import ActivationCapture
-from quantkit.data import open_source
-from quantkit.data.base import DataSource, InputLayout, check_batch_args
 from quantkit.errors import InputError
-from quantkit.graph import GraphIndex, UniqueNames, model_opset
-from quantkit.model import save_model
+from quantkit.graph import GraphIndex, UniqueNames
 from quantkit.transforms._common import (
     TransformReport,
-    auxiliary_copy,
     int_attrs,
     record,
-    recording_source,
     set_initializer,
     use_count,
     verify_fp32,
     warn_skipped,
     working_copy,
 )
+from quantkit.transforms.statistics import ActivationStatistics, ChannelStat
 
 logger = logging.getLogger(__name__)
 
 #: readers of a tensor that see only its shape (scaling the values does not change them).
 _SHAPE_ONLY = frozenset({"Shape", "Size"})
+#: samples (the first ones of the statistics pass) on which ``verify`` checks the outputs.
+VERIFY_SAMPLES = 32
 #: bounds on s (SmoothQuant's reference clamps at 1e-5).
 _S_MIN, _S_MAX = 1e-5, 1e5
 
@@ -145,40 +140,6 @@ def _groups(model: onnx.ModelProto, index: GraphIndex, layers: Sequence[str] | N
     return list(groups.values()), skipped
 
 
-def _max_model(model: onnx.ModelProto, groups: list[_Group],
-               ) -> tuple[onnx.ModelProto, dict[str, str]]:
-    """``model`` with outputs = per-channel max |x| of each group's input (last axis)."""
-    aux, unique = auxiliary_copy(model)
-    g = aux.graph
-    axes_as_input = model_opset(aux) >= 18
-    outputs: dict[str, str] = {}
-    del g.output[:]
-    for k, grp in enumerate(groups):
-        pre = f"qk_smoothquant/{k}"
-        shape, flat, absx, m = (unique(f"{pre}/{t}") for t in ("shape", "flat", "abs", "max"))
-        g.initializer.append(numpy_helper.from_array(np.array([-1, grp.channels], np.int64),
-                                                     shape))
-        as_float = unique(f"{pre}/float")
-        g.node.extend([
-            helper.make_node("Cast", [grp.tensor], [as_float], to=onnx.TensorProto.FLOAT,
-                             name=unique(f"{pre}/Cast")),
-            helper.make_node("Reshape", [as_float, shape], [flat], name=unique(f"{pre}/Reshape")),
-            helper.make_node("Abs", [flat], [absx], name=unique(f"{pre}/Abs")),
-        ])
-        if axes_as_input:
-            an = unique(f"{pre}/axes")
-            g.initializer.append(numpy_helper.from_array(np.array([0], np.int64), an))
-            g.node.append(helper.make_node("ReduceMax", [absx, an], [m], keepdims=0,
-                                           name=unique(f"{pre}/ReduceMax")))
-        else:
-            g.node.append(helper.make_node("ReduceMax", [absx], [m], axes=[0], keepdims=0,
-                                           name=unique(f"{pre}/ReduceMax")))
-        g.output.append(helper.make_tensor_value_info(m, onnx.TensorProto.FLOAT,
-                                                      [grp.channels]))
-        outputs[grp.tensor] = m
-    return aux, outputs
-
-
 def activation_channel_max(model: onnx.ModelProto, tensors: Mapping[str, int], data: Any, *,
                            batch_size: int = 32, max_samples: int | None = None,
                            data_options: Mapping[str, Any] | None = None,
@@ -189,35 +150,11 @@ def activation_channel_max(model: onnx.ModelProto, tensors: Mapping[str, int], d
     ``tensors`` maps a tensor name to its last-axis size. Streams: only the per-channel maxima
     of each batch leave ONNX Runtime. Returns the maxima and the number of samples.
     """
-    groups = [_Group(t, k) for t, k in tensors.items()]
-    aux, outs = _max_model(model, groups)
-    return _max_pass(aux, outs, data, batch_size, max_samples, data_options, providers)
-
-
-def _max_pass(aux: onnx.ModelProto, outs: dict[str, str], data: Any, batch_size: int,
-              max_samples: int | None, data_options: Mapping[str, Any] | None,
-              providers: Sequence[str] | None, description: str = "smoothquant statistics",
-              ) -> tuple[dict[str, np.ndarray], int]:
-    check_batch_args(batch_size, max_samples)
-    maxima: dict[str, np.ndarray] = {}
-    with tempfile.TemporaryDirectory(prefix="quantkit-smooth-") as tmp:
-        path = Path(tmp) / "max.onnx"
-        save_model(aux, path)
-        capture = ActivationCapture(path, list(outs.values()), providers=providers,
-                                    layout=InputLayout.from_options(data_options))
-        source = open_source(data, capture.inputs, **dict(data_options or {}))
-        desc = source.description if isinstance(source, DataSource) else str(data)
-
-        def sink(acts: Mapping[str, np.ndarray]) -> None:
-            for tensor, m in outs.items():
-                v = acts[m].astype(np.float64)
-                maxima[tensor] = v if tensor not in maxima else np.maximum(maxima[tensor], v)
-
-        seen = capture.run(source.batches(batch_size, max_samples), sink, source=desc,
-                           total=source.num_batches(batch_size, max_samples),
-                           description=description)
-        del capture  # release the session before the temporary model goes
-    return maxima, seen
+    stats = ActivationStatistics(data, batch_size=batch_size, max_samples=max_samples,
+                                 data_options=data_options, providers=providers)
+    wanted = [ChannelStat(t, "abs_max", k) for t, k in tensors.items()]
+    values = stats.get(model, wanted, description="smoothquant statistics")
+    return {s.tensor: v for s, v in values.items()}, int(stats.samples or 0)
 
 
 def smooth_scales(act_max: np.ndarray, weight_max: np.ndarray, alpha: float) -> np.ndarray:
@@ -292,23 +229,59 @@ def smoothquant(model: onnx.ModelProto, data: Any, *, alpha: float = 0.5,
     """
     if not 0.0 <= alpha <= 1.0:
         raise InputError(f"smoothquant: alpha must be in [0, 1], got {alpha}.")
+    # with verify, the first samples are kept as they stream by: the data is read once
+    stats = ActivationStatistics(data, batch_size=batch_size, max_samples=max_samples,
+                                 data_options=data_options, providers=providers,
+                                 keep=VERIFY_SAMPLES if verify else 0)
+    out, report, _ = smooth(model, prepare(model, layers), stats, alpha=alpha, fold=fold,
+                            verify=verify)
+    return out, report
+
+
+@dataclass
+class Prepared:
+    """The working copy SmoothQuant edits and what it will smooth (before any statistic)."""
+
+    model: onnx.ModelProto
+    index: GraphIndex
+    groups: list[_Group]
+    skipped: list[dict[str, Any]]
+
+    def requests(self) -> list[ChannelStat]:
+        """The statistics it reads: max |x| per channel of each group's input."""
+        return [ChannelStat(g.tensor, "abs_max", g.channels) for g in self.groups]
+
+
+def prepare(model: onnx.ModelProto, layers: Sequence[str] | None) -> Prepared:
+    """The working copy of ``model`` and its MatMul/Gemm groups (``layers``: see smoothquant)."""
     out = working_copy(model)
     index = GraphIndex(out)
     groups, skipped = _groups(out, index, layers)
+    return Prepared(out, index, groups, skipped)
+
+
+def smooth(model: onnx.ModelProto, prep: Prepared, stats: ActivationStatistics, *,
+           alpha: float, fold: bool, verify: bool,
+           ) -> tuple[onnx.ModelProto, TransformReport, set[str]]:
+    """Smooth ``prep`` with the statistics of ``stats`` (measured there when missing).
+
+    Returns the model, the report and the tensors whose values changed (the outputs of the
+    LayerNormalizations ``1/s`` was folded into; an inserted ``Mul`` writes a new tensor).
+    """
+    out, index, groups = prep.model, prep.index, prep.groups
     report = TransformReport("smoothquant", {"alpha": alpha, "fold": fold,
-                                             "batch_size": batch_size,
-                                             "max_samples": max_samples})
-    report.skipped.extend(skipped)
+                                             "batch_size": stats.batch_size,
+                                             "max_samples": stats.max_samples})
+    report.skipped.extend(prep.skipped)
+    changed: set[str] = set()
     if not groups:
         record(out, report)
         warn_skipped(logger, report)
-        return out, report
-    aux, outs = _max_model(out, groups)
-    kept: list[dict[str, np.ndarray]] = []
-    if verify:  # keep the first samples as they stream by: the data is read once
-        data, kept = recording_source(data, out, 32, data_options)
-        data_options = None
-    act, seen = _max_pass(aux, outs, data, batch_size, max_samples, data_options, providers)
+        return out, report, changed
+    values = stats.get(out, prep.requests(), description="smoothquant statistics")
+    act = {s.tensor: v for s, v in values.items()}
+    kept = stats.kept(out) if verify else []
+    seen = int(stats.samples or 0)
     report.settings["num_samples"] = seen
 
     uses = use_count(out)
@@ -346,6 +319,7 @@ def smoothquant(model: onnx.ModelProto, data: Any, *, alpha: float = 0.5,
                 v = index.array(p)
                 set_initializer(index, p, v.astype(np.float64) / s.reshape(v.shape))
             entry["folded_into"] = ln.name
+            changed.add(grp.tensor)
         else:
             inv, y = unique(f"{grp.tensor}/smoothquant_inv_scale"), \
                 unique(f"{grp.tensor}/smoothquant")
@@ -375,12 +349,13 @@ def smoothquant(model: onnx.ModelProto, data: Any, *, alpha: float = 0.5,
             g.node.extend(pending.pop(n.name, []))
             g.node.append(n)
     if verify:
-        report.settings["verified"] = verify_fp32(model, out, kept, providers=providers,
+        report.settings["verified"] = verify_fp32(model, out, kept, providers=stats.providers,
                                                   transform="smoothquant")
     record(out, report)
     logger.info("%s on %d samples", report.summary(), seen)
     warn_skipped(logger, report)
-    return out, report
+    return out, report, changed
 
 
-__all__ = ["activation_channel_max", "smooth_scales", "smoothquant"]
+__all__ = ["VERIFY_SAMPLES", "Prepared", "activation_channel_max", "prepare", "smooth",
+           "smooth_scales", "smoothquant"]

@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from _models import small_cnn
 
 from quantkit.backends import BuildOptions, get_backend
 from quantkit.capture import calibrate
@@ -21,6 +20,7 @@ from quantkit.model import save_model
 from quantkit.qdq.fp8 import check_fp8_targets
 from quantkit.qdq.plan import PrecisionConfig
 from quantkit.qdq.writer import quantize_model
+from tests.builders.cnn import small_cnn
 
 pytest.importorskip("tensorrt_rtx_bindings")
 
@@ -96,10 +96,7 @@ def test_fp8_target_check(tmp_path: Path) -> None:
 
 def test_fp8_conv_transpose_shows_as_an_engine_disagreement(tmp_path: Path) -> None:
     """TensorRT-RTX parses an FP8 ConvTranspose as fp8 but compiles an FP32 kernel."""
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "qdq"))
-    from fp8_models import fp8_cnn
+    from tests.builders.fp8 import fp8_cnn
 
     path = tmp_path / "convt.onnx"
     onnx.save(fp8_cnn(conv_transpose=True), str(path))

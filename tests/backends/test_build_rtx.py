@@ -12,10 +12,10 @@ import logging
 from pathlib import Path
 
 import pytest
-from qdq_models import fp16_cnn, int8_cnn, matmul_model, mixed_cnn, unsupported_model
 
 from quantkit.backends import BuildOptions, get_backend
 from quantkit.errors import InputError, PipelineError
+from tests.builders.qdq import fp16_cnn, int8_cnn, matmul_model, mixed_cnn, unsupported_model
 
 RTX = get_backend("tensorrt-rtx")
 pytestmark = pytest.mark.skipif(not RTX.available(),

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from qdq_models import fp16_cnn, int8_cnn
 
 from quantkit.backends import BuildOptions, LatencyStats, Runner, get_backend
 from quantkit.backends.runner import TrtRunner, open_runner
+from tests.builders.qdq import fp16_cnn, int8_cnn
 
 pytestmark = pytest.mark.gpu
 

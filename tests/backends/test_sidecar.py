@@ -7,7 +7,6 @@ from pathlib import Path
 
 import onnx
 import pytest
-from qdq_models import int8_cnn
 
 from quantkit.backends import read_sidecar, sidecar_path
 from quantkit.backends.engine_log import parse_engine_log
@@ -18,6 +17,7 @@ from quantkit.backends.sidecar import (
     split_metadata,
 )
 from quantkit.errors import InputError
+from tests.builders.qdq import int8_cnn
 
 US = "\x1f"
 # Two kernel lines as TensorRT-RTX 1.7.1 logs them (shortened: one dimension list kept).

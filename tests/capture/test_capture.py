@@ -8,12 +8,12 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from _models import small_cnn, two_input_model
 
 from quantkit.calibrators import EntropyCalibrator, MinMaxCalibrator
 from quantkit.capture import ActivationCapture, calibrate
 from quantkit.errors import InputError
 from quantkit.model import activation_tensors
+from tests.builders.cnn import small_cnn, two_input_model
 
 
 def _data(n: int, spatial: int = 8, seed: int = 0) -> np.ndarray:

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _models import demo_digits
 
 from quantkit.capture import calibrate
 from quantkit.capture.checkpoint import Checkpoint
 from quantkit.cli.main import main
 from quantkit.demo import asset
+from tests.builders.cnn import demo_digits
 
 MODEL = asset("demo_cnn.onnx")
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _models import small_cnn
 
 from quantkit.calibrators import read_scales
 from quantkit.cli.main import main
+from tests.builders.cnn import small_cnn
 
 
 @pytest.fixture()

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from _models import small_cnn
 
 from quantkit.cli.main import main
+from tests.builders.cnn import small_cnn
 
 
 @pytest.fixture()

@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from _models import small_cnn
 
 from quantkit.backends.base import LatencyStats
 from quantkit.capture import calibrate
@@ -18,6 +17,7 @@ from quantkit.evaluate.metrics import Agreement, create_metric, edit_distance
 from quantkit.model import save_model
 from quantkit.qdq.plan import PrecisionConfig
 from quantkit.qdq.writer import quantize_model
+from tests.builders.cnn import small_cnn
 
 
 def test_topk_streams_like_one_batch() -> None:

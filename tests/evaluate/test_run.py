@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
-from _models import small_cnn
 
 from quantkit.cli.main import main
 from quantkit.errors import InputError
 from quantkit.evaluate.run import evaluate_model, load_labels
+from tests.builders.cnn import small_cnn
 
 
 @pytest.fixture()

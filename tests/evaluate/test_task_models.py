@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from _task_models import ANCHORS, detector
 from onnx import TensorProto, helper, numpy_helper
 
 from quantkit.cli.main import main
 from quantkit.evaluate.run import evaluate_model
+from tests.builders.tasks import ANCHORS, detector
 
 
 @pytest.fixture(scope="module")

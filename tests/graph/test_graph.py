@@ -9,7 +9,6 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
-from subgraph_models import if_model, loop_model
 
 from quantkit.errors import InputError
 from quantkit.graph import (
@@ -23,6 +22,7 @@ from quantkit.graph import (
     remove_unused_nodes,
     toposort,
 )
+from tests.builders.subgraphs import if_model, loop_model
 
 F32 = TensorProto.FLOAT
 

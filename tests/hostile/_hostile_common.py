@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _models import small_cnn
 
 from quantkit.cli.main import main
+from tests.builders.cnn import small_cnn
 
 
 def cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from _models import small_cnn
 from onnx import TensorProto, helper, numpy_helper
 
 import quantkit
@@ -18,6 +17,7 @@ from quantkit.cli.main import main
 from quantkit.errors import InputError
 from quantkit.model import load_model
 from quantkit.sweep import load_recipe
+from tests.builders.cnn import small_cnn
 
 # -- ONNX models ---------------------------------------------------------------------------
 

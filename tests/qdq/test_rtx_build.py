@@ -7,13 +7,13 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from _models import matmul_model, small_cnn
 
 from quantkit.capture import calibrate
 from quantkit.model import save_model
 from quantkit.qdq.lint import lint_model
 from quantkit.qdq.plan import PrecisionConfig
 from quantkit.qdq.writer import quantize_model
+from tests.builders.cnn import matmul_model, small_cnn
 
 rtx = pytest.importorskip("_rtx")  # skips where tensorrt-rtx is not installed
 

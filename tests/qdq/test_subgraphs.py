@@ -5,7 +5,6 @@ model computes up to INT8 rounding. The bodies themselves stay float (with a war
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,13 +13,11 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "graph"))
-from subgraph_models import if_model, loop_model  # noqa: E402
-
-from quantkit.capture import calibrate  # noqa: E402
-from quantkit.qdq.lint import lint_model  # noqa: E402
-from quantkit.qdq.writer import quantize_model  # noqa: E402
-from quantkit.transforms import fold_batchnorm  # noqa: E402
+from quantkit.capture import calibrate
+from quantkit.qdq.lint import lint_model
+from quantkit.qdq.writer import quantize_model
+from quantkit.transforms import fold_batchnorm
+from tests.builders.subgraphs import if_model, loop_model
 
 X = np.random.default_rng(0).standard_normal((16, 3, 8, 8)).astype(np.float32)
 #: body-read tensors of each model, as top-level initializers (Constants become initializers)

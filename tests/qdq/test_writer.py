@@ -8,7 +8,6 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from _models import matmul_model, small_cnn
 from onnx import numpy_helper
 
 from quantkit.calibrators import ScaleTable
@@ -17,6 +16,7 @@ from quantkit.errors import InputError
 from quantkit.model import save_model
 from quantkit.qdq.plan import PrecisionConfig, PrecisionPlan
 from quantkit.qdq.writer import PLAN_METADATA_KEY, quantize_model, quantize_weight
+from tests.builders.cnn import matmul_model, small_cnn
 
 X = np.random.default_rng(0).standard_normal((32, 3, 8, 8)).astype(np.float32)
 

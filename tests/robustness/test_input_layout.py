@@ -7,12 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from robust_models import if_model, scalar_input_model, state_model
 
 from quantkit.capture import calibrate
 from quantkit.cli.main import main
 from quantkit.data import InputLayout, InputSpec, open_source, static_batch_chunks
 from quantkit.errors import InputError
+from tests.builders.robust import if_model, scalar_input_model, state_model
 
 RNG = np.random.default_rng(0)
 W = np.arange(16, dtype=np.float64).reshape(4, 4) / 10

@@ -10,9 +10,9 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
-from robust_models import if_model
 
 from quantkit.cli.main import main
+from tests.builders.robust import if_model
 
 
 def _inspect(path: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, dict[str, object]]:

@@ -9,14 +9,14 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from _models import small_cnn
 from onnx import TensorProto, helper
-from robust_models import if_model, state_model
 
 from quantkit.capture import ActivationCapture, calibrate
 from quantkit.capture.staged import parse_memory, plan_stages
 from quantkit.cli.main import main
 from quantkit.errors import InputError
+from tests.builders.cnn import small_cnn
+from tests.builders.robust import if_model, state_model
 
 
 def test_parse_memory() -> None:

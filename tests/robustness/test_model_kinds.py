@@ -10,12 +10,12 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from robust_models import OPSET, ids_model, if_model, integer_quantized_model
 
 from quantkit.capture import calibrate
 from quantkit.cli.main import main
 from quantkit.errors import InputError
 from quantkit.model import find_quantized_ops, subgraph_nodes
+from tests.builders.robust import OPSET, ids_model, if_model, integer_quantized_model
 
 
 def run(args: list[object], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:

@@ -10,11 +10,11 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from _models import small_cnn
 
 from quantkit.cli.main import main
 from quantkit.errors import InputError
 from quantkit.sweep import COLUMNS, Evaluator, autotune, load_recipe, run_sweep
+from tests.builders.cnn import small_cnn
 
 RECIPE = """
 name: small-cnn

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _models import small_cnn
 
 from quantkit.cli.main import main
 from quantkit.errors import InputError
 from quantkit.sweep import COLUMNS, load_recipe, run_sweep
+from tests.builders.cnn import small_cnn
 
 CONTRACT = ["config", "method", "accuracy", "agreement", "sqnr_db", "latency_ms_p50",
             "latency_ms_p99", "throughput", "model_bytes", "backend", "device",

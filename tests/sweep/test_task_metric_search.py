@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import yaml
 from _require import require
-from _task_models import ANCHORS, detector
 
 from quantkit.cli.main import main
 from quantkit.errors import InputError
 from quantkit.model import load_model
 from quantkit.sweep import Evaluator, autotune, load_recipe, run_sweep
+from tests.builders.tasks import ANCHORS, detector
 
 CONV1, CONV2 = "/head/conv1/Conv", "/head/conv2/Conv"
 

@@ -1,8 +1,7 @@
-"""Shared data for the transform tests: the demo model and digits, the repo root on sys.path."""
+"""Shared data for the transform tests: the demo model and digits, a run helper."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -10,9 +9,7 @@ import numpy as np
 import onnx
 import pytest
 
-_ROOT = Path(__file__).resolve().parents[2]
-if str(_ROOT) not in sys.path:  # `recipes` is a folder of the repository, not a package
-    sys.path.insert(0, str(_ROOT))
+from tests.transforms.ortrun import run  # noqa: F401  (old import: from conftest import run)
 
 
 @pytest.fixture(scope="session")
@@ -37,11 +34,3 @@ def model_cache(request: pytest.FixtureRequest) -> Path:
     """The folder test_real_models.py exports EfficientNet into (shared, kept between runs)."""
     return Path(request.config.cache.mkdir("quantkit-real-models"))
 
-
-def run(model: onnx.ModelProto, feeds: dict[str, np.ndarray],
-        outputs: list[str] | None = None) -> list[np.ndarray]:
-    """Run a model with ONNX Runtime (Q/DQ as written, TensorRT-like numerics)."""
-    from quantkit._ort import session
-
-    sess = session(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    return list(sess.run(outputs, feeds))

@@ -2,11 +2,11 @@
 
 Run from the repository root (not collected by pytest)::
 
-    .venv/bin/python tests/transforms/measure_accuracy.py demo
-    .venv/bin/python tests/transforms/measure_accuracy.py effnet
-    .venv/bin/python tests/transforms/measure_accuracy.py effnet-fp16
-    .venv/bin/python tests/transforms/measure_accuracy.py demo-hb
-    .venv/bin/python tests/transforms/measure_accuracy.py effnet-relu
+    .venv/bin/python -m tests.transforms.measure_accuracy demo
+    .venv/bin/python -m tests.transforms.measure_accuracy effnet
+    .venv/bin/python -m tests.transforms.measure_accuracy effnet-fp16
+    .venv/bin/python -m tests.transforms.measure_accuracy demo-hb
+    .venv/bin/python -m tests.transforms.measure_accuracy effnet-relu
 
 For each calibration method and each variant the pipeline is: transform the FP32 model ->
 calibrate it on the calibration set -> (bias correction, with those scales) -> quantize (all
@@ -32,17 +32,16 @@ from typing import Any
 import numpy as np
 import onnx
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+from quantkit._ort import session
+from quantkit.capture import calibrate
+from quantkit.model import save_model
+from quantkit.qdq.plan import PrecisionConfig
+from quantkit.qdq.writer import quantize_model
+from quantkit.transforms import absorb_high_bias, bias_correct, equalize
+from quantkit.transforms._common import working_copy
+from quantkit.transforms.equalize import relu6_to_relu_nodes
 
-from quantkit._ort import session  # noqa: E402
-from quantkit.capture import calibrate  # noqa: E402
-from quantkit.model import save_model  # noqa: E402
-from quantkit.qdq.plan import PrecisionConfig  # noqa: E402
-from quantkit.qdq.writer import quantize_model  # noqa: E402
-from quantkit.transforms import absorb_high_bias, bias_correct, equalize  # noqa: E402
-from quantkit.transforms._common import working_copy  # noqa: E402
-from quantkit.transforms.equalize import relu6_to_relu_nodes  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 #: bc = independent bias correction (one pass); -seq = sequential (one pass per layer).
 VARIANTS = ("baseline", "cle", "bc", "cle+bc", "bc-seq", "cle+bc-seq")
@@ -142,8 +141,8 @@ def demo(variants: tuple[str, ...] = VARIANTS) -> None:
 
 
 def effnet(fp16_rest: bool = False) -> None:
-    from recipes.models import efficientnet_lite0 as eff
-    from recipes.models import images
+    from recipes import efficientnet_lite0 as eff
+    from recipes import images
 
     cache = ROOT / ".pytest_cache" / "d" / "quantkit-real-models"
     path = eff.export_onnx(cache)

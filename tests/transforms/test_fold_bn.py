@@ -105,7 +105,7 @@ def test_fold_on_ppocr_det_keeps_the_probability_map() -> None:
     """The paddle2onnx det model keeps its BatchNormalizations unfolded."""
     pytest.importorskip("PIL")
     try:
-        from recipes.models import ppocr
+        from recipes import ppocr
         det, _ = ppocr.model_paths()
     except Exception as err:  # noqa: BLE001 - the package is optional
         pytest.skip(f"PP-OCR models not available: {err}")

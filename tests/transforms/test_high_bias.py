@@ -12,12 +12,12 @@ from typing import Any
 import numpy as np
 import onnx
 import pytest
-from conftest import run
 from onnx import TensorProto, helper, numpy_helper
 from test_cle_outliers import _layer
 
 from quantkit.errors import InputError, PipelineError
 from quantkit.transforms import absorb_high_bias, applied_transforms
+from tests.transforms.ortrun import run
 
 
 def _w(model: onnx.ModelProto, name: str) -> np.ndarray:

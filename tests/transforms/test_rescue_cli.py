@@ -55,7 +55,8 @@ def test_parse_rescue_spellings_and_run_order() -> None:
 
 
 @pytest.mark.parametrize("spec, needle", [
-    ("magic", "unknown rescue transform 'magic'; valid: cle/equalize"),
+    ("magic", "unknown rescue transform 'magic'; valid (any case): equalize (cle), "
+              "high_bias (high-bias, hba)"),
     ("cle,,bias-correction", "empty transform name"),
     ("smoothquant:0", "alpha must be in (0, 1]"),
     ("smoothquant:1.5", "alpha must be in (0, 1]"),

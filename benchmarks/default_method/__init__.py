@@ -1,0 +1,1 @@
+"""Benchmark study: the default calibration method against every other one."""

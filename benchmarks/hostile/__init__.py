@@ -1,0 +1,1 @@
+"""Benchmark study: slow hostile-input cases (run before a release)."""

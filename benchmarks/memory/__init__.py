@@ -1,0 +1,1 @@
+"""Benchmark study: peak memory of calibration, one pass vs a memory budget."""

@@ -1,0 +1,1 @@
+"""Benchmark study: sharded calibration and sweeps on Ray vs local."""

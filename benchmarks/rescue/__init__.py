@@ -1,0 +1,1 @@
+"""Benchmark study: rescue transforms vs peers (peers.py); autotune with/without rescue."""
