@@ -5,7 +5,7 @@ line: the ONNX file (shipped by a pip package, or exported from packaged weights
 calibration and evaluation sets (``.npy`` / ``.npz``, samples first), the data flags the model
 needs (``--constant``, ``--batch-axis``), the task metric it is scored with against FP32, build
 shapes for TensorRT-RTX and a mixed plan (some layers in FP16). ``tests/zoo`` runs the chain on
-each; ``benchmarks/zoo`` measures them. Nothing is downloaded at run time.
+each; ``python -m benchmarks.zoo.run`` measures them. Nothing is downloaded at run time.
 
 The models, their packages and what each covers are listed in ``recipes/zoo/README.md``.
 
@@ -88,7 +88,7 @@ def mixed_plan(model_path: Path, count: int = 2) -> dict[str, Any]:
 
 
 def _save(work: Path, name: str, arrays: dict[str, np.ndarray] | np.ndarray) -> Path:
-    from recipes.models.images import save_npy
+    from recipes.images import save_npy
 
     if isinstance(arrays, np.ndarray):
         return save_npy(arrays, work / f"{name}.npy")
@@ -122,8 +122,8 @@ def demo(work: Path, small: bool = True) -> Prepared:
 
 
 def effnet(work: Path, small: bool = True) -> Prepared:
-    from recipes.models import efficientnet_lite0 as eff
-    from recipes.models import images
+    from recipes import efficientnet_lite0 as eff
+    from recipes import images
 
     path = eff.export_onnx(work.parent / "models")
     cal = images.calibration_set(views_per_photo=2 if small else 6)
@@ -135,7 +135,7 @@ def effnet(work: Path, small: bool = True) -> Prepared:
 
 
 def ppocr_det(work: Path, small: bool = True) -> Prepared:
-    from recipes.models import ppocr
+    from recipes import ppocr
 
     det, _ = ppocr.model_paths()
     cal, ev = ppocr.det_sets(*((4, 4) if small else (16, 16)))
@@ -146,7 +146,7 @@ def ppocr_det(work: Path, small: bool = True) -> Prepared:
 
 
 def ppocr_rec(work: Path, small: bool = True) -> Prepared:
-    from recipes.models import ppocr
+    from recipes import ppocr
 
     _, rec = ppocr.model_paths()
     cal_lines, ev_lines = ppocr.rec_sets(*((16, 32) if small else (48, 128)))
@@ -185,7 +185,7 @@ def orientation(work: Path, small: bool = True) -> Prepared:
 
 
 def minilm(work: Path, small: bool = True) -> Prepared:
-    from recipes.models import minilm as mini
+    from recipes import minilm as mini
 
     path = mini.export_onnx(work.parent / "models")
     cal_s, ev_s = mini.sentence_sets(*((32, 64) if small else (128, 256)))
@@ -200,7 +200,7 @@ def minilm(work: Path, small: bool = True) -> Prepared:
 
 
 def yolox_det(work: Path, small: bool = True) -> Prepared:
-    from recipes.models import images
+    from recipes import images
     from recipes.zoo import data, graphs
 
     path = graphs.append_yolox_decode(package_file("ddddocr", "common_det.onnx"),

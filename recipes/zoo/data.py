@@ -1,9 +1,9 @@
-"""Inputs for the zoo models that have no data of their own in :mod:`recipes.models`.
+"""Inputs for the zoo models that have no data of their own in :mod:`recipes`.
 
 Everything is made at run time from what packages ship; nothing is downloaded:
 
 * pages of rendered text, turned by a known quarter turn (orientation classifier);
-* text rendered with Pillow in DejaVu fonts (:mod:`recipes.models.ppocr`): text lines for the
+* text rendered with Pillow in DejaVu fonts (:mod:`recipes.ppocr`): text lines for the
   PP-OCR direction classifier (half of them turned by 180 degrees), captcha-like strings for
   the ddddocr recogniser and character scatters over photos for the ddddocr detector;
 * **synthetic** speech-like audio for Silero VAD (no package ships a speech recording):
@@ -69,7 +69,7 @@ def rotated_pages(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """
     from PIL import Image
 
-    from recipes.models import images, ppocr
+    from recipes import images, ppocr
 
     rng = np.random.default_rng(seed)
     pool = ppocr.text_lines(count * 6, seed, hard_fraction=0.2)
@@ -93,7 +93,7 @@ def cls_lines(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """PP-OCR direction-classifier inputs ``[N, 3, 48, 192]`` and labels (1: turned 180)."""
     from PIL import Image
 
-    from recipes.models import ppocr
+    from recipes import ppocr
 
     xs, labels = [], []
     for i, line in enumerate(ppocr.text_lines(count, seed, hard_fraction=0.3)):
@@ -125,7 +125,7 @@ def captchas(count: int, seed: int, width: int = 160) -> np.ndarray:
     """
     from PIL import Image, ImageDraw, ImageFont
 
-    from recipes.models import ppocr
+    from recipes import ppocr
 
     rng = np.random.default_rng(seed)
     fonts = ppocr.font_paths()
@@ -156,12 +156,12 @@ def character_scatters(count: int, seed: int, photos: Sequence[str]) -> np.ndarr
     """Inputs of the ddddocr detector, ``[N, 3, 416, 416]``: 3-6 large characters over a photo.
 
     Pixels are BGR 0..255 floats (what ddddocr feeds its detector), photos from
-    :mod:`recipes.models.images` resized to 416 x 416 and faded, the characters (CJK-free:
+    :mod:`recipes.images` resized to 416 x 416 and faded, the characters (CJK-free:
     Latin letters and digits in DejaVu fonts) drawn in strong colours at random places.
     """
     from PIL import Image, ImageDraw, ImageFont
 
-    from recipes.models import images, ppocr
+    from recipes import images, ppocr
 
     rng = np.random.default_rng(seed)
     fonts = ppocr.font_paths()

@@ -1,16 +1,11 @@
-"""Fixtures of the real-model zoo: the repository root on ``sys.path`` (for ``recipes``) and a
-work folder kept between runs (exported models, generated data)."""
+"""Fixtures of the real-model zoo: a work folder kept between runs (exported models, generated
+data)."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
-
-_ROOT = Path(__file__).resolve().parents[2]
-if str(_ROOT) not in sys.path:  # `recipes` is a folder of the repository, not an installed package
-    sys.path.insert(0, str(_ROOT))
 
 
 @pytest.fixture(scope="session")

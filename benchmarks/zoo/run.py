@@ -21,8 +21,9 @@ sample):
 Run from the repository root (nothing is downloaded; exports cached in
 ``benchmarks/_work/zoo``)::
 
-    python benchmarks/zoo/zoo.py                       # every installed zoo model
-    python benchmarks/zoo/zoo.py --models yolox_det,crnn_ocr --fp8
+    python -m benchmarks.zoo.run                       # every installed zoo model
+    python -m benchmarks.zoo.run --models yolox_det,crnn_ocr --fp8
+    python -m benchmarks.zoo.run --render benchmarks/_work/zoo.json    # tables of a results file
 
 Output: Markdown tables on stdout, ``benchmarks/_work/zoo.json``.
 """
@@ -34,6 +35,7 @@ import collections
 import contextlib
 import io
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -41,11 +43,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-_ROOT = Path(__file__).resolve().parents[2]
-for _p in (_ROOT, _ROOT / "benchmarks"):
-    if str(_p) not in sys.path:
-        sys.path.insert(0, str(_p))
+from benchmarks._harness import cpu_model, loadavg, utc_now, wait_child
 
+_ROOT = Path(__file__).resolve().parents[2]
 WORK = _ROOT / "benchmarks" / "_work"
 _COMPUTE = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 _BODIES = ("If", "Loop", "Scan")
@@ -83,14 +83,12 @@ def graph_facts(path: Path) -> dict[str, Any]:
 
 def calibrate_child(p: Any, scales: Path) -> dict[str, Any]:
     """``quantkit calibrate`` as a child process: seconds and peak RSS (MiB)."""
-    from _proc import wait_child
-
     cmd = [sys.executable, "-m", "quantkit.cli.main", "-q", "calibrate", str(p.model), "--data",
            str(p.calibration), *p.data_args, "--batch-size", str(p.batch_size), "--scales",
            str(scales)]
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env={**__import__("os").environ, "PYTHONPATH": str(_ROOT)})
+                            env={**os.environ, "PYTHONPATH": str(_ROOT)})
     code, ru, timed_out = wait_child(proc, t0, 1800)
     err = proc.stderr.read().decode() if proc.stderr else ""
     if code != 0:
@@ -284,18 +282,24 @@ def main(argv: list[str] | None = None) -> int:
                         help="'' to skip the method table")
     parser.add_argument("--fp8", action="store_true", help="also the INT8/FP8/FP16 table")
     parser.add_argument("--small", action="store_true", help="the CI-sized samples")
+    parser.add_argument("--render", metavar="JSON", help="only print the tables of a results file")
+    parser.add_argument("--out", default=str(WORK / "zoo.json"), help="results file to write")
     args = parser.parse_args(argv)
     methods = tuple(m for m in args.methods.split(",") if m)
+    if args.render:
+        print(tables(json.loads(Path(args.render).read_text()), methods))
+        return 0
     results: dict[str, Any] = {}
-    out = WORK / "zoo.json"
+    out = Path(args.out)
     for name in args.models.split(","):
         lacking = zoo.missing(zoo.MODELS[name].needs)
         if lacking:
             print(f"skip {name}: pip install {'; '.join(lacking)}", file=sys.stderr)
             continue
         results[name] = run_model(name, args.small, methods, args.fp8)
-        WORK.mkdir(parents=True, exist_ok=True)
+        out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(results, indent=1))
+    print(f"<!-- {utc_now()}; {cpu_model()}; load average at the end {loadavg():.1f} -->")
     print(tables(results, methods))
     return 0
 
