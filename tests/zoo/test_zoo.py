@@ -176,7 +176,8 @@ def test_chain(name: str, prepared: Any, tmp_path: Path) -> None:
                         *(["--output-name", p.output] if p.output else []),
                         "--max-accuracy-drop", "1", "--max-evaluations", "3", "-o", str(tuned)],
                        "autotune", name)
-    assert code == 0, err
+    # with 3 evaluations the target may be out of reach: exit 1, saying so, with the best found
+    assert code == 0 or (code == 1 and "target was not reached" in err), err
     code, _, err = cli(["quantize", str(p.model), "--scales", str(scales), "--precision",
                         str(tuned), "-o", str(tmp_path / "tuned.onnx")], "quantize_tuned", name)
     assert code == 0, err
