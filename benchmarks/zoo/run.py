@@ -149,11 +149,9 @@ def rtx_build(p: Any, model: Path) -> dict[str, Any]:
 
 def capture_tables(p: Any, methods: tuple[str, ...]) -> dict[str, Any]:
     """Capture once (the model's layout, its calibration sample), scales for every method."""
-    import numpy as np
-
     from quantkit.calibrators import Calibrator, MinMaxCalibrator, ScaleTable, create_calibrator
     from quantkit.capture import ActivationCapture
-    from quantkit.data import InputLayout
+    from quantkit.data import InputLayout, open_source
 
     axes, consts = {}, {}
     args = list(p.data_args)
@@ -166,11 +164,8 @@ def capture_tables(p: Any, methods: tuple[str, ...]) -> dict[str, Any]:
     hist, mm = create_calibrator("auto"), MinMaxCalibrator()
     capture = ActivationCapture(p.model, histograms=True, calibrating=True,
                                 layout=InputLayout(axes, consts))
-    loaded = np.load(p.calibration)
-    arrays = dict(loaded) if hasattr(loaded, "files") else {capture.inputs[0].name: loaded}
-    n = len(next(iter(arrays.values())))
-    batches = [{k: v[i: i + p.batch_size] for k, v in arrays.items()}
-               for i in range(0, n, p.batch_size)]
+    src = open_source(str(p.calibration), capture.inputs, constants=consts, batch_axes=axes)
+    batches = list(src.batches(p.batch_size))
 
     def sink(acts: Any) -> None:
         hist.update_many(acts)
@@ -206,7 +201,8 @@ def run_model(name: str, small: bool, methods: tuple[str, ...], fp8: bool) -> di
     from recipes import zoo
 
     p = zoo.MODELS[name].make(WORK / "zoo" / "data", small)
-    res: dict[str, Any] = {"metric": p.metric.split(":")[0].split("/")[-1],
+    spec = p.metric.split(".py:")[1] if ".py:" in p.metric else p.metric  # a plugin: its class
+    res: dict[str, Any] = {"metric": spec.split(":")[0],
                            "data": p.data_note, **graph_facts(p.model)}
     work = WORK / "zoo" / name
     work.mkdir(parents=True, exist_ok=True)
