@@ -169,13 +169,17 @@ def test_chain(name: str, prepared: Any, tmp_path: Path) -> None:
     assert value >= FLOORS[name], (name, p.metric, value, result["details"])
 
     # autotune with a tiny budget (a few evaluation samples, 3 search steps): its precision
-    # file quantizes. Its per-layer sensitivity pass is one evaluation per compute layer.
+    # file quantizes. Its per-layer sensitivity pass is one evaluation per compute layer, not
+    # bounded by --max-evaluations: on models with many layers the target is set so that
+    # all-INT8 meets it (autotune scores it and stops); the search runs on the smaller ones.
     tuned = tmp_path / "tuned.yaml"
+    target = "1" if len(int8_nodes) <= 30 else "100"
     code, _, err = cli(["autotune", str(p.model), "--data", str(p.calibration), *data,
                         "--eval-data", str(head(p.evaluation, max(8, p.batch_size), tmp_path)),
                         "--metric", p.metric,
                         *(["--output-name", p.output] if p.output else []),
-                        "--max-accuracy-drop", "1", "--max-evaluations", "3", "-o", str(tuned)],
+                        "--max-accuracy-drop", target, "--max-evaluations", "3",
+                        "-o", str(tuned)],
                        "autotune", name)
     # with 3 evaluations the target may be out of reach: exit 1, saying so, with the best found
     assert code == 0 or (code == 1 and "target was not reached" in err), err
