@@ -16,7 +16,7 @@ def default_providers() -> list[str]:
 
 def session(model: str | bytes, *, providers: Sequence[str] | None = None,
             threads: int | None = None, spin: bool = True, layout_transforms: bool = True,
-            arena: bool = True) -> Any:
+            arena: bool = True, fp8: bool | None = None) -> Any:
     """An ``onnxruntime.InferenceSession`` with quiet logging and optional thread count.
 
     Args:
@@ -32,6 +32,8 @@ def session(model: str | bytes, *, providers: Sequence[str] | None = None,
             session or fed from another (a staged capture gives one pass's values).
         arena: keep freed memory in ONNX Runtime's arena for the next run (its default). Off
             where several sessions run in turn, so each one's peak returns to the system.
+        fp8: whether the model stores FP8 initializers, if the caller knows (None: the
+            serialized model is parsed once more to find out).
 
     Raises whatever ONNX Runtime raises; callers turn it into a message naming the model.
     """
@@ -44,7 +46,8 @@ def session(model: str | bytes, *, providers: Sequence[str] | None = None,
     # bias rewrite divides by FP16 scales: accuracy would describe ONNX Runtime's kernels, not
     # the model TensorRT builds (EfficientNet-Lite0 INT8 read 54.5 % agreement instead of 93.8).
     opts.add_session_config_entry("session.disable_quant_qdq", "1")
-    if _has_fp8(model):  # 1.32 mis-fuses Conv -> Relu -> FP8 Q above this level (docs/fp8.md)
+    # 1.32 mis-fuses Conv -> Relu -> FP8 Q above this level (docs/fp8.md)
+    if _has_fp8(model) if fp8 is None else fp8:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     if threads:
         opts.intra_op_num_threads = threads

@@ -13,15 +13,18 @@ and FP16 latencies a source published for TensorRT engines of that model on that
 2. makes the INT8 model with quantkit itself: random calibration data (``.npz``), ``minmax``
    calibration (:func:`quantkit.capture.calibrate`), Q/DQ with the rest in FP16
    (:func:`quantkit.qdq.writer.quantize_model` with ``fp16=True``, i.e. ``quantkit quantize
-   --method minmax --fp16``), and the FP16 model (precision ``default: fp16``);
+   --method minmax --fp16``), and the FP16 model (precision ``default: fp16``); for BERT the
+   packed Q/K/V output and the residual adds get Q/DQ as well, as demoBERT's INT8 engines run
+   them in INT8 (``bert_int8.py``);
 3. estimates both with :func:`quantkit.latency.estimate_model` on the published GPU at the
    published shape (TensorRT-RTX builds the engine on this CPU and logs its kernels);
 4. compares: latency error ``est / published - 1`` of each precision and the error of the
    INT8/FP16 ratio ``(est_int8 / est_fp16) / (pub_int8 / pub_fp16) - 1``.
 
-A side column gives the INT8 estimate "as built" (``EstimateOptions(fuse_epilogues=False)``):
-TensorRT-RTX compiles each INT8 conv/GEMM as a kernel writing FP32 plus a separate epilogue
-kernel, which the estimator folds by default as TensorRT fuses them; the column shows what that
+A side column gives the INT8 estimate "as built" (``EstimateOptions(fuse_epilogues=False,
+fold_constant_kernels=False)``): TensorRT-RTX compiles each INT8 conv/GEMM as a kernel writing
+FP32 plus a separate epilogue kernel, and dequantizes some INT8 weights at run time, which the
+estimator folds by default as TensorRT does both at build time; the column shows what that
 folding changes against the published numbers.
 
 Published figures are converted to milliseconds per batch: ``latency_ms`` as is,
@@ -130,7 +133,8 @@ class Result:
     method: str = ""
     error: str = ""
     #: INT8 estimated from the kernel list exactly as built, without the estimator's folding
-    #: of INT8 epilogue kernels (``EstimateOptions(fuse_epilogues=False)``; None: not computed)
+    #: of INT8 epilogue and weight kernels (``EstimateOptions(fuse_epilogues=False,
+    #: fold_constant_kernels=False)``; None: not computed)
     asbuilt_int8_ms: float | None = None
 
     @property
@@ -169,11 +173,13 @@ class Result:
 # --------------------------------------------------------------------------- models
 
 
-def _writer_fingerprint() -> str:
-    """Hash of quantkit's Q/DQ writer sources: a changed writer re-quantizes."""
+def _writer_fingerprint(name: str = "") -> str:
+    """Hash of quantkit's Q/DQ writer sources (and, for BERT, ``bert_int8.py``)."""
     h = hashlib.sha256()
     for path in sorted((ROOT / "quantkit" / "qdq").glob("*.py")):
         h.update(path.read_bytes())
+    if name.startswith("bert"):
+        h.update((HERE / "bert_int8.py").read_bytes())
     return h.hexdigest()[:8]
 
 
@@ -204,7 +210,7 @@ def prepare_model(name: str, cache: Path) -> dict[str, Path]:
     from quantkit.qdq.writer import quantize_model
 
     fp32, spec = models.export(name, cache)
-    stem = f"{fp32.stem}-q{_writer_fingerprint()}"
+    stem = f"{fp32.stem}-q{_writer_fingerprint(name)}"
     out = {"fp32": fp32, "int8": cache / f"{stem}-int8.onnx",
            "fp16": cache / f"{stem}-fp16.onnx"}
     keep = {path.name for path in out.values()}
@@ -217,8 +223,14 @@ def prepare_model(name: str, cache: Path) -> dict[str, Path]:
     npz = calibration_npz(name, spec, cache)
     scales = calibrate(str(fp32), str(npz), method="minmax", batch_size=2).scales
     onnx_model = load_model(fp32)
-    save_model(quantize_model(onnx_model, scales, PrecisionConfig(), fp16=True,
-                              source=str(fp32)).model, out["int8"])
+    int8 = quantize_model(onnx_model, scales, PrecisionConfig(), fp16=True,
+                          source=str(fp32)).model
+    if name.startswith("bert"):  # as demoBERT's INT8 engines: packed QKV, residuals in INT8
+        from bert_int8 import quantize_packed_qkv, quantize_residual_adds
+
+        logger.info("%s: Q/DQ on %d packed QKV outputs and %d residual adds", name,
+                    quantize_packed_qkv(int8, scales), quantize_residual_adds(int8, scales))
+    save_model(int8, out["int8"])
     save_model(quantize_model(onnx_model, None,
                               PrecisionConfig(default="fp16", default_float="fp16"),
                               source=str(fp32)).model, out["fp16"])
@@ -256,7 +268,8 @@ def estimate_point(point: Point, files: dict[str, Path], as_built: bool = True) 
         try:
             res.asbuilt_int8_ms = estimate_model(
                 files["int8"], point.gpu, shapes=shapes,
-                options=EstimateOptions(fuse_epilogues=False)).latency_ms
+                options=EstimateOptions(fuse_epilogues=False,
+                                        fold_constant_kernels=False)).latency_ms
         except Exception as err:  # a side figure: the main estimate stands without it
             logger.warning("%s: as-built INT8 estimate failed: %s", point.id, err)
     return res
@@ -387,7 +400,8 @@ def render(results: list[Result], sources: dict[str, Any], command: str) -> str:
     out = ["## TensorRT latency estimate vs published", "",
            "Published: the source's TensorRT measurement on the named GPU (ms per batch). "
            "Estimated: quantkit's latency model for that GPU, from the TensorRT-RTX kernel list "
-           "of quantkit's own INT8 (Q/DQ, rest FP16) and FP16 models of the same architecture. "
+           "of quantkit's own INT8 (Q/DQ, rest FP16; BERT's packed QKV and residuals in INT8 too) "
+           "and FP16 models of the same architecture. "
            "Errors are `estimated / published - 1`; the ratio is INT8 / FP16.", "", *lines, ""]
     for half in ("A", "B"):
         out += _summary_lines(f"half {half}" + (" (fit half)" if half == "A" else
@@ -398,9 +412,9 @@ def render(results: list[Result], sources: dict[str, Any], command: str) -> str:
                           summary([r for r in results if r.point.model.startswith("bert")]))
     out += _summary_lines("CNN points (both halves)",
                           summary([r for r in results if not r.point.model.startswith("bert")]))
-    out += ["", "INT8 as built (`EstimateOptions(fuse_epilogues=False)`: TensorRT-RTX's separate "
-            "INT8 epilogue kernels timed as they are, instead of folded as TensorRT fuses "
-            "them); FP16 unchanged:", ""]
+    out += ["", "INT8 as built (`EstimateOptions(fuse_epilogues=False, fold_constant_kernels="
+            "False)`: TensorRT-RTX's separate INT8 epilogue kernels and run-time weight kernels "
+            "timed as they are, instead of folded as TensorRT does); FP16 unchanged:", ""]
     for half in ("A", "B"):
         out += _summary_lines(f"as built, half {half}",
                               summary([r for r in results if r.point.half == half],

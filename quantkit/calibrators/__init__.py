@@ -8,6 +8,7 @@ The legacy TensorRT adapters live in :mod:`quantkit.calibrators.tensorrt` (impor
 """
 
 from quantkit.calibrators._kernel import PRELOAD_PER_SAMPLE as KERNEL_PRELOAD_PER_SAMPLE
+from quantkit.calibrators._kernel import expect_values as expect_binned_values
 from quantkit.calibrators._kernel import preload as preload_kernel
 from quantkit.calibrators.auto import auto_choice, expected_error
 from quantkit.calibrators.base import (
@@ -43,6 +44,7 @@ from quantkit.calibrators.percentile import percentile_amax
 
 __all__ = [
     "KERNEL_PRELOAD_PER_SAMPLE",
+    "expect_binned_values",
     "preload_kernel",
     "CACHE_ALGORITHMS",
     "DEFAULT_METHOD",

@@ -99,16 +99,18 @@ class Calibrator(abc.ABC):
             stat = self._stats[name] = self._new_tensor()
         self._update_tensor(name, stat, x, top)
 
-    def update_many(self, tensors: Mapping[str, npt.ArrayLike]) -> None:
+    def update_many(self, tensors: Mapping[str, npt.ArrayLike], *,
+                    threads: int | None = None) -> None:
         """:meth:`update` for every ``{name: array}`` of one batch.
 
         With :attr:`parallel_updates`, the tensors are folded by a small thread pool (one
-        thread per core, :func:`update_threads`). Each tensor's statistic is updated by exactly
-        one thread, so the result is identical to the sequential loop; errors are raised for
-        the first failing tensor in the mapping's order, as the loop would.
+        thread per core, :func:`update_threads`, or ``threads``). Each tensor's statistic is
+        updated by exactly one thread, so the result is identical to the sequential loop;
+        errors are raised for the first failing tensor in the mapping's order, as the loop
+        would.
         """
         items = list(tensors.items())
-        pool = _update_pool() if self.parallel_updates and len(items) > 1 else None
+        pool = (_update_pool(threads) if self.parallel_updates and len(items) > 1 else None)
         if pool is None:
             for name, array in items:
                 self.update(name, array)
@@ -141,8 +143,17 @@ class Calibrator(abc.ABC):
         return self
 
     def compute_amax(self) -> dict[str, float]:
-        """Amax of every tensor seen, in first-seen order."""
-        return {name: self._amax(name, stat) for name, stat in self._stats.items()}
+        """Amax of every tensor seen, in first-seen order.
+
+        With :attr:`parallel_updates`, tensors are computed by the update thread pool (each
+        amax depends on its own statistic only: the same values as one by one).
+        """
+        items = list(self._stats.items())
+        pool = _update_pool() if self.parallel_updates and len(items) > 1 else None
+        if pool is None:
+            return {name: self._amax(name, stat) for name, stat in items}
+        return dict(zip([n for n, _ in items],
+                        pool.map(lambda item: self._amax(*item), items), strict=True))
 
     def empty_like(self: C) -> C:
         """A calibrator with the same settings and bin widths but no counts (seeds a shard)."""
@@ -208,8 +219,7 @@ class Calibrator(abc.ABC):
 
 
 # -- parallel updates -------------------------------------------------------------------------
-_POOL: ThreadPoolExecutor | None = None
-_POOL_THREADS = 0
+_POOLS: dict[int, ThreadPoolExecutor] = {}
 _POOL_LOCK = threading.Lock()
 
 
@@ -228,18 +238,17 @@ def update_threads() -> int:
     return max(1, min(cpus, 8))
 
 
-def _update_pool() -> ThreadPoolExecutor | None:
-    global _POOL, _POOL_THREADS
-    threads = update_threads()
+def _update_pool(threads: int | None = None) -> ThreadPoolExecutor | None:
+    """The shared pool of ``threads`` (default :func:`update_threads`) workers; None below 2."""
+    threads = update_threads() if threads is None else threads
     if threads < 2:
         return None
     with _POOL_LOCK:
-        if _POOL is None or threads != _POOL_THREADS:
-            if _POOL is not None:
-                _POOL.shutdown(wait=False)
-            _POOL = ThreadPoolExecutor(threads, thread_name_prefix="quantkit-update")
-            _POOL_THREADS = threads
-        return _POOL
+        pool = _POOLS.get(threads)
+        if pool is None:
+            pool = _POOLS[threads] = ThreadPoolExecutor(
+                threads, thread_name_prefix=f"quantkit-update{threads}")
+        return pool
 
 
 # -- registry ---------------------------------------------------------------------------------

@@ -178,6 +178,12 @@ class AutoCalibrator(HistogramCalibrator):
         #: ``{tensor: candidate}`` of the last :meth:`compute_amax`.
         self.choices: dict[str, str] = {}
 
+    def compute_amax(self) -> dict[str, float]:
+        """Amax of every tensor; :attr:`choices` in the same order (threads fill it)."""
+        amax = super().compute_amax()
+        self.choices = {name: self.choices[name] for name in amax}
+        return amax
+
     def _amax(self, name: str, stat: AbsHistogram) -> float:
         if stat.hi0 is None:
             self.choices[name] = "max"

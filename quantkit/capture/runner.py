@@ -8,7 +8,6 @@ samples.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -20,13 +19,14 @@ from typing import Any
 
 import numpy as np
 
-from quantkit._io import check_output_path
 from quantkit._log import track
 from quantkit.calibrators import KERNEL_PRELOAD_PER_SAMPLE, preload_kernel
 from quantkit.calibrators.base import DEFAULT_METHOD, Calibrator, create_calibrator
 from quantkit.calibrators.cache import DEFAULT_TRT_VERSION, ScaleTable
 from quantkit.calibrators.methods import HistogramCalibrator
-from quantkit.capture.checkpoint import Checkpoint, batch_digest, data_identity, file_digest
+from quantkit.capture.pipeline import check_inputs, run_overlapped
+from quantkit.capture.resume import Resume, open_checkpoint
+from quantkit.capture.select import quantized_activations
 from quantkit.capture.staged import (
     STAGE_SHARE,
     StagedRunner,
@@ -60,6 +60,8 @@ from quantkit.model import (
 logger = logging.getLogger(__name__)
 
 Sink = Callable[[Mapping[str, np.ndarray]], None]
+#: ONNX element types of the FP8 formats (E4M3FN, E4M3FNUZ, E5M2, E5M2FNUZ)
+FP8_TYPES = frozenset({17, 18, 19, 20})
 
 
 def warn_uncalibrated_bodies(model: Any, path: str | os.PathLike[str]) -> list[str]:
@@ -100,13 +102,21 @@ class ActivationCapture:
             :meth:`run` runs the model in stages (:mod:`quantkit.capture.staged`) and calls
             the sink once per stage with that stage's tensors (same values, same order of
             batches per tensor: per-tensor statistics are identical). ``None``: one pass.
+        expose_all: with ``tensors``, still make every float activation a graph output (only
+            ``tensors`` reach the sink): ONNX Runtime then runs the very graph a capture of
+            every tensor runs, so the captured values are bit for bit the same (fewer
+            outputs would let it fuse nodes, e.g. an erf-GELU, whose outputs differ in the
+            last bits).
+        quantized_only: without ``tensors``, capture only the activations that quantized ops
+            read (:func:`quantkit.capture.select.quantized_activations`; all of them when none
+            does), exposing every one (``expose_all``).
     """
 
     def __init__(self, model_path: str | os.PathLike[str], tensors: Sequence[str] | None = None,
                  *, providers: Sequence[str] | None = None, threads: int | None = None,
                  histograms: bool = False, calibrating: bool = False,
                  layout: InputLayout | None = None, memory_budget: int | None = None,
-                 ) -> None:
+                 expose_all: bool = False, quantized_only: bool = False) -> None:
         import onnx
 
         self.model_path = Path(model_path)
@@ -122,7 +132,7 @@ class ActivationCapture:
         if histograms and any(math.prod(d for d in s.sample_shape if isinstance(d, int))
                               >= KERNEL_PRELOAD_PER_SAMPLE for s in self.inputs):
             preload_kernel()  # large activations ahead: load the binning kernel meanwhile
-        acts = activation_tensors(model)
+        acts = exposed = activation_tensors(model)
         if tensors is not None:
             known = {a.name: a for a in acts}
             unknown = [t for t in tensors if t not in known]
@@ -130,13 +140,19 @@ class ActivationCapture:
                 raise InputError(f"{self.model_path}: no activation tensor named "
                                  f"{', '.join(repr(t) for t in unknown[:5])}.")
             acts = [known[t] for t in tensors]
+        elif quantized_only:
+            acts = quantized_activations(model, acts) or acts
+            expose_all = True
+            logger.info("capturing the %d of %d activations that quantized ops read",
+                        len(acts), len(exposed))
         self.activations: list[ActivationInfo] = acts
+        self._exposed = [a.name for a in (exposed if expose_all else acts)]
         #: samples in the chunk :meth:`run` last handed to its sink (for per-sample weighting)
         self.chunk_samples = 0
         existing = {o.name for o in model.graph.output}
-        for a in acts:
-            if a.name not in existing:
-                model.graph.output.append(onnx.ValueInfoProto(name=a.name))
+        for name in self._exposed:
+            if name not in existing:
+                model.graph.output.append(onnx.ValueInfoProto(name=name))
         self._providers, self._threads = providers, threads
         self._model: Any = model
         self._session: Any = None
@@ -167,7 +183,7 @@ class ActivationCapture:
         self._planned = True
         rows = batch_samples(chunk, self.inputs, fed=True)
         sizes = {k: v * rows for k, v in sample_bytes(self._model, self.inputs, chunk).items()}
-        names = {a.name for a in self.activations}
+        names = set(self._exposed)
         limit = int(self.memory_budget * STAGE_SHARE)
         outs = [[o for o in n.output if o in names] for n in self._model.graph.node]
         ranges = plan_stages(outs, {k: v for k, v in sizes.items() if k in names}, limit)
@@ -176,7 +192,7 @@ class ActivationCapture:
             return
         providers, threads, path = self._providers, self._threads, self.model_path
         self._staged = StagedRunner(
-            self._model, [a.name for a in self.activations], ranges,
+            self._model, list(self._exposed), ranges,
             lambda m: _make_session(m, providers, threads, path, staged=True))
         self._model = None  # the staged runner holds it until its sessions exist
         total = sum(sizes.get(n, 0) for n in names)
@@ -184,7 +200,17 @@ class ActivationCapture:
                     "GiB) exceed the memory budget of %.2f GiB", len(self._staged.stages),
                     rows, total / 2**30, self.memory_budget / 2**30)
 
-    def _parts(self, chunk: Mapping[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
+    @property
+    def threads(self) -> int | None:
+        """ONNX Runtime's intra-op threads (None: its default, one per CPU)."""
+        return self._threads
+
+    @property
+    def staged(self) -> bool:
+        """Whether the model runs in stages (known after the first chunk)."""
+        return self._staged is not None
+
+    def parts(self, chunk: Mapping[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
         """The chunk's activations: one mapping, or one per stage under a memory budget."""
         if not self._planned:
             self._plan(chunk)
@@ -225,7 +251,8 @@ class ActivationCapture:
 
     def run(self, batches: Iterable[Mapping[str, np.ndarray]], sink: Sink, *,
             source: str = "<data>", allow_nonfinite: bool = False, total: int | None = None,
-            description: str = "calibrating", resume: Resume | None = None) -> int:
+            description: str = "calibrating", resume: Resume | None = None,
+            overlap: bool = False) -> int:
         """Validate, run and hand every batch's activations to ``sink``.
 
         Args:
@@ -237,6 +264,10 @@ class ActivationCapture:
             total: number of batches, for the progress bar.
             description: progress bar label.
             resume: skip batches done by an earlier run and report progress (checkpoints).
+            overlap: read batch N+2 and fold batch N into the statistics while ONNX Runtime
+                runs batch N+1 (:mod:`quantkit.capture.pipeline`; same statistics). The sink
+                is then called as ``sink(part, threads=n)`` from another thread, and every
+                batch must be a new array. Runs under a checkpoint (``resume``) stay plain.
 
         Returns:
             The number of samples processed (with ``resume``: including the earlier run's).
@@ -246,6 +277,13 @@ class ActivationCapture:
                 non-finite input values (unless ``allow_nonfinite``).
         """
         resume = resume or Resume()
+        if overlap and not resume.hooked:
+            samples = run_overlapped(self, batches, sink, source=source, total=total,
+                                     allow_nonfinite=allow_nonfinite, description=description)
+            if samples == 0:
+                raise InputError(f"data {source}: contains no samples. Give at least one "
+                                 "sample.")
+            return samples
         samples, done, in_sink = resume.samples, resume.batches, False
         try:
             for index, raw in enumerate(track(batches, total=total, description=description)):
@@ -254,18 +292,11 @@ class ActivationCapture:
                     resume.first_batch(batch)
                 if index < resume.batches:
                     continue  # done before the checkpoint: read, not run
-                for name, arr in batch.items():
-                    if arr.dtype.kind == "f" and not allow_nonfinite \
-                            and not np.isfinite(arr).all():
-                        raise InputError(
-                            f"data {source}: input '{name}' contains NaN or Inf values (after "
-                            f"{samples} good samples). Clean the data, or pass "
-                            "--allow-nonfinite to skip non-finite values during calibration."
-                        )
+                check_inputs(batch, source, allow_nonfinite, samples)
                 in_sink = True
                 for chunk in static_batch_chunks(batch, self.inputs):
                     self.chunk_samples = batch_samples(chunk, self.inputs, fed=True)
-                    for part in self._parts(chunk):
+                    for part in self.parts(chunk):
                         sink(part)
                     samples += self.chunk_samples
                 in_sink = False
@@ -282,25 +313,6 @@ class ActivationCapture:
         return samples
 
 
-@dataclass
-class Resume:
-    """Hooks of :meth:`ActivationCapture.run` for resumable runs.
-
-    Attributes:
-        batches: batches already done (read and skipped, not run).
-        samples: samples in those batches.
-        first_batch: called with every batch read, in order (checks it against a checkpoint).
-        after_batch: called with ``(batches done, samples done)`` after each batch.
-        interrupted: like ``after_batch``, on Ctrl-C when the statistics are consistent.
-    """
-
-    batches: int = 0
-    samples: int = 0
-    first_batch: Callable[[Mapping[str, np.ndarray]], None] | None = None
-    after_batch: Callable[[int, int], None] | None = None
-    interrupted: Callable[[int, int], None] | None = None
-
-
 def _make_session(model: Any, providers: Sequence[str] | None, threads: int | None,
                   path: Path, staged: bool = False) -> Any:
     from quantkit._ort import session
@@ -315,44 +327,11 @@ def _make_session(model: Any, providers: Sequence[str] | None, threads: int | No
             payload = os.path.join(tmp, "model.onnx")
             onnx.save(model, payload, save_as_external_data=True, location="weights.bin")
         # no spin-waiting: between runs the calibrators' threads need the CPUs
+        fp8 = any(t.data_type in FP8_TYPES for t in model.graph.initializer)
         return session(payload, providers=providers, threads=threads, spin=False,
-                       layout_transforms=False, arena=not staged)
+                       layout_transforms=False, arena=not staged, fp8=fp8)
     except Exception as err:
         raise InputError(f"{path}: ONNX Runtime cannot load the model: {err}") from err
-
-
-def _resume(path: str | os.PathLike[str], every: int, cal: Calibrator,
-            model: str | os.PathLike[str], data: Any, **settings: Any,
-            ) -> tuple[Checkpoint, Resume, Calibrator]:
-    """Open ``path`` as the run's checkpoint; restore its calibrator if it has one."""
-    check_output_path(path, model, data if isinstance(data, str | os.PathLike) else None,
-                      flag="--checkpoint")
-    fingerprint = {
-        "model_sha256": file_digest(model),
-        "data": data_identity(data),
-        "method": cal.method,
-        "method_settings": cal.settings(),
-        "allow_nonfinite": cal.allow_nonfinite,
-        **{k: json.loads(json.dumps(v, default=str)) for k, v in settings.items()},
-    }
-    ckpt = Checkpoint(path, fingerprint, every)
-    progress = ckpt.load()
-    done = Resume(first_batch=lambda b: ckpt.check_first_batch(batch_digest(b)))
-    if progress is not None:
-        cal = progress.calibrator
-        done.batches, done.samples = progress.batches, progress.samples
-        logger.info("resuming from %s: %d batches (%d samples) already done", path,
-                    progress.batches, progress.samples)
-
-    def save(batches: int, samples: int) -> None:
-        ckpt.save(cal, batches, samples)
-
-    def periodic(batches: int, samples: int) -> None:
-        if batches % ckpt.every == 0:
-            save(batches, samples)
-
-    done.after_batch, done.interrupted = periodic, save
-    return ckpt, done, cal
 
 
 #: entropy amax below this share of the tensor's range, with ...
@@ -406,7 +385,8 @@ def calibrate(model: str | os.PathLike[str], data: Any, *, method: str = DEFAULT
               trt_version: int = DEFAULT_TRT_VERSION,
               checkpoint: str | os.PathLike[str] | None = None, checkpoint_every: int = 10,
               keep_checkpoint: bool = False, allow_cast: bool = False,
-              memory_budget: int | str | None = None) -> CalibrationResult:
+              memory_budget: int | str | None = None,
+              quantized_only: bool = False) -> CalibrationResult:
     """Calibrate every floating-point activation of ``model`` on ``data``.
 
     Args:
@@ -435,6 +415,12 @@ def calibrate(model: str | os.PathLike[str], data: Any, *, method: str = DEFAULT
         memory_budget: bytes (or ``"4GiB"``) one batch's captured activations may take; above
             it the model runs in stages with identical scales (:mod:`quantkit.capture.staged`).
             Default: 25 % of the available memory, at most 512 MiB.
+        quantized_only: calibrate only the activations a Q/DQ plan can quantize -- the
+            activation inputs of Conv, ConvTranspose, Gemm, MatMul and of residual Adds
+            (:mod:`quantkit.capture.select`) -- and skip the rest, whose scales no plan uses
+            (what ``quantkit calibrate`` does unless ``--all-tensors``). A model where no op
+            reads one is calibrated whole. The scales of the tensors calibrated either way
+            are identical; a TensorRT cache for implicit quantization needs every tensor.
 
     Returns:
         The scales (TensorRT cache / JSON ready) and the calibrator with its statistics.
@@ -448,7 +434,7 @@ def calibrate(model: str | os.PathLike[str], data: Any, *, method: str = DEFAULT
                           data_options=data_options, providers=providers,
                           trt_version=trt_version, checkpoint=checkpoint,
                           checkpoint_every=checkpoint_every, keep_checkpoint=keep_checkpoint,
-                          memory_budget=memory_budget)
+                          memory_budget=memory_budget, quantized_only=quantized_only)
 
 
 def _calibrate(model: str | os.PathLike[str], data: Any, *, method: str, batch_size: int,
@@ -457,29 +443,35 @@ def _calibrate(model: str | os.PathLike[str], data: Any, *, method: str, batch_s
                data_options: Mapping[str, Any] | None, providers: Sequence[str] | None,
                trt_version: int, checkpoint: str | os.PathLike[str] | None,
                checkpoint_every: int, keep_checkpoint: bool,
-               memory_budget: int | str | None) -> CalibrationResult:
+               memory_budget: int | str | None, quantized_only: bool) -> CalibrationResult:
     from quantkit.data import open_source
 
     check_batch_args(batch_size, max_samples)
     cal = calibrator or create_calibrator(method, allow_nonfinite=allow_nonfinite,
                                           **dict(method_options or {}))
+    # overlapped runs fold batch N while batch N+1 is read: every batch needs its own arrays;
+    # they load the binning kernel at their first batch, when the run's size is known
+    overlap = checkpoint is None and type(cal).update_many is Calibrator.update_many
     capture = ActivationCapture(model, providers=providers, calibrating=True,
-                                histograms=isinstance(cal, HistogramCalibrator),
+                                histograms=isinstance(cal, HistogramCalibrator) and not overlap,
                                 layout=InputLayout.from_options(data_options),
                                 memory_budget=default_memory_budget() if memory_budget is None
-                                else parse_memory(memory_budget))
+                                else parse_memory(memory_budget),
+                                quantized_only=quantized_only)
     source = open_source(data, capture.inputs, **dict(data_options or {}))
     desc = source.description if isinstance(source, DataSource) else str(data)
     ckpt, resume = None, Resume()
     if checkpoint is not None:
-        ckpt, resume, cal = _resume(checkpoint, checkpoint_every, cal, model, data,
-                                    batch_size=batch_size, max_samples=max_samples,
-                                    data_options=data_options)
-    # Each batch is consumed before the next is read: arrays sources can reuse one buffer.
-    batches = (source.batches(batch_size, max_samples, reuse_buffers=True)
+        ckpt, resume, cal = open_checkpoint(checkpoint, checkpoint_every, cal, model, data,
+                                            batch_size=batch_size, max_samples=max_samples,
+                                            data_options=data_options,
+                                            **({"quantized_only": True} if quantized_only
+                                               else {}))
+    # Plain runs consume each batch before the next is read: array sources reuse one buffer.
+    batches = (source.batches(batch_size, max_samples, reuse_buffers=not overlap)
                if isinstance(source, ReaderSource) else source.batches(batch_size, max_samples))
     n = capture.run(
-        batches, cal.update_many, source=desc, resume=resume,
+        batches, cal.update_many, source=desc, resume=resume, overlap=overlap,
         allow_nonfinite=allow_nonfinite, total=source.num_batches(batch_size, max_samples),
     )
     if ckpt is not None:

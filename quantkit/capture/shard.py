@@ -69,6 +69,7 @@ class ShardTask:
     threads: int | None = None
     plugins: Sequence[str] = ()
     index: int = 0
+    quantized_only: bool = False
 
 
 def split_batches(lo: int, hi: int, shards: int) -> list[tuple[int, int]]:
@@ -151,7 +152,8 @@ def _run_shard(task: ShardTask, cal: Calibrator) -> int:
     from quantkit.data import open_source
 
     capture = ActivationCapture(task.model, providers=task.providers, threads=task.threads,
-                                layout=InputLayout.from_options(task.data_options))
+                                layout=InputLayout.from_options(task.data_options),
+                                quantized_only=task.quantized_only)
     source = open_source(task.data, capture.inputs, **dict(task.data_options))
     lo, hi = task.batch_range
     batches = shard_batches(source, task.batch_size, task.max_samples, lo, hi)
@@ -196,7 +198,7 @@ def calibrate_sharded(model: str | os.PathLike[str], data: Any, *, executor: Any
                       providers: Sequence[str] | None = None, threads: int | None = None,
                       trt_version: int = DEFAULT_TRT_VERSION,
                       plugins: Sequence[str] = (),
-                      report: ShardReport | None = None) -> Any:
+                      report: ShardReport | None = None, quantized_only: bool = False) -> Any:
     """:func:`~quantkit.capture.calibrate` with the data split into ``shards`` shards.
 
     The shards run on ``executor`` (anything with ``map_unordered``: see
@@ -219,6 +221,7 @@ def calibrate_sharded(model: str | os.PathLike[str], data: Any, *, executor: Any
         trt_version: version number written in the TensorRT cache header.
         plugins: calibrator plugin files for workers to load when ``method`` is a plugin's.
         report: filled with per-shard timings.
+        quantized_only: only the activations quantized ops read (as ``calibrate``'s).
     """
     from quantkit.capture.runner import ActivationCapture, CalibrationResult, calibrate
     from quantkit.data import open_source
@@ -230,7 +233,8 @@ def calibrate_sharded(model: str | os.PathLike[str], data: Any, *, executor: Any
     common: dict[str, Any] = dict(
         method=method, batch_size=batch_size, max_samples=max_samples,
         allow_nonfinite=allow_nonfinite, method_options=dict(method_options or {}),
-        data_options=dict(data_options or {}), providers=providers)
+        data_options=dict(data_options or {}), providers=providers,
+        quantized_only=quantized_only)
 
     def single(reason: str) -> CalibrationResult:
         report.fallback = reason
@@ -238,7 +242,8 @@ def calibrate_sharded(model: str | os.PathLike[str], data: Any, *, executor: Any
         return calibrate(model, data, trt_version=trt_version, **common)
 
     capture = ActivationCapture(model, providers=providers, calibrating=True,
-                                layout=InputLayout.from_options(data_options))
+                                layout=InputLayout.from_options(data_options),
+                                quantized_only=quantized_only)
     source = open_source(data, capture.inputs, **common["data_options"])
     total = source.num_batches(batch_size, max_samples)
     if isinstance(data, str | os.PathLike):

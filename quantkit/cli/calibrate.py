@@ -68,6 +68,11 @@ def parse_trt_version(text: str) -> int:
               help="Memory for one batch's activations, e.g. 4GiB (default: 25% of the "
                    "available memory, at most 512 MiB). Above it the model runs in stages; the "
                    "scales are identical.")
+@click.option("--all-tensors", is_flag=True,
+              help="Calibrate every floating-point activation (a TensorRT cache for implicit "
+                   "quantization). Default: only the activations quantized ops read (inputs "
+                   "of Conv, ConvTranspose, Gemm, MatMul, residual Adds); the others' scales "
+                   "are never used. Scales of the tensors calibrated either way are identical.")
 @executor_options
 def calibrate_cmd(model: str, data: str, batch_size: int, max_samples: int | None,
                   seed: int | None, preprocess_file: str | None, columns: tuple[str, ...],
@@ -75,8 +80,9 @@ def calibrate_cmd(model: str, data: str, batch_size: int, max_samples: int | Non
                   cache_out: str | None, scales_out: str | None, allow_nonfinite: bool,
                   allow_cast: bool, plugin: str | None, trt_version: str, checkpoint: str | None,
                   checkpoint_every: int, as_json: bool, memory_budget: str | None,
-                  executor: str, ray_address: str | None, shards: int | None) -> None:
-    """Calibrate every floating-point activation of MODEL on representative data.
+                  all_tensors: bool, executor: str, ray_address: str | None,
+                  shards: int | None) -> None:
+    """Calibrate the floating-point activations of MODEL that quantized ops read.
 
     \b
     Examples:
@@ -123,7 +129,7 @@ def calibrate_cmd(model: str, data: str, batch_size: int, max_samples: int | Non
                 allow_nonfinite=allow_nonfinite, method_options=options,
                 data_options=data_opts, trt_version=version, checkpoint=checkpoint,
                 checkpoint_every=checkpoint_every, keep_checkpoint=True, allow_cast=allow_cast,
-                memory_budget=memory_budget,
+                memory_budget=memory_budget, quantized_only=not all_tensors,
             )
     else:
         if allow_cast:
@@ -136,7 +142,7 @@ def calibrate_cmd(model: str, data: str, batch_size: int, max_samples: int | Non
             model, data, executor, ray_address, shards, method=method, batch_size=batch_size,
             max_samples=max_samples, allow_nonfinite=allow_nonfinite, method_options=options,
             data_options=data_opts, trt_version=version,
-            plugins=(plugin,) if plugin else ())
+            plugins=(plugin,) if plugin else (), quantized_only=not all_tensors)
     table = result.scales
     if cache_out:
         table.write(cache_out, "cache")

@@ -80,7 +80,7 @@ def _render_gpus(gpus: list[GPU]) -> None:
 @click.option("--as-built", is_flag=True,
               help="Time the kernels exactly as TensorRT-RTX built them (default: fold the "
                    "separate INT8/FP8 epilogue kernels into their convolution, as TensorRT "
-                   "fuses them).")
+                   "fuses them, and count run-time weight kernels as build-time work).")
 @click.option("--json", "as_json", is_flag=True,
               help="Print JSON (one object for one GPU, a list for several).")
 @click.option("--list-gpus", "show_gpus", is_flag=True,
@@ -117,7 +117,8 @@ def estimate_cmd(model: str | None, gpus: str | None, shapes: str | None, top: i
         raise InputError("--gpu: name the GPU to estimate for, e.g. --gpu L4 (several: "
                          "--gpu L4,H100); quantkit estimate --list-gpus shows the table.")
     fixed = parse_shapes(shapes, "--shapes")
-    options = EstimateOptions(fuse_epilogues=not as_built)
+    options = EstimateOptions(fuse_epilogues=not as_built,
+                              fold_constant_kernels=not as_built)
     # every GPU name and the model's precisions are checked before the first build
     with _status() as status:
         estimates = estimate_models(model, names, shapes=fixed or None, options=options,

@@ -30,7 +30,45 @@ from quantkit.errors import InputError, QuantkitError
 _state = {"debug": False}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+#: subcommand -> (module, attribute): a command's module (and what it imports: ONNX, pydantic,
+#: report and sweep code) is imported only when that command runs or help lists the commands
+_COMMANDS = {
+    "build": ("quantkit.cli.build", "build_cmd"),
+    "calibrate": ("quantkit.cli.calibrate", "calibrate_cmd"),
+    "cache": ("quantkit.cli.cache", "cache_group"),
+    "demo": ("quantkit.cli.demo", "demo_cmd"),
+    "inspect": ("quantkit.cli.inspect", "inspect_cmd"),
+    "quantize": ("quantkit.cli.quantize", "quantize_cmd"),
+    "eval": ("quantkit.cli.eval", "eval_cmd"),
+    "report": ("quantkit.cli.report", "report_cmd"),
+    "sweep": ("quantkit.cli.sweep", "sweep_cmd"),
+    "sensitivity": ("quantkit.cli.sweep", "sensitivity_cmd"),
+    "autotune": ("quantkit.cli.sweep", "autotune_cmd"),
+    "transform": ("quantkit.cli.transform", "transform_cmd"),  # issue 10: model transforms
+    "estimate": ("quantkit.cli.estimate", "estimate_cmd"),  # issue 15: estimated latency
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose subcommands in :data:`_COMMANDS` are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        """Every subcommand's name, loaded or not."""
+        return sorted(set(self.commands) | set(_COMMANDS))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        """The subcommand ``cmd_name``, importing its module the first time."""
+        if cmd_name not in self.commands and cmd_name in _COMMANDS:
+            import importlib
+
+            module, attr = _COMMANDS[cmd_name]
+            command = getattr(importlib.import_module(module), attr)
+            self.add_command(command, cmd_name)
+        return self.commands.get(cmd_name)
+
+
+@click.group(cls=LazyGroup,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, "--version", prog_name="quantkit")
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logging.")
 @click.option("-v", "--verbose", is_flag=True, help="Log progress details (INFO level).")
@@ -50,30 +88,6 @@ def cli(debug: bool, verbose: bool, quiet: bool) -> None:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr, force=True)
     set_progress(not quiet)
-
-
-def _register() -> None:
-    from quantkit.cli import build, cache, calibrate, demo, inspect, quantize, report, sweep
-    from quantkit.cli import eval as eval_
-
-    cli.add_command(build.build_cmd)
-    cli.add_command(calibrate.calibrate_cmd)
-    cli.add_command(cache.cache_group)
-    cli.add_command(demo.demo_cmd)
-    cli.add_command(inspect.inspect_cmd)
-    cli.add_command(quantize.quantize_cmd)
-    cli.add_command(eval_.eval_cmd)
-    cli.add_command(report.report_cmd)
-    cli.add_command(sweep.sweep_cmd)
-    cli.add_command(sweep.sensitivity_cmd)
-    cli.add_command(sweep.autotune_cmd)
-    from quantkit.cli.transform import transform_cmd  # issue 10: model transforms
-    cli.add_command(transform_cmd)
-    from quantkit.cli.estimate import estimate_cmd  # issue 15: estimated TensorRT latency
-    cli.add_command(estimate_cmd)
-
-
-_register()
 
 
 #: a word of an error message longer than this is a value from the input, shown shortened

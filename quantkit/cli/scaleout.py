@@ -53,7 +53,8 @@ def calibrate_on_executor(model: str, data: Any, executor: str, ray_address: str
                           shards: int | None, *, method: str, batch_size: int,
                           max_samples: int | None, allow_nonfinite: bool,
                           method_options: Mapping[str, Any], data_options: Mapping[str, Any],
-                          trt_version: int, plugins: Sequence[str] = ()) -> Any:
+                          trt_version: int, plugins: Sequence[str] = (),
+                          quantized_only: bool = False) -> Any:
     """Sharded calibration: ``local`` runs the shards in a process pool, ``ray`` as tasks."""
     from quantkit.capture.shard import calibrate_sharded
 
@@ -70,7 +71,7 @@ def calibrate_on_executor(model: str, data: Any, executor: str, ray_address: str
             model, data, executor=ex, shards=n, method=method, batch_size=batch_size,
             max_samples=max_samples, allow_nonfinite=allow_nonfinite,
             method_options=method_options, data_options=data_options, threads=threads,
-            trt_version=trt_version, plugins=plugins)
+            trt_version=trt_version, plugins=plugins, quantized_only=quantized_only)
     finally:
         close = getattr(ex, "close", None)
         if close is not None:

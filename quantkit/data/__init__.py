@@ -4,8 +4,12 @@ Every source yields batches, ``dict[input name -> np.ndarray]`` with the samples
 axis, validated against and cast to the model's inputs; memory stays flat in the number of
 samples. Use :func:`open_source` to get one from a ``--data`` value or a Python object.
 
-Importing this package imports neither ``datasets``, ``torch`` nor Pillow.
+Importing this package imports neither ``datasets``, ``torch``, Pillow nor pydantic: the
+Hugging Face and image-folder sources and the preprocessing spec are loaded when first used
+(``quantkit.data.HFSource`` etc. still work), so a command reading ``.npz`` never pays for them.
 """
+
+from typing import TYPE_CHECKING, Any
 
 from quantkit.data._common import ALLOW_CAST_HINT, allow_cast
 from quantkit.data.base import (
@@ -18,13 +22,31 @@ from quantkit.data.base import (
     static_batch_chunks,
     validate_batch,
 )
-from quantkit.data.hf import HFSource
-from quantkit.data.images import ImageFolderSource
 from quantkit.data.iterable import IterableSource
 from quantkit.data.npy import ArraySource, NpySource
 from quantkit.data.npz import NpzSource
-from quantkit.data.preprocess import PreprocessSpec
 from quantkit.data.resolve import SOURCE_KINDS, open_source, register_source_kind
+
+if TYPE_CHECKING:
+    from quantkit.data.hf import HFSource
+    from quantkit.data.images import ImageFolderSource
+    from quantkit.data.preprocess import PreprocessSpec
+
+#: names loaded on first access: attribute -> module
+_LAZY = {"HFSource": "quantkit.data.hf", "ImageFolderSource": "quantkit.data.images",
+         "PreprocessSpec": "quantkit.data.preprocess"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'quantkit.data' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "ALLOW_CAST_HINT",

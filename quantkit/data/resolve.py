@@ -11,13 +11,15 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from quantkit.data.base import Batch, DataSource, InputLayout, InputSpec
-from quantkit.data.preprocess import PreprocessSpec
 from quantkit.errors import InputError
+
+if TYPE_CHECKING:  # imported when a preprocessing mapping is given (pydantic is heavy)
+    from quantkit.data.preprocess import PreprocessSpec
 
 
 @dataclass(frozen=True)
@@ -163,6 +165,8 @@ def open_source(spec: str | os.PathLike[str] | DataSource | Iterable[Any] | Any,
                             streaming=streaming, seed=seed)
         return ConstantInputs(inner, fixed, layout.constants)
     if isinstance(preprocess, Mapping):
+        from quantkit.data.preprocess import PreprocessSpec
+
         preprocess = PreprocessSpec.from_mapping(preprocess)
     opts = OpenOptions(preprocess, columns, streaming, seed)
     if isinstance(spec, (str, os.PathLike)):

@@ -19,7 +19,9 @@ output tensors (dimensions and data types) and the ONNX nodes it implements
   names no matrix node, or the node's shapes are unknown) gets them from its own weight and
   output dimensions (:func:`_weight_flops`).
 * INT8/FP8 epilogue kernels are folded into their convolution/GEMM as TensorRT fuses them
-  (:mod:`quantkit.latency.fusion`), unless ``EstimateOptions.fuse_epilogues`` is off.
+  (:mod:`quantkit.latency.fusion`), unless ``EstimateOptions.fuse_epilogues`` is off; kernels
+  that compute only from weights are counted as build-time work (TensorRT prepares weights when
+  it builds), unless ``EstimateOptions.fold_constant_kernels`` is off.
 * **precision** is the kernel's first floating-point or quantized input type (an INT8 conv
   reads INT8, a FP8 GEMM FP8; an embedding gather is typed by its table, not its indices);
   matrix FLOPs run at that precision's tensor peak, element-wise FLOPs at the FP32 CUDA-core
@@ -43,7 +45,13 @@ from typing import Any
 
 from quantkit.errors import InputError, MissingExtraError, PipelineError
 from quantkit.latency.flops import MATRIX_OPS, NodeCost, node_costs
-from quantkit.latency.fusion import Work, fold_epilogues
+from quantkit.latency.fusion import (
+    REDUCTION_OPS,
+    Work,
+    fold_constant_kernels,
+    fold_epilogues,
+    quantized_type,
+)
 from quantkit.latency.gpus import GPU, get_gpu
 from quantkit.latency.model import (
     Estimate,
@@ -214,8 +222,16 @@ def estimate_from_sidecar(sidecar: Mapping[str, Any], model: str | os.PathLike[s
                  onnx_layers=tuple(k.get("onnx_layers") or ()), matrix_node=matrix_node[i],
                  stream=int(k.get("stream") or 0), event=k.get("event"))
             for i, k in enumerate(kernels)]
+    weight_kernels: set[str] = set()
+    if options.fold_constant_kernels:
+        work, weight_kernels = fold_constant_kernels(kernels, work, _DTYPE_BYTES)
     if options.fuse_epilogues:
-        work = fold_epilogues(kernels, work, _DTYPE_BYTES)
+        work = fold_epilogues(
+            kernels, work, _DTYPE_BYTES,
+            reductions=frozenset(n for n, c in costs.items() if c.op_type in REDUCTION_OPS),
+            quantized_outputs={n: quantized_type(kernels, n) for n, c in costs.items()
+                               if c.output == "quantized"})
+    work = [w for w in work if w.name not in weight_kernels]
     out: list[KernelEstimate] = []
     for w in work:
         peak = row.tensor_peak_tflops(w.precision, tf32=options.tf32) if w.matrix_flops > 0 \
@@ -244,7 +260,11 @@ def estimate_from_sidecar(sidecar: Mapping[str, Any], model: str | os.PathLike[s
                        "kernel names; the estimate leaves them out", 100 * (1 - counted / total))
         _note += (f"; {100 * (1 - counted / total):.1f}% of the model's matrix FLOPs are in ONNX "
                   "nodes no kernel names and are left out")
-    folded = sum(len(k.fused) for k in out)
+    folded = sum(len(k.fused) for k in out) - len(weight_kernels)
+    if weight_kernels:
+        _note += (f"; {len(weight_kernels)} kernels computing only from weights (run-time "
+                  "weight dequantization/rearrangement by TensorRT-RTX) counted as done at build "
+                  "time, as TensorRT does, their readers reading the quantized weight")
     if folded:
         _note += (f"; {folded} INT8/FP8 epilogue kernels folded into their convolution/GEMM as "
                   "TensorRT fuses them (TensorRT-RTX compiles them separately)")

@@ -66,6 +66,10 @@ class NodeCost:
     #: for a gather from a constant table (an embedding lookup): ``(table shape, elements
     #: gathered)``. Only the gathered rows are read, not the whole table.
     gathered: tuple[tuple[int, ...], int] | None = None
+    #: for a convolution/matrix node whose output (directly or after a bias Add) feeds a
+    #: QuantizeLinear: ``"quantized"`` -- TensorRT writes that output quantized from the
+    #: kernel's epilogue
+    output: str | None = None
 
 
 def node_name(node: Any) -> str:
@@ -132,7 +136,26 @@ def node_costs(model: str | os.PathLike[str], shapes: Mapping[str, Sequence[int]
                 cost = NodeCost(cost.op_type, cost.matrix_flops, cost.vector_flops,
                                 gathered=(table, math.prod(out)))
         costs[node_name(node)] = cost
+    _mark_quantized_outputs(inferred.graph.node, constant, costs)
     return costs
+
+
+def _mark_quantized_outputs(nodes: Any, constant: set[str], costs: dict[str, NodeCost]) -> None:
+    """Set ``output="quantized"`` on matrix nodes whose output (or its bias Add) is quantized."""
+    from dataclasses import replace
+
+    readers: dict[str, list[Any]] = {}
+    for node in nodes:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    for node in nodes:
+        if node.op_type not in MATRIX_OPS or not node.output:
+            continue
+        tensors = [node.output[0]]
+        tensors += [r.output[0] for r in readers.get(node.output[0], [])
+                    if r.op_type == "Add" and any(i in constant for i in r.input)]
+        if any(r.op_type == "QuantizeLinear" for t in tensors for r in readers.get(t, [])):
+            costs[node_name(node)] = replace(costs[node_name(node)], output="quantized")
 
 
 def _infer(proto: Any, where: str) -> Any:

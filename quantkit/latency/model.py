@@ -59,6 +59,10 @@ class EstimateOptions:
         fuse_epilogues: fold the separate epilogue kernel TensorRT-RTX compiles after each
             INT8/FP8 convolution/GEMM into it, as TensorRT fuses them
             (:mod:`quantkit.latency.fusion`); False estimates the kernel list as built.
+        fold_constant_kernels: count a kernel that reads only weights (TensorRT-RTX's run-time
+            dequantization and rearrangement of an INT8 weight) as build-time work, its reader
+            reading the quantized weight, as TensorRT prepares weights when it builds
+            (:func:`quantkit.latency.fusion.fold_constant_kernels`); False times it as built.
     """
 
     compute_efficiency: float = COMPUTE_EFFICIENCY
@@ -68,6 +72,7 @@ class EstimateOptions:
     tf32: bool = True
     opt_level: int | None = None
     fuse_epilogues: bool = True
+    fold_constant_kernels: bool = True
 
     def __post_init__(self) -> None:
         from quantkit.errors import InputError
@@ -87,7 +92,8 @@ class EstimateOptions:
                 f"FLOPs and {self.memory_efficiency:.2f} of peak bandwidth, half-efficiency at "
                 f"{self.ramp_s * 1e6:g} us of ideal work, launch cost {self.launch_s * 1e6:g} us "
                 f"per kernel, FP32 matrix math at the {'TF32' if self.tf32 else 'FP32'} rate"
-                + ("" if self.fuse_epilogues else ", kernels as TensorRT-RTX built them"))
+                + ("" if self.fuse_epilogues else ", kernels as TensorRT-RTX built them")
+                + ("" if self.fold_constant_kernels else ", run-time weight kernels kept"))
 
 
 def efficiency(ideal_s: float, cap: float, ramp_s: float) -> float:

@@ -217,3 +217,110 @@ def bottleneck(path: Path, *, c: int = 64, mid: int = 32, out: int = 128,
     ]
     return _save(nodes, inits, [helper.make_tensor_value_info("x", ft, ["N", c, 28, 28])],
                  [helper.make_tensor_value_info("y", ft, ["N", out, 14, 14])], path)
+
+
+def packed_qkv_attention(path: Path, *, d: int = 64, heads: int = 2) -> Path:
+    """INT8 attention with one packed Q/K/V projection, as BERT exports it (FP16 rest).
+
+    ``x -> Q/DQ -> MatMul(INT8 W [d, 3d] + DQ) + bias -> Reshape [N, S, 3, H, dh] ->
+    Transpose (2, 0, 3, 1, 4) -> Gather 0/1/2 -> Q/DQ each -> softmax(q k^T) -> Q/DQ -> @ v``:
+    the Q/DQ placement of quantkit's writer on a BERT encoder (the inputs of every matrix
+    product quantized, the attention's too).
+    """
+    rng = _rng(3)
+    dh = d // heads
+    inits: list[onnx.TensorProto] = []
+
+    def const(name: str, arr: np.ndarray) -> str:
+        inits.append(numpy_helper.from_array(arr, name))
+        return name
+
+    def qdq(tensor: str, scale: float) -> tuple[list[onnx.NodeProto], str]:
+        s, z = const(f"{tensor}_s", np.array(scale, np.float16)), const(f"{tensor}_z",
+                                                                        np.array(0, np.int8))
+        return [helper.make_node("QuantizeLinear", [tensor, s, z], [f"{tensor}_q"],
+                                 name=f"{tensor}_Q"),
+                helper.make_node("DequantizeLinear", [f"{tensor}_q", s, z], [f"{tensor}_dq"],
+                                 name=f"{tensor}_DQ")], f"{tensor}_dq"
+
+    w = rng.integers(-127, 128, (d, 3 * d)).astype(np.int8)
+    wscale = const("w_scale", np.full(3 * d, 0.01, np.float16))
+    nodes, xq = qdq("x", 0.05)
+    nodes += [
+        helper.make_node("DequantizeLinear", [const("w", w), wscale,
+                                              const("w_zero", np.zeros(3 * d, np.int8))],
+                         ["w_dq"], name="w_DQ", axis=1),
+        helper.make_node("MatMul", [xq, "w_dq"], ["qkv0"], name="qkv_proj"),
+        helper.make_node("Add", ["qkv0", const("b", np.zeros(3 * d, np.float16))], ["qkv1"],
+                         name="qkv_bias"),
+        helper.make_node("Reshape", ["qkv1", const("qkv_shape", np.array([0, 0, 3, heads, dh]))],
+                         ["qkv2"], name="qkv_reshape"),
+        helper.make_node("Transpose", ["qkv2"], ["qkv3"], name="qkv_transpose",
+                         perm=[2, 0, 3, 1, 4]),
+    ]
+    parts = {}
+    for i, t in enumerate("qkv"):
+        nodes.append(helper.make_node("Gather", ["qkv3", const(f"i{t}", np.array(i))], [t],
+                                      name=f"{t}_gather", axis=0))
+        src = t
+        if t == "k":
+            nodes.append(helper.make_node("Transpose", ["k"], ["kt"], name="k_transpose",
+                                          perm=[0, 1, 3, 2]))
+            src = "kt"
+        more, parts[t] = qdq(src, 0.05)
+        nodes += more
+    nodes.append(helper.make_node("MatMul", [parts["q"], parts["k"]], ["s0"], name="qk"))
+    nodes.append(helper.make_node("Softmax", ["s0"], ["p"], name="softmax", axis=-1))
+    more, pq = qdq("p", 1 / 127)
+    nodes += more
+    nodes += [
+        helper.make_node("MatMul", [pq, parts["v"]], ["o0"], name="pv"),
+        helper.make_node("Transpose", ["o0"], ["o1"], name="o_transpose", perm=[0, 2, 1, 3]),
+        helper.make_node("Reshape", ["o1", const("o_shape", np.array([0, 0, d]))], ["y"],
+                         name="o_reshape"),
+    ]
+    return _save(nodes, inits, [helper.make_tensor_value_info("x", F16, ["N", "S", d])],
+                 [helper.make_tensor_value_info("y", F16, ["N", "S", d])], path, opset=19)
+
+
+def matmul_layernorm(path: Path, *, d: int = 256, quantize_output: bool = False) -> Path:
+    """INT8 ``x @ W + b``, residual add of ``x``, LayerNorm (FP16 rest): a BERT sub-layer.
+
+    ``quantize_output``: Q/DQ on the GEMM's output and on the residual as well (the residual
+    stream in INT8, as demoBERT's ``-iln`` engines run it).
+    """
+    rng = _rng(4)
+    inits: list[onnx.TensorProto] = []
+
+    def const(name: str, arr: np.ndarray) -> str:
+        inits.append(numpy_helper.from_array(arr, name))
+        return name
+
+    def qdq(tensor: str) -> list[onnx.NodeProto]:
+        s, z = const(f"{tensor}_s", np.array(0.05, np.float16)), const(f"{tensor}_z",
+                                                                       np.array(0, np.int8))
+        return [helper.make_node("QuantizeLinear", [tensor, s, z], [f"{tensor}_q"],
+                                 name=f"{tensor}_Q"),
+                helper.make_node("DequantizeLinear", [f"{tensor}_q", s, z], [f"{tensor}_dq"],
+                                 name=f"{tensor}_DQ")]
+
+    nodes = qdq("x")
+    nodes += [
+        helper.make_node("DequantizeLinear", [
+            const("w", rng.integers(-127, 128, (d, d)).astype(np.int8)),
+            const("w_scale", np.full(d, 0.01, np.float16)), const("w_zero", np.zeros(d, np.int8))],
+            ["w_dq"], name="w_DQ", axis=1),
+        helper.make_node("MatMul", ["x_dq", "w_dq"], ["m"], name="fc"),
+        helper.make_node("Add", ["m", const("b", np.zeros(d, np.float16))], ["mb"], name="bias"),
+    ]
+    if quantize_output:
+        nodes += qdq("mb")
+    nodes += [
+        helper.make_node("Add", ["mb_dq" if quantize_output else "mb",
+                                 "x_dq" if quantize_output else "x"], ["r"], name="residual"),
+        helper.make_node("LayerNormalization", ["r", const("g", np.ones(d, np.float16)),
+                                                const("beta", np.zeros(d, np.float16))],
+                         ["y"], name="ln", axis=-1),
+    ]
+    return _save(nodes, inits, [helper.make_tensor_value_info("x", F16, ["N", "S", d])],
+                 [helper.make_tensor_value_info("y", F16, ["N", "S", d])], path, opset=19)

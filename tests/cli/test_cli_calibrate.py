@@ -38,10 +38,18 @@ def test_calibrate_writes_cache_and_json(setup: Path, method: str,
                           "--method", method, "--batch-size", "8",
                           "--cache", str(d / "o.cache"), "--scales", str(d / "o.json")], capsys)
     assert code == 0, err
-    assert f"10 tensors calibrated with {method} on 24 samples" in out
+    # the inputs of the two Convs, the residual Add and the Gemm: x, r1, c2, flat
+    assert f"4 tensors calibrated with {method} on 24 samples" in out
     doc = json.loads((d / "o.json").read_text())
     assert doc["format"] == "quantkit-scales/1" and doc["method"] == method
-    assert doc["num_samples"] == 24 and len(doc["tensors"]) == 10
+    assert doc["num_samples"] == 24 and sorted(doc["tensors"]) == ["c2", "flat", "r1", "x"]
+    code, out, err = run(["calibrate", str(d / "m.onnx"), "--data", str(d / "x.npz"),
+                          "--method", method, "--batch-size", "8", "--all-tensors",
+                          "--scales", str(d / "all.json")], capsys)
+    assert code == 0, err
+    assert f"10 tensors calibrated with {method} on 24 samples" in out
+    every = json.loads((d / "all.json").read_text())["tensors"]
+    assert len(every) == 10 and all(every[n] == v for n, v in doc["tensors"].items())
     first = (d / "o.cache").read_text().splitlines()[0]
     assert first == ("TRT-101300-MinMaxCalibration" if method == "minmax"
                      else "TRT-101300-EntropyCalibration2")

@@ -27,7 +27,8 @@ def run(tmp_path: Path) -> tuple[list[str], Path]:
     model, data = project(tmp_path, samples=12)
     ck = tmp_path / "ck.npz"
     calibrate(model, data, method="entropy", batch_size=4, checkpoint=ck, checkpoint_every=1,
-              keep_checkpoint=True, data_options=DATA_OPTS)
+              keep_checkpoint=True, data_options=DATA_OPTS,
+              quantized_only=True)  # what the command line calibrates by default
     assert ck.is_file()
     args = ["calibrate", str(model), "--data", str(data), "--method", "entropy", "--batch-size",
             "4", "--checkpoint", str(ck), "--scales", str(tmp_path / "s.json")]

@@ -7,6 +7,8 @@ from tests.builders.latency import (  # noqa: F401
     bottleneck,
     conv_chain,
     conv_model,
+    matmul_layernorm,
     matmul_model,
+    packed_qkv_attention,
     transformer_block,
 )

@@ -262,3 +262,58 @@ def test_embedding_lookup_reads_only_the_gathered_rows(tmp_path: Path) -> None:
     upper = n * length * 8 + gathered + n * length * hidden * 2
     assert gathered <= kernel.bytes <= upper
     assert kernel.bytes < vocab * hidden * 2 / 10
+
+
+def test_weight_kernel_counted_as_build_time_work(tmp_path: Path) -> None:
+    from quantkit.latency.model import kernel_seconds
+
+    n, s, d = 2, 128, 64
+    model = lm.packed_qkv_attention(tmp_path / "qkv.onnx", d=d)
+    shapes = {"x": (n, s, d)}
+    built = estimate_model(model, "L4", shapes=shapes,
+                           options=EstimateOptions(fold_constant_kernels=False))
+    est = estimate_model(model, "L4", shapes=shapes)
+    # TensorRT-RTX dequantizes and rearranges the INT8 Q/K/V weight at run time: a kernel
+    # with no runtime input, reading the INT8 weight and FP16 scales, writing FP16
+    (prep,) = [k for k in built.kernels if k.name.startswith("__myl_CastMulCastResh")]
+    assert prep.bytes == d * 3 * d + 3 * d * 2 + d * 3 * d * 2
+    assert prep.name not in {k.name for k in est.kernels}
+    (reader,) = [k for k in est.kernels if prep.name in k.fused]
+    assert reader.precision == "int8" and reader.matrix_flops == 2 * n * s * d * 3 * d
+    # INT8 activation, the weight as TensorRT stores it (INT8), FP16 output
+    assert reader.bytes == n * s * d + d * 3 * d + n * s * 3 * d * 2
+    seconds, _ = kernel_seconds(reader.matrix_flops, reader.flops - reader.matrix_flops,
+                                reader.bytes, tensor_tflops=242.5, vector_tflops=30.3,
+                                bandwidth_gbs=300.0, options=EstimateOptions())
+    assert reader.ms == pytest.approx(seconds * 1e3, rel=1e-12)
+    t_m = reader.bytes / 300e9
+    assert reader.bound == "memory" and reader.ms == pytest.approx(
+        ((t_m + RAMP) / CAP_M + LAUNCH) * 1e3, rel=1e-12)
+    assert len(est.kernels) == len(built.kernels) - 1
+    assert built.latency_ms - est.latency_ms > prep.ms
+    assert "counted as done at build time" in est.method
+    assert "run-time weight kernels kept" in built.method
+
+
+@pytest.mark.parametrize("quantized", [False, True])
+def test_layernorm_epilogue_stays_a_kernel(tmp_path: Path, quantized: bool) -> None:
+    n, s, d = 8, 128, 256
+    model = lm.matmul_layernorm(tmp_path / "mln.onnx", d=d, quantize_output=quantized)
+    shapes = {"x": (n, s, d)}
+    built = estimate_model(model, "L4", shapes=shapes, options=EstimateOptions(
+        fuse_epilogues=False))
+    est = estimate_model(model, "L4", shapes=shapes)
+    # Quantize kernel, INT8 GEMM writing FP16, bias + residual + LayerNorm kernel: the
+    # LayerNorm needs whole rows, so TensorRT does not fuse it into the GEMM either
+    assert [k.name for k in est.kernels] == [k.name for k in built.kernels]
+    assert all(not k.fused for k in est.kernels)
+    gemm, ln = est.kernels[1], est.kernels[2]
+    assert gemm.precision == "int8" and gemm.matrix_flops == 2 * n * s * d * d
+    # with the GEMM's output quantized, TensorRT writes it as INT8 from the GEMM's epilogue:
+    # 1 byte instead of TensorRT-RTX's 2 per element, on the write and on the read
+    saved = n * s * d * (2 - 1) if quantized else 0
+    assert gemm.bytes == built.kernels[1].bytes - saved
+    assert ln.bytes == built.kernels[2].bytes - saved
+    t_m = gemm.bytes / 300e9
+    assert gemm.bound == "memory" and gemm.ms == pytest.approx(
+        ((t_m + RAMP) / CAP_M + LAUNCH) * 1e3, rel=1e-12)
