@@ -432,7 +432,50 @@ class TrtBackendBase:
                 _NO_DRIVER in s for s in lines):
             hint = (" compute_capabilities=CURRENT needs a GPU and driver; name the target GPU "
                     "(e.g. SM89) or leave the option out for a portable engine.")
+        if any("dimensions with this name" in s for s in lines):
+            hint += _shared_dim_names(model)
+        flow = _control_flow_nodes(model) if any("Internal Error" in s for s in lines) else []
+        if flow:
+            shown = ", ".join(f"'{n}'" for n in flow[:3]) + (" ..." if len(flow) > 3 else "")
+            hint += (f" The model has control flow ({len(flow)} If/Loop/Scan node(s): {shown}); "
+                     f"{self.display_name}'s builder fails on some conditionals with an internal "
+                     "assertion, in FP32 as well (Silero VAD's opset-15 model, for one): a "
+                     "limitation of the builder, not of the quantized model. Build the FP32 model "
+                     "to confirm; use a variant of the model without those nodes, or another "
+                     "TensorRT backend.")
         return f"{self.display_name} could not build an engine from {model}: {text}.{hint}"
+
+
+def _shared_dim_names(model: Path) -> str:
+    """A hint naming the inputs whose dynamic dimensions share one symbolic name."""
+    import onnx
+
+    try:
+        proto = onnx.load(str(model), load_external_data=False)
+    except Exception:  # the message is a hint only
+        return ""
+    shared = []
+    for vi in proto.graph.input:
+        names = [d.dim_param for d in vi.type.tensor_type.shape.dim]
+        for name in dict.fromkeys(n for n in names if n and names.count(n) > 1):
+            axes = [str(i) for i, n in enumerate(names) if n == name]
+            shared.append(f"input '{vi.name}' names dimensions {' and '.join(axes)} '{name}'")
+    if not shared:
+        return ""
+    return (" " + "; ".join(shared) + ": TensorRT takes dimensions of one name as one size, so "
+            "shapes that give them different sizes contradict the model. Give those "
+            "dimensions distinct names in the model (their dim_param), or equal sizes.")
+
+
+def _control_flow_nodes(model: Path) -> list[str]:
+    """Names of the main graph's If/Loop/Scan nodes (empty when the file cannot be read)."""
+    import onnx
+
+    try:
+        proto = onnx.load(str(model), load_external_data=False)
+    except Exception:  # the message is a hint only; never fail while explaining a failure
+        return []
+    return [n.name or n.op_type for n in proto.graph.node if n.op_type in ("If", "Loop", "Scan")]
 
 
 def _call(obj: Any, method: str) -> Any:

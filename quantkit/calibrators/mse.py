@@ -35,13 +35,18 @@ def mse_amax(counts: npt.ArrayLike, width: float, start_bin: int = START_BIN,
     edges = (np.arange(nb + 1, dtype=np.float64) * width).astype(np.float32)
     centers = (edges[1:] + edges[:-1]) / np.float32(2)
     bound = np.float32((1 << (num_bits - 1)) - 1)
-    weights = hist.astype(np.float64)
+    # empty bins add nothing to any candidate's error: sum over the non-empty ones only (a
+    # histogram grown from a tiny first-batch range can have 10^5 bins and a few hundred
+    # non-empty; over every bin that is O(bins^2), half an hour for one tensor)
+    nz = np.flatnonzero(hist)
+    xs = centers[nz][None, :]
+    weights = hist[nz].astype(np.float64)[None, :]
     cand = np.arange(start_bin, nb)
     errors = np.empty(len(cand))
     for lo in range(0, len(cand), _CHUNK):
         amax = centers[cand[lo: lo + _CHUNK]][:, None]
         scale = bound / amax
-        q = np.clip(np.round(centers[None, :] * scale), -bound, bound) / scale
-        diff = (q - centers[None, :]).astype(np.float64)
-        errors[lo: lo + _CHUNK] = (diff * diff * weights[None, :]).mean(axis=1)
+        q = np.clip(np.round(xs * scale), -bound, bound) / scale
+        diff = (q - xs).astype(np.float64)
+        errors[lo: lo + _CHUNK] = (diff * diff * weights).sum(axis=1) / nb
     return float(centers[cand[int(np.argmin(errors))]])

@@ -108,17 +108,30 @@ def _node_inputs(node: onnx.NodeProto, index: GraphIndex) -> list[QuantInput]:
                             [_rank(index, n) for n in names] + [None] * 3)
 
 
+def _input_dependent(index: GraphIndex) -> set[str]:
+    """Tensors that depend on a graph input (what calibration captures; the rest is constant)."""
+    inits = set(index.initializers)
+    live = {i.name for i in index.model.graph.input if i.name not in inits}
+    for node in index.nodes:  # graph order: producers first
+        if any(i in live for i in node.input if i):
+            live.update(o for o in node.output if o)
+    return live
+
+
 def residual_adds(index: GraphIndex) -> list[tuple[str, str, int]]:
     """``(add, fused producer, index of the other input)`` for residual Adds.
 
     A residual Add has two non-constant inputs, at least one produced directly by a
-    Conv/ConvTranspose; the later such producer is the one TensorRT fuses the Add into.
+    Conv/ConvTranspose; the later such producer is the one TensorRT fuses the Add into. An
+    input computed only from constants (a bias ``Reshape(Constant)`` after a bias-less Conv,
+    as paddle2onnx writes) is a constant too: calibration has no scale for it.
     """
     out = []
+    live = _input_dependent(index)
     for node in index.nodes:
         if node.op_type != "Add" or len(node.input) != 2:
             continue
-        if any(not n or index.is_constant(n) for n in node.input):
+        if any(not n or index.is_constant(n) or n not in live for n in node.input):
             continue
         prods = [index.producer.get(n) for n in node.input]
         fusable = [(p, i) for i, p in enumerate(prods)

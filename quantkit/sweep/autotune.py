@@ -293,13 +293,15 @@ def autotune(model: onnx.ModelProto, scales: ScaleTable, evaluator: Evaluator,
         all_int8 = _with_kept(base, [])
         before = layer_sqnr(original, quantize_model(original, original_scales,
                                                      all_int8).model,
-                            names, evaluator.batches, threads=evaluator.threads)
+                            names, evaluator.batches, threads=evaluator.threads,
+                            layout=evaluator.layout)
         after = before
         if rescued is not None:
             ref = rescued.reference if rescued.reference is not None else rescued.model
             after = layer_sqnr(ref, quantize_model(rescued.model, rescued.scales,
                                                    all_int8).model,
-                               names, evaluator.batches, threads=evaluator.threads)
+                               names, evaluator.batches, threads=evaluator.threads,
+                               layout=evaluator.layout)
         rows = layer_report(considered, res.kept, res.keep_as, ranked, before, after,
                             rescued.layers_changed if rescued is not None else {},
                             rescued is not None)

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from quantkit.data import InputLayout
 from quantkit.errors import InputError, PipelineError
 from quantkit.evaluate.layers import LayerSQNR
 
@@ -50,17 +51,22 @@ def _exposed(model: onnx.ModelProto, tensors: Sequence[str]) -> bytes:
 
 def layer_sqnr(reference: onnx.ModelProto, candidate: onnx.ModelProto, layers: Sequence[str],
                batches: Sequence[Mapping[str, np.ndarray]], *,
-               threads: int | None = None) -> dict[str, float]:
+               threads: int | None = None,
+               layout: InputLayout | None = None) -> dict[str, float]:
     """SQNR in dB of every layer's output in ``candidate`` against ``reference``.
 
     Args:
         reference: the FP32 model (the function the candidate should compute).
         candidate: e.g. its Q/DQ model (same node names for the layers).
         layers: node names; each one's first output is compared.
-        batches: input feeds (the evaluation batches).
+        batches: the evaluation batches (samples first), fed as every evaluator feeds them
+            (:func:`quantkit.data.static_batch_chunks`: batch axes, fixed batch sizes).
         threads: ONNX Runtime intra-op threads.
+        layout: constant inputs and batch axes the batches were read with.
     """
     from quantkit._ort import session
+    from quantkit.data import static_batch_chunks
+    from quantkit.model import input_specs
 
     if not layers:
         return {}
@@ -77,12 +83,14 @@ def layer_sqnr(reference: onnx.ModelProto, candidate: onnx.ModelProto, layers: S
         raise PipelineError(f"ONNX Runtime could not load a model for the layer SQNR: {err}") \
             from err
     acc = LayerSQNR()  # keyed by layer here, not by tensor
+    specs = input_specs(reference, layout)
     for batch in batches:
-        feeds: dict[str, Any] = dict(batch)
-        r = dict(zip(ref_names, ref_sess.run(ref_names, feeds), strict=True))
-        c = dict(zip(cand_names, cand_sess.run(cand_names, feeds), strict=True))
-        acc.update({layer: np.asarray(r[ref_out[layer]]) for layer in layers},
-                   {layer: np.asarray(c[cand_out[layer]]) for layer in layers})
+        for chunk in static_batch_chunks(batch, specs):
+            feeds: dict[str, Any] = dict(chunk)
+            r = dict(zip(ref_names, ref_sess.run(ref_names, feeds), strict=True))
+            c = dict(zip(cand_names, cand_sess.run(cand_names, feeds), strict=True))
+            acc.update({layer: np.asarray(r[ref_out[layer]]) for layer in layers},
+                       {layer: np.asarray(c[cand_out[layer]]) for layer in layers})
     result = acc.result()
     missing = [layer for layer in layers if layer not in result]
     if missing:

@@ -65,8 +65,9 @@ class Evaluator:
             FP32 outputs, else FP32 agreement).
         output: the model output to score (default: the first).
         threads: ONNX Runtime intra-op threads.
-        layout: batch axes and constant inputs of the model (as the data options give them):
-            which input's first axis counts the samples of a batch.
+        layout: constant inputs and batch axes (``--constant`` / ``--batch-axis``) the batches
+            were read with; the models are fed the same way, and each input's batch axis
+            counts the samples of a batch.
     """
 
     def __init__(self, reference_model: str, batches: Sequence[dict[str, np.ndarray]],
@@ -79,6 +80,8 @@ class Evaluator:
         self.batches = list(batches)
         self.labels = labels
         self.threads = threads
+        #: how the model's inputs are fed (constants, batch axes), as the data was read
+        self.layout = layout
         self.specs = input_specs(load(reference_model), layout)
         self.samples = sum(batch_samples(b, self.specs) for b in self.batches)
         if labels is not None and len(labels) != self.samples:
@@ -102,7 +105,7 @@ class Evaluator:
 
     def _run(self, model: str | bytes | Any, count: bool = True) -> list[dict[str, np.ndarray]]:
         runner = ModelOutputs(model, self.compare, self.threads, ["CPUExecutionProvider"],
-                              where="the candidate model")
+                              where="the candidate model", layout=self.layout)
         if count:
             self.evaluations += 1
         return [runner.run(b) for b in self.batches]
