@@ -214,8 +214,9 @@ def test_read_only_file_system_is_exit_2(tmp_path: Path,
 
 _AS_NOBODY = """
 import os, sys
-import numpy, onnx, onnxruntime  # loaded while still root: the user cannot read /root
+import numpy, onnx, onnxruntime, pydantic  # loaded while still root: the user cannot read /root
 import quantkit.capture, quantkit.calibrators.cache, quantkit.data.npy, quantkit.cli.calibrate
+import quantkit.capture.calibration, quantkit.options, quantkit.workflows  # lazily loaded
 from quantkit.cli.main import main
 os.setgid(65534)
 os.setuid(65534)
