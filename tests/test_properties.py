@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import re
 import struct
 from pathlib import Path
@@ -26,7 +27,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from quantkit.calibrators import AbsHistogram
@@ -149,6 +150,8 @@ def _batch(seed: int) -> np.ndarray:
 
 
 @settings(max_examples=60, deadline=None)
+@example(first=1, seeds=[65536, 1], split=[True] + [False] * 7, order=random.Random(0),
+         tree=[])  # the value at hi0 repeats after the histogram grew (found by hypothesis)
 @given(first=st.integers(0, 2**16).filter(lambda s: s % 5 != 0), seeds=st.lists(batch,
        min_size=1, max_size=8), split=st.lists(st.booleans(), min_size=8, max_size=8),
        order=st.randoms(use_true_random=False), tree=st.lists(st.integers(0, 50), max_size=12))
@@ -172,8 +175,25 @@ def test_histogram_merge_is_associative_and_order_independent(
     parts = [AbsHistogram.from_state(seed_hist.state()), *shards]
     order.shuffle(parts)
     merged = _merged(parts, tree)
-    assert _norm(merged) == _norm(one)
     assert merged.total == one.total and len(merged.counts) <= MAX_BINS
+    at_top = one.hi0 is not None and one.grown and any(
+        (np.abs(b) == np.float32(one.hi0)).any() for b in batches)
+    if not at_top:
+        assert _norm(merged) == _norm(one)
+        return
+    # The documented exception (quantkit/calibrators/histogram.py): a later value exactly at
+    # hi0 goes to the last base bin before the histogram grows and to the next bin after it, so
+    # a shard that did not grow keeps it one bin lower than the sequential pass. Everything else
+    # is equal, and those two bins hold the same count together.
+    a, b = _norm(merged), _norm(one)
+    assert a[:3] == b[:3] and a[4] == b[4]
+    lo, hi = (one.base_bins - 1) >> one.coarsen, one.base_bins >> one.coarsen
+    ca, cb = list(a[3]), list(b[3])
+    width = max(len(ca), len(cb), hi + 1)
+    ca, cb = ca + [0] * (width - len(ca)), cb + [0] * (width - len(cb))
+    assert ca[lo] + (ca[hi] if hi != lo else 0) == cb[lo] + (cb[hi] if hi != lo else 0)
+    ca[lo] = ca[hi] = cb[lo] = cb[hi] = 0
+    assert ca == cb
 
 
 @settings(max_examples=40, deadline=None)
