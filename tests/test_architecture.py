@@ -3,7 +3,7 @@
 Walks each module's AST (module-level imports, imports inside functions and ``TYPE_CHECKING``
 blocks alike) and fails on (a) a cycle between packages, (b) an import of a higher layer than
 the importer's, (c) an import of another package's private (``_name``) module, other than the
-shared top-level utilities ``quantkit._io`` / ``_log`` / ``_yaml`` / ``_ort``.
+shared top-level utilities ``quantkit._io`` / ``_log`` / ``_yaml`` / ``_ort`` / ``_lazy``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "quantkit"
 DOC = ROOT / "docs" / "architecture.md"
-SHARED_PRIVATE = frozenset({"_io", "_log", "_yaml", "_ort"})
+SHARED_PRIVATE = frozenset({"_io", "_log", "_yaml", "_ort", "_lazy"})
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,9 @@
 The runner (and with it ONNX) is imported on first use of these names.
 """
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from quantkit._lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from quantkit.capture.calibration import CalibrationResult, calibrate
@@ -15,15 +17,7 @@ _LAZY = {"ActivationCapture": "quantkit.capture.runner",
          "calibrate": "quantkit.capture.calibration"}
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'quantkit.capture' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 
 __all__ = ["ActivationCapture", "CalibrationResult", "calibrate"]

@@ -9,8 +9,9 @@ Hugging Face and image-folder sources and the preprocessing spec are loaded when
 (``quantkit.data.HFSource`` etc. still work), so a command reading ``.npz`` never pays for them.
 """
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from quantkit._lazy import lazy_getattr
 from quantkit.data._common import ALLOW_CAST_HINT, allow_cast
 from quantkit.data.base import (
     Batch,
@@ -37,15 +38,7 @@ _LAZY = {"HFSource": "quantkit.data.hf", "ImageFolderSource": "quantkit.data.ima
          "PreprocessSpec": "quantkit.data.preprocess"}
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'quantkit.data' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 
 __all__ = [
