@@ -6,6 +6,10 @@ encoder), each tool runs in its own child process, best of ``--repeats``:
 
 * ``floor``: plain ONNX Runtime inference with every float activation exposed as an output,
   over the same ``.npy`` batches (what any calibrator must at least do);
+* ``floor_nchw``: the same with the session settings quantkit's capture uses (graph
+  optimizations up to ``ORT_ENABLE_EXTENDED``: no NCHWc layout, so convolutions run the plain
+  NCHW kernels, whose values quantkit's scales are defined on -- ``docs/inputs.md``); it tells
+  how much of quantkit's distance to the floor is that kernel choice and how much its own work;
 * ``ort``: ONNX Runtime's own calibrator (``onnxruntime.quantization.calibrate``, entropy:
   ``create_calibrator``, ``collect_data``, ``compute_data``);
 * ``quantkit``: ``quantkit calibrate MODEL --data X.npy --method entropy --scales S.json``
@@ -35,11 +39,13 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 WORK = HERE / "_work"
 
-#: model -> (input shape, samples, batch size, quick samples)
+#: model -> (input shape, samples, batch size, quick samples). ViT-B/16: ONNX Runtime's
+#: calibrator keeps every activation of every sample, about 0.5 GB a sample (12.6 GB at 24),
+#: so 24 is what a 24 GB machine shared with other work can give it
 SIZES = {"small": ((3, 32, 32), 1024, 32, 256),
          "resnet18": ((3, 224, 224), 256, 32, 64),
-         "vit_b16": ((3, 224, 224), 32, 8, 8)}
-TOOLS = ("floor", "ort", "quantkit")
+         "vit_b16": ((3, 224, 224), 24, 8, 8)}
+TOOLS = ("floor", "floor_nchw", "ort", "quantkit")
 
 
 def _batches(path: str, batch: int) -> Any:
@@ -96,7 +102,7 @@ def worker(tool: str, p: dict[str, Any]) -> dict[str, Any]:
         _pin_threads(int(p["ort_threads"]))
     if p.get("watch"):
         _watch_first_run()
-    if tool == "floor":
+    if tool in ("floor", "floor_nchw"):
         import onnx
         import onnxruntime as ort
 
@@ -111,6 +117,8 @@ def worker(tool: str, p: dict[str, Any]) -> dict[str, Any]:
                     model.graph.output.append(onnx.ValueInfoProto(name=name))
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
+        if tool == "floor_nchw":
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
         sess = ort.InferenceSession(model.SerializeToString(), opts,
                                     providers=["CPUExecutionProvider"])
         names = [o.name for o in sess.get_outputs()]
@@ -232,22 +240,23 @@ def main(argv: list[str] | None = None) -> int:
         params["watch"] = True  # one more quantkit run: process start -> first batch
         first = measure("quantkit", params).get("first_batch_s", float("nan"))
         raw[name] = {"params": params, "best": best, "quantkit_first_batch_s": first}
-        f, o, q = best["floor"], best["ort"], best["quantkit"]
+        f, o, q, fx = best["floor"], best["ort"], best["quantkit"], best["floor_nchw"]
         rows.append(
             f"| {name} | {params['samples']} x {params['batch']} | {f['wall_s']:.2f} s | "
             f"{o['wall_s']:.2f} s / {o['peak_mb']:.0f} MB | "
             f"{q['wall_s']:.2f} s / {q['peak_mb']:.0f} MB ({q['tensors']} of {f['outputs']}) | "
             f"**{q['wall_s'] / o['wall_s']:.2f}x** | **{q['peak_mb'] / o['peak_mb']:.2f}x** | "
-            f"**{q['wall_s'] / f['wall_s']:.2f}x** | {first:.2f} s |")
+            f"**{q['wall_s'] / f['wall_s']:.2f}x** | {fx['wall_s']:.2f} s: "
+            f"{q['wall_s'] / fx['wall_s']:.2f}x | {first:.2f} s |")
     load = Path("/proc/loadavg").read_text().split()[:3]
     print(f"\nMachine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"Python {platform.python_version()}; load average at the end {' '.join(load)}; "
           f"`python -c pass` {startup:.2f} s; best of {repeats}.\n")
     print("| model | samples x batch | floor wall | ORT calibrator wall / peak | quantkit "
           "wall / peak (tensors calibrated of exposed) | wall vs ORT (<= 0.5x) | memory vs "
-          "ORT (<= 0.3x) | wall vs floor (<= 1.5x small, 1.25x others) | quantkit: process "
-          "start to first batch |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "ORT (<= 0.3x) | wall vs floor (<= 1.5x small, 1.25x others) | NCHW floor: quantkit "
+          "vs it | quantkit: process start to first batch |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
     if args.json:
         Path(args.json).write_text(json.dumps(raw, indent=1))

@@ -9,12 +9,16 @@
 * the calling thread runs ONNX Runtime on batch N+1;
 * a sink thread folds batch N's activations into the statistics (the histogram threads).
 
-So at most two batches of activations exist at once -- the one being folded and the one ONNX
-Runtime is producing. That is within the memory budget whenever a batch is captured in one
-pass (:data:`quantkit.capture.staged.STAGE_SHARE`: a batch's activations take at most half the
-budget); a capture that runs in stages folds each stage before running the next, as the plain
-loop does. Each tensor still sees its batches in data order, one at a time, so the statistics
--- and the scales -- are bit-identical to the plain loop's (``tests/capture/test_speed.py``).
+A capture that runs in stages (:mod:`quantkit.capture.staged`) overlaps the same way, one
+stage at a time: stage k of a batch is folded while ONNX Runtime runs stage k+1 (or the next
+batch's first stage). So at most two parts of activations exist at once -- the one being
+folded and the one ONNX Runtime is producing, each a whole batch's in one pass or a stage's --
+and each part takes at most half the memory budget
+(:data:`quantkit.capture.staged.STAGE_SHARE`; a stage also keeps the boundary tensors that
+later stages read, as the plain loop does). One thread folds the parts, in the order ONNX
+Runtime produced them, so each tensor still sees its batches in data order, one at a time: the
+statistics -- and the scales -- are bit-identical to the plain loop's
+(``tests/capture/test_speed.py``).
 
 Threads (:func:`split_threads`): ONNX Runtime keeps its intra-op threads, and the statistics
 are folded by ``cpus - ort_threads`` threads, at least one, so the two pools together stay at
@@ -170,8 +174,8 @@ def run_overlapped(capture: Any, batches: Iterable[Mapping[str, np.ndarray]],
     """
     folders = split_threads(capture.threads) if threads is None else threads
     reader = _Reader(batches, capture.inputs, source, allow_nonfinite)
-    pending: list[Future[None]] = []  # the batch being folded (at most one)
-    samples = 0
+    pending: list[Future[None]] = []  # the batch or stage being folded (at most one)
+    samples = first_values = 0
     try:
         with ThreadPoolExecutor(1, thread_name_prefix="quantkit-fold") as folding:
             for batch in track(_in_order(reader, pending), total=total,
@@ -179,14 +183,12 @@ def run_overlapped(capture: Any, batches: Iterable[Mapping[str, np.ndarray]],
                 for chunk in static_batch_chunks(batch, capture.inputs):
                     capture.chunk_samples = batch_samples(chunk, capture.inputs, fed=True)
                     for part in capture.parts(chunk):  # ONNX Runtime runs here ...
-                        while pending:  # ... while the previous batch is folded
+                        while pending:  # ... while the previous batch or stage is folded
                             pending.pop().result()
                         if total is not None and not samples:  # first batch: the run's size
-                            expect_binned_values(total * sum(a.size for a in part.values()))
-                        if capture.staged:  # stages: one stage's tensors at a time
-                            sink(part, threads=folders)
-                        else:
-                            pending.append(folding.submit(sink, part, threads=folders))
+                            first_values += sum(a.size for a in part.values())  # all stages
+                            expect_binned_values(total * first_values)
+                        pending.append(folding.submit(sink, part, threads=folders))
                     samples += capture.chunk_samples
             while pending:
                 pending.pop().result()

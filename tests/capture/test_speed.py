@@ -80,11 +80,45 @@ def test_residual_model_in_stages_and_odd_batches(tmp_path: Path) -> None:
     x = np.random.default_rng(3).standard_normal((45, 3, 16, 16)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
     ref = _plain(m, x, "entropy", 7).compute_amax()
-    for budget in (None, 96 << 10):  # one pass; stages (the staged path folds synchronously)
+    for budget in (None, 96 << 10):  # one pass; stages (folded overlapped too)
         res = calibrate(m, str(tmp_path / "x.npy"), method="entropy", batch_size=7,
                         quantized_only=True, memory_budget=budget)
         assert sorted(res.scales.amaxes) == ["c2", "flat", "r1", "x"]
         assert res.scales.amaxes == {n: ref[n] for n in res.scales.amaxes}
+        every = calibrate(m, str(tmp_path / "x.npy"), method="entropy", batch_size=7,
+                          memory_budget=budget)
+        assert every.scales.amaxes == ref
+
+
+def test_staged_parts_are_folded_in_a_thread_in_order(tmp_path: Path) -> None:
+    """Under a small budget the overlapped loop hands each stage to the fold thread, in graph
+    order per batch and batches in data order, with the values a one-pass run gives."""
+    import threading
+
+    m = small_cnn(tmp_path / "m.onnx", spatial=16)
+    x = np.random.default_rng(5).standard_normal((21, 3, 16, 16)).astype(np.float32)
+    one = ActivationCapture(m)
+    name = one.inputs[0].name
+    want = [one.run_batch({name: x[lo: lo + 7]}) for lo in range(0, 21, 7)]
+    staged = ActivationCapture(m, memory_budget=96 << 10)
+    calls: list[tuple[str, dict[str, np.ndarray]]] = []
+
+    def sink(part: dict[str, np.ndarray], threads: int = 1) -> None:
+        calls.append((threading.current_thread().name, dict(part)))
+
+    n = staged.run(({name: x[lo: lo + 7].copy()} for lo in range(0, 21, 7)), sink, overlap=True)
+    assert n == 21 and staged.staged
+    stages = len(calls) // 3
+    assert stages >= 2 and len(calls) == 3 * stages
+    assert all(t.startswith("quantkit-fold") for t, _ in calls)
+    for b in range(3):
+        got: dict[str, np.ndarray] = {}
+        for _, part in calls[b * stages: (b + 1) * stages]:
+            assert not set(part) & set(got)  # each tensor once per batch
+            got.update(part)
+        assert list(got) == list(want[b])  # graph order across the stages
+        for k, v in want[b].items():
+            assert got[k].tobytes() == v.tobytes(), (b, k)
 
 
 def test_selection_covers_every_tensor_the_writer_quantizes(tmp_path: Path) -> None:
