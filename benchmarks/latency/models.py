@@ -24,7 +24,11 @@ from typing import Any
 
 import torch
 from torch import nn
-from yolo import YOLO11_SCALES, YOLOV8_SCALES, Yolo11, YoloV7, YoloV8
+
+try:  # run from benchmarks/latency (validate.py, the tests' loader) ...
+    from yolo import YOLO11_SCALES, YOLOV8_SCALES, Yolo11, YoloV7, YoloV8
+except ModuleNotFoundError:  # ... or imported as benchmarks.latency.models (benchmarks.memory)
+    from benchmarks.latency.yolo import YOLO11_SCALES, YOLOV8_SCALES, Yolo11, YoloV7, YoloV8
 
 OPSET = 17
 
