@@ -188,7 +188,7 @@ def estimate_from_sidecar(sidecar: Mapping[str, Any], model: str | os.PathLike[s
             precision the GPU lacks.
     """
     row = get_gpu(gpu)
-    options = options or EstimateOptions()
+    options = (options or EstimateOptions()).for_gpu(row.memory_efficiency)
     kernels = list(sidecar.get("engine_layers") or [])
     if not kernels:
         raise InputError("the engine sidecar has no kernel list (engine_layers): the build "

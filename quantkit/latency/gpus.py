@@ -20,7 +20,7 @@ measured curve for that GPU is plugged in.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from quantkit.errors import InputError
@@ -75,8 +75,11 @@ class GPU:
         url: where to read it.
         notes: how the figures were read (sparse halved, accumulate type, derived rates).
         source: ``"datasheet"`` (peaks from the vendor).
-        efficiency_source: ``"default"`` (the model's default efficiency curve) or the name of a
-            measured curve once one exists for this GPU.
+        efficiency_source: ``"default"`` (the model's default efficiency curve) or where the
+            row's measured caps come from.
+        memory_efficiency: measured fraction of ``bandwidth_gbs`` that streaming copies sustain
+            on this GPU (``None``: the model's default); used by estimates whose options keep
+            the default (:meth:`quantkit.latency.EstimateOptions.for_gpu`).
     """
 
     name: str
@@ -95,6 +98,7 @@ class GPU:
     notes: str = ""
     source: str = "datasheet"
     efficiency_source: str = "default"
+    memory_efficiency: float | None = None
 
     @property
     def compute_capability(self) -> str:
@@ -146,9 +150,15 @@ def _row(name: str, aliases: tuple[str, ...], sm: str, arch: str, fp32: float,
 
 
 _TABLE: tuple[GPU, ...] = (
-    _row("H100-SXM", ("h100", "h100-sxm5", "h100sxm"), "SM90", "Hopper",
-         67.0, 494.5, 989.5, 989.5, 1979.0, 1979.0, 3350.0, _H100_DS,
-         f"H100 SXM5 80GB; {_HALVED} (TF32 989, FP16/BF16 1979, FP8/INT8 3958)"),
+    replace(_row("H100-SXM", ("h100", "h100-sxm5", "h100sxm"), "SM90", "Hopper",
+                 67.0, 494.5, 989.5, 989.5, 1979.0, 1979.0, 3350.0, _H100_DS,
+                 f"H100 SXM5 80GB; {_HALVED} (TF32 989, FP16/BF16 1979, FP8/INT8 3958)"),
+            # measured on an H100 80GB HBM3 SXM (benchmarks/latency/results/h100_sxm_gemm.json):
+            # device copies of 512 MiB-2 GiB at 2965-2999 GB/s; the tensor-core GEMMs' 0.69-0.73
+            # of peak match the default compute cap, which stays
+            memory_efficiency=0.89,
+            efficiency_source="measured DRAM cap 0.89 (benchmarks/latency/results/"
+                              "h100_sxm_gemm.json); compute cap default, confirmed 0.69-0.73"),
     _row("H100-PCIe", ("h100-pcie", "h100pcie"), "SM90", "Hopper",
          51.0, 378.0, 756.5, 756.5, 1513.0, 1513.0, 2000.0, _H100_DS,
          f"H100 PCIe 80GB; {_HALVED} (TF32 756, FP16/BF16 1513, FP8/INT8 3026)"),

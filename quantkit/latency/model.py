@@ -25,7 +25,7 @@ The constants below are the only ones the model has. They are chosen from genera
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 #: Fraction of the dense datasheet peak that large tensor-core GEMMs/convolutions sustain:
@@ -85,6 +85,16 @@ class EstimateOptions:
             if getattr(self, name) < 0:
                 raise InputError(f"estimate option {name}={getattr(self, name)}: must be >= 0 "
                                  "seconds.")
+
+    def for_gpu(self, memory_efficiency: float | None) -> EstimateOptions:
+        """These options with a GPU row's measured DRAM cap, where they keep the default.
+
+        A row measured on real hardware (``GPU.memory_efficiency``) replaces the general
+        default; a value the caller set explicitly (anything but the default) wins.
+        """
+        if memory_efficiency is None or self.memory_efficiency != MEMORY_EFFICIENCY:
+            return self
+        return replace(self, memory_efficiency=memory_efficiency)
 
     def describe(self) -> str:
         """One line for an estimate's ``method``."""

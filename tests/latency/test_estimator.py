@@ -317,3 +317,26 @@ def test_layernorm_epilogue_stays_a_kernel(tmp_path: Path, quantized: bool) -> N
     t_m = gemm.bytes / 300e9
     assert gemm.bound == "memory" and gemm.ms == pytest.approx(
         ((t_m + RAMP) / CAP_M + LAUNCH) * 1e3, rel=1e-12)
+
+
+def test_measured_dram_cap_of_a_row_replaces_the_default(models: dict[str, Path]) -> None:
+    """H100-SXM carries a DRAM cap measured on the lent H100; an explicit option still wins."""
+    from quantkit.latency import EstimateOptions, estimate_models, get_gpu
+    from quantkit.latency.model import MEMORY_EFFICIENCY
+
+    row = get_gpu("H100-SXM")
+    assert row.memory_efficiency == pytest.approx(0.89) and "measured" in row.efficiency_source
+    assert get_gpu("L4").memory_efficiency is None
+    shapes = {"x": (2, 64, 256)}
+    measured, = estimate_models(models["mm"], ["H100-SXM"], shapes=shapes)
+    default, = estimate_models(models["mm"], ["H100-SXM"], shapes=shapes,
+                               options=EstimateOptions(memory_efficiency=0.8 + 1e-9))
+    assert "0.89 of peak bandwidth" in measured.method
+    # a higher DRAM cap only shortens the memory time of each kernel, never the compute time
+    pairs = list(zip(measured.kernels, default.kernels, strict=True))
+    assert all(a.ms <= b.ms for a, b in pairs)
+    assert any(a.ms < b.ms for a, b in pairs if a.bytes > 0)
+    assert measured.latency_ms < default.latency_ms
+    # the options' own default is what rows without a measurement use
+    assert EstimateOptions().for_gpu(None).memory_efficiency == MEMORY_EFFICIENCY
+    assert EstimateOptions(memory_efficiency=0.5).for_gpu(0.89).memory_efficiency == 0.5
