@@ -1,8 +1,8 @@
-"""Entry-point plugins: the one loader behind calibrator and metric plugins.
+"""Entry-point plugins: the one loader behind calibrator, metric and rescue transform plugins.
 
-Packages register calibration methods (group ``quantkit.calibrators``) and task metrics
-(``quantkit.metrics``) as entry points; each registry calls :func:`load_entry_points` once, on
-first use of a name it does not know.
+Packages register calibration methods (group ``quantkit.calibrators``), task metrics
+(``quantkit.metrics``) and rescue transforms (``quantkit.transforms``) as entry points; each
+registry calls :func:`load_entry_points` once, on first use of a name it does not know.
 """
 
 from __future__ import annotations

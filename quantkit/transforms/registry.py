@@ -198,15 +198,14 @@ class TransformRegistry:
         if self._plugins_loaded:
             return
         self._plugins_loaded = True
-        from importlib.metadata import entry_points
+        from quantkit.plugins import load_entry_points
 
-        for ep in entry_points(group=ENTRY_POINT_GROUP):
+        for name, spec in load_entry_points(ENTRY_POINT_GROUP, "rescue transform"):
             try:
-                spec = ep.load()
                 if spec.name not in self._specs:
                     self.register(spec() if callable(spec) else spec)
             except Exception as err:  # a broken plugin must not break the built-ins
-                logger.warning("could not load rescue transform plugin %s: %s", ep.name, err)
+                logger.warning("could not load rescue transform plugin %s: %s", name, err)
 
     def lookup(self, name: str) -> TransformSpec | None:
         """The transform spelled ``name`` (any case, any alias), or None."""
