@@ -37,9 +37,9 @@ from quantkit.calibrators import DEFAULT_METHOD
 from quantkit.capture import calibrate
 from quantkit.errors import InputError
 from quantkit.model import save_model
-from quantkit.options import RunOptions, refuse_unknown, resolve_options
+from quantkit.options import RunOptions, resolve_options
 from quantkit.qdq.writer import plan_model, prepare
-from quantkit.transforms._common import TransformReport, working_copy
+from quantkit.transforms._common import TransformReport, data_run, working_copy
 from quantkit.transforms.registry import (
     REGISTRY,
     RescueStep,
@@ -268,10 +268,9 @@ def apply_rescue(model: onnx.ModelProto, specs: str | Iterable[str] | Sequence[R
     """
     if options is None:
         options = resolve_options(settings, "apply_rescue")
-    refuse_unknown(settings, "apply_rescue")
-    batch_size, max_samples = options.data.batch_size, options.data.max_samples
-    data_options = options.data.open_kwargs()
-    providers = options.runtime.provider_list
+    reading = data_run(options, settings, "apply_rescue")
+    batch_size, max_samples = reading.batch_size, reading.max_samples
+    data_options, providers = reading.data_options, reading.providers
     method_options = dict(options.calibration.method_options)
     steps = _steps(specs, where)
     if data is None:
