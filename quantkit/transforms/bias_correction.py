@@ -24,9 +24,7 @@ samples (exact when every batch has the same spatial size).
 from __future__ import annotations
 
 import logging
-import tempfile
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,11 +33,9 @@ from onnx import helper, numpy_helper
 
 from quantkit.calibrators.cache import ScaleTable
 from quantkit.capture.runner import ActivationCapture
-from quantkit.data import open_source
-from quantkit.data.base import DataSource, InputLayout, check_batch_args
+from quantkit.data.base import check_batch_args
 from quantkit.errors import InputError
 from quantkit.graph import GraphIndex, UniqueNames, model_opset, upgrade_opset
-from quantkit.model import save_model
 from quantkit.options import RunOptions
 from quantkit.qdq.plan import PrecisionConfig
 from quantkit.qdq.rules import quantized_inputs
@@ -56,6 +52,7 @@ from quantkit.transforms._common import (
     warn_skipped,
     working_copy,
 )
+from quantkit.transforms.statistics import stream_outputs
 
 logger = logging.getLogger(__name__)
 
@@ -220,26 +217,16 @@ def _mean_pass(aux: onnx.ModelProto, means: dict[str, str], data: Any, batch_siz
     """Run ``aux`` over the data with the streaming capture; average its mean outputs."""
     sums = {name: np.zeros(0, np.float64) for name in means}
     seen = [0]
-    with tempfile.TemporaryDirectory(prefix="quantkit-bias-") as tmp:
-        path = Path(tmp) / "means.onnx"
-        save_model(aux, path)
-        # only the means are captured: the inputs may be integer ids, not activations
-        capture = ActivationCapture(path, list(means.values()), providers=providers,
-                                    layout=InputLayout.from_options(data_options))
-        source = open_source(data, capture.inputs, **dict(data_options or {}))
-        desc = source.description if isinstance(source, DataSource) else str(data)
 
-        def sink(acts: Mapping[str, np.ndarray], cap: ActivationCapture = capture) -> None:
-            n = cap.chunk_samples  # weight each batch's mean by its samples
-            for layer, m in means.items():
-                v = acts[m].astype(np.float64) * n
-                sums[layer] = v if sums[layer].size == 0 else sums[layer] + v
-            seen[0] += n
+    def sink(acts: Mapping[str, np.ndarray], capture: ActivationCapture) -> None:
+        n = capture.chunk_samples  # weight each batch's mean by its samples
+        for layer, m in means.items():
+            v = acts[m].astype(np.float64) * n
+            sums[layer] = v if sums[layer].size == 0 else sums[layer] + v
+        seen[0] += n
 
-        capture.run(source.batches(batch_size, max_samples), sink, source=desc,
-                    total=source.num_batches(batch_size, max_samples),
-                    description=description)
-        del capture  # release the session before the temporary model goes
+    stream_outputs(aux, list(means.values()), data, batch_size, max_samples, data_options,
+                   providers, sink, description)
     return {k: v / max(seen[0], 1) for k, v in sums.items()}, seen[0]
 
 

@@ -24,7 +24,7 @@ FP32 outputs on them (so verification does not read the data again).
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -107,6 +107,36 @@ def statistics_model(model: onnx.ModelProto, stats: Sequence[ChannelStat],
     return aux, outs
 
 
+def stream_outputs(aux: onnx.ModelProto, names: Sequence[str], data: Any, batch_size: int,
+                   max_samples: int | None, data_options: Mapping[str, Any] | None,
+                   providers: Sequence[str] | None,
+                   sink: Callable[[Mapping[str, np.ndarray], ActivationCapture], None],
+                   description: str) -> int:
+    """Run the auxiliary model ``aux`` over the data, streaming; return the samples seen.
+
+    Only the outputs ``names`` are captured (the model's inputs may be integer ids, not
+    activations); each chunk's outputs go to ``sink(outputs, capture)``, where
+    ``capture.chunk_samples`` is that chunk's sample count.
+    """
+    check_batch_args(batch_size, max_samples)
+    with tempfile.TemporaryDirectory(prefix="quantkit-stats-") as tmp:
+        path = Path(tmp) / "stats.onnx"
+        save_model(aux, path)
+        capture = ActivationCapture(path, list(names), providers=providers,
+                                    layout=InputLayout.from_options(data_options))
+        source = open_source(data, capture.inputs, **dict(data_options or {}))
+        desc = source.description if isinstance(source, DataSource) else str(data)
+
+        def feed(acts: Mapping[str, np.ndarray], cap: ActivationCapture = capture) -> None:
+            sink(acts, cap)
+
+        seen = capture.run(source.batches(batch_size, max_samples), feed, source=desc,
+                           total=source.num_batches(batch_size, max_samples),
+                           description=description)
+        del capture  # release the session before the temporary model goes
+    return seen
+
+
 def max_pass(aux: onnx.ModelProto, outs: Mapping[Any, str], data: Any, batch_size: int,
              max_samples: int | None, data_options: Mapping[str, Any] | None,
              providers: Sequence[str] | None, description: str = "transform statistics",
@@ -115,25 +145,15 @@ def max_pass(aux: onnx.ModelProto, outs: Mapping[Any, str], data: Any, batch_siz
 
     ``outs`` maps a key to an output of ``aux``; returns ``{key: max}`` and the samples seen.
     """
-    check_batch_args(batch_size, max_samples)
     maxima: dict[Any, np.ndarray] = {}
-    with tempfile.TemporaryDirectory(prefix="quantkit-stats-") as tmp:
-        path = Path(tmp) / "stats.onnx"
-        save_model(aux, path)
-        capture = ActivationCapture(path, list(outs.values()), providers=providers,
-                                    layout=InputLayout.from_options(data_options))
-        source = open_source(data, capture.inputs, **dict(data_options or {}))
-        desc = source.description if isinstance(source, DataSource) else str(data)
 
-        def sink(acts: Mapping[str, np.ndarray]) -> None:
-            for key, m in outs.items():
-                v = acts[m].astype(np.float64)
-                maxima[key] = v if key not in maxima else np.maximum(maxima[key], v)
+    def sink(acts: Mapping[str, np.ndarray], _: ActivationCapture) -> None:
+        for key, m in outs.items():
+            v = acts[m].astype(np.float64)
+            maxima[key] = v if key not in maxima else np.maximum(maxima[key], v)
 
-        seen = capture.run(source.batches(batch_size, max_samples), sink, source=desc,
-                           total=source.num_batches(batch_size, max_samples),
-                           description=description)
-        del capture  # release the session before the temporary model goes
+    seen = stream_outputs(aux, list(outs.values()), data, batch_size, max_samples,
+                          data_options, providers, sink, description)
     return maxima, seen
 
 
