@@ -322,7 +322,7 @@ def parse_shapes(text: str | None, param: str = "shapes") -> dict[str, Shape]:
         if 0 in shape and not param.endswith("min_shapes"):
             raise InputError(f"{param}={item[:80]!r}: a dimension of 0 makes '{name}' an empty "
                              "tensor; give the shape the engine runs at (an empty tensor, such "
-                             "as an empty cache, belongs in min_shapes only).")
+                             "as an empty cache, belongs in min_shapes= only).")
         out[name] = shape
     return out
 

@@ -53,7 +53,9 @@ PHRASES: dict[str, str] = {
     "columns={INPUT: ARRAY}": "--column INPUT=ARRAY",
 }
 
-_VALUE = r"'[^']*'|\"[^\"]*\"|[^\s,;:)]+"
+#: a quoted value, or an unquoted one that does not end in a sentence's full stop
+#: (``data=.`` is the bare parameter at the end of a sentence; ``0.5`` and ``m.onnx`` keep theirs)
+_VALUE = r"'[^']*'|\"[^\"]*\"|[^\s,;:)]*[^\s,;:).]"
 _PATTERN = re.compile(r"(?<![\w.\-])(" + "|".join(sorted(PARAMETER_FLAGS, key=len,
                                                          reverse=True))
                       + r")=(" + _VALUE + r")?")

@@ -161,6 +161,11 @@ def test_recipe_data_set_embeds_data_options() -> None:
     ("workspace_mib=0: give a positive size", "--workspace 0: give a positive size"),
     ("input 'a' INPUT=VALUE x.batch_size=1 sample_rate=16000",
      "input 'a' INPUT=VALUE x.batch_size=1 sample_rate=16000"),
+    # a bare parameter ending a sentence keeps the full stop out of the flag's value
+    ("no such file. Check the path given as data=.",
+     "no such file. Check the path given as --data."),
+    ("percentile=99.9. Use a value", "--percentile 99.9. Use a value"),
+    ("data=model.onnx: not found", "--data model.onnx: not found"),
 ])
 def test_to_flags(library: str, cli: str) -> None:
     assert to_flags(library) == cli
